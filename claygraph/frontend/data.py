@@ -1,0 +1,196 @@
+"""Named-dim data: `cg.array`, `cg.index` and the `Data` container handed to a model."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, Mapping
+
+import jax
+import numpy as np
+
+from claygraph.errors import DataError
+
+_RESERVED = frozenset({"size", "dims", "arrays", "names", "abstract", "with_values", "index_columns"})
+
+
+@dataclass(frozen=True, slots=True)
+class Array:
+    """An array whose axes have dim names; an index column also names the dim it points into."""
+
+    values: Any = field(compare=False)  # np.ndarray, jax.Array or jax.ShapeDtypeStruct
+    dims: tuple[str, ...] = ()
+    into: str | None = None
+    into_size: int | None = None
+    counts: Any = field(default=None, compare=False)  # rows per target (abstract index columns), for load-balance planning
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.values.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.values.dtype)
+
+    @property
+    def is_abstract(self) -> bool:
+        return isinstance(self.values, jax.ShapeDtypeStruct)
+
+    @property
+    def is_index(self) -> bool:
+        return self.into is not None
+
+
+def _as_values(values: Any) -> Any:
+    if isinstance(values, (jax.ShapeDtypeStruct, jax.Array, np.ndarray)):
+        return values
+    return np.asarray(values)
+
+
+def array(values: Any, *dims: str) -> Array:
+    """An array with one dim name per axis, e.g. `cg.array(X, "row", "feature")`."""
+    return Array(_as_values(values), tuple(dims))
+
+
+def index(values: Any, dim: str, *, into: str, size: int | None = None, counts: Any = None) -> Array:
+    """An integer column along `dim` whose values point into `into` (e.g. each row's group id).
+
+    `size` is the size of `into` (needed when no other array has that dim). For abstract
+    values, `counts` (rows per target) lets the planner balance shards; uniform otherwise.
+    """
+    return Array(_as_values(values), (dim,), into=into, into_size=None if size is None else int(size),
+                 counts=None if counts is None else np.asarray(counts))
+
+
+def _check_dims(name: str, arr: Array) -> None:
+    if not isinstance(arr, Array):
+        raise DataError(f"Data field {name!r} is a {type(arr).__name__}; wrap it with cg.array(values, *dims) "
+                        f"or cg.index(values, dim, into=...) so that its axes have names")
+    if len(arr.dims) != len(arr.shape):
+        raise DataError(f"Data field {name!r} has shape {arr.shape} ({len(arr.shape)} axes) but "
+                        f"{len(arr.dims)} dim names {arr.dims}; give one name per axis")
+    for d in arr.dims + ((arr.into,) if arr.into else ()):
+        if not isinstance(d, str) or not d.isidentifier():
+            raise DataError(f"Data field {name!r}: dim name {d!r} must be an identifier string")
+
+
+def _sizes(arrays: Mapping[str, Array]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    where: dict[str, str] = {}
+    for name, arr in arrays.items():
+        pairs = list(zip(arr.dims, arr.shape))
+        if arr.into and arr.into_size is not None:
+            pairs.append((arr.into, arr.into_size))
+        for axis, (d, n) in enumerate(pairs):
+            label = f"{name} axis {axis}" if axis < len(arr.dims) else f"{name} (size= of {arr.into!r})"
+            if d in sizes and sizes[d] != n:
+                raise DataError(f"dim {d!r} has size {sizes[d]} in {where[d]} but {n} in {label}; "
+                                f"every axis named {d!r} must have the same size")
+            sizes.setdefault(d, n)
+            where.setdefault(d, label)
+    for name, arr in arrays.items():
+        if arr.into and arr.into not in sizes:
+            raise DataError(f"index {name!r} points into {arr.into!r}, whose size is unknown; "
+                            f"pass cg.index(..., into={arr.into!r}, size=N)")
+    return sizes
+
+
+def _check_values(name: str, arr: Array, sizes: Mapping[str, int]) -> None:
+    if arr.is_index and not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"index {name!r} has dtype {arr.dtype}; an index column must hold integers")
+    if arr.is_abstract:
+        return
+    v = np.asarray(arr.values)
+    if arr.is_index and v.size:
+        bad = np.flatnonzero((v < 0) | (v >= sizes[arr.into]))
+        if bad.size:
+            raise DataError(f"index {name!r} has value {v.flat[bad[0]]} at position {bad[0]}, outside "
+                            f"[0, {sizes[arr.into]}) of dim {arr.into!r} ({bad.size} such values)")
+    if np.issubdtype(v.dtype, np.inexact):
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            pos = np.unravel_index(bad[0], v.shape)
+            raise DataError(f"Data field {name!r} has a non-finite value {v.flat[bad[0]]} at {tuple(map(int, pos))} "
+                            f"({bad.size} such values); claygraph needs finite data")
+
+
+@jax.tree_util.register_pytree_node_class
+class Data:
+    """Named arrays for a model: `data.X` gives the values, `data.size("row")` a dim's size."""
+
+    __slots__ = ("_arrays", "_sizes")
+
+    def __init__(self, **arrays: Array):
+        for name, arr in arrays.items():
+            if name in _RESERVED or name.startswith("_"):
+                raise DataError(f"Data field name {name!r} is reserved; choose another name")
+            _check_dims(name, arr)
+        sizes = _sizes(arrays)
+        for name, arr in arrays.items():
+            _check_values(name, arr, sizes)
+        object.__setattr__(self, "_arrays", dict(arrays))
+        object.__setattr__(self, "_sizes", sizes)
+
+    @classmethod
+    def _unchecked(cls, arrays: Mapping[str, Array], sizes: Mapping[str, int]) -> Data:
+        self = object.__new__(cls)
+        object.__setattr__(self, "_arrays", dict(arrays))
+        object.__setattr__(self, "_sizes", dict(sizes))
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._arrays[name].values
+        except KeyError:
+            raise AttributeError(f"Data has no field {name!r}; fields: {sorted(self._arrays)}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Data is immutable")
+
+    def size(self, dim: str) -> int:
+        try:
+            return self._sizes[dim]
+        except KeyError:
+            raise DataError(f"no data array has dim {dim!r}; known dims: {sorted(self._sizes)}") from None
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return dict(self._sizes)
+
+    @property
+    def arrays(self) -> dict[str, Array]:
+        return dict(self._arrays)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._arrays)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def abstract(self) -> Data:
+        """The same data as shapes only (what lowering traces with)."""
+        arrs = {k: replace(a, values=jax.ShapeDtypeStruct(a.shape, a.dtype)) for k, a in self._arrays.items()}
+        return Data._unchecked(arrs, self._sizes)
+
+    def with_values(self, values: Mapping[str, Any]) -> Data:
+        """Same names and dims, new values (tracers or shard-local arrays); not re-validated."""
+        arrs = {k: replace(a, values=values[k]) for k, a in self._arrays.items()}
+        return Data._unchecked(arrs, self._sizes)
+
+    def __repr__(self) -> str:
+        parts = []
+        for k, a in self._arrays.items():
+            extra = f" -> {a.into}" if a.into else ""
+            parts.append(f"{k}: {a.dtype}[{', '.join(f'{d}={n}' for d, n in zip(a.dims, a.shape))}]{extra}")
+        return "Data(" + "; ".join(parts) + ")"
+
+    # pytree: values are the leaves, names and dims the static part
+    def tree_flatten(self):
+        keys = tuple(self._arrays)
+        meta = tuple(replace(self._arrays[k], values=None) for k in keys)
+        return tuple(self._arrays[k].values for k in keys), (keys, meta, tuple(self._sizes.items()))
+
+    @classmethod
+    def tree_unflatten(cls, aux, leaves):
+        keys, meta, sizes = aux
+        arrs = {k: replace(m, values=v) for k, m, v in zip(keys, meta, leaves)}
+        return cls._unchecked(arrs, dict(sizes))
