@@ -78,7 +78,7 @@ class Ctx:
             self.u.union((a.id, i), (b.id, j), self.where)
 
     def same_shape(self, a: Value, b: Value) -> None:
-        if a.shape == b.shape:
+        if a.ndim == b.ndim:  # equal ranks; size-1 axes broadcast and are skipped by axes()
             for i in range(a.ndim):
                 self.axes(a, i, b, i)
 

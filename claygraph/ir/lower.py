@@ -130,7 +130,7 @@ def lower(model: Callable, data: Data) -> Graph:
                     MappingProxyType(dict(zip(sorted(data.arrays), args[len(param_names):]))))
     (output,) = b.add_jaxpr(closed.jaxpr, list(closed.consts), args)
     nodes = _dead_code_eliminated(b.nodes, output)
-    meta = Lowered(model, info, MappingProxyType({k: replace(a, values=None) for k, a in data.arrays.items()}),
+    meta = Lowered(model, info, MappingProxyType(data.abstract().arrays),
                    MappingProxyType({**data.dims, **dict(info.plates)}))
     live = {output, *args} | {v for n in nodes for v in (*n.inputs, *n.outputs)}
     values = {k: v for k, v in b.values.items() if k in live}

@@ -1,0 +1,191 @@
+"""Emission: a Plan becomes one shard-local JAX function, wrapped in shard_map over a 1-D mesh.
+
+Inside, every value lives in the *internal layout*: each split dim is permuted and padded so
+that shard s owns slots [s*local, (s+1)*local). Parameters enter and leave in the user's layout
+(the relayout is differentiable, so gradients come back in the user's layout too); data are laid
+out once, when the program is built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from claygraph.errors import PartitionError
+from claygraph.ir.graph import Graph, Node, Value
+from claygraph.partition.plan import Plan, shape_fn
+from claygraph.partition.registry import Decision, Mask
+from claygraph.partition.shardings import REPLICATED, Partial, Replicated, Sharded, Sharding
+from claygraph.runtime.layout import DimLayout
+
+AXIS = "shards"
+
+
+def spec(v: Value, s: Sharding) -> P:
+    if isinstance(s, Sharded):
+        return P(*[AXIS if i == v.axis_of(s.dim) else None for i in range(v.ndim)])
+    return P()
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """Per split dim: constant arrays the program reads (masks, slot maps)."""
+
+    layout: Mapping[str, DimLayout]
+
+    def local_mask(self, d: str) -> jax.Array:
+        lay = self.layout[d]
+        return jnp.arange(lay.local) < jnp.asarray(lay.counts)[lax.axis_index(AXIS)]
+
+    def full_mask(self, d: str) -> np.ndarray:
+        return self.layout[d].pad_mask()
+
+
+class _Local:
+    """The shard-local interpreter: runs each node as its Decision says."""
+
+    def __init__(self, plan: Plan, layout: Mapping[str, DimLayout], consts: Mapping[int, Any]):
+        self.g: Graph = plan.graph
+        self.prop = plan.chosen.propagation
+        self.layout = layout
+        self.shape = shape_fn(layout)
+        self.consts = consts
+        self.tables = Tables(layout)
+
+    # conversions between shardings ---------------------------------------------------------
+    def convert(self, x, v: Value, have: Sharding, want: Sharding):
+        if have == want:
+            return x
+        if isinstance(have, Partial):
+            x = {"sum": lax.psum, "max": lax.pmax, "min": lax.pmin}[have.op](x, AXIS)
+            have = REPLICATED
+        if isinstance(have, Sharded):
+            x = lax.all_gather(x, AXIS, axis=v.axis_of(have.dim), tiled=True)
+            have = REPLICATED
+        if isinstance(want, Sharded):
+            local = self.layout[want.dim].local
+            return lax.dynamic_slice_in_dim(x, lax.axis_index(AXIS) * local, local, axis=v.axis_of(want.dim))
+        if isinstance(want, Partial):  # a replicated term joins a partial sum once, on shard 0
+            return jnp.where(lax.axis_index(AXIS) == 0, x, jnp.zeros_like(x))
+        return x
+
+    def mask(self, x, v: Value, have: Sharding, m: Mask):
+        on = self.tables.local_mask(m.dim) if isinstance(have, Sharded) and v.axis_of(have.dim) == m.axis \
+            else self.tables.full_mask(m.dim)
+        shape = [1] * x.ndim
+        shape[m.axis] = -1
+        return jnp.where(jnp.reshape(on, shape), x, jnp.asarray(m.fill, x.dtype))
+
+    # user-layout fallback ------------------------------------------------------------------
+    def to_user(self, x, v: Value):
+        for i, d in enumerate(v.dims):
+            if d in self.layout:
+                x = jnp.take(x, jnp.asarray(self.layout[d].inverse()), axis=i)
+        d = self.prop.remapped.get(v.id)
+        if d is not None:
+            x = jnp.asarray(self.layout[d].fill_slots(), x.dtype)[x]
+        return x
+
+    def from_user(self, y, v: Value):
+        for i, d in enumerate(v.dims):
+            if d in self.layout:
+                y = jnp.take(y, jnp.asarray(self.layout[d].fill_slots()), axis=i)
+        d = self.prop.remapped.get(v.id)
+        if d is not None:
+            y = jnp.asarray(self.layout[d].inverse(), y.dtype)[y]
+        return y
+
+    # one node --------------------------------------------------------------------------------
+    def params(self, node: Node, ins: list[Value], d: Decision) -> dict:
+        p = dict(node.params)
+        outs = [self.shape(self.g.value(o), s) for o, s in zip(node.outputs, d.outs)]
+        if node.primitive in ("broadcast_in_dim", "iota") and "shape" in p:
+            p["shape"] = outs[0]
+        elif node.primitive == "reshape":
+            p["new_sizes"] = outs[0]
+        elif node.primitive in ("gather", "dynamic_slice"):
+            src = ins[0]
+            local = self.shape(src, d.ins[0])
+            p["slice_sizes"] = tuple(loc if (n == full and loc != full) else n
+                                     for n, full, loc in zip(p["slice_sizes"], src.shape, local))
+        return p
+
+    def run_node(self, node: Node, args: list, d: Decision) -> list:
+        ins = [self.g.value(i) for i in node.inputs]
+        for m in d.masks:
+            args[m.input] = self.mask(args[m.input], ins[m.input], d.ins[m.input], m)
+        if d.local_offset:
+            operand = ins[0]
+            k = node.params["dimension_numbers"].start_index_map[0]
+            local = self.layout[operand.dims[k]].local
+            args[1] = args[1] - (lax.axis_index(AXIS) * local).astype(args[1].dtype)
+        if d.user_layout:
+            args = _match_vma([self.to_user(a, v) for a, v in zip(args, ins)])
+            outs = node.bind(*args)
+            return [self.from_user(y, self.g.value(o)) for y, o in zip(outs, node.outputs)]
+        return node.bind(*_match_vma(args), **self.params(node, ins, d))
+
+    def __call__(self, params: Mapping[str, Any], data: Mapping[str, Any]):
+        g, sh = self.g, self.prop.shardings
+        env: dict[int, Any] = dict(self.consts)
+        env.update((vid, params[k]) for k, vid in g.inputs.params.items())
+        env.update((vid, data[k]) for k, vid in g.inputs.data.items())
+        for node in g.nodes():
+            d = self.prop.decisions[node.id]
+            args = [self.convert(env[i], g.value(i), sh[i], want) for i, want in zip(node.inputs, d.ins)]
+            env.update(zip(node.outputs, self.run_node(node, args, d)))
+        return self.convert(env[g.output], g.value(g.output), sh[g.output], REPLICATED)
+
+
+def _varies(x) -> bool:
+    mat = getattr(jax.typeof(x), "manual_axis_type", None)
+    return mat is not None and AXIS in mat.varying
+
+
+def _match_vma(args: list) -> list:
+    """Binding a primitive directly skips JAX's automatic casts: mark invariant operands varying
+    when another operand varies over the mesh axis."""
+    varying = [_varies(a) for a in args]
+    if any(varying) and not all(varying):
+        return [a if v else lax.pcast(a, AXIS, to="varying") for a, v in zip(args, varying)]
+    return args
+
+
+def relayout(x: np.ndarray, v: Value, layout: Mapping[str, DimLayout], remapped_dim: str | None) -> np.ndarray:
+    """User layout -> internal layout, in NumPy (data and constants, once)."""
+    x = np.asarray(x)
+    for i, d in enumerate(v.dims):
+        if d in layout:
+            x = np.take(x, layout[d].fill_slots(), axis=i)
+    if remapped_dim is not None:
+        x = layout[remapped_dim].inverse().astype(x.dtype)[x]
+    return x
+
+
+def param_relayout(x, v: Value, layout: Mapping[str, DimLayout]):
+    """User layout -> internal layout for a parameter, differentiably; padding carries no gradient."""
+    for i, d in enumerate(v.dims):
+        if d in layout:
+            lay = layout[d]
+            x = jnp.take(x, jnp.asarray(lay.fill_slots()), axis=i)
+            shape = [1] * x.ndim
+            shape[i] = -1
+            real = jnp.reshape(jnp.asarray(lay.pad_mask()), shape)
+            x = jnp.where(real, x, lax.stop_gradient(x))
+    return x
+
+
+def make_mesh(devices: int, device_list=None) -> Mesh:
+    avail = list(device_list if device_list is not None else jax.devices())
+    if len(avail) < devices:
+        raise PartitionError(
+            f"the plan needs {devices} devices but JAX sees {len(avail)}; on CPU set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before importing jax, "
+            f"or plan for ClusterSpec.local(devices={len(avail)})")
+    return Mesh(np.array(avail[:devices]), (AXIS,))

@@ -1,0 +1,193 @@
+"""Candidate splits, their layouts and costs, and the chosen Plan."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from claygraph.errors import PartitionError
+from claygraph.frontend.data import Data
+from claygraph.ir.graph import Graph, Value
+from claygraph.partition.cluster import ClusterSpec
+from claygraph.partition.cost import CostEstimate, estimate
+from claygraph.partition.propagate import Collective, Propagation, propagate
+from claygraph.partition.shardings import Partial, Sharded, Sharding, Split
+from claygraph.runtime.layout import DimLayout, block_layout, block_sizes, group_layout, group_sizes
+
+Layout = Mapping[str, DimLayout]
+STATE_COPIES = 12.0  # parameter-sized buffers kept by the optimiser or sampler (L-BFGS: x, g, 2 x 5 history)
+_ORDER = {"none": 0, "dim": 1, "group": 2}
+
+
+def enumerate_splits(graph: Graph) -> tuple[list[Split], dict[tuple[str, ...], str]]:
+    """Every candidate: none; each data dim; each index target with its rows co-partitioned.
+
+    Returns the candidates and, for splits that cannot be made, the reason.
+    """
+    arrays = graph.meta.arrays
+    targets: dict[str, list[tuple[str, str]]] = {}
+    for name, a in sorted(arrays.items()):
+        if a.is_index:
+            targets.setdefault(a.into, []).append((name, a.dims[0]))
+    out, refused = [Split(())], {}
+    data_dims = sorted({d for a in arrays.values() for d in a.dims})
+    for d in data_dims:
+        if d not in targets:
+            out.append(Split((d,), frozenset({d})))
+    for g, cols in sorted(targets.items()):
+        if len(cols) > 1:
+            refused[(g,)] = (f"{len(cols)} index columns point into {g!r} ({', '.join(c for c, _ in cols)}); "
+                             f"rows can follow only one of them")
+            continue
+        (router, row), = cols
+        out.append(Split((g,), frozenset({g, row}), ((row, g),), router))
+    return out, refused
+
+
+def layout_for(split: Split, graph: Graph, data: Data | None, devices: int) -> dict[str, DimLayout]:
+    """Sizes (abstract data) or full slot tables (concrete data) of every split dim."""
+    sizes = graph.dims
+    concrete = data is not None and not any(a.is_abstract for a in data.arrays.values())
+    out: dict[str, DimLayout] = {}
+    for row, g in split.copartition:
+        if concrete:
+            idx = np.asarray(data.arrays[split.router].values)
+            out[g], out[row] = group_layout(g, row, idx, sizes[g], devices)
+        else:
+            counts = graph.meta.arrays[split.router].counts
+            out[g], out[row] = group_sizes(g, row, counts, sizes[g], sizes[row], devices)
+    for d in sorted(split.dims - set(out)):
+        out[d] = (block_layout if concrete else block_sizes)(d, sizes[d], devices)
+    return out
+
+
+def shape_fn(layout: Layout) -> Callable[[Value, Sharding], tuple[int, ...]]:
+    """Local shape of a value under a sharding: its split axis local, other split dims internal size."""
+
+    def shape(v: Value, s: Sharding) -> tuple[int, ...]:
+        cut = v.axis_of(s.dim) if isinstance(s, Sharded) else None
+        out = []
+        for i, (d, n) in enumerate(zip(v.dims, v.shape)):
+            lay = layout.get(d) if d is not None else None
+            out.append(n if lay is None else (lay.local if i == cut else lay.internal))
+        return tuple(out)
+
+    return shape
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    split: Split
+    layout: Layout
+    propagation: Propagation | None
+    cost: CostEstimate
+
+
+def _bytes_fn(shape):
+    return lambda v, s: int(np.prod(shape(v, s), dtype=np.int64)) * v.dtype.itemsize
+
+
+def evaluate_candidate(graph: Graph, split: Split, data: Data | None, cluster: ClusterSpec,
+                       devices: int) -> Candidate:
+    layout = layout_for(split, graph, data, devices)
+    shape = shape_fn(layout)
+    padded = frozenset(d for d, lay in layout.items() if lay.padded)
+    try:
+        prop = propagate(graph, split, padded, _bytes_fn(shape))
+    except PartitionError as e:
+        bad = CostEstimate(split.name, False, 0, float("inf"), 0, float("inf"), float("inf"), str(e))
+        return Candidate(split, MappingProxyType(layout), None, bad)
+    return Candidate(split, MappingProxyType(layout), prop, estimate(graph, prop, shape, cluster, devices,
+                                                                     STATE_COPIES))
+
+
+class Plan:
+    """The chosen split with every candidate's figures; `explain()` says why it won."""
+
+    def __init__(self, graph: Graph, data: Data | None, cluster: ClusterSpec, devices: int,
+                 chosen: Candidate, candidates: list[Candidate], refused: Mapping[tuple[str, ...], str]):
+        self.graph, self.data, self.cluster, self.devices = graph, data, cluster, devices
+        self.chosen = chosen
+        self._candidates = candidates
+        self.refused = dict(refused)
+
+    @property
+    def split(self) -> tuple[str, ...]:
+        return self.chosen.split.name
+
+    @property
+    def candidates(self) -> list[CostEstimate]:
+        return [c.cost for c in self._candidates]
+
+    def candidate(self, split: tuple[str, ...]) -> Candidate:
+        return next(c for c in self._candidates if c.split.name == tuple(split))
+
+    @property
+    def shardings(self) -> Mapping[int, Sharding]:
+        return self.chosen.propagation.shardings
+
+    @property
+    def collectives(self) -> tuple[Collective, ...]:
+        return self.chosen.propagation.collectives
+
+    def param_shardings(self) -> dict[str, Sharding]:
+        return {k: self.shardings[v] for k, v in self.graph.inputs.params.items()}
+
+    def explain(self) -> str:
+        from claygraph.partition.explain import explain
+
+        return explain(self)
+
+    def __repr__(self) -> str:
+        return f"<Plan split={self.split or '()'} devices={self.devices} cost={self.chosen.cost.predicted_s:.3g}s>"
+
+
+def _pick(cands: list[Candidate]) -> Candidate:
+    feasible = [c for c in cands if c.cost.feasible]
+    if not feasible:
+        rows = "; ".join(f"{c.split}: {c.cost.reason}" for c in cands)
+        raise PartitionError(f"no candidate split fits in device memory: {rows}. Use more devices or a "
+                             f"cluster with more memory per device")
+    return min(feasible, key=lambda c: (c.cost.predicted_s, _ORDER[c.split.kind], c.split.name))
+
+
+def partition(model: Callable | Graph, data: Data, cluster: ClusterSpec | None = None,
+              split: tuple[str, ...] | list[str] | str | None = None) -> Plan:
+    """Choose the cheapest feasible split of `model(data)` for `cluster` (or the one `split=` forces)."""
+    from claygraph.ir.lower import lower
+
+    graph = model if isinstance(model, Graph) else lower(model, data)
+    cluster = cluster or ClusterSpec.local(devices=1)
+    devices = cluster.devices
+    splits, refused = enumerate_splits(graph)
+    cands = [evaluate_candidate(graph, s, data, cluster, devices) for s in splits]
+    if split is None:
+        return Plan(graph, data, cluster, devices, _pick(cands), cands, refused)
+    want = (split,) if isinstance(split, str) else tuple(split)
+    match = [c for c in cands if c.split.name == want]
+    if not match:
+        why = refused.get(want, f"known splits: {[c.split.name for c in cands]}")
+        raise PartitionError(f"split {want} is not a candidate for this model: {why}")
+    if match[0].propagation is None:
+        raise PartitionError(f"split {want} cannot be made: {match[0].cost.reason}")
+    return Plan(graph, data, cluster, devices, match[0], cands, refused)
+
+
+def is_partial(s: Sharding) -> bool:
+    return isinstance(s, Partial)
+
+
+def summary(plan: Plan) -> dict[str, Any]:
+    """The JSON view `inspect --json` adds."""
+    g = plan.graph
+    return {
+        "candidates": [c.to_json() for c in plan.candidates],
+        "chosen": list(plan.split),
+        "collectives": [{"kind": c.kind, "value": c.value, "node": c.node, "bytes": c.nbytes,
+                         "shape": list(g.value(c.value).shape), "reason": c.reason or None}
+                        for c in plan.collectives],
+        "shardings": {k: str(s) for k, s in plan.param_shardings().items()},
+        "devices": plan.devices,
+    }

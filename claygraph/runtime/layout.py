@@ -1,0 +1,142 @@
+"""Data layout per shard: which user index sits in which internal slot, for every split dim.
+
+Shard s owns slots [s*local, (s+1)*local); its first counts[s] slots are real, the rest padding.
+A row split cuts rows into equal blocks; a group split assigns groups to shards by row count
+(longest-processing-time greedy) and routes every row to its group's shard. The kernels are
+numba loops, linear in rows (groups are sorted once by size).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DimLayout:
+    dim: str
+    size: int
+    shards: int
+    local: int
+    counts: np.ndarray  # (shards,) real entries per shard
+    slots: np.ndarray | None = None  # (shards*local,) user index per slot, -1 for padding
+
+    @property
+    def internal(self) -> int:
+        return self.shards * self.local
+
+    @property
+    def padded(self) -> bool:
+        return bool(np.any(self.counts < self.local))
+
+    def pad_mask(self) -> np.ndarray:
+        """(internal,) True where a slot is real."""
+        return (np.arange(self.internal) % self.local) < np.repeat(self.counts, self.local)
+
+    def fill_slots(self) -> np.ndarray:
+        """Slots with padding pointing at a real entry of the same shard (or entry 0): pads hold finite copies."""
+        blocks = self.slots.reshape(self.shards, self.local)
+        first = np.maximum(blocks[:, :1], 0)
+        return np.where(blocks < 0, first, blocks).ravel()
+
+    def inverse(self) -> np.ndarray:
+        """(size,) internal slot of each user index."""
+        inv = np.empty(self.size, dtype=np.int64)
+        real = self.slots >= 0
+        inv[self.slots[real]] = np.flatnonzero(real)
+        return inv
+
+
+def block_layout(dim: str, size: int, shards: int) -> DimLayout:
+    local = max(1, -(-size // shards))
+    counts = np.clip(size - np.arange(shards) * local, 0, local).astype(np.int64)
+    slots = np.arange(shards * local, dtype=np.int64)
+    slots[slots >= size] = -1
+    return DimLayout(dim, size, shards, local, counts, slots)
+
+
+def block_sizes(dim: str, size: int, shards: int) -> DimLayout:
+    full = block_layout(dim, size, shards)
+    return DimLayout(dim, size, shards, full.local, full.counts)
+
+
+@numba.njit(cache=True)
+def lpt_assign(counts: np.ndarray, order: np.ndarray, shards: int) -> np.ndarray:
+    """Longest-processing-time greedy: each group (largest first) goes to the least-loaded shard."""
+    load = np.zeros(shards, dtype=np.int64)
+    owner = np.empty(counts.shape[0], dtype=np.int64)
+    for g in order:
+        best = 0
+        for s in range(1, shards):
+            if load[s] < load[best]:
+                best = s
+        owner[g] = best
+        load[best] += counts[g]
+    return owner
+
+
+@numba.njit(cache=True)
+def bucket(keys: np.ndarray, shards: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counting sort of positions by key: (count per key, positions grouped by key, in order)."""
+    count = np.zeros(shards, dtype=np.int64)
+    for k in keys:
+        count[k] += 1
+    start = np.zeros(shards + 1, dtype=np.int64)
+    for s in range(shards):
+        start[s + 1] = start[s] + count[s]
+    pos = np.empty(keys.shape[0], dtype=np.int64)
+    fill = start[:-1].copy()
+    for i in range(keys.shape[0]):
+        pos[fill[keys[i]]] = i
+        fill[keys[i]] += 1
+    return count, pos
+
+
+@numba.njit(cache=True)
+def scatter_slots(pos: np.ndarray, count: np.ndarray, local: int) -> np.ndarray:
+    shards = count.shape[0]
+    slots = np.full(shards * local, -1, dtype=np.int64)
+    k = 0
+    for s in range(shards):
+        for j in range(count[s]):
+            slots[s * local + j] = pos[k]
+            k += 1
+    return slots
+
+
+@numba.njit(cache=True)
+def _gather_keys(owner: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    out = np.empty(idx.shape[0], dtype=np.int64)
+    for i in range(idx.shape[0]):
+        out[i] = owner[idx[i]]
+    return out
+
+
+def lpt_owner(counts: np.ndarray, shards: int) -> np.ndarray:
+    order = np.argsort(-counts, kind="stable").astype(np.int64)
+    return lpt_assign(counts.astype(np.int64), order, shards)
+
+
+def group_layout(group: str, row: str, idx: np.ndarray, groups: int, shards: int) -> tuple[DimLayout, DimLayout]:
+    """Groups to shards by row count (LPT); rows follow their group. Returns (group, row) layouts."""
+    idx = np.asarray(idx, dtype=np.int64)
+    owner = lpt_owner(np.bincount(idx, minlength=groups), shards)
+    gcount, gpos = bucket(owner, shards)
+    rcount, rpos = bucket(_gather_keys(owner, idx), shards)
+    glocal, rlocal = max(1, int(gcount.max())), max(1, int(rcount.max()))
+    return (DimLayout(group, groups, shards, glocal, gcount, scatter_slots(gpos, gcount, glocal)),
+            DimLayout(row, idx.shape[0], shards, rlocal, rcount, scatter_slots(rpos, rcount, rlocal)))
+
+
+def group_sizes(group: str, row: str, counts: np.ndarray | None, groups: int, rows: int,
+                shards: int) -> tuple[DimLayout, DimLayout]:
+    """Sizes only (abstract data): LPT on given row counts per group, else uniform groups."""
+    if counts is None:
+        counts = np.full(groups, rows // max(groups, 1), dtype=np.int64)
+        counts[: rows - counts.sum()] += 1
+    owner = lpt_owner(np.asarray(counts, dtype=np.int64), shards)
+    gcount = np.bincount(owner, minlength=shards)
+    rcount = np.bincount(owner, weights=counts, minlength=shards).astype(np.int64)
+    return (DimLayout(group, groups, shards, max(1, int(gcount.max())), gcount),
+            DimLayout(row, rows, shards, max(1, int(rcount.max())), rcount))
