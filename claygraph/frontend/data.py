@@ -137,6 +137,8 @@ class Data:
         return self
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
             return self._arrays[name].values
         except KeyError:
@@ -144,6 +146,9 @@ class Data:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Data is immutable")
+
+    def __reduce__(self):
+        return (Data._unchecked, (self._arrays, self._sizes))
 
     def size(self, dim: str) -> int:
         try:

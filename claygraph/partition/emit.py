@@ -19,7 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Node, Value
-from claygraph.partition.plan import Plan, shape_fn
+from claygraph.partition.plan import shape_fn
 from claygraph.partition.registry import Decision, Mask
 from claygraph.partition.shardings import REPLICATED, Partial, Replicated, Sharded, Sharding
 from claygraph.runtime.layout import DimLayout
@@ -50,9 +50,9 @@ class Tables:
 class _Local:
     """The shard-local interpreter: runs each node as its Decision says."""
 
-    def __init__(self, plan: Plan, layout: Mapping[str, DimLayout], consts: Mapping[int, Any]):
-        self.g: Graph = plan.graph
-        self.prop = plan.chosen.propagation
+    def __init__(self, graph: Graph, prop, layout: Mapping[str, DimLayout], consts: Mapping[int, Any]):
+        self.g: Graph = graph
+        self.prop = prop
         self.layout = layout
         self.shape = shape_fn(layout)
         self.consts = consts

@@ -91,7 +91,11 @@ def _bytes_fn(shape):
 
 def evaluate_candidate(graph: Graph, split: Split, data: Data | None, cluster: ClusterSpec,
                        devices: int) -> Candidate:
-    layout = layout_for(split, graph, data, devices)
+    return candidate_with_layout(graph, split, layout_for(split, graph, data, devices), cluster, devices)
+
+
+def candidate_with_layout(graph: Graph, split: Split, layout: Mapping[str, DimLayout], cluster: ClusterSpec,
+                          devices: int) -> Candidate:
     shape = shape_fn(layout)
     padded = frozenset(d for d, lay in layout.items() if lay.padded)
     try:

@@ -1,0 +1,253 @@
+"""The Ray runtime: one actor per shard, joined into one JAX multi-process group.
+
+The driver starts (or connects to) a cluster, places actors through a placement group, lets
+them join `jax.distributed` (gloo on CPU, NCCL on GPU), sends each one only its shard through the
+object store, and then only starts, monitors and collects: every actor runs the same jitted
+program (SPMD). A worker that dies or stops answering becomes a `WorkerError` naming it.
+"""
+from __future__ import annotations
+
+
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from claygraph.errors import PartitionError, WorkerError
+from claygraph.runtime.worker import Worker
+
+DEFAULT_TIMEOUT_S = 600.0
+
+
+@dataclass
+class SetupTimes:
+    """Set-up overhead by phase, in seconds (W5)."""
+
+    cluster_s: float = 0.0
+    actors_s: float = 0.0
+    distributed_s: float = 0.0
+    shards_s: list[float] = field(default_factory=list)
+    compile_s: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"cluster_s": self.cluster_s, "actors_s": self.actors_s, "distributed_s": self.distributed_s,
+                "shards_s": list(self.shards_s), "first_compile_s": list(self.compile_s)}
+
+
+def _ship_model_by_value(model) -> None:
+    """Models defined in scripts or test files are not importable on workers: pickle them by value."""
+    import cloudpickle
+
+    mod = sys.modules.get(getattr(model, "__module__", ""), None)
+    if mod is None or mod.__name__ == "__main__" or mod.__name__.startswith("claygraph"):
+        return
+    path = getattr(mod, "__file__", "") or ""
+    if "site-packages" not in path:
+        cloudpickle.register_pickle_by_value(mod)
+
+
+class Ray:
+    """`workers` actors, one device each, as one mesh. Use as a context manager.
+
+    address: None starts a local cluster (shut down on close); "auto" or an address connects
+    to a running one (left running on close). strategy: "PACK" (default) or "SPREAD".
+    """
+
+    def __init__(self, workers: int = 2, resources_per_worker: Mapping[str, float] | None = None,
+                 address: str | None = None, strategy: str = "PACK", timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.workers = int(workers)
+        self.resources = dict(resources_per_worker or {"CPU": 1})
+        self.address, self.strategy, self.timeout_s = address, strategy, timeout_s
+        self.platform = "gpu" if self.resources.get("GPU", 0) > 0 else "cpu"
+        self.times = SetupTimes()
+        self._started_ray = False
+        self._actors: list[Any] = []
+        self._pg = None
+        self.info: list[dict] = []
+        self._closed = True
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> Ray:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> Ray:
+        t0 = time.perf_counter()
+        if not ray.is_initialized():
+            if self.address is None:
+                cpus = max(int(self.resources.get("CPU", 1) * self.workers), 1)
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+                self._started_ray = True
+            else:
+                ray.init(address=self.address)
+        self.times.cluster_s = time.perf_counter() - t0
+        self._spawn()
+        self._closed = False
+        return self
+
+    def _spawn(self) -> None:
+        t0 = time.perf_counter()
+        bundles = [dict(self.resources) for _ in range(self.workers)]
+        self._pg = placement_group(bundles, strategy=self.strategy)
+        try:
+            ray.get(self._pg.ready(), timeout=min(self.timeout_s, 120))
+        except ray.exceptions.GetTimeoutError:
+            raise WorkerError(f"the cluster cannot place {self.workers} workers with {self.resources} each "
+                              f"({self.strategy}); available: {ray.available_resources()}") from None
+        cls = ray.remote(Worker)
+        opts = {"num_cpus": self.resources.get("CPU", 0), "num_gpus": self.resources.get("GPU", 0),
+                "max_restarts": 0, "max_concurrency": 2}
+        self._actors = [cls.options(**opts, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            placement_group=self._pg, placement_group_bundle_index=i)).remote(i, self.workers, self.platform)
+                        for i in range(self.workers)]
+        coordinator = self._get([self._actors[0].address.remote()], "finding a coordinator port")[0]
+        self.times.actors_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.info = self._get([a.init.remote(coordinator) for a in self._actors], "jax.distributed.initialize")
+        self.times.distributed_s = time.perf_counter() - t1
+        self.pids = self._get([a.pid.remote() for a in self._actors], "reading process ids")
+
+    def close(self) -> None:
+        for a in self._actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # an actor that already died
+                pass
+        self._actors = []
+        if self._pg is not None:
+            try:
+                remove_placement_group(self._pg)
+            except Exception:
+                pass
+            self._pg = None
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+        self._started_ray = False
+        self._closed = True
+
+    def restart(self) -> None:
+        """Rebuild the worker group (after a loss): new actors, a new JAX group; programs must be re-sent."""
+        started = self._started_ray
+        self._started_ray = False  # keep the cluster
+        self.close()
+        self._started_ray = started
+        self._spawn()
+        self._closed = False
+
+    # -- monitoring --------------------------------------------------------------------------
+    def _get(self, refs: list, what: str, timeout: float | None = None) -> list:
+        timeout = self.timeout_s if timeout is None else timeout
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        out = []
+        for i, ref in enumerate(refs):
+            if ref in pending:
+                continue
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayActorError as e:
+                raise WorkerError(f"worker {i} of {len(refs)} died while {what}: {str(e).splitlines()[0]}") from e
+            except ray.exceptions.RayTaskError as e:
+                raise WorkerError(f"worker {i} failed while {what}: {e.cause!r}") from e
+        if pending:
+            dead = [i for i, r in enumerate(refs) if r in pending]
+            raise WorkerError(f"workers {dead} did not finish {what} within {timeout:.0f} s; a peer may have died "
+                              f"(collectives wait for every worker)")
+        return out
+
+    def run(self, fn, *args, timeout: float | None = None, what: str = "running a step") -> list:
+        """Run `fn(worker, *args)` on every worker (SPMD); returns each worker's result."""
+        self._check_open()
+        return self._get([a.run.remote(fn, *args) for a in self._actors], what, timeout)
+
+    def _check_open(self) -> None:
+        if self._closed or not self._actors:
+            raise WorkerError("the Ray runtime is closed; use it inside `with cg.runtime.Ray(...) as rt:`")
+
+    @property
+    def actors(self) -> list:
+        return list(self._actors)
+
+    # -- programs --------------------------------------------------------------------------
+    def compile(self, plan, data=None) -> RayProgram:
+        from claygraph.partition.plan import candidate_with_layout, layout_for
+        from claygraph.partition.program import data_specs, internal_data, shard_blocks
+
+        self._check_open()
+        data = data if data is not None else plan.data
+        if data is None or any(a.is_abstract for a in data.arrays.values()):
+            raise PartitionError("compiling on Ray needs the real data: cg.compile(plan, data=..., runtime=rt)")
+        if plan.devices != self.workers:
+            raise PartitionError(f"the plan is for {plan.devices} devices but the runtime has {self.workers} "
+                                 f"workers; plan with cluster=ClusterSpec.local(devices={self.workers})")
+        model = plan.graph.meta.model
+        _ship_model_by_value(model)
+        layout = layout_for(plan.chosen.split, plan.graph, data, plan.devices)
+        cand = candidate_with_layout(plan.graph, plan.chosen.split, layout, plan.cluster, plan.devices)
+        specs = data_specs(plan.graph, cand)
+        internal = internal_data(plan.graph, cand, data)
+        shapes = {k: x.shape for k, x in internal.items()}
+        key = uuid.uuid4().hex[:12]
+        refs = [ray.put(shard_blocks(specs, internal, self.workers, i)) for i in range(self.workers)]
+        del internal
+        t0 = time.perf_counter()
+        loads = self._get([a.load.remote(key, model, data.abstract(), plan.chosen.split, dict(layout), plan.cluster,
+                                         plan.devices, refs[i], shapes) for i, a in enumerate(self._actors)],
+                          "loading its shard and building the program")
+        self.times.shards_s.append(time.perf_counter() - t0)
+        prog = RayProgram(self, key, plan, cand)
+        t1 = time.perf_counter()
+        prog.potential_and_grad(_zeros(plan.graph))  # first compile, measured
+        self.times.compile_s.append(time.perf_counter() - t1)
+        prog.load_s = loads
+        return prog
+
+    def __repr__(self) -> str:
+        return f"Ray(workers={self.workers}, resources_per_worker={self.resources}, address={self.address!r})"
+
+
+def _zeros(graph) -> dict[str, np.ndarray]:
+    return {k: np.zeros(s, graph.value(graph.inputs.params[k]).dtype) for k, s in graph.param_shapes.items()}
+
+
+class RayProgram:
+    """A Program whose shards live on Ray workers; same `potential`/`potential_and_grad` as Program."""
+
+    def __init__(self, runtime: Ray, key: str, plan, candidate):
+        self.runtime, self.key, self.plan, self.candidate = runtime, key, plan, candidate
+        self.graph = plan.graph
+        self.layout = candidate.layout
+        self.load_s: list[float] = []
+
+    @property
+    def split(self) -> tuple[str, ...]:
+        return self.plan.split
+
+    def _params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        from claygraph.partition.program import check_params
+
+        return check_params(self.graph, params)
+
+    def potential(self, params: Mapping[str, Any]):
+        p = ray.put(self._params(params))
+        return self.runtime._get([a.potential.remote(self.key, p) for a in self.runtime.actors],
+                                 "evaluating the potential")[0]
+
+    def potential_and_grad(self, params: Mapping[str, Any]):
+        p = ray.put(self._params(params))
+        return self.runtime._get([a.potential_and_grad.remote(self.key, p) for a in self.runtime.actors],
+                                 "evaluating the potential and its gradient")[0]
+
+    def __repr__(self) -> str:
+        return f"<RayProgram split={self.split or '()'} workers={self.runtime.workers}>"
+
+
+__all__ = ["Ray", "RayProgram", "SetupTimes"]

@@ -1,0 +1,101 @@
+"""The Ray actor body: one JAX process of the multi-process group. JAX is imported inside methods,
+after the environment is set, so that each actor initialises its own backend."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from typing import Any, Mapping
+
+_FORCE = re.compile(r"--xla_force_host_platform_device_count=\d+")
+
+
+class Worker:
+    def __init__(self, rank: int, world: int, platform: str):
+        # forced host devices and CPU collectives crash together: each actor is one device
+        os.environ["XLA_FLAGS"] = _FORCE.sub("", os.environ.get("XLA_FLAGS", "")).strip()
+        if platform == "cpu":
+            os.environ["JAX_PLATFORMS"] = "cpu"
+        self.rank, self.world, self.platform = rank, world, platform
+        self.programs: dict[str, Any] = {}
+        self.delay = 0.0  # test hook: seconds added to every evaluation
+        self.mesh = None
+
+    def address(self) -> str:
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return f"{ray.util.get_node_ip_address()}:{port}"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def init(self, coordinator: str) -> dict:
+        t0 = time.perf_counter()
+        import jax
+        import numpy as np
+        from jax.sharding import Mesh
+
+        if self.platform == "cpu":
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=self.world,
+                                   process_id=self.rank, local_device_ids=[0], initialization_timeout=120)
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+        self.mesh = Mesh(np.array(devices), ("shards",))
+        return {"devices": len(devices), "process": jax.process_index(), "init_s": time.perf_counter() - t0}
+
+    def load(self, key: str, model, abstract_data, split, layout, cluster, devices: int,
+             blocks: Mapping[str, Any], global_shapes: Mapping[str, tuple]) -> float:
+        """Build the split function from the same plan inputs as the driver, and place this shard's data."""
+        t0 = time.perf_counter()
+        import jax
+        from jax.sharding import NamedSharding
+
+        from claygraph.ir.lower import lower
+        from claygraph.partition.plan import candidate_with_layout
+        from claygraph.partition.program import SplitFunction
+
+        graph = lower(model, abstract_data)
+        cand = candidate_with_layout(graph, split, layout, cluster, devices)
+        fn = SplitFunction(graph, cand, self.mesh)
+        data = {k: jax.make_array_from_process_local_data(NamedSharding(self.mesh, fn.data_specs[k]), blocks[k],
+                                                          tuple(global_shapes[k]))
+                for k in blocks}
+        self.programs[key] = (fn, data, jax.jit(fn.fn), jax.jit(jax.value_and_grad(fn.fn)))
+        return time.perf_counter() - t0
+
+    def _params(self, params: Mapping[str, Any]):
+        import jax
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        rep = NamedSharding(self.mesh, P())
+        return {k: jax.make_array_from_process_local_data(rep, v) for k, v in params.items()}
+
+    def potential(self, key: str, params: Mapping[str, Any]):
+        import numpy as np
+
+        fn, data, pot, _ = self.programs[key]
+        time.sleep(self.delay)
+        return np.asarray(pot(self._params(params), data).addressable_data(0))
+
+    def potential_and_grad(self, key: str, params: Mapping[str, Any]):
+        import numpy as np
+
+        fn, data, _, vg = self.programs[key]
+        time.sleep(self.delay)
+        v, g = vg(self._params(params), data)
+        return np.asarray(v.addressable_data(0)), {k: np.asarray(x.addressable_data(0)) for k, x in g.items()}
+
+    def run(self, fn, *args, **kwargs):
+        """Run `fn(worker, *args)` here: the SPMD entry for inference loops (every worker runs the same)."""
+        return fn(self, *args, **kwargs)
+
+    def set_delay(self, seconds: float) -> None:
+        self.delay = float(seconds)
+
+    def ping(self) -> int:
+        return self.rank
