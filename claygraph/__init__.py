@@ -2,7 +2,7 @@
 
 The public API is the list below; everything else is internal.
 """
-from claygraph import errors, runtime
+from claygraph import errors, glm, infer, runtime
 from claygraph.frontend.data import Data, array, index
 from claygraph.ir.lower import lower
 from claygraph.partition.cluster import ClusterSpec
@@ -11,4 +11,4 @@ from claygraph.partition.program import compile  # noqa: A004 - the public name
 
 __version__ = "0.1.0"
 
-__all__ = ["ClusterSpec", "Data", "array", "compile", "errors", "index", "lower", "partition", "runtime", "__version__"]
+__all__ = ["ClusterSpec", "Data", "array", "compile", "errors", "glm", "index", "infer", "lower", "partition", "runtime", "__version__"]

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import numpyro
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer.util import potential_energy
+from numpyro.infer import init_to_uniform
+from numpyro.infer.util import constrain_fn, log_density, potential_energy
 
 from claygraph.errors import ModelError
 from claygraph.frontend.data import Data
@@ -81,7 +82,9 @@ def model_info(model: Callable, data: Data) -> ModelInfo:
 
     def run(values):
         view = data.with_values(values)
-        tr = numpyro.handlers.trace(numpyro.handlers.seed(model, 0)).get_trace(view)
+        # substitute like NumPyro's initialize_model, so that improper priors need no sampler
+        seeded = numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), substitute_fn=init_to_uniform)
+        tr = numpyro.handlers.trace(seeded).get_trace(view)
         sites, plates, observed = [], {}, []
         for name, site in tr.items():
             if site["type"] == "plate":
@@ -117,19 +120,25 @@ def _check_plates(model: Callable, info: ModelInfo, data: Data) -> None:
                              f"{known[name]}; use numpyro.plate({name!r}, data.size({name!r}))")
 
 
-def potential_fn(model: Callable, data: Data) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
-    """(unconstrained params, data values) -> NumPyro's potential energy of `model`."""
+def potential_fn(model: Callable, data: Data, jacobian: bool = True) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
+    """(unconstrained params, data values) -> NumPyro's potential energy of `model`.
+
+    With jacobian=False the log-Jacobian of the constraining transforms is left out: the
+    minimum is then the mode of the density in the constrained space.
+    """
 
     def fn(params, values):
-        return potential_energy(model, (data.with_values(values),), {}, dict(params))
+        view = data.with_values(values)
+        if jacobian:
+            return potential_energy(model, (view,), {}, dict(params))
+        constrained = constrain_fn(model, (view,), {}, dict(params))
+        return -log_density(model, (view,), {}, constrained)[0]
 
     return fn
 
 
 def constrain(model: Callable, data: Data, params: Mapping[str, Any]) -> dict[str, Any]:
     """Unconstrained params -> the model's constrained latent values (site by site)."""
-    from numpyro.infer.util import constrain_fn
-
     return constrain_fn(model, (data,), {}, dict(params))
 
 

@@ -1,0 +1,4 @@
+"""Inference on a split program: MAP (L-BFGS), Laplace, ADVI, NUTS/HMC."""
+from claygraph.infer.map import MAPResult, map  # noqa: A004 - cg.infer.map is the public name
+
+__all__ = ["MAPResult", "map"]

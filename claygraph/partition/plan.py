@@ -158,11 +158,11 @@ def _pick(cands: list[Candidate]) -> Candidate:
 
 
 def partition(model: Callable | Graph, data: Data, cluster: ClusterSpec | None = None,
-              split: tuple[str, ...] | list[str] | str | None = None) -> Plan:
+              split: tuple[str, ...] | list[str] | str | None = None, jacobian: bool = True) -> Plan:
     """Choose the cheapest feasible split of `model(data)` for `cluster` (or the one `split=` forces)."""
     from claygraph.ir.lower import lower
 
-    graph = model if isinstance(model, Graph) else lower(model, data)
+    graph = model if isinstance(model, Graph) else lower(model, data, jacobian)
     cluster = cluster or ClusterSpec.local(devices=1)
     devices = cluster.devices
     splits, refused = enumerate_splits(graph)

@@ -103,6 +103,7 @@ class Program:
         internal = internal_data(plan.graph, cand, data)
         self._data = {k: jax.device_put(x, NamedSharding(self.fn.mesh, self.fn.data_specs[k]))
                       for k, x in internal.items()}
+        self._context = None
         self._potential = jax.jit(self.fn.fn)
         self._value_and_grad = jax.jit(jax.value_and_grad(self.fn.fn))
 
@@ -113,6 +114,14 @@ class Program:
     @property
     def data(self) -> dict[str, jax.Array]:
         return self._data
+
+    def context(self):
+        """The SPMD context inference code runs against (see claygraph.runtime.spmd)."""
+        from claygraph.runtime.spmd import Context
+
+        if self._context is None:
+            self._context = Context(self.fn.fn, self._data, self.fn.mesh, multiprocess=False)
+        return self._context
 
     def potential(self, params: Mapping[str, Any]) -> jax.Array:
         """NumPyro's potential energy at unconstrained `params` (a dict keyed by site)."""

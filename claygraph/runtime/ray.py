@@ -166,7 +166,8 @@ class Ray:
     def run(self, fn, *args, timeout: float | None = None, what: str = "running a step") -> list:
         """Run `fn(worker, *args)` on every worker (SPMD); returns each worker's result."""
         self._check_open()
-        return self._get([a.run.remote(fn, *args) for a in self._actors], what, timeout)
+        refs = [ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 1 << 20 else a for a in args]
+        return self._get([a.run.remote(fn, *refs) for a in self._actors], what, timeout)
 
     def _check_open(self) -> None:
         if self._closed or not self._actors:
@@ -200,7 +201,8 @@ class Ray:
         del internal
         t0 = time.perf_counter()
         loads = self._get([a.load.remote(key, model, data.abstract(), plan.chosen.split, dict(layout), plan.cluster,
-                                         plan.devices, refs[i], shapes) for i, a in enumerate(self._actors)],
+                                         plan.devices, refs[i], shapes, plan.graph.meta.jacobian)
+                           for i, a in enumerate(self._actors)],
                           "loading its shard and building the program")
         self.times.shards_s.append(time.perf_counter() - t0)
         prog = RayProgram(self, key, plan, cand)

@@ -19,6 +19,7 @@ class Worker:
             os.environ["JAX_PLATFORMS"] = "cpu"
         self.rank, self.world, self.platform = rank, world, platform
         self.programs: dict[str, Any] = {}
+        self.contexts: dict[str, Any] = {}
         self.delay = 0.0  # test hook: seconds added to every evaluation
         self.mesh = None
 
@@ -48,7 +49,7 @@ class Worker:
         return {"devices": len(devices), "process": jax.process_index(), "init_s": time.perf_counter() - t0}
 
     def load(self, key: str, model, abstract_data, split, layout, cluster, devices: int,
-             blocks: Mapping[str, Any], global_shapes: Mapping[str, tuple]) -> float:
+             blocks: Mapping[str, Any], global_shapes: Mapping[str, tuple], jacobian: bool = True) -> float:
         """Build the split function from the same plan inputs as the driver, and place this shard's data."""
         t0 = time.perf_counter()
         import jax
@@ -58,7 +59,7 @@ class Worker:
         from claygraph.partition.plan import candidate_with_layout
         from claygraph.partition.program import SplitFunction
 
-        graph = lower(model, abstract_data)
+        graph = lower(model, abstract_data, jacobian)
         cand = candidate_with_layout(graph, split, layout, cluster, devices)
         fn = SplitFunction(graph, cand, self.mesh)
         data = {k: jax.make_array_from_process_local_data(NamedSharding(self.mesh, fn.data_specs[k]), blocks[k],
@@ -89,6 +90,15 @@ class Worker:
         time.sleep(self.delay)
         v, g = vg(self._params(params), data)
         return np.asarray(v.addressable_data(0)), {k: np.asarray(x.addressable_data(0)) for k, x in g.items()}
+
+    def context(self, key: str):
+        from claygraph.runtime.spmd import Context
+
+        fn, data, _, _ = self.programs[key]
+        ctx = self.contexts.get(key)
+        if ctx is None:
+            ctx = self.contexts[key] = Context(fn.fn, data, self.mesh, multiprocess=True)
+        return ctx
 
     def run(self, fn, *args, **kwargs):
         """Run `fn(worker, *args)` here: the SPMD entry for inference loops (every worker runs the same)."""

@@ -1,0 +1,100 @@
+"""What every inference method shares: plan + program set-up, constraining, recovery after a lost worker."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from claygraph.errors import WorkerError
+
+log = logging.getLogger("claygraph.infer")
+
+
+@dataclass
+class Session:
+    """A plan compiled on a runtime, rebuildable after a worker loss."""
+
+    model: Callable
+    data: Any
+    plan: Any
+    program: Any
+    runtime: Any
+
+    def rebuild(self) -> None:
+        from claygraph.partition.program import compile
+
+        self.runtime.restart()
+        self.program = compile(self.plan, self.data, runtime=self.runtime)
+
+
+def setup(model: Callable, data, runtime=None, cluster=None, split=None, jacobian: bool = True) -> Session:
+    from claygraph.partition.cluster import ClusterSpec
+    from claygraph.partition.plan import partition
+    from claygraph.partition.program import compile
+    from claygraph.runtime.local import Local
+
+    runtime = runtime if runtime is not None else Local(devices=1)
+    devices = runtime.workers if not isinstance(runtime, Local) else runtime.devices
+    if cluster is None:
+        cluster = ClusterSpec.local(devices=devices)
+    elif cluster.devices != devices:
+        raise ValueError(f"cluster has {cluster.devices} devices but the runtime has {devices}")
+    plan = partition(model, data, cluster=cluster, split=split, jacobian=jacobian)
+    return Session(model, data, plan, compile(plan, data, runtime=runtime), runtime)
+
+
+def zeros_like_params(graph) -> dict[str, np.ndarray]:
+    return {k: np.zeros(s, graph.value(graph.inputs.params[k]).dtype) for k, s in graph.param_shapes.items()}
+
+
+def run_resumable(session: Session, step: Callable[[Any, Any], tuple[Any, bool]], state: Any,
+                  max_restarts: int = 2) -> Any:
+    """Call `step(program, state) -> (state, done)` until done; after a lost worker, rebuild the
+    group and resume from the last state returned (the checkpoint)."""
+    restarts = 0
+    while True:
+        try:
+            state, done = step(session.program, state)
+        except WorkerError as e:
+            if not hasattr(session.runtime, "restart") or restarts >= max_restarts:
+                raise
+            restarts += 1
+            log.warning("lost a worker (%s); rebuilding the group and resuming from the checkpoint", e)
+            session.rebuild()
+            continue
+        if done:
+            return state
+
+
+def constrain(model: Callable, data, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    from numpyro.infer.util import constrain_fn
+
+    return {k: np.asarray(v) for k, v in constrain_fn(model, (data,), {}, dict(params)).items()}
+
+
+def constrain_draws(model: Callable, data, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Constrain a batch of unconstrained draws (leading axis) with one jitted vmap."""
+    import jax
+    from numpyro.infer.util import constrain_fn
+
+    fn = jax.jit(jax.vmap(lambda z: constrain_fn(model, (data,), {}, z)))
+    return {k: np.asarray(v) for k, v in fn(dict(draws)).items()}
+
+
+def to_inference_data(graph, samples: Mapping[str, np.ndarray], sample_stats: Mapping[str, np.ndarray] | None = None):
+    """ArviZ InferenceData with the model's site names, dims and coordinates. samples: (chain, draw, ...)."""
+    import arviz as az
+
+    dims, coords = {}, {}
+    shapes = {s.name: s for s in graph.meta.info.sites}
+    for k, v in samples.items():
+        site = shapes.get(k)
+        pd = graph.param_dims.get(k)
+        if site is not None and pd is not None and tuple(v.shape[2:]) == tuple(site.constrained_shape) \
+                and len(pd) == v.ndim - 2 and all(d is not None for d in pd):
+            dims[k] = list(pd)
+            for d, n in zip(pd, v.shape[2:]):
+                coords.setdefault(d, np.arange(n))
+    return az.from_dict(posterior=dict(samples), sample_stats=dict(sample_stats or {}), dims=dims, coords=coords)

@@ -1,0 +1,57 @@
+"""SPMD entry: run one function on every process that holds a program's shards.
+
+Inference code is written once against a `Context` (the global-view potential, the data, and
+conversions between host NumPy trees and global arrays). `run_spmd` calls it in this process
+for a local Program, or on every Ray worker for a RayProgram (every worker runs the same jitted
+code; the driver takes worker 0's replicated result).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+
+@dataclass
+class Context:
+    potential: Callable  # (params in user layout, data) -> scalar, global view, not jitted
+    data: Mapping[str, Any]
+    mesh: Mesh
+    multiprocess: bool
+    cache: dict = field(default_factory=dict)
+
+    def to_global(self, tree):
+        """Host arrays -> replicated global arrays (every process passes the same values)."""
+        if not self.multiprocess:
+            return jax.tree.map(jnp.asarray, tree)
+        rep = NamedSharding(self.mesh, P())
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x)), tree)
+
+    def to_host(self, tree):
+        def get(x):
+            return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
+
+        return jax.tree.map(get, tree)
+
+    def cached(self, key: Any, build: Callable[[], Any]) -> Any:
+        """A jitted function built once per program and settings."""
+        if key not in self.cache:
+            self.cache[key] = build()
+        return self.cache[key]
+
+
+def _on_worker(worker, key: str, fn: Callable, *args):
+    return fn(worker.context(key), *args)
+
+
+def run_spmd(program, fn: Callable, *args) -> Any:
+    """fn(context, *args) on every process of `program`; returns the (replicated) result once."""
+    runtime = getattr(program, "runtime", None)
+    if runtime is None:
+        return fn(program.context(), *args)
+    return runtime.run(_on_worker, program.key, fn, *args, what=f"running {getattr(fn, '__name__', 'a step')}")[0]
