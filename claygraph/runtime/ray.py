@@ -169,6 +169,36 @@ class Ray:
         refs = [ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 1 << 20 else a for a in args]
         return self._get([a.run.remote(fn, *refs) for a in self._actors], what, timeout)
 
+    def submit(self, worker: int, key: str, fn, *args):
+        """Start fn(context, *args) on one worker's program `key`; returns a ref (no barrier)."""
+        from claygraph.runtime.spmd import _on_worker
+
+        self._check_open()
+        return self._actors[worker].run.remote(_on_worker, key, fn, *args)
+
+    def wait_one(self, refs: list, what: str):
+        """The first of `refs` to finish, and its value; a dead worker becomes a WorkerError."""
+        ready, _ = ray.wait(refs, num_returns=1, timeout=self.timeout_s)
+        if not ready:
+            raise WorkerError(f"no worker finished {what} within {self.timeout_s:.0f} s")
+        ref = ready[0]
+        try:
+            return ref, ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            raise WorkerError(f"a worker died while {what}: {str(e).splitlines()[0]}") from e
+        except ray.exceptions.RayTaskError as e:
+            raise WorkerError(f"a worker failed while {what}: {e.cause!r}") from e
+
+    def load_local(self, model, data, jacobian: bool = True) -> str:
+        """Every worker builds a one-device program over the whole data (for chain-parallel runs)."""
+        self._check_open()
+        _ship_model_by_value(model)
+        key = uuid.uuid4().hex[:12]
+        ref = ray.put(data)
+        self._get([a.load_local.remote(key, model, ref, jacobian) for a in self._actors],
+                  "loading the whole data for chain-parallel sampling")
+        return key
+
     def _check_open(self) -> None:
         if self._closed or not self._actors:
             raise WorkerError("the Ray runtime is closed; use it inside `with cg.runtime.Ray(...) as rt:`")

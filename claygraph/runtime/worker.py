@@ -20,6 +20,7 @@ class Worker:
         self.rank, self.world, self.platform = rank, world, platform
         self.programs: dict[str, Any] = {}
         self.contexts: dict[str, Any] = {}
+        self.locals: dict[str, Any] = {}
         self.delay = 0.0  # test hook: seconds added to every evaluation
         self.mesh = None
 
@@ -91,9 +92,26 @@ class Worker:
         v, g = vg(self._params(params), data)
         return np.asarray(v.addressable_data(0)), {k: np.asarray(x.addressable_data(0)) for k, x in g.items()}
 
+    def load_local(self, key: str, model, data, jacobian: bool = True) -> float:
+        """A one-device program over the whole data, on this worker alone (chain-parallel sampling)."""
+        t0 = time.perf_counter()
+        import jax
+
+        from claygraph.ir.lower import lower
+        from claygraph.partition.cluster import ClusterSpec
+        from claygraph.partition.plan import partition
+        from claygraph.partition.program import Program
+
+        graph = lower(model, data, jacobian)
+        plan = partition(graph, data, cluster=ClusterSpec.local(devices=1), split=())
+        self.locals[key] = Program(plan, data, devices=jax.local_devices()[:1])
+        return time.perf_counter() - t0
+
     def context(self, key: str):
         from claygraph.runtime.spmd import Context
 
+        if key in self.locals:
+            return self.locals[key].context()
         fn, data, _, _ = self.programs[key]
         ctx = self.contexts.get(key)
         if ctx is None:

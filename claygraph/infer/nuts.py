@@ -1,0 +1,270 @@
+"""NUTS and HMC (BlackJAX kernels, window adaptation) on a split program, with a chain scheduler.
+
+Two ways to use several workers, chosen per run (`parallel=`):
+- "data": every chain runs on the whole split program: all workers compute each gradient
+  together (SPMD), chains one after another.
+- "chains": each worker holds the whole data and runs its own chains (chain-parallel).
+"auto" takes "chains" when the data fit one device and there are at least as many chains as
+workers, else "data".
+
+Sampling goes in segments of `segment` draws. After each, the driver updates bulk/tail ESS and
+rank-normalised split R-hat over everything drawn. With `target_ess`, a worker whose segment is
+done is handed the next segment of its chain at once (no barrier across workers), so no worker
+idles while the target is unmet; the run stops when min ESS >= target_ess and max R-hat <=
+max_rhat. Every segment returns its chain's state: a lost worker costs at most one segment.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from claygraph.infer.common import constrain_draws, setup, to_inference_data
+from claygraph.runtime.spmd import run_spmd
+
+
+@dataclass(frozen=True)
+class Settings:
+    algorithm: str = "nuts"
+    target_accept: float = 0.8
+    max_tree_depth: int = 10
+    num_integration_steps: int = 16
+    warmup: int = 500
+
+
+def _logdensity(ctx):
+    return lambda z: -ctx.potential(z, ctx.data)
+
+
+def _kernel(ctx, settings: Settings, params: dict):
+    ld = _logdensity(ctx)
+    if settings.algorithm == "nuts":
+        return blackjax.nuts(ld, **{**params, "max_num_doublings": settings.max_tree_depth})
+    return blackjax.hmc(ld, **{**params, "num_integration_steps": settings.num_integration_steps})
+
+
+def _no_info(state, info, adaptation_state):
+    return None
+
+
+def _warmup_fn(ctx, settings: Settings):
+    algo = blackjax.nuts if settings.algorithm == "nuts" else blackjax.hmc
+    extra = ({"max_num_doublings": settings.max_tree_depth} if settings.algorithm == "nuts"
+             else {"num_integration_steps": settings.num_integration_steps})
+    adapt = blackjax.window_adaptation(algo, _logdensity(ctx), target_acceptance_rate=settings.target_accept,
+                                       adaptation_info_fn=_no_info, **extra)
+
+    @jax.jit
+    def run(key, position):
+        (state, params), _ = adapt.run(key, position, num_steps=settings.warmup)
+        return state, params
+
+    return run
+
+
+def _sample_fn(ctx, settings: Settings, n: int):
+    @jax.jit
+    def run(key, state, params):
+        kernel = _kernel(ctx, settings, params)
+
+        def one(s, k):
+            s, info = kernel.step(k, s)
+            stats = {"diverging": info.is_divergent, "acceptance_rate": info.acceptance_rate,
+                     "energy": info.energy,
+                     "tree_depth": getattr(info, "num_trajectory_expansions", jnp.int32(0)),
+                     "n_steps": getattr(info, "num_integration_steps", jnp.int32(0))}
+            return s, (s.position, stats)
+
+        return jax.lax.scan(one, state, jax.random.split(key, n))
+
+    return run
+
+
+def warmup_chain(ctx, key, position, settings: Settings):
+    """Window adaptation for one chain; returns (state, adapted params) on the host."""
+    run = ctx.cached(("warmup", settings), lambda: _warmup_fn(ctx, settings))
+    state, params = run(ctx.to_global(key), ctx.to_global(position))
+    return ctx.to_host(state), ctx.to_host(params)
+
+
+def sample_segment(ctx, key, state, params, n: int, settings: Settings, delay: float = 0.0):
+    """n draws of one chain from `state`; returns (new state, draws, stats) on the host."""
+    run = ctx.cached(("sample", settings, n), lambda: _sample_fn(ctx, settings, n))
+    if delay:
+        time.sleep(delay)
+    s, (draws, stats) = run(ctx.to_global(key), ctx.to_global(state), ctx.to_global(params))
+    return ctx.to_host(s), ctx.to_host(draws), ctx.to_host(stats)
+
+
+# -- the driver side -------------------------------------------------------------------------
+
+@dataclass
+class Chain:
+    id: int
+    key: np.ndarray
+    state: Any = None
+    params: Any = None
+    draws: list = field(default_factory=list)
+    stats: list = field(default_factory=list)
+    seconds: float = 0.0
+    worker: int | None = None
+
+    @property
+    def n(self) -> int:
+        return sum(len(jax.tree.leaves(d)[0]) for d in self.draws) if self.draws else 0
+
+
+@dataclass
+class MCMCResult:
+    inference_data: Any
+    plan: Any
+    chains: list
+    wall_s: float
+    parallel: str
+    stopped_because: str
+    worker_busy_s: dict = field(default_factory=dict)
+
+    @property
+    def posterior(self):
+        return self.inference_data.posterior
+
+    def summary(self):
+        import arviz as az
+
+        return az.summary(self.inference_data, kind="all")
+
+    def __repr__(self) -> str:
+        return (f"MCMCResult({len(self.chains)} chains, {min(c.n for c in self.chains)}-"
+                f"{max(c.n for c in self.chains)} draws each, {self.parallel}-parallel, {self.wall_s:.1f} s; "
+                f"{self.stopped_because})\n{self.summary()}")
+
+
+def initial_position(graph, key, radius: float = 2.0) -> dict:
+    out = {}
+    names = sorted(graph.param_shapes)
+    for k, sub in zip(names, jax.random.split(key, len(names))):
+        shape = graph.param_shapes[k]
+        out[k] = np.asarray(jax.random.uniform(sub, shape, minval=-radius, maxval=radius), np.float32)
+    return out
+
+
+def diagnostics(chains: list[Chain]) -> tuple[float, float]:
+    """(min bulk/tail ESS, max R-hat) over all parameters, chains cut into equal-length pieces."""
+    import arviz as az
+
+    lengths = [c.n for c in chains]
+    if min(lengths) < 4:
+        return 0.0, float("inf")
+    stacked = _equal_pieces(chains, min(lengths))
+    ess_b = az.ess(stacked, method="bulk")
+    ess_t = az.ess(stacked, method="tail")
+    rhat = az.rhat(stacked)
+    lo = min(float(np.nanmin(ess_b[k].values)) for k in ess_b.data_vars)
+    lo = min(lo, min(float(np.nanmin(ess_t[k].values)) for k in ess_t.data_vars))
+    hi = max(float(np.nanmax(rhat[k].values)) for k in rhat.data_vars)
+    return lo, hi
+
+
+def _equal_pieces(chains: list[Chain], length: int) -> dict:
+    """Chains longer than `length` are cut into several pieces of that length (as split R-hat does)."""
+    pieces: dict[str, list] = {}
+    for c in chains:
+        d = _concat(c.draws)
+        for j in range(c.n // length):
+            for k, v in d.items():
+                pieces.setdefault(k, []).append(v[j * length:(j + 1) * length])
+    return {k: np.stack(v) for k, v in pieces.items()}
+
+
+def _concat(parts: list) -> dict:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _mode(parallel: str, session, chains: int) -> str:
+    runtime = session.runtime
+    workers = getattr(runtime, "workers", 1) if hasattr(runtime, "submit") else 1
+    if parallel != "auto":
+        return parallel
+    if workers > 1 and chains >= workers and session.plan.candidate(()).cost.feasible:
+        return "chains"
+    return "data"
+
+
+def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
+         split=None, seed: int = 0, target_ess: float | None = None, max_rhat: float = 1.01, segment: int = 100,
+         max_draws: int | None = None, parallel: str = "auto", settings: Settings | None = None,
+         slow: dict | None = None) -> MCMCResult:
+    """Run `chains` chains; see the module docstring for the modes and the stop rule.
+
+    slow: {worker: seconds} adds a delay to every segment on those workers (a test hook).
+    """
+    from claygraph.infer.scheduler import run_chains_local, run_chains_parallel
+
+    settings = settings or Settings(warmup=warmup)
+    t0 = time.perf_counter()
+    session = setup(model, data, runtime, cluster, split)
+    mode = _mode(parallel, session, chains)
+    keys = jax.random.split(jax.random.PRNGKey(seed), chains)
+    pool = [Chain(i, np.asarray(keys[i])) for i in range(chains)]
+    budget = max_draws or (draws if target_ess is None else 10 * draws)
+    stop = _stop_rule(draws, target_ess, max_rhat, budget)
+    if mode == "chains":
+        busy, why = run_chains_parallel(session, pool, settings, segment, stop, slow or {})
+    else:
+        busy, why = run_chains_local(session, pool, settings, segment, stop, slow or {})
+    wall = time.perf_counter() - t0
+    return _result(model, data, session, pool, wall, mode, why, busy, target_ess is None)
+
+
+def _stop_rule(draws: int, target_ess: float | None, max_rhat: float, budget: int):
+    def stop(pool: list[Chain]) -> str | None:
+        n = [c.n for c in pool]
+        if target_ess is None:
+            return f"{draws} draws per chain" if min(n) >= draws else None
+        if sum(n) >= budget * len(pool):
+            return f"draw budget ({budget} per chain) spent before reaching the target"
+        ess, rhat = diagnostics(pool)
+        if ess >= target_ess and rhat <= max_rhat:
+            return f"min ESS {ess:.0f} >= {target_ess:g} and max R-hat {rhat:.3f} <= {max_rhat}"
+        return None
+
+    return stop
+
+
+def _result(model, data, session, pool, wall, mode, why, busy, equal: bool) -> MCMCResult:
+    n = min(c.n for c in pool)
+    if equal:
+        stacked = {k: np.stack([_concat(c.draws)[k][:n] for c in pool]) for k in pool[0].draws[0]}
+        stats = {k: np.stack([_concat(c.stats)[k][:n] for c in pool]) for k in pool[0].stats[0]}
+    else:
+        stacked, stats = _equal_pieces(pool, n), {}
+    flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in stacked.items()}
+    constrained = constrain_draws(model, data, flat)
+    lead = next(iter(stacked.values())).shape[:2]
+    post = {k: v.reshape(lead + v.shape[1:]) for k, v in constrained.items()}
+    idata = to_inference_data(session.plan.graph, post, stats)
+    return MCMCResult(idata, session.plan, pool, wall, mode, why, busy)
+
+
+def nuts(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
+         split=None, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10, **kwargs) -> MCMCResult:
+    """NUTS with window adaptation; results as ArviZ InferenceData (`.posterior`)."""
+    s = Settings("nuts", target_accept, max_tree_depth, warmup=warmup)
+    return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
+
+
+def hmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
+        split=None, seed: int = 0, num_integration_steps: int = 16, target_accept: float = 0.8,
+        **kwargs) -> MCMCResult:
+    """Static HMC with window adaptation of step size and mass matrix."""
+    s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup)
+    return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
+
+
+def run_on(program, fn, *args):
+    return run_spmd(program, fn, *args)
