@@ -73,7 +73,13 @@ def _site_info(site: Mapping[str, Any]) -> Site:
     value = site["value"]
     z = biject_to(fn.support).inv(value)
     return Site(site["name"], tuple(z.shape), np.dtype(z.dtype), tuple(value.shape),
-                _plate_dims(site, len(z.shape)), type(fn.support).__name__.lstrip("_"))
+                _plate_dims(site, len(z.shape)), _support_name(fn.support))
+
+
+def _support_name(support: Any) -> str:
+    while hasattr(support, "base_constraint"):  # independent(real, 1) is shown as its base, Real
+        support = support.base_constraint
+    return type(support).__name__.lstrip("_")
 
 
 def model_info(model: Callable, data: Data) -> ModelInfo:
