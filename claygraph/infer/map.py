@@ -100,11 +100,13 @@ def _diverged(z: dict) -> str | None:
 
 def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: float = 1e-6, max_iter: int = 1000,
         jacobian: bool = True, init: dict | None = None, memory_size: int = 10, chunk: int = 50,
-        ftol: float = 1e-7, session: Session | None = None) -> MAPResult:  # noqa: A001 - cg.infer.map
+        ftol: float = 1e-7, session: Session | None = None, on_chunk: Callable | None = None,
+        ) -> MAPResult:  # noqa: A001 - cg.infer.map
     """The maximum a posteriori point of `model(data)` by L-BFGS on the split program.
 
     By default it minimises NumPyro's potential energy (unconstrained space, log-Jacobian
     included); jacobian=False gives the mode of the density in the constrained space.
+    on_chunk(iteration, objective) is called after every checkpointed chunk (progress, test hooks).
     """
     s = session or setup(model, data, runtime, cluster, split, jacobian)
     graph = s.plan.graph
@@ -114,6 +116,8 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
     def step(program, state):
         out = run_spmd(program, _lbfgs_chunk, state, settings)
         done = int(out.iteration) >= max_iter or float(out.gmax) <= tol or int(out.stall) >= 3
+        if on_chunk is not None:
+            on_chunk(int(out.iteration), float(out.value))
         return out, done
 
     final = run_resumable(s, step, start)

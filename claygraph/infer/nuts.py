@@ -198,10 +198,11 @@ def _mode(parallel: str, session, chains: int) -> str:
 def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
          split=None, seed: int = 0, target_ess: float | None = None, max_rhat: float = 1.01, segment: int = 100,
          max_draws: int | None = None, parallel: str = "auto", settings: Settings | None = None,
-         slow: dict | None = None) -> MCMCResult:
+         slow: dict | None = None, on_segment: Callable | None = None) -> MCMCResult:
     """Run `chains` chains; see the module docstring for the modes and the stop rule.
 
     slow: {worker: seconds} adds a delay to every segment on those workers (a test hook).
+    on_segment(chain_id, draws_of_that_chain) is called after every segment (progress, test hooks).
     """
     from claygraph.infer.scheduler import run_chains_local, run_chains_parallel
 
@@ -213,10 +214,11 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     pool = [Chain(i, np.asarray(keys[i])) for i in range(chains)]
     budget = max_draws or (draws if target_ess is None else 10 * draws)
     stop = _stop_rule(draws, target_ess, max_rhat, budget)
+    hook = on_segment or (lambda chain, n: None)
     if mode == "chains":
-        busy, why = run_chains_parallel(session, pool, settings, segment, stop, slow or {})
+        busy, why = run_chains_parallel(session, pool, settings, segment, stop, slow or {}, hook)
     else:
-        busy, why = run_chains_local(session, pool, settings, segment, stop, slow or {})
+        busy, why = run_chains_local(session, pool, settings, segment, stop, slow or {}, hook)
     wall = time.perf_counter() - t0
     return _result(model, data, session, pool, wall, mode, why, busy, target_ess is None)
 

@@ -36,7 +36,7 @@ def _with_recovery(session, fn, *args):
             session.rebuild()
 
 
-def run_chains_local(session, pool, settings, segment, stop, slow):
+def run_chains_local(session, pool, settings, segment, stop, slow, hook):
     """Chains one after another on the session's program (one device, or data-parallel over workers)."""
     graph = session.plan.graph
     for c in pool:
@@ -55,9 +55,10 @@ def run_chains_local(session, pool, settings, segment, stop, slow):
             c.draws.append(d)
             c.stats.append(st)
             c.seconds += time.perf_counter() - t0
+            hook(c.id, c.n)
 
 
-def run_chains_parallel(session, pool, settings, segment, stop, slow):
+def run_chains_parallel(session, pool, settings, segment, stop, slow, hook):
     """Chain-parallel over Ray workers, without barriers: a worker that finishes a segment gets the
     next job at once (warm-up of a chain not yet started, else the next segment of the chain with
     the fewest draws that no one is running). Returns (busy seconds per worker, why it stopped)."""
@@ -67,16 +68,18 @@ def run_chains_parallel(session, pool, settings, segment, stop, slow):
     restarts = 0
     while True:
         try:
-            return _schedule(rt, session, graph, pool, settings, segment, stop, slow, busy)
+            return _schedule(rt, session, graph, pool, settings, segment, stop, slow, busy, hook)
         except WorkerError as e:
             if restarts >= MAX_RESTARTS:
                 raise
             restarts += 1
+            for c in pool:  # segments in flight are lost; their chains resume from the last state
+                c.worker = None
             log.warning("lost a worker (%s); rebuilding the group, chains resume from their last segment", e)
             rt.restart()
 
 
-def _schedule(rt, session, graph, pool, settings, segment, stop, slow, busy):
+def _schedule(rt, session, graph, pool, settings, segment, stop, slow, busy, hook):
     key = rt.load_local(session.model, session.data, session.plan.graph.meta.jacobian)
     running: dict = {}  # ref -> (worker, chain, started)
     idle = list(range(rt.workers))
@@ -117,4 +120,5 @@ def _schedule(rt, session, graph, pool, settings, segment, stop, slow, busy):
             c.state, d, st = result
             c.draws.append(d)
             c.stats.append(st)
+            hook(c.id, c.n)
         idle.append(w)

@@ -42,7 +42,7 @@ class SetupTimes:
 
 def _ship_model_by_value(model) -> None:
     """Models defined in scripts or test files are not importable on workers: pickle them by value."""
-    import cloudpickle
+    from ray import cloudpickle
 
     mod = sys.modules.get(getattr(model, "__module__", ""), None)
     if mod is None or mod.__name__ == "__main__" or mod.__name__.startswith("claygraph"):
@@ -145,23 +145,26 @@ class Ray:
 
     # -- monitoring --------------------------------------------------------------------------
     def _get(self, refs: list, what: str, timeout: float | None = None) -> list:
+        """Every ref's value, in order. Fails fast: the first worker to die or fail raises a
+        WorkerError naming it (its peers may be stuck in a collective waiting for it)."""
         timeout = self.timeout_s if timeout is None else timeout
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        out = []
-        for i, ref in enumerate(refs):
-            if ref in pending:
-                continue
+        index = {r: i for i, r in enumerate(refs)}
+        values: dict[int, Any] = {}
+        pending, deadline = list(refs), time.monotonic() + timeout
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                late = sorted(index[r] for r in pending)
+                raise WorkerError(f"workers {late} did not finish {what} within {timeout:.0f} s; a peer may have "
+                                  f"died (collectives wait for every worker)")
+            i = index[ready[0]]
             try:
-                out.append(ray.get(ref))
+                values[i] = ray.get(ready[0])
             except ray.exceptions.RayActorError as e:
                 raise WorkerError(f"worker {i} of {len(refs)} died while {what}: {str(e).splitlines()[0]}") from e
             except ray.exceptions.RayTaskError as e:
                 raise WorkerError(f"worker {i} failed while {what}: {e.cause!r}") from e
-        if pending:
-            dead = [i for i, r in enumerate(refs) if r in pending]
-            raise WorkerError(f"workers {dead} did not finish {what} within {timeout:.0f} s; a peer may have died "
-                              f"(collectives wait for every worker)")
-        return out
+        return [values[i] for i in range(len(refs))]
 
     def run(self, fn, *args, timeout: float | None = None, what: str = "running a step") -> list:
         """Run `fn(worker, *args)` on every worker (SPMD); returns each worker's result."""

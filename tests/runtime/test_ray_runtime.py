@@ -1,0 +1,135 @@
+"""The Ray runtime: same numbers as Local and as NumPyro, clear errors when a worker dies, and
+long runs that resume after a loss. One small cluster for the whole module (start-up is slow)."""
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer import init_to_uniform
+from numpyro.infer.util import initialize_model, potential_energy
+
+import claygraph as cg
+from claygraph.errors import WorkerError
+
+ray = pytest.importorskip("ray")
+
+
+def hier_model(data):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    s = numpyro.sample("s", dist.LogNormal(-1.0, 0.5))
+    with numpyro.plate("group", data.size("group")):
+        a = numpyro.sample("a", dist.Normal(mu, s))
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
+
+
+def hier_data(n=301, groups=7, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    g = np.minimum(rng.zipf(1.6, n) - 1, groups - 2)  # skewed, and the last group has no rows
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.random(n) < 0.4).astype(np.float32)
+    return cg.Data(X=cg.array(X, "row", "feature"), g=cg.index(g, "row", into="group", size=groups),
+                   y=cg.array(y, "row"))
+
+
+@pytest.fixture(scope="module")
+def rt():
+    with cg.runtime.Ray(workers=2, timeout_s=120) as runtime:
+        yield runtime
+    assert not ray.is_initialized(), "closing the runtime must shut down the cluster it started"
+
+
+@pytest.fixture(scope="module")
+def problem():
+    data = hier_data()
+    info = initialize_model(jax.random.PRNGKey(1), hier_model, model_args=(data,),
+                            init_strategy=init_to_uniform(radius=1.5))
+    z = info.param_info.z
+    ref = jax.value_and_grad(lambda p: potential_energy(hier_model, (data,), {}, p))(z)
+    return data, z, ref
+
+
+def _close(a, b, rtol=1e-4, atol=1e-3):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("split", [(), ("row",), ("group",), ("feature",)])
+def test_ray_equals_local_and_numpyro(rt, problem, split):
+    data, z, (v_ref, g_ref) = problem
+    plan = cg.partition(hier_model, data, cluster=cg.ClusterSpec.local(devices=2), split=split)
+    v_ray, g_ray = cg.compile(plan, runtime=rt).potential_and_grad(z)
+    v_loc, g_loc = cg.compile(plan, runtime=cg.runtime.Local(devices=2)).potential_and_grad(z)
+    _close(v_ray, v_ref, rtol=1e-5)
+    _close(v_ray, v_loc, rtol=1e-6)
+    for k in g_ref:
+        _close(g_ray[k], g_ref[k])
+        _close(g_ray[k], g_loc[k], rtol=1e-5, atol=1e-4)
+
+
+def test_each_worker_holds_only_its_shard(rt, problem):
+    data, _, _ = problem
+    plan = cg.partition(hier_model, data, cluster=cg.ClusterSpec.local(devices=2), split=("group",))
+    prog = cg.compile(plan, runtime=rt)
+
+    def shapes(worker, key):
+        _, arrays, _, _ = worker.programs[key]
+        return {k: [tuple(s.data.shape) for s in a.addressable_shards] for k, a in arrays.items()}
+
+    per_worker = rt.run(shapes, prog.key)
+    rows = prog.layout["row"].local
+    for held in per_worker:
+        assert held["X"] == [(rows, 3)] and held["y"] == [(rows,)]
+    assert 2 * rows >= data.size("row")
+
+
+def test_map_on_ray_matches_local(rt, problem):
+    data, _, _ = problem
+    local = cg.infer.map(hier_model, data)
+    on_ray = cg.infer.map(hier_model, data, runtime=rt, split=("group",))
+    assert abs(local.objective - on_ray.objective) <= 1e-4 * abs(local.objective)
+    _close(on_ray.params["a"], local.params["a"], rtol=1e-3, atol=1e-3)
+
+
+def test_chain_parallel_nuts_keeps_workers_busy(rt, problem):
+    data, _, _ = problem
+    res = cg.infer.nuts(hier_model, data, chains=2, warmup=150, draws=200, runtime=rt, seed=2, segment=50,
+                        parallel="chains")
+    assert res.parallel == "chains"
+    assert res.posterior["a"].shape == (2, 200, 7)
+    summary = res.summary()
+    assert summary["r_hat"].max() < 1.1, summary
+
+
+def test_killed_worker_gives_clear_error_quickly(rt, problem):
+    data, z, _ = problem
+    plan = cg.partition(hier_model, data, cluster=cg.ClusterSpec.local(devices=2), split=("row",))
+    prog = cg.compile(plan, runtime=rt)
+    os.kill(rt.pids[1], signal.SIGKILL)
+    t0 = time.monotonic()
+    with pytest.raises(WorkerError, match="worker 1"):
+        prog.potential_and_grad(z)
+    assert time.monotonic() - t0 < 60
+    rt.restart()  # the group is rebuilt; programs are compiled again
+    v, _ = cg.compile(plan, runtime=rt).potential_and_grad(z)
+    assert np.isfinite(v)
+
+
+def test_map_resumes_after_a_worker_is_killed(rt, problem):
+    data, _, _ = problem
+    reference = cg.infer.map(hier_model, data, chunk=5)
+    killed = []
+
+    def kill_once(iteration, objective):
+        if not killed:
+            killed.append(iteration)
+            os.kill(rt.pids[1], signal.SIGKILL)
+
+    res = cg.infer.map(hier_model, data, runtime=rt, split=("group",), chunk=5, on_chunk=kill_once)
+    assert killed, "the hook never ran"
+    assert res.converged
+    assert abs(res.objective - reference.objective) <= 1e-4 * abs(reference.objective)
