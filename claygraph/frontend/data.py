@@ -1,8 +1,9 @@
 """Named-dim data: `cg.array`, `cg.index` and the `Data` container handed to a model."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -20,7 +21,8 @@ class Array:
     dims: tuple[str, ...] = ()
     into: str | None = None
     into_size: int | None = None
-    counts: Any = field(default=None, compare=False)  # rows per target (abstract index columns), for load-balance planning
+    # rows per target (abstract index columns), for load-balance planning
+    counts: Any = field(default=None, compare=False)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -1,10 +1,10 @@
 """Tracing a NumPyro model: its latent sites, plates, and potential energy as a function of data."""
 from __future__ import annotations
 
-
 import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -126,7 +126,8 @@ def _check_plates(model: Callable, info: ModelInfo, data: Data) -> None:
                              f"{known[name]}; use numpyro.plate({name!r}, data.size({name!r}))")
 
 
-def potential_fn(model: Callable, data: Data, jacobian: bool = True) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
+def potential_fn(model: Callable, data: Data,
+                 jacobian: bool = True) -> Callable[[Mapping[str, Any], Mapping[str, Any]], Any]:
     """(unconstrained params, data values) -> NumPyro's potential energy of `model`.
 
     With jacobian=False the log-Jacobian of the constraining transforms is left out: the

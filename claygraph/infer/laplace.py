@@ -6,8 +6,9 @@ many per-group parameters are not built yet (see docs/inference.md).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np

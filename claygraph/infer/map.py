@@ -6,8 +6,9 @@ decreasing at float precision (reported as such in `message`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,8 @@ from claygraph.infer.common import Session, constrain, run_resumable, setup, zer
 from claygraph.runtime.spmd import run_spmd
 
 DIVERGENCE_Z = 30.0  # |unconstrained value| beyond which a scale has run off to 0 or infinity
+STALL = 10  # iterations in a row without progress in objective or gradient
+RESTARTS = 3  # fresh L-BFGS memories after a stall
 
 
 class LBFGSState(NamedTuple):
@@ -28,7 +31,10 @@ class LBFGSState(NamedTuple):
     iteration: Any
     gmax: Any
     stall: Any
-    value: Any
+    value: Any  # best objective so far
+    gbest: Any  # best max|gradient| so far
+    best: Any  # the params with the best objective (returned: float32 steps near the optimum can go up)
+    best_gmax: Any
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ def _build(ctx, memory_size: int, chunk: int, max_iter: int, gtol: float, ftol: 
         stop_at = jnp.minimum(state.iteration + chunk, max_iter)
 
         def cond(s):
-            return (s.iteration < stop_at) & (s.gmax > gtol) & (s.stall < 3)
+            return (s.iteration < stop_at) & (s.gmax > gtol) & (s.stall < STALL)
 
         def body(s):
             value, grad = vg(s.params, state=s.opt)
@@ -69,22 +75,35 @@ def _build(ctx, memory_size: int, chunk: int, max_iter: int, gtol: float, ftol: 
             params = optax.apply_updates(s.params, updates)
             new_v, new_g = otu.tree_get(o, "value"), otu.tree_get(o, "grad")
             gmax = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(new_g)]))
-            flat = new_v >= s.value - ftol * jnp.maximum(1.0, jnp.abs(s.value))
-            return LBFGSState(params, o, s.iteration + 1, gmax, jnp.where(flat, s.stall + 1, 0), new_v)
+            # at float precision the line search accepts steps by slope (approximate Wolfe), so the
+            # objective alone can stall while the gradient still shrinks: stalled means neither improves
+            flat = (new_v >= s.value - ftol * jnp.maximum(1.0, jnp.abs(s.value))) & (gmax >= 0.99 * s.gbest)
+            better = new_v <= s.value
+            best = jax.tree.map(lambda a, b: jnp.where(better, a, b), params, s.best)
+            return LBFGSState(params, o, s.iteration + 1, gmax, jnp.where(flat, s.stall + 1, 0),
+                              jnp.minimum(new_v, s.value), jnp.minimum(gmax, s.gbest), best,
+                              jnp.where(better, gmax, s.best_gmax))
 
         return jax.lax.while_loop(cond, body, state)
 
     return opt, jax.jit(run)
 
 
+class Restart(NamedTuple):
+    """Start L-BFGS afresh (empty memory) from `params`, keeping the count and the best value."""
+
+    params: Any
+    iteration: Any
+    value: Any
+
+
 def _lbfgs_chunk(ctx, host_state, settings):
     opt, run = ctx.cached(("lbfgs", settings), lambda: _build(ctx, *settings))
-    if host_state is None:
-        raise AssertionError("state must be initialised")
-    if isinstance(host_state, dict):  # fresh start: only params given
-        params = ctx.to_global(host_state)
-        state = LBFGSState(params, opt.init(params), jnp.int32(0), jnp.float32(np.inf), jnp.int32(0),
-                           jnp.float32(np.inf))
+    if isinstance(host_state, Restart):
+        params = ctx.to_global(host_state.params)
+        inf = jnp.float32(np.inf)
+        state = LBFGSState(params, opt.init(params), jnp.int32(host_state.iteration), inf, jnp.int32(0),
+                           jnp.float32(host_state.value), inf, params, inf)
     else:
         state = ctx.to_global(host_state)
     return ctx.to_host(run(state, ctx.data))
@@ -100,7 +119,7 @@ def _diverged(z: dict) -> str | None:
 
 def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: float = 1e-6, max_iter: int = 1000,
         jacobian: bool = True, init: dict | None = None, memory_size: int = 10, chunk: int = 50,
-        ftol: float = 1e-7, session: Session | None = None, on_chunk: Callable | None = None,
+        ftol: float = 0.0, session: Session | None = None, on_chunk: Callable | None = None,
         ) -> MAPResult:  # noqa: A001 - cg.infer.map
     """The maximum a posteriori point of `model(data)` by L-BFGS on the split program.
 
@@ -112,16 +131,25 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
     graph = s.plan.graph
     start = dict(zeros_like_params(graph), **{k: np.asarray(v) for k, v in (init or {}).items()})
     settings = (memory_size, chunk, max_iter, float(tol), float(ftol))
+    restarts = {"left": RESTARTS, "value": np.inf}
 
     def step(program, state):
         out = run_spmd(program, _lbfgs_chunk, state, settings)
-        done = int(out.iteration) >= max_iter or float(out.gmax) <= tol or int(out.stall) >= 3
         if on_chunk is not None:
             on_chunk(int(out.iteration), float(out.value))
-        return out, done
+        if int(out.iteration) >= max_iter or float(out.gmax) <= tol:
+            return out, True
+        if int(out.stall) >= STALL:
+            # stalled: once more from the best point with a fresh memory, while that still helps
+            if restarts["left"] == 0 or float(out.value) >= restarts["value"]:
+                return out, True
+            restarts["left"] -= 1
+            restarts["value"] = float(out.value)
+            return Restart(out.best, out.iteration, np.float32(np.inf)), False
+        return out, False
 
-    final = run_resumable(s, step, start)
-    z = {k: np.asarray(v) for k, v in final.params.items()}
+    final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf)))
+    z = {k: np.asarray(v) for k, v in final.best.items()}
     bad = _diverged(z) if not np.isfinite(final.value) or _diverged(z) else None
     if bad is not None:
         raise ModelError(
@@ -129,10 +157,10 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
             f"objective {float(final.value):.6g}. The joint density has no mode: in a hierarchical model a group "
             f"scale with a HalfNormal, HalfCauchy or Exponential prior lets the density grow without bound as the "
             f"scale goes to 0. Give the scale a prior that vanishes at 0 (LogNormal, InverseGamma) or fix it.")
-    gmax, stall = float(final.gmax), int(final.stall)
-    converged = gmax <= tol or stall >= 3
+    gmax, stall = float(final.best_gmax), int(final.stall)
+    converged = gmax <= tol or stall >= STALL
     msg = (f"max|grad| {gmax:.3g} <= tol {tol:g}" if gmax <= tol else
-           f"objective stationary to float precision (max|grad| {gmax:.3g})" if stall >= 3 else
+           f"objective stationary to float precision (max|grad| {gmax:.3g})" if stall >= STALL else
            f"stopped at max_iter={max_iter} (max|grad| {gmax:.3g})")
     return MAPResult(constrain(model, data, z), z, float(final.value), int(final.iteration), converged, gmax, msg,
                      s.plan)

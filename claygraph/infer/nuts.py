@@ -16,8 +16,9 @@ max_rhat. Every segment returns its chain's state: a lost worker costs at most o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import blackjax
 import jax

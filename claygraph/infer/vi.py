@@ -6,8 +6,9 @@ the loop runs SPMD in jitted chunks, checkpointed between chunks like MAP.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

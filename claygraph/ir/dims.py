@@ -5,7 +5,7 @@ points into `group`; `a[g]` then says `a`'s axis is `group`). Pointees unify lik
 """
 from __future__ import annotations
 
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 import jax
-from jax.extend.core import Literal
 import numpy as np
 from jax._src import source_info_util
+from jax.extend.core import Literal
 
 from claygraph.errors import ModelError
 from claygraph.frontend.data import Array, Data

@@ -7,8 +7,8 @@ of the local shapes, so load imbalance is counted. See docs/partition.md.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -7,21 +7,22 @@ out once, when the program is built.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Node, Value
 from claygraph.partition.plan import shape_fn
 from claygraph.partition.registry import Decision, Mask
-from claygraph.partition.shardings import REPLICATED, Partial, Replicated, Sharded, Sharding
+from claygraph.partition.shardings import REPLICATED, Partial, Sharded, Sharding
 from claygraph.runtime.layout import DimLayout
 
 AXIS = "shards"

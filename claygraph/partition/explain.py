@@ -49,7 +49,8 @@ def explain(plan: Plan) -> str:
         lines += ["", "collectives per evaluation (forward pass):"]
         for col in c.propagation.collectives:
             where = f"before node {col.node}" if col.node is not None else "on the output"
-            lines.append(f"  {col.kind:<10}{_bytes(col.nbytes):>10}  {where}{'  (' + col.reason + ')' if col.reason else ''}")
+            why = f"  ({col.reason})" if col.reason else ""
+            lines.append(f"  {col.kind:<10}{_bytes(col.nbytes):>10}  {where}{why}")
     if plan.devices > 1 and plan.split:
         lines.append("  + one all-reduce of the replicated parameters' gradients (backward pass)")
     if c.propagation and c.propagation.fallbacks:

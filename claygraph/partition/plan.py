@@ -1,9 +1,10 @@
 """Candidate splits, their layouts and costs, and the chosen Plan."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 

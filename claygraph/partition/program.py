@@ -6,7 +6,8 @@ sees every device; the Ray runtime places each worker's shard and builds the sam
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -1,9 +1,9 @@
 """Propagate shardings through a graph for one split: a pure function Graph x Split -> Propagation."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 

@@ -7,8 +7,8 @@ user's layout (the general fallback: gather to every shard, compute, lay the res
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 

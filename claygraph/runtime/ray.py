@@ -7,12 +7,12 @@ program (SPMD). A worker that dies or stops answering becomes a `WorkerError` na
 """
 from __future__ import annotations
 
-
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import ray

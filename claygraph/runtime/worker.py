@@ -6,7 +6,8 @@ import os
 import re
 import socket
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _FORCE = re.compile(r"--xla_force_host_platform_device_count=\d+")
 
