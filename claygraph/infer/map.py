@@ -20,7 +20,7 @@ from claygraph.errors import ModelError
 from claygraph.infer.common import Session, constrain, run_resumable, setup, zeros_like_params
 from claygraph.runtime.spmd import run_spmd
 
-DIVERGENCE_Z = 30.0  # |unconstrained value| beyond which a scale has run off to 0 or infinity
+DIVERGENCE_Z = 20.0  # |log| of a constrained value (a scale) beyond which it has run off to 0 or infinity
 STALL = 10  # iterations in a row without progress in objective or gradient
 RESTARTS = 3  # fresh L-BFGS memories after a stall
 
@@ -109,10 +109,15 @@ def _lbfgs_chunk(ctx, host_state, settings):
     return ctx.to_host(run(state, ctx.data))
 
 
-def _diverged(z: dict) -> str | None:
+def _diverged(z: dict, supports: dict) -> str | None:
+    """A site that left the finite numbers, or a constrained one (a scale) that ran off to 0 or infinity."""
     for k, v in z.items():
         v = np.asarray(v)
-        if v.size and (not np.all(np.isfinite(v)) or np.max(np.abs(v)) > DIVERGENCE_Z):
+        if not v.size:
+            continue
+        if not np.all(np.isfinite(v)):
+            return k
+        if supports.get(k, "Real") != "Real" and np.max(np.abs(v)) > DIVERGENCE_Z:
             return k
     return None
 
@@ -150,10 +155,12 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
 
     final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf)))
     z = {k: np.asarray(v) for k, v in final.best.items()}
-    bad = _diverged(z) if not np.isfinite(final.value) or _diverged(z) else None
+    supports = {site.name: site.support for site in graph.meta.info.sites}
+    bad = _diverged(z, supports) or (next(iter(z)) if not np.isfinite(final.value) else None)
     if bad is not None:
         raise ModelError(
-            f"MAP diverged: site {bad!r} ran off to an unconstrained value of {np.max(np.abs(z[bad])):.3g} with "
+            f"MAP diverged: site {bad!r} ran off to an unconstrained value of "
+            f"{np.ravel(z[bad])[np.argmax(np.abs(np.ravel(z[bad])))]:.3g} with "
             f"objective {float(final.value):.6g}. The joint density has no mode: in a hierarchical model a group "
             f"scale with a HalfNormal, HalfCauchy or Exponential prior lets the density grow without bound as the "
             f"scale goes to 0. Give the scale a prior that vanishes at 0 (LogNormal, InverseGamma) or fix it.")
