@@ -150,7 +150,8 @@ def initial_position(graph, key, radius: float = 2.0) -> dict:
     names = sorted(graph.param_shapes)
     for k, sub in zip(names, jax.random.split(key, len(names))):
         shape = graph.param_shapes[k]
-        out[k] = np.asarray(jax.random.uniform(sub, shape, minval=-radius, maxval=radius), np.float32)
+        dtype = graph.value(graph.inputs.params[k]).dtype
+        out[k] = np.asarray(jax.random.uniform(sub, shape, minval=-radius, maxval=radius), dtype)
     return out
 
 
