@@ -105,6 +105,38 @@ def test_chain_parallel_nuts_keeps_workers_busy(rt, problem):
     assert summary["r_hat"].max() < 1.1, summary
 
 
+def test_scheduler_keeps_a_fast_worker_busy_beside_a_slow_one(rt, problem):
+    """Worker 1 is made slow. Without barriers the fast worker keeps drawing for its chain, the
+    target ESS counts its extra draws, and neither worker waits while the target is unmet."""
+    data, _, _ = problem
+    res = cg.infer.nuts(hier_model, data, chains=2, warmup=100, draws=50, runtime=rt, seed=4, segment=25,
+                        parallel="chains", target_ess=100, max_rhat=1.1, slow={1: 0.4})
+    assert "min ESS" in res.stopped_because, res.stopped_because
+    n = sorted(c.n for c in res.chains)
+    assert n[1] > n[0], "the chain on the fast worker should have drawn more"
+    for w, busy in res.worker_busy_s.items():
+        assert busy > 0.6 * res.wall_s * 0.5, (w, busy, res.wall_s)  # busy most of the sampling phase
+
+
+def test_sampling_survives_a_killed_worker_and_keeps_its_draws(rt, problem):
+    data, _, _ = problem
+    seen: dict[int, int] = {}
+
+    def kill_after_first_segments(chain, n):
+        seen[chain] = n
+        if len(seen) == 2 and not getattr(kill_after_first_segments, "done", False):
+            kill_after_first_segments.done = True
+            kill_after_first_segments.before = dict(seen)
+            os.kill(rt.pids[0], signal.SIGKILL)
+
+    res = cg.infer.nuts(hier_model, data, chains=2, warmup=80, draws=100, runtime=rt, seed=6, segment=25,
+                        parallel="chains", on_segment=kill_after_first_segments)
+    assert getattr(kill_after_first_segments, "done", False)
+    assert res.posterior["a"].shape == (2, 100, 7)
+    for c in res.chains:  # the draws made before the loss are the first draws of the result
+        assert c.n >= 100 and c.n >= kill_after_first_segments.before[c.id]
+
+
 def test_killed_worker_gives_clear_error_quickly(rt, problem):
     data, z, _ = problem
     plan = cg.partition(hier_model, data, cluster=cg.ClusterSpec.local(devices=2), split=("row",))
