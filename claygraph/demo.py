@@ -1,8 +1,11 @@
-"""The demo (`make demo`, or `python -m claygraph.demo`): a price-elasticity model through `inspect`.
+"""The demo (`make demo`, or `python -m claygraph.demo`): a price-elasticity model end to end.
 
 It generates purchase data for a few thousand rows over 50 products, lowers the hierarchical
-logistic regression of `claygraph.examples.make_hier_logistic` to claygraph's graph, and
-prints what `claygraph inspect` shows for it.
+logistic regression of `claygraph.examples.make_hier_logistic` to claygraph's graph and prints
+what `claygraph inspect` shows for it; then the partition plans (for two local workers, and
+for the same model at cluster scale on eight g5 nodes, planned from shapes only); then, on a
+local Ray cluster of two workers, MAP with the product split and NUTS, with a summary table.
+`--inspect-only` stops after the first part.
 """
 from __future__ import annotations
 
@@ -27,7 +30,45 @@ X @ w, although no plate names it), the data arrays (g is an index column that p
 """
 
 
-def main(rows: int = 4000, products: int = 50, d: int = 3) -> None:
+def section(title: str) -> None:
+    print(f"\n{title}\n{'=' * len(title)}")
+
+
+def plans(ex, rows: int, products: int, d: int) -> None:
+    import claygraph as cg
+
+    section("The split, for two local workers")
+    print(cg.partition(ex.model, ex.data, cluster=cg.ClusterSpec.local(devices=2)).explain())
+    big = make_hier_logistic(n=50_000_000, products=2_000_000, d=d, abstract=True)
+    section("The same model at cluster scale (50M rows, 2M products) on 8 g5 nodes, planned from shapes")
+    print(cg.partition(big.model, big.data, cluster=cg.ClusterSpec.preset("g5", nodes=8)).explain())
+
+
+def fit_on_ray(ex) -> None:
+    import numpy as np
+
+    import claygraph as cg
+
+    section("On a local Ray cluster of two workers")
+    with cg.runtime.Ray(workers=2) as rt:
+        print(f"set-up: {rt.times.to_json()}")
+        plan = cg.partition(ex.model, ex.data, cluster=cg.ClusterSpec.local(devices=2), split=("product",))
+        program = cg.compile(plan, runtime=rt)
+        zero = {k: np.zeros(s, np.float32) for k, s in plan.graph.param_shapes.items()}
+        value, grad = program.potential_and_grad(zero)
+        local = cg.compile(cg.partition(ex.model, ex.data, split=()))
+        print(f"potential at zero, product split over the two workers: {float(value):.4f}; "
+              f"one process, unsplit: {float(local.potential(zero)):.4f}")
+        t0 = time.perf_counter()
+        post = cg.infer.nuts(ex.model, ex.data, chains=2, warmup=300, draws=300, runtime=rt, seed=0)
+        print(f"\nNUTS, {post.parallel}-parallel, 2 chains x 300 draws ({time.perf_counter() - t0:.1f} s):")
+        table = post.summary()
+        keep = [i for i in table.index if "[" not in i or i.split("[")[1].split("]")[0] in ("0", "1", "2")]
+        print(table.loc[keep, ["mean", "sd", "ess_bulk", "ess_tail", "r_hat"]].round(3).to_string())
+        print(f"(a and b: the first 3 of {np.shape(post.posterior['a'])[-1]} products shown)")
+
+
+def main(rows: int = 4000, products: int = 50, d: int = 3, inspect_only: bool = False) -> None:
     start = time.perf_counter()
     ex = make_hier_logistic(n=rows, products=products, d=d, seed=0)
     rep = report(ex.model, ex.data)
@@ -35,7 +76,14 @@ def main(rows: int = 4000, products: int = 50, d: int = 3) -> None:
     print(rep.to_text())
     print(f"({rows:,} rows, {products} products; generated, lowered and inspected in "
           f"{time.perf_counter() - start:.1f} s)")
+    if inspect_only:
+        return
+    plans(ex, rows, products, d)
+    fit_on_ray(ex)
+    print(f"\n(demo done in {time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(inspect_only="--inspect-only" in sys.argv[1:])
