@@ -73,14 +73,16 @@ class Ctx:
     def __init__(self, u: Unifier, where: str):
         self.u, self.where = u, where
 
-    def axes(self, a: Value, i: int, b: Value, j: int) -> None:
-        if a.shape[i] == b.shape[j] and a.shape[i] != 1:
+    def axes(self, a: Value, i: int, b: Value, j: int, exact: bool = False) -> None:
+        """Unify two axes of equal size. Size-1 axes only where the rule knows they are the same
+        axis (`exact`), not where one may be a broadcast."""
+        if a.shape[i] == b.shape[j] and (a.shape[i] != 1 or exact):
             self.u.union((a.id, i), (b.id, j), self.where)
 
     def same_shape(self, a: Value, b: Value) -> None:
-        if a.ndim == b.ndim:  # equal ranks; size-1 axes broadcast and are skipped by axes()
+        if a.ndim == b.ndim:  # equal ranks; a size-1 axis is a broadcast unless the shapes agree
             for i in range(a.ndim):
-                self.axes(a, i, b, i)
+                self.axes(a, i, b, i, exact=a.shape == b.shape)
 
     def pointee(self, a: Value, b: Value) -> None:
         if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
@@ -117,7 +119,7 @@ def _elementwise(node, ins, outs, c):
 @dim_rule("broadcast_in_dim")
 def _broadcast(node, ins, outs, c):
     for i, j in enumerate(node.params["broadcast_dimensions"]):
-        c.axes(ins[0], i, outs[0], j)
+        c.axes(ins[0], i, outs[0], j, exact=True)  # equal sizes: kept, not broadcast
     c.pointee(ins[0], outs[0])
 
 
@@ -170,7 +172,7 @@ def _expand_dims(node, ins, outs, c):
 @dim_rule("transpose")
 def _transpose(node, ins, outs, c):
     for j, i in enumerate(node.params["permutation"]):
-        c.axes(ins[0], i, outs[0], j)
+        c.axes(ins[0], i, outs[0], j, exact=True)
 
 
 @dim_rule("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or", "argmax", "argmin")
@@ -178,7 +180,7 @@ def _reduce(node, ins, outs, c):
     axes = set(node.params["axes"])
     kept = [i for i in range(ins[0].ndim) if i not in axes]
     for j, i in enumerate(kept):
-        c.axes(ins[0], i, outs[0], j)
+        c.axes(ins[0], i, outs[0], j, exact=True)
 
 
 @dim_rule("cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "sort")
@@ -193,16 +195,16 @@ def _dot_general(node, ins, outs, c):
     lhs, rhs = ins
     (lc, rc), (lb, rb) = node.params["dimension_numbers"]
     for i, j in zip(lc, rc):
-        c.axes(lhs, i, rhs, j)
+        c.axes(lhs, i, rhs, j, exact=True)
     for k, (i, j) in enumerate(zip(lb, rb)):
-        c.axes(lhs, i, rhs, j)
-        c.axes(lhs, i, outs[0], k)
+        c.axes(lhs, i, rhs, j, exact=True)
+        c.axes(lhs, i, outs[0], k, exact=True)
     free_l = [i for i in range(lhs.ndim) if i not in lc and i not in lb]
     free_r = [j for j in range(rhs.ndim) if j not in rc and j not in rb]
     for k, i in enumerate(free_l, start=len(lb)):
-        c.axes(lhs, i, outs[0], k)
+        c.axes(lhs, i, outs[0], k, exact=True)
     for k, j in enumerate(free_r, start=len(lb) + len(free_l)):
-        c.axes(rhs, j, outs[0], k)
+        c.axes(rhs, j, outs[0], k, exact=True)
 
 
 def gather_axes(node: Node, operand: Value, indices: Value, out: Value):
@@ -221,7 +223,7 @@ def _gather(node, ins, outs, c):
     operand, indices = ins[0], ins[1]
     batch, offset, indexed = gather_axes(node, operand, indices, outs[0])
     for i, k in batch:
-        c.axes(indices, i, outs[0], k)
+        c.axes(indices, i, outs[0], k, exact=True)
     for i, k in offset:
         if node.params["slice_sizes"][i] == operand.shape[i]:
             c.axes(operand, i, outs[0], k)

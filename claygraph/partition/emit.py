@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Node, Value
 from claygraph.partition.plan import shape_fn
+from claygraph.partition.propagate import sticky
 from claygraph.partition.registry import Decision, Mask
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded, Sharding
 from claygraph.runtime.layout import DimLayout
@@ -60,15 +61,24 @@ class _Local:
         self.tables = Tables(layout)
 
     # conversions between shardings ---------------------------------------------------------
+    def whole(self, x, v: Value, have: Sharding):
+        """A Partial or Sharded value made Replicated (the collectives propagate() counted)."""
+        if have == Partial("sum"):
+            return lax.psum(x, AXIS)
+        if isinstance(have, Partial):  # pmax has no derivative: gather the partials, reduce locally
+            stack = lax.all_gather(x, AXIS, axis=0, to="invarying")
+            return jnp.max(stack, axis=0) if have.op == "max" else jnp.min(stack, axis=0)
+        if isinstance(have, Sharded):
+            return lax.all_gather(x, AXIS, axis=v.axis_of(have.dim), tiled=True, to="invarying")
+        return x
+
     def convert(self, x, v: Value, have: Sharding, want: Sharding):
         if have == want:
             return x
-        if isinstance(have, Partial):
-            x = {"sum": lax.psum, "max": lax.pmax, "min": lax.pmin}[have.op](x, AXIS)
-            have = REPLICATED
-        if isinstance(have, Sharded):
-            x = lax.all_gather(x, AXIS, axis=v.axis_of(have.dim), tiled=True)
-            have = REPLICATED
+        if isinstance(have, (Partial, Sharded)):
+            x, have = self.whole(x, v, have), REPLICATED
+        if have == want:
+            return x
         if isinstance(want, Sharded):
             local = self.layout[want.dim].local
             return lax.dynamic_slice_in_dim(x, lax.axis_index(AXIS) * local, local, axis=v.axis_of(want.dim))
@@ -110,6 +120,11 @@ class _Local:
             p["shape"] = outs[0]
         elif node.primitive == "reshape":
             p["new_sizes"] = outs[0]
+        elif node.primitive == "slice":  # only axes kept whole may be split: their limit is the local size
+            src = ins[0]
+            local = self.shape(src, d.ins[0])
+            p["limit_indices"] = tuple(loc if (lim == full and loc != full) else lim
+                                       for lim, full, loc in zip(p["limit_indices"], src.shape, local))
         elif node.primitive in ("gather", "dynamic_slice"):
             src = ins[0]
             local = self.shape(src, d.ins[0])
@@ -133,14 +148,20 @@ class _Local:
         return node.bind(*_match_vma(args), **self.params(node, ins, d))
 
     def __call__(self, params: Mapping[str, Any], data: Mapping[str, Any]):
-        g, sh = self.g, self.prop.shardings
+        g = self.g
+        sh = dict(self.prop.initial)  # the current sharding of every value, as propagate() walked it
         env: dict[int, Any] = dict(self.consts)
         env.update((vid, params[k]) for k, vid in g.inputs.params.items())
         env.update((vid, data[k]) for k, vid in g.inputs.data.items())
         for node in g.nodes():
             d = self.prop.decisions[node.id]
-            args = [self.convert(env[i], g.value(i), sh[i], want) for i, want in zip(node.inputs, d.ins)]
+            args = []
+            for i, want in zip(node.inputs, d.ins):
+                if sticky(sh[i], want):  # made whole once; later consumers reuse it
+                    env[i], sh[i] = self.whole(env[i], g.value(i), sh[i]), REPLICATED
+                args.append(self.convert(env[i], g.value(i), sh[i], want))
             env.update(zip(node.outputs, self.run_node(node, args, d)))
+            sh.update(zip(node.outputs, d.outs))
         return self.convert(env[g.output], g.value(g.output), sh[g.output], REPLICATED)
 
 

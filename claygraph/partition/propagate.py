@@ -8,7 +8,6 @@ from types import MappingProxyType
 import numpy as np
 
 from claygraph.errors import PartitionError
-from claygraph.ir.dims import POINTEE_KEEPING
 from claygraph.ir.graph import Graph, Value
 from claygraph.partition.registry import Decision, RuleCtx, decide, import_rules
 from claygraph.partition.shardings import REPLICATED, Partial, Replicated, Sharded, Sharding, Split
@@ -29,6 +28,7 @@ class Collective:
 class Propagation:
     split: Split
     shardings: Mapping[int, Sharding]  # value id -> sharding where it is produced
+    initial: Mapping[int, Sharding]  # inputs and constants
     decisions: Mapping[int, Decision]  # node id -> decision
     collectives: tuple[Collective, ...]
     remapped: Mapping[int, str]
@@ -43,18 +43,74 @@ def input_sharding(v: Value, split: Split, what: str) -> Sharding:
     return Sharded(dims[0]) if dims else REPLICATED
 
 
-def remapped_values(graph: Graph, split: Split) -> Mapping[int, str]:
-    """Values holding laid-out ids (value -> the split dim they index): index columns into a
-    split dim, and the integer values that carry them on (x + 0, where(c, i, j), reshapes)."""
-    out = {vid: graph.meta.arrays[name].into for name, vid in graph.inputs.data.items()
+MOVES = {"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "copy", "copy_p"}
+
+
+def _is_int(graph: Graph, vid: int) -> bool:
+    return bool(np.issubdtype(graph.value(vid).dtype, np.integer))
+
+
+def _scalar_const(graph: Graph, vid: int, value=None) -> bool:
+    if vid not in graph.consts or graph.value(vid).ndim:
+        return False
+    return value is None or float(np.asarray(graph.consts[vid])) == value
+
+
+def _normalised(graph: Graph, node, ids: Mapping[int, str]) -> int | None:
+    """`where(x < 0, x + n, x)`, jnp's negative-index wrap, on laid-out ids x: the ids are never
+    negative in either layout, so the result is x. Returns x's value id when the node is that."""
+    if node.primitive != "select_n" or len(node.inputs) != 3:
+        return None
+    pred, on_false, on_true = (graph.producer(i) for i in node.inputs)
+    x = node.inputs[1]
+    if x not in ids or pred is None or on_true is None or pred.primitive != "lt" or on_true.primitive != "add":
+        return None
+    if pred.inputs[0] != x or not _scalar_const(graph, pred.inputs[1], 0.0):
+        return None
+    if on_true.inputs[0] != x or not _scalar_const(graph, on_true.inputs[1]):
+        return None
+    return x
+
+
+def remapped_values(graph: Graph, split: Split) -> tuple[Mapping[int, str], frozenset[int]]:
+    """Values holding laid-out ids (value -> the split dim they index), and the nodes that must
+    run in the user's layout because they read such ids as numbers.
+
+    Laid-out ids only travel through data movement (reshapes, int casts), jnp's negative-index
+    wrap, and into a gather as indices. Anything that computes with them (`g + 1`, `g == 3`,
+    `clip(g, ...)`, a cast to float) sees the user's ids: it runs in the user's layout.
+    """
+    ids = {vid: graph.meta.arrays[name].into for name, vid in graph.inputs.data.items()
            if graph.meta.arrays[name].into in split.dims}
+    wrap_parts: set[int] = set()
     for node in graph.nodes():
-        if node.primitive in POINTEE_KEEPING or node.primitive in ("broadcast_in_dim", "reshape", "squeeze"):
-            dims = {out[i] for i in node.inputs if i in out}
-            if len(dims) == 1:
-                out.update((o, next(iter(dims))) for o in node.outputs
-                           if np.issubdtype(graph.value(o).dtype, np.integer))
-    return MappingProxyType(out)
+        x = _normalised(graph, node, ids)
+        if x is not None:
+            ids[node.outputs[0]] = ids[x]
+            wrap_parts.update(graph.producer(i).id for i in node.inputs[::2])
+            continue
+        carried = {ids[i] for i in node.inputs if i in ids}
+        moves = node.primitive in MOVES or (node.primitive == "convert_element_type"
+                                            and _is_int(graph, node.outputs[0]))
+        if len(carried) == 1 and moves:
+            ids[node.outputs[0]] = carried.pop()
+    unsafe = set()
+    for node in graph.nodes():
+        if node.id in wrap_parts or node.primitive in MOVES or node.primitive == "convert_element_type" \
+                and _is_int(graph, node.outputs[0]) or node.outputs[0] in ids:
+            continue
+        reads = [k for k, i in enumerate(node.inputs) if i in ids]
+        if node.primitive == "gather" and reads == [1]:
+            continue
+        if reads:
+            unsafe.add(node.id)
+    # the wrap's `add` is safe only when the wrap is its sole consumer
+    for nid in list(wrap_parts):
+        n = graph.node(nid)
+        if n.primitive == "add" and any(c.primitive != "select_n" or c.outputs[0] not in ids
+                                        for c in graph.consumers(n.outputs[0])):
+            unsafe.add(nid)
+    return MappingProxyType(ids), frozenset(unsafe)
 
 
 def _conversion(have: Sharding, want: Sharding) -> str | None:
@@ -69,16 +125,24 @@ def _conversion(have: Sharding, want: Sharding) -> str | None:
     return None  # replicated -> sharded is a local slice
 
 
+def sticky(have: Sharding, want: Sharding) -> bool:
+    """A conversion that communicates (psum, all-gather) happens once per value, not per consumer."""
+    return have != want and isinstance(have, (Partial, Sharded)) and not (
+        isinstance(have, Sharded) and isinstance(want, Sharded))
+
+
 def propagate(graph: Graph, split: Split, padded: frozenset[str], local_bytes) -> Propagation:
     """Walk nodes in order; each rule decides; conversions become collectives."""
     import_rules()
-    remapped = remapped_values(graph, split)
-    ctx = RuleCtx(split, padded, remapped)
+    remapped, unsafe = remapped_values(graph, split)
+    ctx = RuleCtx(split, padded, remapped, unsafe)
     sh: dict[int, Sharding] = {vid: REPLICATED for vid in graph.consts}
     for name, vid in graph.inputs.params.items():
         sh[vid] = input_sharding(graph.value(vid), split, f"parameter {name!r}")
     for name, vid in graph.inputs.data.items():
         sh[vid] = input_sharding(graph.value(vid), split, f"data {name!r}")
+    initial = dict(sh)
+    produced = dict(sh)
     decisions, colls, falls = {}, [], []
     for node in graph.nodes():
         ins = [graph.value(i) for i in node.inputs]
@@ -91,10 +155,14 @@ def propagate(graph: Graph, split: Split, padded: frozenset[str], local_bytes) -
             kind = _conversion(sh[v.id], want)
             if kind:
                 colls.append(Collective(kind, v.id, node.id, local_bytes(v, sh[v.id]), d.note))
+            if sticky(sh[v.id], want):  # the emitter makes it whole once and reuses it
+                sh[v.id] = REPLICATED
         sh.update(zip(node.outputs, d.outs))
+        produced.update(zip(node.outputs, d.outs))
     out = graph.output
     if isinstance(sh[out], Partial):
         colls.append(Collective(_conversion(sh[out], REPLICATED), out, None, graph.value(out).nbytes))
     elif isinstance(sh[out], Sharded):
         colls.append(Collective("all_gather", out, None, local_bytes(graph.value(out), sh[out])))
-    return Propagation(split, MappingProxyType(sh), MappingProxyType(decisions), tuple(colls), remapped, tuple(falls))
+    return Propagation(split, MappingProxyType(produced), MappingProxyType(initial), MappingProxyType(decisions),
+                       tuple(colls), remapped, tuple(falls))

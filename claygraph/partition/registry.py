@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from claygraph.ir.graph import Node, Value
-from claygraph.partition.shardings import REPLICATED, Sharding, Split
+from claygraph.partition.shardings import REPLICATED, Sharded, Sharding, Split
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class RuleCtx:
     split: Split
     padded: frozenset[str]  # laid-out dims whose internal size exceeds the user's
     remapped: Mapping[int, str]  # value id -> split dim whose internal ids it holds (index columns)
+    unsafe: frozenset[int] = frozenset()  # nodes that read laid-out ids as numbers: user layout
 
     def laid_out(self, dim: str | None) -> bool:
         return dim is not None and dim in self.split.dims
@@ -73,6 +74,8 @@ def fallback(node: Node, ins: list[Value], outs: list[Value], ctx: RuleCtx, why:
 
 
 def decide(node: Node, ins: list[Value], shardings: list[Sharding], outs: list[Value], ctx: RuleCtx) -> Decision:
+    if node.id in ctx.unsafe:
+        return fallback(node, ins, outs, ctx, f"{node.primitive} computes with index values: user layout")
     fn = SHARDING_RULES.get(node.primitive)
     if fn is None:
         if all(s == REPLICATED for s in shardings) and not any(map(ctx.touches_layout, (*ins, *outs))) \
@@ -81,7 +84,14 @@ def decide(node: Node, ins: list[Value], shardings: list[Sharding], outs: list[V
         return fallback(node, ins, outs, ctx, f"no sharding rule for {node.primitive}: inputs replicated")
     d = fn(node, ins, shardings, outs, ctx)
     assert len(d.ins) == len(ins) and len(d.outs) == len(outs), node.primitive
+    if not all(map(_has_axis, (*ins, *outs), (*d.ins, *d.outs))):
+        # e.g. a size-1 split dim that dim inference could not follow through a reshape
+        return fallback(node, ins, outs, ctx, f"{node.primitive}: a split axis has no dim here: inputs replicated")
     return d
+
+
+def _has_axis(v: Value, s: Sharding) -> bool:
+    return not isinstance(s, Sharded) or v.axis_of(s.dim) is not None
 
 
 def is_float(v: Value) -> bool:

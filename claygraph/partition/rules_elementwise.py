@@ -19,6 +19,8 @@ def _sharded_rule(node, ins, shs, outs, ctx, dims):
     if len(dims) > 1:
         return fallback(node, ins, outs, ctx, f"{node.primitive} combines values split along {sorted(dims)}")
     (d,) = dims
+    if any(o.axis_of(d) is None for o in outs):
+        return fallback(node, ins, outs, ctx, f"{node.primitive}: the output has no axis named {d!r}")
     # size-1 axes broadcast: only operands that have the split axis are split
     req = tuple(Sharded(d) if v.axis_of(d) is not None else REPLICATED for v in ins)
     return Decision(req, (Sharded(d),) * len(outs))

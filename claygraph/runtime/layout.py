@@ -57,22 +57,26 @@ def block_layout(dim: str, size: int, shards: int) -> DimLayout:
 
 
 def block_sizes(dim: str, size: int, shards: int) -> DimLayout:
-    full = block_layout(dim, size, shards)
-    return DimLayout(dim, size, shards, full.local, full.counts)
+    """Sizes only (abstract data): no slot table, so planning 10^9 rows costs nothing."""
+    local = max(1, -(-size // shards))
+    return DimLayout(dim, size, shards, local, np.clip(size - np.arange(shards) * local, 0, local).astype(np.int64))
 
 
 @numba.njit(cache=True)
 def lpt_assign(counts: np.ndarray, order: np.ndarray, shards: int) -> np.ndarray:
-    """Longest-processing-time greedy: each group (largest first) goes to the least-loaded shard."""
+    """Longest-processing-time greedy: each group (largest first) goes to the least-loaded shard;
+    ties go to the shard with fewest groups, so that groups without rows spread out too."""
     load = np.zeros(shards, dtype=np.int64)
+    held = np.zeros(shards, dtype=np.int64)
     owner = np.empty(counts.shape[0], dtype=np.int64)
     for g in order:
         best = 0
         for s in range(1, shards):
-            if load[s] < load[best]:
+            if load[s] < load[best] or (load[s] == load[best] and held[s] < held[best]):
                 best = s
         owner[g] = best
         load[best] += counts[g]
+        held[best] += 1
     return owner
 
 

@@ -1,0 +1,226 @@
+"""Measurements that run in a fresh interpreter (see bench.timing.run_isolated).
+
+    python -m bench.measure TASK 'JSON spec'
+
+prints one line `BENCH-RESULT {json}`. Tasks:
+  candidates  time per gradient evaluation of every (or the given) candidate split of a workload on
+              Local(devices=N), next to the cost model's prediction; optionally a MAP solve.
+  nuts        one NUTS method on W2 (NumPyro sequential or parallel, or claygraph), run twice with a
+              persistent compilation cache so that the second run's wall time excludes compiling.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from bench.timing import RESULT_MARK, measure
+
+
+def _data(workload: str, s: dict):
+    from bench import workloads as w
+
+    if workload == "W1":
+        return w.logistic_model, w.w1_data(s["n"], s["d"])
+    if workload == "W6":
+        return w.logistic_model, w.w6_data(s["n"], s["d"])
+    if workload == "W3":
+        return w.hier_logistic_model, w.w3_data(s["n"], s["groups"], s["d"])
+    if workload == "W2":
+        return w.w2_model, w.w2_data(s["n"], s["groups"], s["d"])
+    raise ValueError(f"unknown workload {workload!r}")
+
+
+def _zeros(graph) -> dict[str, np.ndarray]:
+    return {k: np.zeros(shape, np.float32) for k, shape in graph.param_shapes.items()}
+
+
+def _flat_grad(g) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(g[k], np.float64)) for k in sorted(g)])
+
+
+def candidates(spec: dict) -> dict:
+    """Predicted and measured seconds per gradient evaluation for each candidate split."""
+    import jax
+
+    import claygraph as cg
+
+    devices, repeats = int(spec["devices"]), int(spec["repeats"])
+    t0 = time.perf_counter()
+    model, data = _data(spec["workload"], spec["sizes"])
+    data_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    graph = cg.lower(model, data)
+    lower_s = time.perf_counter() - t0
+    cluster = cg.ClusterSpec.local(devices=devices)
+    plan = cg.partition(graph, data, cluster=cluster)
+    wanted = None if spec.get("splits") is None else {tuple(s) for s in spec["splits"]}
+    rows, ref = [], None
+    for est in sorted(plan.candidates, key=lambda c: c.predicted_s):
+        row = {"split": list(est.split), **{k: v for k, v in est.to_json().items() if k != "split"}}
+        if wanted is not None and tuple(est.split) not in wanted:
+            continue
+        if not est.feasible or est.predicted_s == float("inf"):
+            rows.append(row | {"measured": None, "note": est.reason or "not feasible"})
+            continue
+        row |= _measure_split(cg, graph, data, cluster, devices, est.split, repeats)
+        value, grad = row.pop("_value"), row.pop("_grad")
+        if ref is None:
+            ref = (value, grad)
+        row["value_rel_diff"] = abs(value - ref[0]) / max(abs(ref[0]), 1e-30)
+        row["grad_rel_diff"] = float(np.max(np.abs(grad - ref[1])) / max(np.max(np.abs(ref[1])), 1e-30))
+        rows.append(row)
+        jax.clear_caches()
+    out = {"workload": spec["workload"], "sizes": spec["sizes"], "devices": devices, "data_s": data_s,
+           "lower_s": lower_s, "cluster": cluster.describe(), "chosen": list(plan.split), "candidates": rows,
+           "jax_devices": len(jax.devices())}
+    if spec.get("map"):
+        out["map"] = _map(cg, model, data, devices, spec.get("map_tol", 1e-6))
+    return out
+
+
+def _measure_split(cg, graph, data, cluster, devices: int, split, repeats: int) -> dict:
+    import jax
+
+    plan = cg.partition(graph, data, cluster=cluster, split=tuple(split))
+    t0 = time.perf_counter()
+    prog = cg.compile(plan, runtime=cg.runtime.Local(devices=devices))
+    place_s = time.perf_counter() - t0
+    params = _zeros(graph)
+    out = {}
+
+    def step():
+        out["vg"] = jax.block_until_ready(prog.potential_and_grad(params))
+
+    timing = measure(step, repeats, warmup=1)
+    value, grad = out["vg"]
+    return {"measured": timing.to_json(), "place_s": place_s, "compile_s": timing.first_s,
+            "_value": float(value), "_grad": _flat_grad(grad)}
+
+
+def _map(cg, model, data, devices: int, tol: float) -> dict:
+    if not hasattr(cg.infer, "map"):
+        return {"status": "not available", "note": "claygraph.infer has no `map` yet"}
+    t0 = time.perf_counter()
+    res = cg.infer.map(model, data, runtime=cg.runtime.Local(devices=devices), tol=tol)
+    return {"status": "ok", "wall_s": time.perf_counter() - t0, "iterations": int(res.iterations),
+            "objective": float(res.objective), "converged": bool(res.converged), "split": list(res.plan.split)}
+
+
+# -- W2 NUTS -----------------------------------------------------------------------------------------
+
+def _enable_compile_cache() -> str:
+    import jax
+
+    path = tempfile.mkdtemp(prefix="claygraph-bench-jax-cache-")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def _posterior_dict(post) -> dict[str, np.ndarray]:
+    """Per-site (chain, draw, ...) arrays from a dict, an xarray Dataset or an InferenceData."""
+    if hasattr(post, "posterior"):
+        post = post.posterior
+    if hasattr(post, "data_vars"):
+        return {k: np.asarray(post[k].values) for k in post.data_vars}
+    return {k: np.asarray(v) for k, v in dict(post).items()}
+
+
+def diagnostics(samples: dict[str, np.ndarray], sites: list[str]) -> dict:
+    """Minimum bulk ESS and maximum R-hat over every element of the given sites (ArviZ)."""
+    import arviz as az
+
+    idata = az.from_dict(posterior={k: samples[k] for k in sites})
+    ess = az.ess(idata, method="bulk")
+    rhat = az.rhat(idata)
+    per_site = {k: {"min_ess_bulk": float(np.min(ess[k].values)), "max_rhat": float(np.max(rhat[k].values))}
+                for k in sites}
+    return {"min_ess_bulk": min(v["min_ess_bulk"] for v in per_site.values()),
+            "max_rhat": max(v["max_rhat"] for v in per_site.values()), "per_site": per_site}
+
+
+W2_SITES = ["mu", "sigma", "w", "z"]
+
+
+def nuts(spec: dict) -> dict:
+    import jax
+
+    cache = _enable_compile_cache()
+    method, s, seed = spec["method"], spec["sizes"], int(spec.get("seed", 0))
+    run = _numpyro_run if method.startswith("numpyro") else _claygraph_run
+    try:
+        first = run(method, s, seed)
+        if first.get("status") == "not available":
+            return first
+        second = run(method, s, seed)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    sites = [k for k in W2_SITES if k in second["samples"]]
+    diag = diagnostics(second["samples"], sites)
+    draws = s["chains"] * s["draws"]
+    return {"status": "ok", "method": method, "first_run_s": first["wall_s"], "sampling_s": second["wall_s"],
+            "compile_s": max(first["wall_s"] - second["wall_s"], 0.0), "draws": draws, "sites": sites,
+            **diag, "ess_per_s": diag["min_ess_bulk"] / second["wall_s"], "divergences": second.get("divergences"),
+            "devices": len(jax.devices()), "note": second.get("note")}
+
+
+def _numpyro_run(method: str, s: dict, seed: int) -> dict:
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    from bench.workloads import w2_arrays, w2_numpyro_model
+
+    a = w2_arrays(s["n"], s["groups"], s["d"])
+    chain_method = method.split("-", 1)[1]
+    mcmc = MCMC(NUTS(w2_numpyro_model), num_warmup=s["warmup"], num_samples=s["draws"], num_chains=s["chains"],
+                chain_method=chain_method, progress_bar=False)
+    t0 = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(seed), a["X"], a["g"], a["y"], s["groups"], extra_fields=("diverging",))
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    wall = time.perf_counter() - t0
+    div = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
+    note = None
+    if chain_method == "parallel" and len(jax.devices()) < s["chains"]:
+        note = f"only {len(jax.devices())} devices for {s['chains']} chains: NumPyro drew them sequentially"
+    return {"wall_s": wall, "samples": samples, "divergences": div, "note": note}
+
+
+def _claygraph_run(method: str, s: dict, seed: int) -> dict:
+    import claygraph as cg
+
+    if not hasattr(cg.infer, "nuts"):
+        return {"status": "not available", "method": method, "note": "claygraph.infer has no `nuts` yet"}
+    from bench.workloads import w2_data, w2_model
+
+    data = w2_data(s["n"], s["groups"], s["d"])
+    t0 = time.perf_counter()
+    res = cg.infer.nuts(w2_model, data, chains=s["chains"], warmup=s["warmup"], draws=s["draws"], seed=seed)
+    samples = _posterior_dict(res.posterior)
+    wall = time.perf_counter() - t0
+    div = None
+    idata = getattr(res, "inference_data", res)
+    stats = getattr(idata, "sample_stats", None)
+    if stats is not None and hasattr(stats, "data_vars") and "diverging" in stats.data_vars:
+        div = int(np.sum(stats["diverging"].values))
+    how = [f"{k}: {getattr(res, k)}" for k in ("parallel", "stopped_because") if getattr(res, k, None)]
+    return {"wall_s": wall, "samples": samples, "divergences": div, "note": "; ".join(how) or None}
+
+
+TASKS = {"candidates": candidates, "nuts": nuts}
+
+
+def main(argv: list[str]) -> int:
+    task, spec = argv[0], json.loads(argv[1])
+    result = TASKS[task](spec)
+    print(RESULT_MARK + json.dumps(result, default=float), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

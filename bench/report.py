@@ -1,0 +1,719 @@
+"""BENCHMARKS.md from the results JSON: one table per workload, ratios against each peer, plots.
+
+`write_report(results_dir, md_path)` reads results-cpu.json (and results-gpu.json where there is
+one), draws the plots into `results_dir` and writes the Markdown. Everything measured is
+labelled measured; the cost model's figures are labelled predicted or projected.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.machine import describe_blas
+from bench.runner import read_results, results_path
+from bench.suites.partition import TIE, verdict
+
+PLOTS = {"devices": "time_vs_devices.png", "splits": "predicted_vs_measured.png", "setup": "setup_phases.png",
+         "ess": "ess_per_s.png", "w1": "w1_solvers.png"}
+COMMAND = "claygraph bench"
+TIE_PERCENT = round((TIE - 1) * 100)
+# Set-up phases in the order they happen.
+PHASES = ("import_ray_s", "cluster_s", "actors_s", "distributed_s", "plan_s", "shards_s", "first_compile_s")
+
+
+# -- formatting ------------------------------------------------------------------------------------
+
+def fmt_s(x: float | None) -> str:
+    """Seconds with a unit that keeps three significant figures."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    if x < 1e-3:
+        return f"{x * 1e6:.3g} µs"
+    if x < 1:
+        return f"{x * 1e3:.3g} ms"
+    return f"{x:.3g} s"
+
+
+def fmt_bytes(x: float | None) -> str:
+    if x is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(x) < 1000 or unit == "TB":
+            return f"{x:.3g} {unit}"
+        x /= 1000
+    return f"{x:.3g} TB"
+
+
+def fmt_x(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.3g}×"
+
+
+def fmt_g(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}g}"
+
+
+def split_name(split) -> str:
+    return ",".join(split) if split else "none"
+
+
+def _cell(c) -> str:
+    return str(c).replace("|", "\\|").replace("\n", " ")
+
+
+def table(headers: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(map(_cell, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
+    return out + [""]
+
+
+SIZE_ORDER = ("n", "groups", "d", "chains", "warmup", "draws")
+
+
+def fmt_sizes(s: dict) -> str:
+    """'n = 1,000, groups = 10, d = 3' in a fixed order, whatever order the JSON kept."""
+    keys = [k for k in SIZE_ORDER if k in s] + sorted(k for k in s if k not in SIZE_ORDER)
+    return ", ".join(f"{k} = {s[k]:,}" for k in keys)
+
+
+def _suite(doc: dict | None, name: str) -> dict | None:
+    return None if doc is None else doc.get("suites", {}).get(name)
+
+
+def _status_lines(res: dict | None, suite: str) -> list[str] | None:
+    """Lines that replace a section whose suite did not run or did not finish; None when it is fine."""
+    if res is None:
+        return [f"_Not run yet: `{COMMAND} --suite {suite}`._", ""]
+    if res.get("status") == "error":
+        return [f"**The suite failed** ({res.get('mode')} run, {res.get('measured_at')}): `{res.get('note')}`", ""]
+    if res.get("status") == "not available":
+        return [f"_Not available: {res.get('note')}._", ""]
+    return None
+
+
+def _run_line(res: dict) -> str:
+    load = res.get("load_average") or {}
+    la = load.get("before")
+    busy = ""
+    if la:
+        busy = f"; load average {la[0]:g} at start"
+    return (f"_{res.get('mode')} run, {res.get('measured_at')}, commit `{(res.get('commit') or '?')[:10]}`, "
+            f"{fmt_s(res.get('elapsed_s'))}{busy}._")
+
+
+# -- sections --------------------------------------------------------------------------------------
+
+def machine_section(doc: dict) -> list[str]:
+    m = doc["machine"]
+    v = m["versions"]
+    cores = m["cores"]
+    rows = [["CPU", f"{m['cpu']}, {cores['logical']} logical cores ({cores['usable']} usable)"],
+            ["memory", f"{m['memory']['total_bytes'] / 2**30:.1f} GiB"],
+            ["BLAS", describe_blas(m["blas"])],
+            ["JAX devices (report process)", f"{m['jax']['backend']}: {m['jax']['count']}"],
+            ["GPUs", ", ".join(m["gpus"]) or "none"],
+            ["load average (1, 5, 15 min) at start", ", ".join(f"{x:g}" for x in m.get("load_average") or [])],
+            ["commit", f"`{m.get('commit')}`"],
+            ["libraries", ", ".join(f"{k} {val}" for k, val in v.items() if val)],
+            ["not installed", ", ".join(k for k, val in v.items() if not val) or "—"]]
+    return ["## Machine", "", *table(["", ""], rows)]
+
+
+def _peers(rows: list[dict]) -> list[str]:
+    return [r["name"] for r in rows if r["kind"] == "peer" and r["status"] == "ok"]
+
+
+def w1_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "w1")
+    lines = ["## W1 — logistic regression MAP", ""]
+    bad = _status_lines(res, "w1")
+    if bad:
+        return lines + bad
+    n, d = res["sizes"]["n"], res["sizes"]["d"]
+    fl = res["floor"]
+    ref = res["reference"]
+    lines += [_run_line(res), "",
+              f"N = {n:,} rows, D = {d} features, float32 X ({fmt_bytes(fl['x_bytes'])}); objective "
+              f"sum of log-loss + 0.5‖w‖² (no intercept). Reference: {ref['method']}, {ref['iterations']} "
+              f"iterations, objective {ref['objective']:.10g}. Times are medians of whole solves; "
+              "claygraph's include lowering, planning and compiling, which it does on every call.", ""]
+    rows = res["solvers"]
+    peers = _peers(rows)
+    body = []
+    for r in rows:
+        if r["status"] != "ok":
+            body.append([r["name"], r["status"], "—", "—", "—", *["—" for _ in peers], r.get("note") or ""])
+            continue
+        ratio = r.get("time_over_peer", {})
+        body.append([r["name"], f"{fmt_s(r['timing']['median_s'])} (×{r['timing']['repeats']})",
+                     r["iterations"] if r["iterations"] is not None else "—", f"{r['objective_gap']:.3g}",
+                     f"{r['max_abs_w_err']:.2g}", *[fmt_x(ratio.get(p)) for p in peers], r.get("note") or ""])
+    lines += ["Solvers (ratio = claygraph time ÷ peer time; below 1 claygraph is faster):", "",
+              *table(["method", "wall time", "iterations", "objective − ref", "max |w − w_ref|",
+                      *[f"÷ {p}" for p in peers], "note"], body)]
+    lines += [f"Physical floor: reading X once at the measured memory bandwidth "
+              f"({fl['bandwidth_bytes_per_s'] / 1e9:.3g} GB/s, bytes per second of one large single-threaded copy, "
+              "as `claygraph calibrate` measures it; several cores together may read faster) takes "
+              f"≥ {fmt_s(fl['read_x_once_s'])}; "
+              f"a loss-and-gradient evaluation reads X twice (X·w, then Xᵀ·r): ≥ {fmt_s(fl['loss_and_grad_s'])}.", ""]
+    lines += ["One loss-and-gradient evaluation (median):", "", *table(
+        ["implementation", "devices", "measured", "predicted", "÷ floor (2 reads of X)"], w1_gradient_rows(doc))]
+    maps = w1_map_rows(doc)
+    if maps:
+        lines += ["MAP (`cg.infer.map`, tol 1e-6) by runtime, set-up included (this process: median of the "
+                  "solver table; elsewhere one solve). The objective is the potential `map` reports, which "
+                  "includes the prior's normalising constant (D/2·log 2π):", "",
+                  *table(["runtime", "split", "wall time", "iterations", "potential reported"], maps)]
+    if plots.get("w1"):
+        lines += [f"![W1 solvers]({rel(plots['w1'])})", ""]
+    return lines
+
+
+def w1_gradient_rows(doc: dict) -> list[list]:
+    res = _suite(doc, "w1")
+    floor = res["floor"]["loss_and_grad_s"]
+    out = []
+    for g in res["gradient"]:
+        t = g["timing"]["median_s"]
+        out.append([g["name"], g["devices"], fmt_s(t), fmt_s(g.get("predicted_s")), fmt_x(t / floor)])
+    for rt in res.get("runtimes", []):
+        if "candidates" not in rt:
+            out.append([f"claygraph Local(devices={rt.get('devices')})", rt.get("devices"), rt.get("status"), "—",
+                        rt.get("note", "")[:200]])
+            continue
+        for c in rt["candidates"]:
+            if not c.get("measured"):
+                continue
+            mark = " (chosen)" if c["split"] == rt["chosen"] and rt["devices"] > 1 else ""
+            t = c["measured"]["median_s"]
+            name = f"claygraph Local(devices={rt['devices']}), fresh process, split {split_name(c['split'])}{mark}"
+            out.append([name, rt["devices"], fmt_s(t), fmt_s(c["predicted_s"]), fmt_x(t / floor)])
+    ray = _ray_w1(doc)
+    if ray:
+        t = ray["timing"]["median_s"]
+        out.append([f"claygraph Ray(workers=2), split {split_name(ray['split'])} (from the setup suite; "
+                    "includes the driver round trip)", 2, fmt_s(t), fmt_s(ray.get("predicted_s")), fmt_x(t / floor)])
+    return out
+
+
+def _ray_w1(doc: dict) -> dict | None:
+    """The setup suite's W1 gradient on Ray, if it was measured at the W1 suite's size."""
+    w1, setup = _suite(doc, "w1"), _suite(doc, "setup")
+    if not setup or setup.get("status") != "ok" or not w1 or w1.get("status") != "ok":
+        return None
+    if setup["data"]["n"] != w1["sizes"]["n"] or setup["data"]["d"] != w1["sizes"]["d"]:
+        return None
+    return setup["w1_gradient"]
+
+
+def w1_map_rows(doc: dict) -> list[list]:
+    rows = []
+    for r in _suite(doc, "w1").get("solvers", []):
+        if r["name"].startswith("claygraph infer.map") and r["status"] == "ok":
+            rows.append(["Local(devices=1), this process", split_name(r.get("split")) if "split" in r else "—",
+                         fmt_s(r["timing"]["median_s"]), r["iterations"], fmt_g(r.get("reported_objective"), 10)])
+    for rt in _suite(doc, "w1").get("runtimes", []):
+        m = rt.get("map")
+        if m and m.get("status") == "ok":
+            rows.append([f"Local(devices={rt['devices']}), subprocess", split_name(m["split"]), fmt_s(m["wall_s"]),
+                         m["iterations"], fmt_g(m["objective"], 10)])
+    setup = _suite(doc, "setup")
+    m = setup.get("map") if setup and setup.get("status") == "ok" else None
+    if m and m.get("status") == "ok" and _ray_w1(doc):
+        rows.append(["Ray(workers=2)", split_name(m["split"]), fmt_s(m["wall_s"]), m["iterations"],
+                     fmt_g(m["objective"], 10)])
+    return rows
+
+
+def w2_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "w2")
+    lines = ["## W2 — hierarchical logistic regression with NUTS", ""]
+    bad = _status_lines(res, "w2")
+    if bad:
+        return lines + bad
+    s = res["sizes"]
+    lines += [_run_line(res), "",
+              f"N = {s['n']:,} rows, G = {s['groups']:,} groups, D = {s['d']}; {s['chains']} chains, "
+              f"{s['warmup']} warm-up + {s['draws']} draws each. Each method ran twice in its own process with "
+              "JAX's persistent compilation cache: *sampling* is the second run, *compile ≈* the difference. "
+              "ESS is ArviZ's bulk ESS, the minimum over every element of mu, sigma, z and w.", ""]
+    ours = next((r for r in res["methods"] if r["method"] == "claygraph"), {})
+    peers = [r["method"] for r in res["methods"] if r["method"] != "claygraph" and r.get("status") == "ok"]
+    body = []
+    for r in res["methods"]:
+        if r.get("status") != "ok":
+            body.append([r["method"], r.get("status"), *["—"] * (7 + len(peers)), r.get("note") or ""])
+            continue
+        ratio = r.get("ess_per_s_over_peer", {})
+        body.append([r["method"], r.get("devices"), fmt_s(r["first_run_s"]), fmt_s(r["sampling_s"]),
+                     fmt_s(r["compile_s"]), f"{r['min_ess_bulk']:.0f}", f"{r['ess_per_s']:.3g}",
+                     f"{r['max_rhat']:.3f}", "—" if r.get("divergences") is None else r["divergences"],
+                     *[fmt_x(ratio.get(p)) if r is ours else "—" for p in peers], r.get("note") or ""])
+    lines += ["Ratios: claygraph's ESS/s ÷ the peer's (above 1 claygraph is better).", "",
+              *table(["method", "devices", "first run", "sampling", "compile ≈", "min bulk ESS", "ESS/s",
+                      "max R-hat", "divergences", *[f"÷ {p}" for p in peers], "note"], body)]
+    if plots.get("ess"):
+        lines += [f"![ESS per second]({rel(plots['ess'])})", ""]
+    return lines
+
+
+def partition_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "partition")
+    lines = ["## W3 and W6 — the split choice, predicted against measured", ""]
+    bad = _status_lines(res, "partition")
+    if bad:
+        return lines + bad
+    lines += [_run_line(res), "",
+              f"Every candidate split compiled on Local(devices={res['devices']}) (forced host devices in a "
+              "fresh process) and timed per gradient evaluation (median); the prediction is the cost model's "
+              "for `ClusterSpec.local`. ✓ marks the split the cost model chose, ★ the fastest measured. "
+              "The potential and gradient of every split are compared with the first one measured.", ""]
+    for name, w in res["workloads"].items():
+        multi, single, summ = w["multi"], w["single"], w["summary"]
+        lines += [f"### {name} ({fmt_sizes(w['sizes'])})", "", f"Cluster (predicted with): {multi['cluster']}", ""]
+        body = []
+        for c in multi["candidates"]:
+            meas = c.get("measured")
+            marks = ("✓" if c["split"] == summ["predicted_best"] else "") + \
+                    ("★" if c["split"] == summ["measured_best"] else "")
+            body.append([f"{split_name(c['split'])} {marks}".strip(), fmt_s(c["predicted_s"]),
+                         fmt_s(c["compute_s"]), fmt_s(c["comm_s"]), fmt_s(meas["median_s"]) if meas else "—",
+                         fmt_x(c.get("measured_over_predicted")), fmt_s(c.get("compile_s")),
+                         fmt_bytes(c["memory_per_device_bytes"]),
+                         f"{c.get('value_rel_diff', 0):.1g} / {c.get('grad_rel_diff', 0):.1g}" if meas else
+                         c.get("note", "")])
+        lines += table(["split", "predicted", "compute (pred.)", "comm (pred.)", "measured", "measured ÷ predicted",
+                        "first call (compile)", "memory/device (pred.)", "Δ potential / Δ grad (rel.)"], body)
+        one = next((c for c in single["candidates"] if c.get("measured")), None)
+        said = {"yes": "yes", "tie": "no, but a tie", "no": "**no**"}[verdict(summ)]
+        extra = ""
+        if not summ["agree"] and summ.get("chosen_over_best"):
+            extra = (f"; the chosen split measured {summ['chosen_over_best']:.2f}× the best's time"
+                     + (f" (within {TIE_PERCENT}%, the timing noise here)" if verdict(summ) == "tie" else ""))
+        lines += [f"Predicted best: **{split_name(summ['predicted_best'])}**; measured best: "
+                  f"**{split_name(summ['measured_best'])}**; the same: {said}{extra}."]
+        if one:
+            lines += [f"On one device (unsplit, separate process): {fmt_s(one['measured']['median_s'])} measured, "
+                      f"{fmt_s(one['predicted_s'])} predicted."]
+        lines += [""]
+    if plots.get("splits"):
+        lines += [f"![predicted vs measured]({rel(plots['splits'])})", ""]
+    if plots.get("devices"):
+        lines += [f"![time per evaluation vs devices]({rel(plots['devices'])})", ""]
+    return lines
+
+
+def layout_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "layout")
+    lines = ["## Layout kernels (numba) against NumPy and Python", ""]
+    bad = _status_lines(res, "layout")
+    if bad:
+        return lines + bad
+    lines += [_run_line(res), "",
+              f"Group ids with {res['group_counts']} row counts, {res['rows_per_group']} rows per group on "
+              "average. `group_layout` routes every row to its group's shard; the baseline does the row work "
+              "with a stable `np.argsort` (same group assignment, so the outputs must be identical). "
+              "`lpt_owner` is the longest-processing-time greedy; its baseline is Python's heapq.", ""]
+    body = [[c["kernel"], f"{c['rows']:,}", f"{c['groups']:,}", c["shards"], fmt_s(c["numba"]["median_s"]),
+             f"{fmt_s(c['baseline']['median_s'])} ({c['baseline_name']})", fmt_x(c["speedup"]),
+             "yes" if c["identical"] else "**no**"] for c in res["cases"]]
+    lines += table(["kernel", "rows", "groups", "shards", "numba (median)", "baseline", "speed-up",
+                    "same result"], body)
+    for s in res.get("skipped", []):
+        lines += [f"- skipped {s}"]
+    return lines + ([""] if res.get("skipped") else [])
+
+
+def setup_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "setup")
+    lines = ["## W5 — set-up overhead and all-reduce latency", ""]
+    bad = _status_lines(res, "setup")
+    if bad:
+        return lines + bad
+    ph = {k: res["phases"][k] for k in PHASES if k in res["phases"]}
+    names = {"import_ray_s": "import Ray", "cluster_s": "start the Ray cluster", "actors_s": "start the actors",
+             "distributed_s": "jax.distributed initialisation", "plan_s": "plan on the driver (lower + partition)",
+             "shards_s": "shards delivered, program built on the workers",
+             "first_compile_s": "first gradient (compile)"}
+    body = [[names.get(k, k), fmt_s(v)] for k, v in ph.items()]
+    body.append(["**time to the first gradient**", f"**{fmt_s(res['time_to_first_gradient_s'])}**"])
+    data = res["data"]
+    lines += [_run_line(res), "",
+              f"Ray(workers={res['workers']}), {res['resources_per_worker']} per worker, from nothing to the first "
+              f"gradient evaluation of {data['workload']} (N = {data['n']:,}, D = {data['d']}, "
+              f"{fmt_bytes(data['bytes'])} shipped).", "", *table(["phase", "seconds"], body)]
+    ar = [[f"{r['floats']:,}", fmt_bytes(r["bytes"]), fmt_s(r["median_s"]), fmt_s(r["predicted_s"]),
+           "yes" if r["correct"] else "**no**"] for r in res["allreduce"]]
+    rt = res["driver_round_trip"]
+    lines += [f"All-reduce between the two workers. How it was measured: {res['allreduce_method']}. "
+              "Predicted: the cost model's ring all-reduce with `ClusterSpec.local(devices=2)`.", "",
+              *table(["floats per worker", "bytes", "measured", "predicted", "sum correct"], ar),
+              f"Driver round trip ({rt['what']}): {fmt_s(rt['timing']['median_s'])} median. "
+              f"W1 gradient on Ray: {fmt_s(res['w1_gradient']['timing']['median_s'])} median "
+              f"(predicted {fmt_s(res['w1_gradient']['predicted_s'])} without the driver round trip).", ""]
+    if plots.get("setup"):
+        lines += [f"![set-up by phase]({rel(plots['setup'])})", ""]
+    return lines
+
+
+def smoke_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "smoke")
+    if res is None:
+        return []
+    lines = ["## Smoke (tiny sizes; the harness's own check)", ""]
+    bad = _status_lines(res, "smoke")
+    if bad:
+        return lines + bad
+    g, p, lay = res["gradient"], res["partition"], res["layout"]
+    lines += [_run_line(res), "", *table(["check", "result"], [
+        [f"partition W3 {res['sizes']['w3']} for 2 devices", f"chose {split_name(p['chosen'])} in "
+                                                            f"{fmt_s(p['partition_s'])}"],
+        [f"compile W1 {res['sizes']['w1']} on Local(devices=1)", f"first call {fmt_s(g['compile_s'])}, then "
+                                                                 f"{fmt_s(g['timing']['median_s'])} per gradient"],
+        [f"group_layout at {lay['rows']:,} rows", f"numba {fmt_s(lay['numba']['median_s'])}, NumPy argsort "
+                                                  f"{fmt_s(lay['baseline']['median_s'])}, same: {lay['identical']}"],
+    ])]
+    return lines
+
+
+def projection_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "projection")
+    lines = ["## Scaling beyond this machine, on paper", ""]
+    bad = _status_lines(res, "projection")
+    if bad:
+        return lines + bad
+    lines += ["**Every figure in this section is projected by the cost model, not measured.** Each workload is "
+              "lowered at its nominal size with abstract data (`jax.ShapeDtypeStruct`, nothing generated) and "
+              "`cg.partition` costs every candidate split with the preset's data-sheet figures "
+              "(docs/cluster.md; latencies assumed). *What would change the choice* varies one figure of the "
+              "cluster at a time (both links' bandwidth, both links' latency, the number of nodes) and lists "
+              "the variations that pick another split.", ""]
+    for name, w in res["workloads"].items():
+        rows = [r for r in res["rows"] if r["workload"] == name]
+        splits = []
+        for r in rows:
+            for c in r["candidates"]:
+                if split_name(c["split"]) not in splits:
+                    splits.append(split_name(c["split"]))
+        body = []
+        for r in rows:
+            by = {split_name(c["split"]): c for c in r["candidates"]}
+            cells = []
+            for s in splits:
+                c = by.get(s)
+                cells.append("—" if c is None else (fmt_s(c["predicted_s"]) if c["feasible"] else "does not fit"))
+            body.append([r["cluster"], r["devices"], f"**{r['chosen']}**", *cells,
+                         fmt_x(r["runner_up_over_chosen"]), "; ".join(r["changes"]) or "none of the variations"])
+        lines += [f"### {name} ({fmt_sizes(w['sizes'])}) — projected", "",
+                  *table(["cluster", "devices", "chosen", *[f"{s} (projected)" for s in splits],
+                          "runner-up ÷ chosen", "what would change the choice"], body)]
+        measured = _measured_note(doc, name)
+        if measured:
+            lines += [measured, ""]
+    return lines
+
+
+def _measured_note(doc: dict, name: str) -> str | None:
+    """The measured counterpart on this machine, at the scaled size, for comparison."""
+    part, w1 = _suite(doc, "partition"), _suite(doc, "w1")
+    if name in ("W3", "W6") and part and part.get("status") == "ok" and name in part["workloads"]:
+        w = part["workloads"][name]
+        s = w["summary"]
+        return (f"Measured on this machine ({fmt_sizes(w['sizes'])}, {part['devices']} devices): predicted best "
+                f"{split_name(s['predicted_best'])}, measured best {split_name(s['measured_best'])}.")
+    if name == "W1" and w1 and w1.get("status") == "ok":
+        for rt in w1.get("runtimes", []):
+            if rt.get("devices", 1) > 1 and "candidates" in rt:
+                best = min((c for c in rt["candidates"] if c.get("measured")), key=lambda c: c["measured"]["median_s"],
+                           default=None)
+                if best:
+                    return (f"Measured on this machine (N = {w1['sizes']['n']:,}, {rt['devices']} devices): "
+                            f"predicted best {split_name(rt['chosen'])}, measured best {split_name(best['split'])}.")
+    return None
+
+
+def headline(doc: dict) -> list[str]:
+    out = []
+    w1 = _suite(doc, "w1")
+    if w1 and w1.get("status") == "ok":
+        rows = {r["name"]: r for r in w1["solvers"]}
+        ours = [r for r in w1["solvers"] if r["kind"] == "claygraph" and r["status"] == "ok"]
+        sk = rows.get("scikit-learn lbfgs tol=1e-4 (default)")
+        sp = rows.get("scipy L-BFGS-B, NumPy gradient")
+        if ours and sk and sk["status"] == "ok":
+            best = min(ours, key=lambda r: r["timing"]["median_s"])
+            out.append(f"- **W1** (N = {w1['sizes']['n']:,}): {best['name']} takes "
+                       f"{fmt_s(best['timing']['median_s'])}, "
+                       f"{fmt_x(best['timing']['median_s'] / sk['timing']['median_s'])} scikit-learn's default lbfgs "
+                       f"({fmt_s(sk['timing']['median_s'])})" +
+                       (f" and {fmt_x(best['timing']['median_s'] / sp['timing']['median_s'])} scipy's L-BFGS-B"
+                        if sp and sp["status"] == "ok" else "") + "; set-up and compile included.")
+        elif not ours:
+            out.append("- **W1**: claygraph's solvers are not available yet; peers measured.")
+        grads = {g["name"]: g for g in w1["gradient"]}
+        cg1 = grads.get("claygraph Local(devices=1), this process")
+        if cg1:
+            out.append(f"- **W1 gradient**: {fmt_s(cg1['timing']['median_s'])} per evaluation on one device, "
+                       f"{fmt_x(cg1['timing']['median_s'] / w1['floor']['loss_and_grad_s'])} the memory-bandwidth "
+                       "floor.")
+    w2 = _suite(doc, "w2")
+    if w2 and w2.get("status") == "ok":
+        ours = next((r for r in w2["methods"] if r["method"] == "claygraph"), None)
+        if ours and ours.get("status") == "ok":
+            ratios = ", ".join(f"{fmt_x(v)} {k}" for k, v in ours.get("ess_per_s_over_peer", {}).items())
+            out.append(f"- **W2**: claygraph NUTS {ours['ess_per_s']:.3g} ESS/s; ESS/s ratio {ratios}.")
+        else:
+            peers = ", ".join(f"{r['method']} {r['ess_per_s']:.3g} ESS/s" for r in w2["methods"]
+                              if r.get("status") == "ok")
+            out.append(f"- **W2**: claygraph NUTS not available yet; {peers}.")
+    part = _suite(doc, "partition")
+    if part and part.get("status") == "ok":
+        for name, w in part["workloads"].items():
+            s = w["summary"]
+            word = {"yes": "agree", "tie": f"a tie within {TIE_PERCENT}%", "no": "disagree"}[verdict(s)]
+            if s.get("chosen_over_best") and not s["agree"]:
+                word += f"; chosen measured {s['chosen_over_best']:.2f}× the best"
+            out.append(f"- **{name}**: predicted best split {split_name(s['predicted_best'])}, measured best "
+                       f"{split_name(s['measured_best'])} ({word}).")
+    setup = _suite(doc, "setup")
+    if setup and setup.get("status") == "ok":
+        ar = {r["floats"]: r for r in setup["allreduce"]}
+        out.append(f"- **W5**: {fmt_s(setup['time_to_first_gradient_s'])} from nothing to the first gradient on "
+                   f"Ray(workers=2); all-reduce {fmt_s(ar[1]['median_s'])} (1 float), "
+                   f"{fmt_s(ar[1_000_000]['median_s'])} (10⁶ floats).")
+    lay = _suite(doc, "layout")
+    if lay and lay.get("status") == "ok" and lay["cases"]:
+        cases = [c for c in lay["cases"] if c["kernel"] == "group_layout"]
+        rows = max((c["rows"] for c in cases), default=None)
+        if rows:
+            each = ", ".join(f"{fmt_x(c['speedup'])} on {c['shards']} shards" for c in cases if c["rows"] == rows)
+            out.append(f"- **Layout**: numba group_layout at {rows:,} rows against NumPy argsort: {each}.")
+    return ["## Headline", "", *out, ""] if out else []
+
+
+def gpu_section(gpu: dict | None) -> list[str]:
+    lines = ["## GPU", ""]
+    if gpu is None:
+        return lines + [f"_No `{COMMAND} --device gpu` run recorded._", ""]
+    if gpu.get("status") != "ok":
+        return lines + [f"`{COMMAND} --device gpu` ran on {gpu['machine'].get('hostname')} at "
+                        f"{gpu['machine'].get('measured_at')}: **{gpu.get('status')}** — {gpu.get('note')}", ""]
+    out = lines + [f"GPUs: {', '.join(gpu['machine']['gpus'])}.", ""]
+    for fn in (w1_section, w2_section, partition_section, layout_section, setup_section):
+        out += [ln.replace("## ", "### GPU: ", 1) if ln.startswith("## ") else ln for ln in fn(gpu, {}, str)]
+    return out
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+def make_plots(doc: dict | None, plots_dir: Path) -> dict[str, Path]:
+    if doc is None:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for key, draw in (("devices", plot_devices), ("splits", plot_splits), ("setup", plot_setup), ("ess", plot_ess),
+                      ("w1", plot_w1)):
+        path = plots_dir / PLOTS[key]
+        try:
+            if draw(doc, path):
+                out[key] = path
+        except (KeyError, TypeError, ValueError):  # a malformed or partial result: no plot, not a crash
+            continue
+    return out
+
+
+def _figure(path: Path, fig) -> bool:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _log_axes(ax, x: bool) -> None:
+    """Log scale with plain decimal labels on the major ticks only (minor labels collide)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    label = FuncFormatter(lambda v, _: fmt_s(v))
+    axes = (ax.xaxis, ax.yaxis) if x else (ax.yaxis,)
+    if x:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    for a in axes:
+        a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        a.set_major_formatter(label)
+        a.set_minor_formatter(NullFormatter())
+
+
+def device_series(doc: dict) -> dict[str, list[tuple[int, float, str]]]:
+    """Per workload: (devices, measured seconds of the chosen split, label) points."""
+    series: dict[str, list[tuple[int, float, str]]] = {}
+    part = _suite(doc, "partition")
+    if part and part.get("status") == "ok":
+        for name, w in part["workloads"].items():
+            pts = []
+            for run in (w["single"], w["multi"]):
+                c = next((c for c in run["candidates"] if c["split"] == run["chosen"] and c.get("measured")), None)
+                c = c or next((c for c in run["candidates"] if c.get("measured")), None)
+                if c:
+                    pts.append((run["devices"], c["measured"]["median_s"], split_name(c["split"])))
+            series[name] = pts
+    w1 = _suite(doc, "w1")
+    if w1 and w1.get("status") == "ok":
+        pts = []
+        for rt in w1.get("runtimes", []):
+            c = next((c for c in rt.get("candidates", []) if c["split"] == rt["chosen"] and c.get("measured")), None)
+            if c:
+                pts.append((rt["devices"], c["measured"]["median_s"], split_name(c["split"])))
+        series["W1"] = pts
+    return series
+
+
+def plot_devices(doc: dict, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    series = {k: v for k, v in device_series(doc).items() if v}
+    ray = _ray_w1(doc)
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pts in sorted(series.items()):
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(xs, ys, marker="o", label=f"{name} (Local, chosen split)")
+        for x, y, s in pts:
+            ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if ray:
+        ax.scatter([2], [ray["timing"]["median_s"]], marker="s", color="black", label="W1 Ray(workers=2)")
+    _log_axes(ax, x=False)
+    ax.set_xticks(sorted({p[0] for pts in series.values() for p in pts} | ({2} if ray else set())))
+    ax.set_xlabel("devices")
+    ax.set_ylabel("seconds per gradient evaluation (measured)")
+    ax.set_title("Time per evaluation against devices")
+    ax.legend(fontsize=7)
+    return _figure(path, fig)
+
+
+def plot_splits(doc: dict, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    part = _suite(doc, "partition")
+    if not part or part.get("status") != "ok":
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    lo, hi = math.inf, 0.0
+    for name, w in part["workloads"].items():
+        cs = [c for c in w["multi"]["candidates"] if c.get("measured")]
+        xs, ys = [c["predicted_s"] for c in cs], [c["measured"]["median_s"] for c in cs]
+        ax.scatter(xs, ys, label=name)
+        for c, x, y in zip(cs, xs, ys):
+            mark = " (chosen)" if c["split"] == w["multi"]["chosen"] else ""
+            ax.annotate(f"{name} {split_name(c['split'])}{mark}", (x, y), textcoords="offset points", xytext=(4, 3),
+                        fontsize=7)
+        lo, hi = min([lo, *xs, *ys]), max([hi, *xs, *ys])
+    if hi == 0.0:
+        plt.close(fig)
+        return False
+    ax.plot([lo / 2, hi * 2], [lo / 2, hi * 2], color="grey", linestyle="--", linewidth=1, label="measured = predicted")
+    _log_axes(ax, x=True)
+    ax.set_xlabel("predicted seconds per gradient evaluation")
+    ax.set_ylabel("measured seconds per gradient evaluation")
+    ax.set_title(f"Every candidate split on {part['devices']} local devices")
+    ax.legend(fontsize=7)
+    return _figure(path, fig)
+
+
+def plot_setup(doc: dict, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    setup = _suite(doc, "setup")
+    if not setup or setup.get("status") != "ok":
+        return False
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    left = 0.0
+    for k in PHASES:
+        v = setup["phases"][k]
+        ax.barh([0], [v], left=left, label=f"{k.removesuffix('_s')} {fmt_s(v)}")
+        left += v
+    ax.set_yticks([])
+    ax.set_xlabel("seconds from nothing to the first gradient (Ray, 2 workers)")
+    ax.set_title("Set-up overhead by phase")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.45))
+    return _figure(path, fig)
+
+
+def plot_ess(doc: dict, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    w2 = _suite(doc, "w2")
+    rows = [r for r in (w2 or {}).get("methods", []) if r.get("status") == "ok"] if w2 else []
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar([r["method"] for r in rows], [r["ess_per_s"] for r in rows], color="tab:blue")
+    ax.set_ylabel("minimum bulk ESS per second of sampling")
+    ax.set_title("W2: ESS per second by method")
+    ax.tick_params(axis="x", labelsize=8)
+    return _figure(path, fig)
+
+
+def plot_w1(doc: dict, path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    w1 = _suite(doc, "w1")
+    rows = [r for r in (w1 or {}).get("solvers", []) if r.get("status") == "ok"] if w1 else []
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    colors = ["tab:orange" if r["kind"] == "claygraph" else "tab:grey" for r in rows]
+    ax.barh([r["name"] for r in rows], [r["timing"]["median_s"] for r in rows], color=colors)
+    ax.set_xlabel("seconds to converge (median)")
+    ax.set_title(f"W1 solvers, N = {w1['sizes']['n']:,}, D = {w1['sizes']['d']}")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.invert_yaxis()
+    return _figure(path, fig)
+
+
+# -- the document ----------------------------------------------------------------------------------
+
+def render(cpu: dict | None, gpu: dict | None, md_path: Path, plots: dict[str, Path]) -> str:
+    md_dir = Path(md_path).resolve().parent
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(Path(p).resolve(), md_dir)
+
+    lines = ["# claygraph benchmarks", "",
+             f"Generated by `{COMMAND}` (bench/, see docs/bench.md). Workloads: ../shared/WORKLOADS.md. "
+             "Times are medians over repeats; every section says its mode (quick = scaled-down sizes, "
+             "full = the sizes this 2-core machine holds), its sizes, and when it ran. Ratios are stated "
+             "with their direction. Figures from the cost model are marked predicted or projected.", ""]
+    if cpu is None:
+        lines += [f"_No CPU results yet: run `{COMMAND} --quick`._", ""]
+    else:
+        lr = cpu.get("last_run", {})
+        lines += [f"Last run: `{COMMAND} --suite {' '.join(lr.get('suites', []))}` ({lr.get('mode')}), "
+                  f"{lr.get('started_at')}, {fmt_s(lr.get('elapsed_s'))}.", ""]
+        lines += headline(cpu) + machine_section(cpu)
+        for fn in (w1_section, w2_section, partition_section, layout_section, setup_section, smoke_section,
+                   projection_section):
+            lines += fn(cpu, plots, rel)
+    lines += gpu_section(gpu)
+    lines += ["## Reproduce", "", "```", f"make bench ARGS=--quick      # or: {COMMAND} --quick",
+              f"{COMMAND} --suite partition   # one suite; the others' results are kept",
+              f"{COMMAND} --report-only       # rewrite this file from bench/results/*.json", "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(results_dir: Path, md_path: Path) -> Path:
+    """Read the results JSON in `results_dir`, draw the plots there and write `md_path`."""
+    results_dir, md_path = Path(results_dir), Path(md_path)
+    cpu = read_results(results_path(results_dir, "cpu"))
+    gpu = read_results(results_path(results_dir, "gpu"))
+    plots = make_plots(cpu, results_dir)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(render(cpu, gpu, md_path, plots))
+    return md_path

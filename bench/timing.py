@@ -1,0 +1,94 @@
+"""Timing helpers: medians over repeats in this process, and measurements isolated in a subprocess.
+
+A subprocess is how a measurement gets its own device count: XLA reads
+`--xla_force_host_platform_device_count` once, when JAX starts, so every local multi-device
+figure comes from a fresh interpreter started with that flag (`run_isolated`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench import REPO
+
+RESULT_MARK = "BENCH-RESULT "
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Wall-clock seconds of `repeats` runs after `warmup` untimed ones."""
+
+    median_s: float
+    min_s: float
+    max_s: float
+    repeats: int
+    first_s: float | None = None  # the first (warm-up) call, which includes compilation where there is one
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
+    """Time `fn()` (which must block until its result is ready) `repeats` times after `warmup` calls."""
+    first = None
+    for i in range(warmup):
+        t0 = time.perf_counter()
+        fn()
+        if i == 0:
+            first = time.perf_counter() - t0
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return Timing(statistics.median(times), min(times), max(times), len(times), first)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """(result, seconds) of one call."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+class IsolatedError(RuntimeError):
+    """A subprocess measurement failed; the message carries the tail of its output."""
+
+
+def isolated_env(devices: int, platform: str = "cpu") -> dict[str, str]:
+    """Environment of a measurement subprocess: `devices` forced host devices on CPU."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    if platform == "cpu":
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+        env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = " ".join(flags)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def run_isolated(task: str, spec: dict, devices: int, timeout_s: float, platform: str = "cpu") -> dict:
+    """Run `bench.measure` task `task` with `spec` in a fresh interpreter with `devices` devices.
+
+    Returns the task's JSON result plus `process_s`, the subprocess's wall time (start-up included).
+    """
+    cmd = [sys.executable, "-m", "bench.measure", task, json.dumps(spec)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=isolated_env(devices, platform), capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as e:
+        raise IsolatedError(f"{task} on {devices} device(s) ran past {timeout_s:.0f} s") from e
+    elapsed = time.perf_counter() - t0
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_MARK):
+            return json.loads(line[len(RESULT_MARK):]) | {"process_s": elapsed}
+    tail = (proc.stdout + proc.stderr)[-2000:]
+    raise IsolatedError(f"{task} on {devices} device(s) exited {proc.returncode} without a result:\n{tail}")

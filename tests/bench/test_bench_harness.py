@@ -1,0 +1,310 @@
+"""The benchmark harness's own code: sizes, machine detection, the runner, the report, and one smoke run."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from claygraph.cli import bench as cli
+
+cli._import_bench()  # the bench/ folder of this checkout, on sys.path
+
+from bench import machine, report, runner, sizes  # noqa: E402
+from bench.suites import DEFAULT_SUITES, SUITES, SuiteEnv  # noqa: E402
+from bench.suites.layout import heapq_lpt, numpy_group_layout  # noqa: E402
+from bench.workloads import zipf_counts  # noqa: E402
+
+# -- sizes ------------------------------------------------------------------------------------------
+
+def test_quick_sizes_are_no_larger_than_full():
+    for f in fields(sizes.Sizes):
+        if f.name == "mode":
+            continue
+        q, full = getattr(sizes.QUICK, f.name), getattr(sizes.FULL, f.name)
+        if isinstance(q, tuple):
+            assert max(q) <= max(full), f.name
+        else:
+            assert q <= full, f.name
+
+
+def test_full_and_gpu_sizes_match_the_workloads():
+    assert (sizes.FULL.w1_n, sizes.FULL.w1_d) == (2_000_000, 100)
+    assert (sizes.FULL.w2_n, sizes.FULL.w2_groups, sizes.FULL.w2_chains) == (100_000, 1_000, 4)
+    assert (sizes.FULL.w2_warmup, sizes.FULL.w2_draws) == (500, 500)
+    assert (sizes.GPU.w3_n, sizes.GPU.w3_groups) == (sizes.NOMINAL["W3"]["n"], sizes.NOMINAL["W3"]["groups"])
+    assert (sizes.GPU.w6_n, sizes.GPU.w6_d) == (20_000, 50_000)
+    assert max(sizes.FULL.layout_rows) == 100_000_000
+    assert sizes.QUICK.w1_n == 200_000 and max(sizes.QUICK.layout_rows) == 10_000_000
+    assert sizes.SMOKE.layout_rows == (100_000,)
+
+
+def test_mode_for_command_line():
+    assert sizes.mode_for(quick=True, device="cpu") == "quick"
+    assert sizes.mode_for(quick=False, device="cpu") == "full"
+    assert sizes.mode_for(quick=False, device="gpu") == "gpu"
+    assert sizes.mode_for(quick=True, device="gpu") == "quick"
+    for mode in sizes.MODES:
+        assert sizes.sizes_for(mode).mode == mode
+    with pytest.raises(ValueError, match="known modes: smoke, quick, full, gpu"):
+        sizes.sizes_for("huge")
+
+
+def test_sizes_to_json_round_trips():
+    doc = json.loads(json.dumps(sizes.QUICK.to_json()))
+    assert doc["w1_n"] == sizes.QUICK.w1_n and doc["mode"] == "quick"
+
+
+def test_zipf_counts_sum_and_skew():
+    c = zipf_counts(200_000, 2_000)
+    assert c.sum() == 200_000 and np.all(np.diff(c) <= 0) and c.min() >= 1
+    assert c[0] / c.sum() == pytest.approx(1 / np.sum(np.arange(1, 2001) ** -1.1), rel=1e-3)
+
+
+# -- machine detection ------------------------------------------------------------------------------
+
+def test_machine_detection():
+    info = machine.detect()
+    assert info["cores"]["logical"] >= 1 and info["cores"]["usable"] >= 1
+    assert info["memory"]["total_bytes"] > 0
+    assert isinstance(info["blas"], list)
+    assert info["versions"]["numpy"] == np.__version__
+    assert info["versions"]["claygraph"]
+    assert info["jax"]["count"] >= 1
+    json.dumps(info)  # JSON-ready
+
+
+def test_describe_blas_and_no_git(tmp_path):
+    entries = [{"user_api": "blas", "internal_api": "openblas", "version": "0.3.27", "architecture": "SkylakeX",
+                "num_threads": 2}, {"user_api": "openmp", "internal_api": "openmp", "num_threads": 2}]
+    assert machine.describe_blas(entries) == "openblas 0.3.27 SkylakeX, 2 threads"
+    assert machine.describe_blas([]) == "unknown"
+    assert machine.git_commit(tmp_path) is None
+
+
+# -- baselines agree with the kernels ---------------------------------------------------------------
+
+def test_numpy_baseline_matches_group_layout():
+    from claygraph.runtime.layout import group_layout, lpt_owner
+
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 37, 5_000)
+    _, rows = group_layout("g", "row", idx, 37, 3)
+    _, counts, slots = numpy_group_layout(idx, 37, 3)
+    assert np.array_equal(rows.counts, counts) and np.array_equal(rows.slots, slots)
+    c = np.bincount(idx, minlength=37)
+    assert np.array_equal(np.sort(np.bincount(heapq_lpt(c, 3), weights=c, minlength=3)),
+                          np.sort(np.bincount(lpt_owner(c, 3), weights=c, minlength=3)))
+
+
+# -- runner -----------------------------------------------------------------------------------------
+
+def _fake_suites(monkeypatch):
+    ok = types.SimpleNamespace(run=lambda s, env: {"status": "ok", "value": s.mode})
+
+    def boom(s, env):
+        raise RuntimeError("broken on purpose")
+
+    bad = types.SimpleNamespace(run=boom)
+    monkeypatch.setattr(runner, "load", lambda name: bad if name == "w2" else ok)
+
+
+def test_runner_merges_and_records_errors(monkeypatch):
+    _fake_suites(monkeypatch)
+    env = SuiteEnv(log=lambda msg: None)
+    previous = {"suites": {"layout": {"status": "ok", "mode": "full"}}}
+    doc = runner.run(["smoke", "w2"], "quick", env, previous)
+    assert doc["suites"]["layout"] == {"status": "ok", "mode": "full"}  # kept from the earlier run
+    assert doc["suites"]["smoke"]["value"] == "quick" and doc["suites"]["smoke"]["mode"] == "quick"
+    assert doc["suites"]["w2"]["status"] == "error" and "broken on purpose" in doc["suites"]["w2"]["note"]
+    assert runner.failed(doc, ["smoke", "w2"]) == ["w2"]
+    assert doc["machine"]["cores"]["logical"] >= 1 and "elapsed_s" in doc["suites"]["smoke"]
+
+
+def test_results_round_trip(tmp_path):
+    path = runner.results_path(tmp_path, "cpu")
+    runner.write_results(path, {"schema": runner.SCHEMA, "suites": {}, "x": np.float64(1.5)})
+    assert runner.read_results(path)["x"] == 1.5
+    path.write_text("{not json")
+    assert runner.read_results(path) is None
+    assert runner.read_results(tmp_path / "missing.json") is None
+
+
+def test_suites_to_run():
+    assert cli.suites_to_run(None) == list(DEFAULT_SUITES) and "smoke" not in DEFAULT_SUITES
+    assert cli.suites_to_run(["all"]) == list(SUITES)
+    assert cli.suites_to_run(["w1", "smoke", "w1"]) == ["smoke", "w1"]
+
+
+# -- report from a fake results document ------------------------------------------------------------
+
+def _timing(median: float, repeats: int = 5, first: float | None = None) -> dict:
+    return {"median_s": median, "min_s": median * 0.9, "max_s": median * 1.2, "repeats": repeats, "first_s": first}
+
+
+def _candidate(split, predicted, measured, chosen_note=None):
+    return {"split": split, "feasible": True, "memory_per_device_bytes": 1e6, "compute_s": predicted * 0.8,
+            "comm_bytes": 400, "comm_s": predicted * 0.2, "predicted_s": predicted, "reason": None,
+            "measured": _timing(measured, 5, 2.0), "compile_s": 2.0, "value_rel_diff": 0.0, "grad_rel_diff": 1e-7}
+
+
+def _run_meta(mode="quick"):
+    return {"mode": mode, "commit": "abc123", "measured_at": "2026-01-01T00:00:00", "elapsed_s": 10.0,
+            "load_average": {"before": [1.0, 1.0, 1.0], "after": [1.0, 1.0, 1.0]}}
+
+
+def _partition_workload(chosen, cands):
+    multi = {"devices": 2, "cluster": "local: 2 devices", "chosen": chosen, "candidates": cands}
+    single = {"devices": 1, "chosen": [], "candidates": [_candidate([], 0.04, 0.05)]}
+    from bench.suites.partition import summarize
+
+    return {"sizes": {"n": 1000, "d": 10}, "multi": multi, "single": single, "summary": summarize(multi)}
+
+
+def fake_doc() -> dict:
+    solvers = [
+        {"name": "claygraph LogisticRegression tol=1e-4", "kind": "claygraph", "status": "ok",
+         "timing": _timing(2.0, 3), "iterations": 5, "objective": 100.001, "objective_gap": 1e-3,
+         "max_abs_w_err": 1e-4, "note": "max|grad| small"},
+        {"name": "claygraph infer.map tol=1e-6", "kind": "claygraph", "status": "not available",
+         "note": "cg.infer.map not available"},
+        {"name": "scikit-learn lbfgs tol=1e-4 (default)", "kind": "peer", "status": "ok", "timing": _timing(1.0, 3),
+         "iterations": 3, "objective": 100.01, "objective_gap": 1e-2, "max_abs_w_err": 1e-3, "note": None},
+        {"name": "scipy L-BFGS-B, NumPy gradient", "kind": "peer", "status": "ok", "timing": _timing(4.0, 3),
+         "iterations": 7, "objective": 100.0, "objective_gap": 0.0, "max_abs_w_err": 1e-7, "note": None},
+    ]
+    from bench.suites.w1 import ratios
+
+    ratios(solvers)
+    w1 = {"status": "ok", **_run_meta(), "sizes": {"n": 200_000, "d": 100},
+          "floor": {"x_bytes": 8e7, "bandwidth_bytes_per_s": 1e10, "read_x_once_s": 0.008, "loss_and_grad_s": 0.016},
+          "gradient": [{"name": "NumPy (float32 X, BLAS)", "devices": 1, "timing": _timing(0.03)},
+                       {"name": "claygraph Local(devices=1), this process", "devices": 1, "timing": _timing(0.02),
+                        "predicted_s": 0.018, "split": []}],
+          "reference": {"method": "Newton, float64", "iterations": 6, "objective": 100.0, "seconds": 1.0},
+          "solvers": solvers,
+          "runtimes": [{"devices": 1, "chosen": [], "candidates": [_candidate([], 0.02, 0.021)]},
+                       {"devices": 2, "chosen": ["row"], "candidates": [_candidate(["row"], 0.01, 0.012)],
+                        "map": {"status": "ok", "wall_s": 3.0, "iterations": 6, "objective": 100.0,
+                                "split": ["row"]}}]}
+    w2 = {"status": "ok", **_run_meta(), "sizes": {"n": 5000, "groups": 50, "d": 10, "chains": 2, "warmup": 100,
+                                                   "draws": 100},
+          "methods": [{"method": "claygraph", "status": "not available", "note": "claygraph.infer has no `nuts` yet"},
+                      {"method": "numpyro-sequential", "status": "ok", "devices": 1, "first_run_s": 40.0,
+                       "sampling_s": 9.0, "compile_s": 31.0, "min_ess_bulk": 66.0, "ess_per_s": 7.3,
+                       "max_rhat": 1.04, "divergences": 0, "note": None}]}
+    partition = {"status": "ok", **_run_meta(), "devices": 2, "workloads": {
+        "W3": _partition_workload(["product"], [_candidate(["product"], 0.019, 0.027), _candidate(["row"], 0.0193,
+                                                                                                  0.0056)]),
+        "W6": _partition_workload(["row"], [_candidate(["row"], 0.021, 0.009), _candidate(["feature"], 0.022,
+                                                                                            0.022)])}}
+    layout = {"status": "ok", **_run_meta(), "rows_per_group": 100, "group_counts": "Zipf, exponent 1.1",
+              "skipped": ["1e+08 rows: needs about 6.4 GB, 2.0 GB available"],
+              "cases": [{"kernel": "group_layout", "rows": 10_000_000, "groups": 100_000, "shards": 2,
+                         "numba": _timing(0.4), "baseline": _timing(1.3), "baseline_name": "NumPy argsort",
+                         "speedup": 3.25, "identical": True}]}
+    setup = {"status": "ok", **_run_meta(), "workers": 2, "resources_per_worker": {"CPU": 1},
+             "phases": {"import_ray_s": 0.5, "cluster_s": 9.5, "actors_s": 5.9, "distributed_s": 0.2, "plan_s": 0.1,
+                        "shards_s": 0.3, "first_compile_s": 1.2},
+             "time_to_first_gradient_s": 17.7, "data": {"workload": "W1", "n": 200_000, "d": 100, "bytes": 8.08e7},
+             "w1_gradient": {"split": ["row"], "timing": _timing(0.025), "predicted_s": 0.004},
+             "driver_round_trip": {"what": "potential_and_grad of a 2-row model on Ray", "timing": _timing(0.015)},
+             "allreduce": [{"floats": 1, "bytes": 4, "median_s": 3e-4, "correct": True, "predicted_s": 3e-4},
+                           {"floats": 1_000_000, "bytes": 4e6, "median_s": 9e-3, "correct": True,
+                            "predicted_s": 6.2e-3}],
+             "allreduce_method": "worker-side psum", "map": {"status": "not available"}}
+    projection = {"status": "ok", **_run_meta(), "projected": True,
+                  "workloads": {"W1": {"sizes": {"n": 2_000_000, "d": 100}, "lower_s": 0.1}},
+                  "rows": [{"workload": "W1", "cluster": "p5 x1 (8 x H100)", "devices": 8, "chosen": "row",
+                            "candidates": [_candidate(["row"], 2.7e-4, 0) | {"measured": None},
+                                           _candidate([], 1e-3, 0) | {"measured": None, "feasible": False}],
+                            "runner_up_over_chosen": 3.4, "changes": ["link latency x10 -> none"]}]}
+    return {"schema": runner.SCHEMA, "device": "cpu", "status": "ok", "machine": machine.detect(), "mode": "quick",
+            "last_run": {"suites": ["w1"], "mode": "quick", "started_at": "2026-01-01", "elapsed_s": 60.0},
+            "suites": {"w1": w1, "w2": w2, "partition": partition, "layout": layout, "setup": setup,
+                       "projection": projection,
+                       "smoke": {"status": "error", **_run_meta(), "note": "RuntimeError: boom"}}}
+
+
+def test_report_from_fake_results(tmp_path):
+    results = tmp_path / "results"
+    runner.write_results(runner.results_path(results, "cpu"), fake_doc())
+    runner.write_results(runner.results_path(results, "gpu"), runner.no_gpu_document("no GPU is present (test)"))
+    md = report.write_report(results, tmp_path / "BENCHMARKS.md").read_text()
+    # one table per workload, ratios against each peer, the floor, the projection labelled
+    for heading in ("## W1", "## W2", "## W3 and W6", "### W3", "### W6", "## Layout", "## W5",
+                    "## Scaling beyond this machine, on paper", "## GPU"):
+        assert heading in md, heading
+    assert "÷ scikit-learn lbfgs tol=1e-4 (default)" in md and "÷ scipy L-BFGS-B, NumPy gradient" in md
+    assert "| 2× | 0.5× |" in md  # claygraph 2 s against sklearn 1 s and scipy 4 s
+    assert "≥ 8 ms" in md and "≥ 16 ms" in md  # memory-bandwidth floor
+    assert "claygraph.infer has no `nuts` yet" in md and "not available" in md
+    assert "measured best: **row**; the same: **no**" in md  # W3: chosen product, row faster
+    assert "projected by the cost model, not measured" in md and "does not fit" in md
+    assert "no GPU is present (test)" in md
+    assert "**The suite failed**" in md and "RuntimeError: boom" in md
+    assert "1e+08 rows" in md
+    for name in ("time_vs_devices.png", "predicted_vs_measured.png", "setup_phases.png", "ess_per_s.png",
+                 "w1_solvers.png"):
+        assert (results / name).stat().st_size > 1000, name
+        assert f"](results/{name})" in md
+
+
+def test_split_verdict_counts_near_ties():
+    from bench.suites.partition import summarize
+
+    def result(chosen_s, other_s):
+        return {"chosen": ["product"], "candidates": [_candidate(["product"], 0.02, chosen_s),
+                                                      _candidate(["row"], 0.021, other_s)]}
+
+    assert summarize(result(0.01, 0.02))["verdict"] == "yes"
+    tie = summarize(result(0.0105, 0.01))
+    assert tie["verdict"] == "tie" and not tie["agree"] and tie["chosen_over_best"] == pytest.approx(1.05)
+    assert summarize(result(0.02, 0.01))["verdict"] == "no"
+
+
+def test_report_without_results(tmp_path):
+    md = report.write_report(tmp_path / "results", tmp_path / "BENCHMARKS.md").read_text()
+    assert "No CPU results yet" in md and "No `claygraph bench --device gpu` run recorded" in md
+
+
+def test_formatting():
+    assert report.fmt_s(2.5e-5) == "25 µs" and report.fmt_s(0.0123) == "12.3 ms" and report.fmt_s(12.34) == "12.3 s"
+    assert report.fmt_s(None) == "—" and report.fmt_s(float("inf")) == "—"
+    assert report.fmt_bytes(8e8) == "800 MB" and report.fmt_x(0.5) == "0.5×"
+    assert report.split_name([]) == "none" and report.split_name(["product"]) == "product"
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+def test_cli_gpu_without_gpu_is_not_a_failure(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "gpu_problem", lambda: "no GPU is present (nvidia-smi lists none)")
+    assert cli.main(["--device", "gpu", "--out", str(tmp_path)]) == 0
+    assert "no GPU is present" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "results" / "results-gpu.json").read_text())
+    assert doc["status"] == "no GPU present"
+    assert "no GPU is present" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_cli_paths():
+    md, results = cli.paths(None)
+    assert md == cli.REPO / "BENCHMARKS.md" and results == cli.REPO / "bench" / "results"
+    md, results = cli.paths("/tmp/x")
+    assert md == Path("/tmp/x/BENCHMARKS.md") and results == Path("/tmp/x/results")
+
+
+def test_cli_quick_smoke_writes_the_report(tmp_path):
+    """`claygraph bench --quick --suite smoke` end to end (tiny sizes, a few seconds)."""
+    assert cli.main(["--quick", "--suite", "smoke", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## Smoke" in md and "group_layout at 100,000 rows" in md
+    doc = json.loads((tmp_path / "results" / "results-cpu.json").read_text())
+    smoke = doc["suites"]["smoke"]
+    assert smoke["status"] == "ok", smoke.get("traceback")
+    assert smoke["layout"]["identical"] and smoke["gradient"]["timing"]["median_s"] > 0
+    assert doc["machine"]["versions"]["jax"] and "commit" in doc["machine"]
+    assert sys.modules["bench"].__file__.endswith(str(Path("bench", "__init__.py")))

@@ -1,0 +1,227 @@
+"""The cost model against hand-computed figures.
+
+What cost.py counts (its docstring and code): per node a roofline max(flops / rate, bytes moved /
+memory bandwidth) on the local shapes of the slowest shard, times GRAD_FACTOR = 3 for a gradient
+evaluation; `dot_general` costs 2 x output size x contracted size FLOPs, a reduction one FLOP per input
+element; memory per device = data shard + parameters x (1 + 12 optimiser/sampler copies) + every
+intermediate; communication = one ring all-reduce per forward psum, plus one all-reduce of the
+gradients of all replicated parameters, with ClusterSpec's alpha-beta formulas.
+
+The main model here is the smallest that has the parts that matter: `X @ w` summed over rows, with
+a Normal prior on `w`. With 1e6 rows and 100 features, the terms that involve rows dwarf the rest
+(the prior's few nodes over 100 features), which the tests bound instead of counting one by one.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import claygraph as cg
+from claygraph import examples
+from claygraph.partition import cost
+from claygraph.partition.plan import STATE_COPIES
+
+SDS = jax.ShapeDtypeStruct
+N, D = 1_000_000, 100
+F32 = 4
+
+# Round numbers: 1 TFLOP/s, 100 GB/s memory, 10 GB per device; 1 GB/s + 10 us inside a node,
+# 1 GB/s per node + 100 us between nodes.
+ROUND = dict(devices_per_node=4, nodes=1, flops=1e12, mem_bandwidth=1e11, mem_capacity=1e10,
+             intra_bandwidth=1e9, intra_latency=1e-5, inter_bandwidth=1e9, inter_latency=1e-4)
+
+
+def spec(**changes) -> cg.ClusterSpec:
+    return cg.ClusterSpec(**(ROUND | changes))
+
+
+def linear_sum_model(data):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.size("feature")]).to_event(1))
+    numpyro.factor("lik", -jnp.sum(data.X @ w))
+
+
+def linear_sum_data(rows=N, features=D) -> cg.Data:
+    return cg.Data(X=cg.array(SDS((rows, features), np.float32), "row", "feature"))
+
+
+def estimates(rows=N, features=D, cluster=None, split=None) -> dict[tuple[str, ...], cost.CostEstimate]:
+    plan = cg.partition(linear_sum_model, linear_sum_data(rows, features), cluster=cluster or spec(), split=split)
+    return {tuple(c.split): c for c in plan.candidates}
+
+
+def ring_allreduce(nbytes, devices, bandwidth, latency):
+    """2(S-1) latency + 2(S-1)/S bytes / bandwidth."""
+    return 2 * (devices - 1) * latency + 2 * (devices - 1) / devices * nbytes / bandwidth
+
+
+# Everything the prior adds is over `feature` (100 entries): a few KB, a few thousand FLOPs.
+SMALL_BYTES = 64 * D
+SMALL_FLOPS = 40 * D
+SMALL_SECONDS = 3 * 30 * 3 * D * F32 / 1e11  # 30 such nodes of 3 operands each, at 100 GB/s, in 3 passes
+
+
+def test_row_split_flops_are_the_local_matmul_and_row_sum():
+    c = estimates()[("row",)]
+    local = N // 4
+    per_eval = c.flops / cost.GRAD_FACTOR
+    # dot_general: 2 x 250,000 x 100 per shard; reduce_sum over the shard's 250,000 logits
+    assert per_eval == pytest.approx(2 * local * D + local, abs=SMALL_FLOPS)
+
+
+def test_unsplit_and_feature_split_flops():
+    est = estimates()
+    assert est[()].flops / 3 == pytest.approx(2 * N * D + N, abs=SMALL_FLOPS)
+    # feature split: each shard contracts its 25 features over every row; the row sum of the
+    # partial logits runs on every shard (it is linear, so it stays partial)
+    assert est[("feature",)].flops / 3 == pytest.approx(2 * N * (D // 4) + N, abs=SMALL_FLOPS)
+
+
+def test_padding_is_counted_on_the_largest_shard():
+    est = estimates(rows=N + 2, features=D + 2)
+    local_rows, local_features = (N + 2 + 3) // 4, (D + 2 + 3) // 4  # 250,001 and 26
+    assert est[("row",)].flops / 3 == pytest.approx(2 * local_rows * (D + 2) + local_rows, abs=SMALL_FLOPS)
+    assert est[("feature",)].flops / 3 == pytest.approx(2 * N * local_features + N, abs=SMALL_FLOPS)
+    assert est[("row",)].memory_per_device_bytes >= local_rows * (D + 2) * F32
+
+
+def test_dot_general_flops_per_shard():
+    graph = cg.lower(linear_sum_model, linear_sum_data())
+    (dot,) = [n for n in graph.nodes() if n.primitive == "dot_general"]
+    assert cost.node_flops(dot, [(N // 4, D), (D,)], [(N // 4,)]) == 2 * (N // 4) * D
+    assert cost.node_flops(dot, [(N, D // 4), (D // 4,)], [(N,)]) == 2 * N * (D // 4)
+
+
+def test_batched_dot_general_flops():
+    def model(data):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.size("feature")]).to_event(1))
+        numpyro.factor("lik", -jnp.sum(jnp.einsum("nd,nd->n", data.X, data.X * w)))
+
+    graph = cg.lower(model, linear_sum_data(1000, 10))
+    (dot,) = [n for n in graph.nodes() if n.primitive == "dot_general"]
+    assert cost.node_flops(dot, [(1000, 10), (1000, 10)], [(1000,)]) == 2 * 1000 * 10
+
+
+def test_compute_time_is_a_memory_bound_roofline():
+    c = estimates()[("row",)]
+    local = N // 4
+    # dot_general moves X's shard, w and the logits: 1.01e8 bytes at 1e11 B/s is 1.01 ms, far
+    # above its 5e7 FLOPs at 1e12 FLOP/s (0.05 ms); the row sum moves 250,001 floats
+    dot = (local * D + D + local) * F32 / 1e11
+    row_sum = (local + 1) * F32 / 1e11
+    assert c.compute_s == pytest.approx(3 * (dot + row_sum), abs=SMALL_SECONDS)
+
+
+def test_compute_bound_when_flops_are_slow():
+    c = estimates(cluster=spec(flops=1e9))[("row",)]
+    local = N // 4
+    assert c.compute_s == pytest.approx(3 * (2 * local * D + local) / 1e9, rel=1e-3)
+
+
+def test_memory_per_device_is_data_shard_params_with_state_and_intermediates():
+    assert STATE_COPIES == 12
+    est = estimates()
+    params = D * F32 * (1 + 12)
+    # row split: X's shard (250,000 x 100), w with 12 copies of state, the shard's logits
+    row = est[("row",)].memory_per_device_bytes
+    assert 0 <= row - (N // 4 * D * F32 + params + N // 4 * F32) <= SMALL_BYTES
+    # unsplit: all of X and all the logits
+    none = est[()].memory_per_device_bytes
+    assert 0 <= none - (N * D * F32 + params + N * F32) <= SMALL_BYTES
+    # feature split: X's 25 columns, a quarter of w (with state), and all the partial logits
+    feature = est[("feature",)].memory_per_device_bytes
+    assert 0 <= feature - (N * (D // 4) * F32 + params // 4 + N * F32) <= SMALL_BYTES
+
+
+def test_memory_decides_feasibility():
+    row = estimates()[("row",)].memory_per_device_bytes
+    below = estimates(cluster=spec(mem_capacity=row - 1), split=("row",))
+    assert not below[("row",)].feasible and "GB per device" in below[("row",)].reason
+    assert estimates(cluster=spec(mem_capacity=row), split=("row",))[("row",)].feasible
+
+
+def test_row_split_communication():
+    """One psum of the scalar potential, one all-reduce of w's gradient (D floats)."""
+    c = estimates()[("row",)]
+    assert c.comm_bytes == F32 + D * F32
+    assert c.collectives == 2
+    assert c.comm_s == pytest.approx(ring_allreduce(F32, 4, 1e9, 1e-5) + ring_allreduce(D * F32, 4, 1e9, 1e-5),
+                                     rel=1e-12)
+    assert c.predicted_s == pytest.approx(c.compute_s + c.comm_s, rel=1e-12)
+
+
+def test_feature_split_of_a_linear_potential_sends_only_the_scalar():
+    """The partial logits are only summed (linear), so they stay partial until the output."""
+    c = estimates()[("feature",)]
+    assert c.comm_bytes == F32 and c.collectives == 1
+    assert c.comm_s == pytest.approx(ring_allreduce(F32, 4, 1e9, 1e-5), rel=1e-12)
+
+
+def test_no_split_communicates_nothing():
+    c = estimates()[()]
+    assert c.comm_bytes == 0 and c.comm_s == 0.0 and c.collectives == 0
+    assert c.predicted_s == c.compute_s
+
+
+def test_collectives_across_nodes_use_the_network_share_of_each_device():
+    """Two nodes of 4: a ring over 8 devices crosses the network, each device getting 1/4 of it."""
+    c = estimates(cluster=spec(nodes=2))[("row",)]
+    want = sum(ring_allreduce(b, 8, 1e9 / 4, 1e-4) for b in (F32, D * F32))
+    assert c.comm_s == pytest.approx(want, rel=1e-12)
+
+
+# -- the logistic example: partial logits made whole ------------------------------------------------------
+
+def logistic_estimates(rows, features, devices=4):
+    data = cg.Data(X=cg.array(SDS((rows, features), np.float32), "row", "feature"),
+                   y=cg.array(SDS((rows,), np.float32), "row"))
+    plan = cg.partition(examples.logistic_model, data, cluster=spec(devices_per_node=devices))
+    return plan, {tuple(c.split): c for c in plan.candidates}
+
+
+def test_logistic_row_split_sends_the_gradient_of_w_and_the_scalar():
+    _, est = logistic_estimates(1000, 10)
+    assert est[("row",)].comm_bytes == 10 * F32 + F32
+    assert est[("row",)].collectives == 2
+
+
+def test_logistic_feature_split_charges_what_it_lists():
+    plan, est = logistic_estimates(1000, 12)
+    prop = plan.candidate(("feature",)).propagation
+    assert all(c.kind == "psum" for c in prop.collectives)
+    assert {c.nbytes for c in prop.collectives} == {1000 * F32, F32}  # the logits, and the potential
+    c = est[("feature",)]
+    assert c.comm_bytes == sum(col.nbytes for col in prop.collectives)  # w is sharded: no gradient all-reduce
+    assert c.comm_s == pytest.approx(sum(ring_allreduce(col.nbytes, 4, 1e9, 1e-5) for col in prop.collectives),
+                                     rel=1e-12)
+
+
+def test_logistic_feature_split_all_reduces_the_partial_logits_once():
+    _, est = logistic_estimates(1000, 12)
+    assert est[("feature",)].comm_bytes == 1000 * F32 + F32
+
+
+def test_an_all_gather_costs_itself_and_its_transpose():
+    """A fallback gathers a split value: counted in both passes with the ring all-gather formula."""
+
+    def model(data):
+        m = numpyro.sample("m", dist.Normal(0.0, 1.0))
+        with numpyro.plate("row", data.size("row")):
+            numpyro.sample("y", dist.Normal(m + jnp.cumsum(data.x) * 0.0, 1.0), obs=data.y)
+
+    rows = 4000
+    data = cg.Data(x=cg.array(SDS((rows,), np.float32), "row"), y=cg.array(SDS((rows,), np.float32), "row"))
+    plan = cg.partition(model, data, cluster=spec(), split=("row",))
+    gathers = [c for c in plan.collectives if c.kind == "all_gather"]
+    assert [g.nbytes for g in gathers] == [rows // 4 * F32]  # the shard's block of x
+    c = plan.chosen.cost
+    total = rows * F32
+    gather_s = 3 * 1e-5 + 3 / 4 * total / 1e9
+    psums = [col for col in plan.collectives if col.kind == "psum"]
+    assert c.comm_bytes == 2 * total + sum(p.nbytes for p in psums) + F32  # + m's gradient
+    assert c.comm_s == pytest.approx(2 * gather_s + sum(ring_allreduce(p.nbytes, 4, 1e9, 1e-5) for p in psums)
+                                     + ring_allreduce(F32, 4, 1e9, 1e-5), rel=1e-12)
+    assert c.collectives == 2 + len(psums) + 1
