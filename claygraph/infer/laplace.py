@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -32,6 +33,40 @@ def _hessian(ctx, z: dict):
         return jax.jit(h)
 
     return ctx.to_host(ctx.cached("hessian", build)(ctx.to_global(z), ctx.data))
+
+
+def _diag(ctx, z: dict, settings):
+    exact, probes, seed = settings
+
+    def build():
+        def d(z, data):
+            flat, unravel = ravel_pytree(z)
+            grad = jax.grad(lambda x: ctx.potential(unravel(x), data))
+
+            def hvp(v):
+                return jax.jvp(grad, (flat,), (v,))[1]
+
+            if exact:  # e_i . H e_i for every i, one Hessian-vector product each
+                return jax.lax.map(lambda i: hvp(jax.nn.one_hot(i, flat.size, dtype=flat.dtype))[i],
+                                   jnp.arange(flat.size))
+            # Hutchinson: E[v * Hv] = diag H for Rademacher v
+            vs = jax.random.rademacher(jax.random.PRNGKey(seed), (probes, flat.size), dtype=flat.dtype)
+            return jnp.mean(jax.lax.map(lambda v: v * hvp(v), vs), axis=0)
+
+        return jax.jit(d)
+
+    return ctx.to_host(ctx.cached(("hessian_diag", exact, probes, seed), build)(ctx.to_global(z), ctx.data))
+
+
+def hessian(program, z: dict) -> np.ndarray:
+    """The dense Hessian of the potential at `z` over the flattened parameters, on the split program."""
+    return np.asarray(run_spmd(program, _hessian, z), dtype=np.float64)
+
+
+def hessian_diag(program, z: dict, exact: bool = True, probes: int = 32, seed: int = 0) -> np.ndarray:
+    """The diagonal of the potential's Hessian at `z` (flattened, sorted site order), on the split
+    program: exact (one Hessian-vector product per parameter) or Hutchinson's estimate."""
+    return np.asarray(run_spmd(program, _diag, z, (bool(exact), int(probes), int(seed))), np.float64)
 
 
 @dataclass(frozen=True)
@@ -59,7 +94,7 @@ def laplace(model: Callable, data, runtime=None, cluster=None, split=None, draws
     if flat.size > MAX_DENSE:
         raise ModelError(f"the model has {flat.size} parameters; a dense Laplace Hessian beyond {MAX_DENSE} is not "
                          f"supported yet")
-    H = np.asarray(run_spmd(s.program, _hessian, z), dtype=np.float64)
+    H = hessian(s.program, z)
     H = 0.5 * (H + H.T)
     try:
         L = np.linalg.cholesky(H)
