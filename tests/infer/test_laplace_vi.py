@@ -3,13 +3,13 @@ split program as unsplit.
 
 Tolerances. A linear regression with known noise has a Gaussian posterior N(m, S) in closed
 form: Laplace must equal it to float32 rounding; full-rank VI must find m within 0.1 sd and the
-sds within 10% (one-particle ELBO gradients leave about 0.05 sd of noise in the final iterate); mean-field VI must find m and the
-mean-field optimum sd_i = 1/sqrt(Lambda_ii) (Lambda = S^-1), not the marginal sd, within 10%.
-Against the Stan references: Laplace means within 0.1 reference sd and sds within 10%, except
-for the residual scale's known joint-mode bias (see its test); full-rank VI means within 0.1 reference sd and sds
-within 20%; mean-field VI means within 0.1 reference sd and sds never above 110% of the reference.
+sds within 10% (one-particle ELBO gradients leave about 0.05 sd of noise in the final
+iterate); mean-field VI must find m and the mean-field optimum sd_i = 1/sqrt(Lambda_ii)
+(Lambda = S^-1), not the marginal sd, within 10%. Against the Stan references: Laplace means
+within 0.1 reference sd and sds within 10%, except for the residual scale's known joint-mode
+bias (see its test); full-rank VI means within 0.1 reference sd and sds within 20%; mean-field
+VI means within 0.1 reference sd and sds never above 110% of the reference.
 """
-import jax
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -17,8 +17,8 @@ import pytest
 
 import claygraph as cg
 from claygraph import posteriordb as pdb
-from claygraph.infer.laplace import hessian_diag
 from claygraph.infer.common import setup
+from claygraph.infer.laplace import hessian_diag
 
 SIGMA, PRIOR = 0.5, 2.0
 
