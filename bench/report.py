@@ -377,6 +377,41 @@ def smoke_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[st
     return lines
 
 
+def posteriordb_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "posteriordb")
+    lines = ["## Reference posteriors (posteriordb) — NUTS, Laplace and VI against Stan", ""]
+    bad = _status_lines(res, "posteriordb")
+    if bad:
+        return lines + bad
+    lines += [_run_line(res), "",
+              f"claygraph NUTS with {res['chains']} chains, {res['warmup']} warm-up and {res['draws']} draws each; "
+              "passed = every parameter's mean within 0.1 reference sd plus 4 Monte Carlo errors and its sd "
+              "within 10%. Laplace and full-rank VI (2,000 steps from the MAP) are approximations: their "
+              "largest mean error (in reference sd) and sd-ratio range are reported, not judged. "
+              f"**NUTS passed {res['nuts_passed']} of {res['total']}.**", ""]
+
+    def approx(r: dict | None) -> str:
+        if not r:
+            return "—"
+        if "error" in r:
+            return f"error: {r['error'][:60]}"
+        return f"{r['max_z']:.2f} sd; {r['sd_ratio_min']:.2f}–{r['sd_ratio_max']:.2f}"
+
+    body = []
+    for r in res["posteriors"]:
+        n = r.get("nuts")
+        if n is None:
+            body.append([r["name"], "—", f"error: {r.get('error', '')[:80]}", "—", "—", "—", "—"])
+            continue
+        verdict = "yes" if n["passed"] else "**no**: " + "; ".join(n["failures"][:2])
+        body.append([r["name"], r["parameters"], verdict, f"{n['max_z']:.2f} / {n['min_ess_bulk']:.0f} / "
+                     f"{n['max_rhat']:.3f}", fmt_s(n["wall_s"]), approx(r.get("laplace")),
+                     approx(r.get("vi_fullrank"))])
+    lines += table(["posterior", "params", "NUTS passed", "NUTS max z / min ESS / max R-hat", "NUTS wall",
+                    "Laplace max z; sd ratios", "VI full-rank max z; sd ratios"], body)
+    return lines + [""]
+
+
 def projection_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
     res = _suite(doc, "projection")
     lines = ["## Scaling beyond this machine, on paper", ""]
@@ -698,8 +733,8 @@ def render(cpu: dict | None, gpu: dict | None, md_path: Path, plots: dict[str, P
         lines += [f"Last run: `{COMMAND} --suite {' '.join(lr.get('suites', []))}` ({lr.get('mode')}), "
                   f"{lr.get('started_at')}, {fmt_s(lr.get('elapsed_s'))}.", ""]
         lines += headline(cpu) + machine_section(cpu)
-        for fn in (w1_section, w2_section, partition_section, layout_section, setup_section, smoke_section,
-                   projection_section):
+        for fn in (w1_section, w2_section, posteriordb_section, partition_section, layout_section, setup_section,
+                   smoke_section, projection_section):
             lines += fn(cpu, plots, rel)
     lines += gpu_section(gpu)
     lines += ["## Reproduce", "", "```", f"make bench ARGS=--quick      # or: {COMMAND} --quick",

@@ -371,6 +371,17 @@ def _deterministic_sites(reference: Reference) -> set[str]:
     return {k for k, s in tr.items() if s["type"] == "deterministic"}
 
 
+def with_derived(reference: Reference, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`draws` plus the reference parameters that the model records with `numpyro.deterministic`
+    and `draws` lacks (eight schools' `theta`), computed from the draws (leading sample axis)."""
+    draws = dict(draws)
+    absent = {parse_name(p)[0] for p in reference.parameters} - set(draws)
+    derivable = absent & _deterministic_sites(reference) if absent else set()
+    if derivable:
+        draws.update(_deterministic_draws(reference, draws, derivable))
+    return draws
+
+
 def compare(reference: Reference, draws: Mapping[str, np.ndarray], missing: str = "derive") -> list[Row]:
     """One Row per reference parameter; `draws` maps a site name to draws with a leading sample axis.
 
@@ -381,14 +392,8 @@ def compare(reference: Reference, draws: Mapping[str, np.ndarray], missing: str 
     """
     if missing not in ("derive", "skip", "raise"):
         raise ValueError(f"missing must be 'derive', 'skip' or 'raise', not {missing!r}")
-    draws = dict(draws)
-    bases = {parse_name(p)[0] for p in reference.parameters}
-    absent = bases - set(draws)
-    if absent and missing == "derive":
-        derivable = absent & _deterministic_sites(reference)
-        if derivable:
-            draws.update(_deterministic_draws(reference, draws, derivable))
-        absent -= derivable
+    draws = with_derived(reference, draws) if missing == "derive" else dict(draws)
+    absent = {parse_name(p)[0] for p in reference.parameters} - set(draws)
     if absent and missing != "skip":
         raise KeyError(f"draws have no site for {sorted(absent)} (sites given: {sorted(draws)})")
     rows = []
@@ -404,6 +409,42 @@ def compare(reference: Reference, draws: Mapping[str, np.ndarray], missing: str 
                         z=abs(mean - ref["mean"]) / ref["sd"], sd_ratio=sd / ref["sd"], ref_mcse=ref["mcse_mean"],
                         q05=q05, q95=q95, ref_q05=ref["q05"], ref_q95=ref["q95"], n=int(x.size)))
     return rows
+
+
+@dataclass(frozen=True)
+class Check:
+    """MCMC draws against the reference: the rows, and the parameters outside the tolerance."""
+
+    rows: list[Row]
+    failures: list[str]
+    table: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def check_mcmc(reference: Reference, posterior: Mapping[str, Any], mean_tol: float = 0.1, sd_tol: float = 0.1,
+               n_mcse: float = 4.0) -> Check:
+    """Every parameter's mean within `mean_tol` reference sd plus `n_mcse` Monte Carlo standard
+    errors (ours from the element's bulk ESS, combined with the reference's mcse), and its sd
+    within `sd_tol` of the reference sd. `posterior`: site -> (chain, draw, ...) arrays or
+    xarray DataArrays (an ArviZ posterior group)."""
+    from numpyro.diagnostics import effective_sample_size
+
+    arrays = {k: np.asarray(getattr(v, "values", v)) for k, v in posterior.items()}
+    chains, n = next(iter(arrays.values())).shape[:2]
+    flat = with_derived(reference, {k: v.reshape((-1,) + v.shape[2:]) for k, v in arrays.items()})
+    rows = compare(reference, flat)
+    failures = []
+    for r in rows:
+        base, idx = parse_name(r.param)
+        column = _column(flat[base], idx, r.param).reshape(chains, n)
+        mcse = math.hypot(r.ref_mcse, r.sd / math.sqrt(float(effective_sample_size(column))))
+        if abs(r.mean - r.ref_mean) >= mean_tol * r.ref_sd + n_mcse * mcse or abs(r.sd_ratio - 1) >= sd_tol:
+            failures.append(f"{r.param}: mean {r.mean:.4g} vs {r.ref_mean:.4g} (mcse {mcse:.2g}), "
+                            f"sd ratio {r.sd_ratio:.3f}")
+    return Check(rows, failures, format_table(rows, title=reference.name))
 
 
 def _fmt(v: float) -> str:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # In the order they run and appear in the report.
-SUITES = ("smoke", "partition", "layout", "setup", "w1", "w2", "projection")
-DEFAULT_SUITES = ("partition", "layout", "setup", "w1", "w2", "projection")
+SUITES = ("smoke", "partition", "layout", "setup", "w1", "w2", "posteriordb", "projection")
+DEFAULT_SUITES = ("partition", "layout", "setup", "w1", "w2", "posteriordb", "projection")
 DESCRIPTIONS = {
     "smoke": "tiny sizes: one partition choice, one compile and gradient, the layout kernel at 1e5 rows",
     "partition": "W3 and W6: every candidate split's measured time per gradient evaluation vs its prediction",
@@ -20,6 +20,7 @@ DESCRIPTIONS = {
     "setup": "W5: Ray(workers=2) set-up by phase, all-reduce latency, W1 gradient on Ray",
     "w1": "W1: claygraph MAP / LogisticRegression vs scikit-learn and scipy; gradient time per runtime",
     "w2": "W2: claygraph NUTS vs NumPyro NUTS (sequential, parallel): ESS per second",
+    "posteriordb": "every posteriordb reference: claygraph NUTS (held to the tolerance), Laplace and VI (reported)",
     "projection": "W1, W3, W6 at nominal sizes on the p5 and g5 presets, by the cost model (projected)",
 }
 

