@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check claygraph tests bench
 
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -rs tests
 
 conformance: $(STAMP)
 	@for f in foundation partitioner; do $(BIN)/python ../shared/conformance/$$f.py || exit 1; done

@@ -31,6 +31,7 @@ class Example:
     model: Callable[[Data], None]
     data: Data
     expected_dims: Mapping[str, Dims]
+    truth: Mapping[str, np.ndarray] | None = None  # the generating parameters, where the data are generated
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,8 @@ def make_hier_logistic(n: int = 1000, products: int = 20, d: int = 3, seed: int 
                        abstract: bool = False) -> Example:
     """Per-product intercept `a` and price slope `b` (a price-elasticity model), shared weights `w`."""
 
+    truth: dict[str, np.ndarray] = {}
+
     def generate():
         rng = np.random.default_rng(seed)
         X = rng.normal(size=(n, d))
@@ -119,7 +122,9 @@ def make_hier_logistic(n: int = 1000, products: int = 20, d: int = 3, seed: int 
         g = rng.integers(0, products, n)
         a = rng.normal(0.2, 0.5, products)
         b = rng.normal(-1.0, 0.3, products)
-        logits = a[g] + b[g] * price + X @ rng.normal(size=d) * 0.3
+        w = rng.normal(size=d) * 0.3
+        truth.update(a=a, b=b, w=w)
+        logits = a[g] + b[g] * price + X @ w
         return {"X": X, "price": price, "g": g, "y": rng.random(n) < _sigmoid(logits)}
 
     data = _build(abstract, generate,
@@ -129,7 +134,7 @@ def make_hier_logistic(n: int = 1000, products: int = 20, d: int = 3, seed: int 
                   y=_Spec(("row",), (n,)))
     expected = {"w": ("feature",), "mu_a": (), "mu_b": (), "s_a": (), "s_b": (),
                 "a": ("product",), "b": ("product",)}
-    return Example("hier_logistic", hier_logistic_model, data, expected)
+    return Example("hier_logistic", hier_logistic_model, data, expected, truth or None)
 
 
 # -- linear regression ---------------------------------------------------------------------------
