@@ -5,6 +5,7 @@ use (they pull in optax and BlackJAX, which must not initialise JAX inside a Ray
 it joins its distributed group).
 """
 from claygraph import errors, runtime
+from claygraph.frontend import parquet
 from claygraph.frontend.data import Data, array, index
 from claygraph.ir.lower import lower
 from claygraph.partition.cluster import ClusterSpec
@@ -13,8 +14,8 @@ from claygraph.partition.program import compile  # noqa: A004 - the public name
 
 __version__ = "0.1.0"
 
-__all__ = ["ClusterSpec", "Data", "array", "compile", "errors", "glm", "index", "infer", "lower", "partition",
-           "runtime", "__version__"]
+__all__ = ["ClusterSpec", "Data", "array", "compile", "errors", "glm", "index", "infer", "lower", "parquet",
+           "partition", "runtime", "__version__"]
 
 
 def __getattr__(name: str):

@@ -10,7 +10,8 @@ import numpy as np
 
 from claygraph.errors import DataError
 
-_RESERVED = frozenset({"size", "dims", "arrays", "names", "abstract", "with_values", "index_columns"})
+_RESERVED = frozenset({"size", "dims", "arrays", "names", "abstract", "with_values", "index_columns", "load",
+                       "from_parquet", "from_ray_dataset", "stand_in", "has_sources", "has_values"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,8 @@ class Array:
     into_size: int | None = None
     # rows per target (abstract index columns), for load-balance planning
     counts: Any = field(default=None, compare=False)
+    # where the values are when they are not here (claygraph.frontend.parquet.ParquetSource)
+    source: Any = field(default=None, compare=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -39,6 +42,11 @@ class Array:
     @property
     def is_index(self) -> bool:
         return self.into is not None
+
+    @property
+    def has_values(self) -> bool:
+        """Values here, or readable from a source (a file), as opposed to a shape only."""
+        return not self.is_abstract or self.source is not None
 
 
 def _as_values(values: Any) -> Any:
@@ -177,6 +185,58 @@ class Data:
         """The same data as shapes only (what lowering traces with)."""
         arrs = {k: replace(a, values=jax.ShapeDtypeStruct(a.shape, a.dtype)) for k, a in self._arrays.items()}
         return Data._unchecked(arrs, self._sizes)
+
+    @property
+    def has_sources(self) -> bool:
+        """Some arrays are in files (`from_parquet`), not in memory."""
+        return any(a.source is not None for a in self._arrays.values())
+
+    @property
+    def has_values(self) -> bool:
+        """Every array is in memory or readable from a file: the data can be compiled, not only planned."""
+        return all(a.has_values for a in self._arrays.values())
+
+    def load(self) -> Data:
+        """The same data with every file-backed array read into memory (the whole table)."""
+        from claygraph.frontend.parquet import read
+
+        if not self.has_sources:
+            return self
+        arrs = {k: replace(a, values=read(a.source), source=None) if a.source is not None else a
+                for k, a in self._arrays.items()}
+        return Data._unchecked(arrs, self._sizes)
+
+    def stand_in(self) -> Data:
+        """File-backed arrays replaced by zero-stride zeros of their shape: for tracing code that needs
+        arrays but not their values (constraining draws); nothing is read or allocated."""
+        arrs = {k: replace(a, values=np.broadcast_to(np.zeros((), a.dtype), a.shape), source=None)
+                if a.source is not None else a for k, a in self._arrays.items()}
+        return Data._unchecked(arrs, self._sizes)
+
+    @classmethod
+    def from_parquet(cls, path, **arrays) -> Data:
+        """Data whose arrays are columns of a Parquet table (a file, a folder of files, or a list).
+
+        Each keyword names an array: `y=("y", "row")` for one column, `X=(["x0", "x1"], "row",
+        "feature")` for several columns as the second axis, `g=cg.parquet.index_column("product_id",
+        "row", into="product")` for an index column. Only the metadata and the index columns are read
+        here; the other columns are read by whoever holds their rows (a Ray worker reads its rows only).
+        """
+        from claygraph.frontend.parquet import from_parquet
+
+        return from_parquet(path, **arrays)
+
+    @classmethod
+    def from_ray_dataset(cls, dataset, folder: str, *, ray_remote_args: Mapping[str, Any] | None = None,
+                         **arrays) -> Data:
+        """Data from a `ray.data.Dataset`: Ray's tasks write it as Parquet under `folder` (a path every
+        worker can read: a shared file system or object store), then as `from_parquet`.
+
+        The write tasks ask for no CPU by default (`ray_remote_args={"num_cpus": 0}`): claygraph's
+        workers may hold every CPU of the cluster, and a write waiting for a CPU would never run.
+        """
+        dataset.write_parquet(str(folder), ray_remote_args=dict(ray_remote_args or {"num_cpus": 0}))
+        return cls.from_parquet(folder, **arrays)
 
     def with_values(self, values: Mapping[str, Any]) -> Data:
         """Same names and dims, new values (tracers or shard-local arrays); not re-validated."""

@@ -70,16 +70,27 @@ def run_resumable(session: Session, step: Callable[[Any, Any], tuple[Any, bool]]
 
 
 def constrain(model: Callable, data, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Unconstrained `params` -> the model's constrained sites."""
     from numpyro.infer.util import constrain_fn
 
+    if data.has_sources:
+        batch = {k: np.asarray(v)[None] for k, v in params.items()}
+        return {k: v[0] for k, v in constrain_draws(model, data, batch).items()}
     return {k: np.asarray(v) for k, v in constrain_fn(model, (data,), {}, dict(params)).items()}
 
 
 def constrain_draws(model: Callable, data, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Constrain a batch of unconstrained draws (leading axis) with one jitted vmap."""
+    """Constrain a batch of unconstrained draws (leading axis) with one jitted vmap.
+
+    File-backed data go in as arguments, zero-stride stand-ins for the files' arrays: jit prunes
+    arguments the constraints do not use, so the table is neither read nor copied to a device.
+    """
     import jax
     from numpyro.infer.util import constrain_fn
 
+    if data.has_sources:
+        fn = jax.jit(jax.vmap(lambda z, d: constrain_fn(model, (d,), {}, z), in_axes=(0, None)))
+        return {k: np.asarray(v) for k, v in fn(dict(draws), data.stand_in()).items()}
     fn = jax.jit(jax.vmap(lambda z: constrain_fn(model, (data,), {}, z)))
     return {k: np.asarray(v) for k, v in fn(dict(draws)).items()}
 

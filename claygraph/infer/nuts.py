@@ -159,10 +159,9 @@ def diagnostics(chains: list[Chain]) -> tuple[float, float]:
     """(min bulk/tail ESS, max R-hat) over all parameters, chains cut into equal-length pieces."""
     import arviz as az
 
-    lengths = [c.n for c in chains]
-    if min(lengths) < 4:
+    if min(c.n for c in chains) < 4:
         return 0.0, float("inf")
-    stacked = _equal_pieces(chains, min(lengths))
+    stacked = _equal_pieces(chains, piece_length(chains))
     ess_b = az.ess(stacked, method="bulk")
     ess_t = az.ess(stacked, method="tail")
     rhat = az.rhat(stacked)
@@ -172,8 +171,17 @@ def diagnostics(chains: list[Chain]) -> tuple[float, float]:
     return lo, hi
 
 
+def piece_length(chains: list[Chain]) -> int:
+    """The length the chains are cut to for R-hat, ESS and the InferenceData: the shortest chain's,
+    unless that is under half the median, when chains shorter than half the median are left out
+    (a chain on a slow worker would otherwise cut every other into pieces too short for R-hat,
+    which then overstates the between-piece variance). Every draw stays in `MCMCResult.chains`."""
+    lengths = sorted(c.n for c in chains)
+    return max(lengths[0], lengths[len(lengths) // 2] // 2)
+
+
 def _equal_pieces(chains: list[Chain], length: int) -> dict:
-    """Chains longer than `length` are cut into several pieces of that length (as split R-hat does)."""
+    """Chains of `length` draws or more, cut into pieces of that length (as split R-hat does)."""
     pieces: dict[str, list] = {}
     for c in chains:
         d = _concat(c.draws)
@@ -241,7 +249,7 @@ def _stop_rule(draws: int, target_ess: float | None, max_rhat: float, budget: in
 
 
 def _result(model, data, session, pool, wall, mode, why, busy, equal: bool) -> MCMCResult:
-    n = min(c.n for c in pool)
+    n = min(c.n for c in pool) if equal else piece_length(pool)
     if equal:
         stacked = {k: np.stack([_concat(c.draws)[k][:n] for c in pool]) for k in pool[0].draws[0]}
         stats = {k: np.stack([_concat(c.stats)[k][:n] for c in pool]) for k in pool[0].stats[0]}

@@ -50,7 +50,7 @@ def enumerate_splits(graph: Graph) -> tuple[list[Split], dict[tuple[str, ...], s
 def layout_for(split: Split, graph: Graph, data: Data | None, devices: int) -> dict[str, DimLayout]:
     """Sizes (abstract data) or full slot tables (concrete data) of every split dim."""
     sizes = graph.dims
-    concrete = data is not None and not any(a.is_abstract for a in data.arrays.values())
+    concrete = data is not None and data.has_values  # index columns are always read, even from files
     out: dict[str, DimLayout] = {}
     for row, g in split.copartition:
         if concrete:

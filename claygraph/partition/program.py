@@ -66,10 +66,11 @@ def data_specs(graph: Graph, candidate: Candidate) -> dict[str, P]:
 
 
 def internal_data(graph: Graph, candidate: Candidate, data: Data) -> dict[str, np.ndarray]:
-    """The whole data set in the internal layout (NumPy): permuted, padded, index columns remapped."""
+    """The whole data set in the internal layout (NumPy): permuted, padded, index columns remapped.
+    File-backed arrays are left out (their readers build their blocks)."""
     remapped = candidate.propagation.remapped
     return {k: relayout(data.arrays[k].values, graph.value(v), candidate.layout, remapped.get(v))
-            for k, v in graph.inputs.data.items()}
+            for k, v in graph.inputs.data.items() if data.arrays[k].source is None}
 
 
 def shard_blocks(specs: Mapping[str, P], internal: Mapping[str, np.ndarray], shards: int,
@@ -91,9 +92,10 @@ class Program:
 
     def __init__(self, plan: Plan, data: Data | None = None, devices=None):
         data = data if data is not None else plan.data
-        if data is None or any(a.is_abstract for a in data.arrays.values()):
+        if data is None or not data.has_values:
             raise PartitionError("the plan was made for abstract data; compile it with the real data: "
                                  "cg.compile(plan, data=cg.Data(...))")
+        data = data.load()  # one process holds every shard: file-backed arrays are read whole
         self.plan = plan
         self.graph = plan.graph
         # the concrete layout decides padding, hence masks: propagate again on it

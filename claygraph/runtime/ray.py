@@ -217,7 +217,7 @@ class Ray:
 
         self._check_open()
         data = data if data is not None else plan.data
-        if data is None or any(a.is_abstract for a in data.arrays.values()):
+        if data is None or not data.has_values:
             raise PartitionError("compiling on Ray needs the real data: cg.compile(plan, data=..., runtime=rt)")
         if plan.devices != self.workers:
             raise PartitionError(f"the plan is for {plan.devices} devices but the runtime has {self.workers} "
@@ -227,10 +227,13 @@ class Ray:
         layout = layout_for(plan.chosen.split, plan.graph, data, plan.devices)
         cand = candidate_with_layout(plan.graph, plan.chosen.split, layout, plan.cluster, plan.devices)
         specs = data_specs(plan.graph, cand)
-        internal = internal_data(plan.graph, cand, data)
+        internal = internal_data(plan.graph, cand, data)  # the in-memory arrays
         shapes = {k: x.shape for k, x in internal.items()}
+        files = {k: data.arrays[k].source for k in plan.graph.inputs.data if data.arrays[k].source is not None}
+        shapes.update({k: _internal_shape(plan.graph, k, cand.layout) for k in files})
         key = uuid.uuid4().hex[:12]
-        refs = [ray.put(shard_blocks(specs, internal, self.workers, i)) for i in range(self.workers)]
+        # each worker gets its own block of the in-memory arrays, and reads its rows of the files itself
+        refs = [ray.put({**shard_blocks(specs, internal, self.workers, i), **files}) for i in range(self.workers)]
         del internal
         t0 = time.perf_counter()
         loads = self._get([a.load.remote(key, model, data.abstract(), plan.chosen.split, dict(layout), plan.cluster,
@@ -247,6 +250,11 @@ class Ray:
 
     def __repr__(self) -> str:
         return f"Ray(workers={self.workers}, resources_per_worker={self.resources}, address={self.address!r})"
+
+
+def _internal_shape(graph, name: str, layout) -> tuple[int, ...]:
+    v = graph.value(graph.inputs.data[name])
+    return tuple(layout[d].internal if d in layout else n for d, n in zip(v.dims, v.shape))
 
 
 def _zeros(graph) -> dict[str, np.ndarray]:

@@ -64,11 +64,24 @@ class Worker:
         graph = lower(model, abstract_data, jacobian)
         cand = candidate_with_layout(graph, split, layout, cluster, devices)
         fn = SplitFunction(graph, cand, self.mesh)
+        blocks = {k: self._read(graph, cand, fn.data_specs[k], k, b) for k, b in blocks.items()}
         data = {k: jax.make_array_from_process_local_data(NamedSharding(self.mesh, fn.data_specs[k]), blocks[k],
                                                           tuple(global_shapes[k]))
                 for k in blocks}
         self.programs[key] = (fn, data, jax.jit(fn.fn), jax.jit(jax.value_and_grad(fn.fn)))
         return time.perf_counter() - t0
+
+    def _read(self, graph, cand, spec, name: str, block):
+        """A block as sent, or this worker's rows of a file-backed array, read here."""
+        from claygraph.frontend.parquet import ParquetSource, read_block
+
+        if not isinstance(block, ParquetSource):
+            return block
+        vid = graph.inputs.data[name]
+        axis = next((i for i, a in enumerate(spec) if a is not None), None)
+        remapped = cand.propagation.remapped.get(vid)
+        remap = cand.layout[remapped].inverse() if remapped is not None else None
+        return read_block(block, graph.value(vid).dims, cand.layout, axis, self.rank, self.world, remap)
 
     def _params(self, params: Mapping[str, Any]):
         import jax

@@ -115,3 +115,20 @@ def test_group_split_results_in_user_group_order_with_dims():
     assert list(post.coords["group"].values) == list(range(groups))
     means = post["a"].mean(("chain", "draw")).values
     assert np.corrcoef(means, a_true)[0, 1] > 0.95  # groups come back in the user's order
+
+
+def test_piece_length_leaves_out_a_chain_far_behind():
+    from claygraph.infer.nuts import Chain, piece_length
+
+    def chains(*ns):
+        out = []
+        for i, n in enumerate(ns):
+            c = Chain(i, np.zeros(2, np.uint32))
+            c.draws.append({"x": np.zeros(n)})
+            out.append(c)
+        return out
+
+    assert piece_length(chains(100, 100)) == 100
+    assert piece_length(chains(100, 90, 80)) == 80  # all within half the median: the shortest decides
+    assert piece_length(chains(1000, 25)) == 500  # the chain on a slow worker is left out of the pieces
+    assert piece_length(chains(300, 300, 300, 10)) == 150

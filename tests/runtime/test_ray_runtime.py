@@ -37,6 +37,27 @@ def hier_data(n=301, groups=7, d=3, seed=0):
                    y=cg.array(y, "row"))
 
 
+def test_data_from_a_ray_dataset(tmp_path):
+    """First in the module, on a cluster of its own: creating a Dataset runs Ray tasks, which wait
+    for a free CPU, and the module's runtime holds every CPU of this machine."""
+    import pandas as pd
+
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        rng = np.random.default_rng(3)
+        frame = pd.DataFrame({"x0": rng.normal(size=40).astype(np.float32),
+                              "y": rng.normal(size=40).astype(np.float32)})
+        data = cg.Data.from_ray_dataset(ray.data.from_pandas(frame), tmp_path / "ds", x=("x0", "row"), y=("y", "row"))
+    finally:
+        ray.shutdown()
+    assert data.has_sources and data.size("row") == 40
+    loaded = data.load()
+    order = np.argsort(np.asarray(loaded.x))  # Ray may write the blocks in any order
+    np.testing.assert_array_equal(np.asarray(loaded.y)[order], frame["y"].to_numpy()[np.argsort(frame["x0"])])
+
+
+
 @pytest.fixture(scope="module")
 def rt():
     with cg.runtime.Ray(workers=2, timeout_s=120) as runtime:
@@ -165,3 +186,40 @@ def test_map_resumes_after_a_worker_is_killed(rt, problem):
     assert killed, "the hook never ran"
     assert res.converged
     assert abs(res.objective - reference.objective) <= 1e-4 * abs(reference.objective)
+
+
+def test_parquet_workers_read_only_their_rows(rt, problem, tmp_path):
+    """Each worker reads its own rows from the file (row split: only the row groups that hold its
+    block; group split: only those holding its groups' rows), and the program equals the one
+    built from the same data in memory."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data, z, (v_ref, g_ref) = problem
+    path = tmp_path / "hier.parquet"
+    X = np.asarray(data.X)
+    pq.write_table(pa.table({"x0": X[:, 0], "x1": X[:, 1], "x2": X[:, 2], "g": np.asarray(data.g).astype(np.int64),
+                             "y": np.asarray(data.y)}), path, row_group_size=25)
+    files = cg.Data.from_parquet(path, X=(["x0", "x1", "x2"], "row", "feature"), y=("y", "row"),
+                                 g=cg.parquet.index_column("g", "row", into="group", size=7))
+
+    def reads(worker, file):
+        from claygraph.frontend import parquet
+
+        return [e for e in parquet.READ_LOG if e["file"] == file]
+
+    for split in [("row",), ("group",)]:
+        plan = cg.partition(hier_model, files, cluster=cg.ClusterSpec.local(devices=2), split=split)
+        prog = cg.compile(plan, runtime=rt)
+        v, g = prog.potential_and_grad(z)
+        _close(v, v_ref, rtol=1e-5)
+        for k in g_ref:
+            _close(g[k], g_ref[k])
+        logs = rt.run(reads, str(path))
+        for worker, log in enumerate(logs):
+            assert {e["pid"] for e in log} != {os.getpid()} and log, "the workers read, not the driver"
+            if split == ("row",):  # rows [0, 151) and [151, 301): row groups 0-6 and 6-12 of 13
+                groups = {g for e in log for g in e["row_groups"]}
+                assert groups == (set(range(7)) if worker == 0 else set(range(6, 13))), groups
+        rt.run(lambda worker: __import__("claygraph.frontend.parquet").frontend.parquet.READ_LOG.clear())
+

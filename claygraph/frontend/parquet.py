@@ -1,0 +1,235 @@
+"""Data from Parquet files without loading the table on the driver.
+
+`cg.Data.from_parquet(path, y=("y", "row"), X=(["x0", "x1"], "row", "feature"),
+g=cg.parquet.index_column("product_id", "row", into="product"))` reads the files' metadata (row
+counts per row group, column types) and the index columns, which the layout of a group split
+needs; every other array stays a shape plus a `ParquetSource`. A Ray worker reads only the row
+groups that hold its rows and, under a feature split, only its columns (`read_block`); a local
+runtime reads the whole table (`Data.load`).
+
+Every process that reads appends what it read to `READ_LOG` (file, row groups, rows, columns),
+which tests and `claygraph inspect` use to show who read what.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from claygraph.errors import DataError
+
+READ_LOG: list[dict] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """One row group of one file, at global rows [start, start + rows)."""
+
+    file: str
+    group: int
+    start: int
+    rows: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ParquetSource:
+    """Where an array's values are: table columns; a 2-D array takes one column per entry of axis 1."""
+
+    name: str
+    columns: tuple[str, ...]
+    two_d: bool
+    fragments: tuple[Fragment, ...]
+    dtype: str
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.fragments)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.rows, len(self.columns)) if self.two_d else (self.rows,)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexColumn:
+    """An integer column pointing into another dim (read on the driver: the layout needs it)."""
+
+    column: str
+    dim: str
+    into: str
+    size: int | None = None
+
+
+def index_column(column: str, dim: str, *, into: str, size: int | None = None) -> IndexColumn:
+    """Spec for `Data.from_parquet`: column `column` along `dim`, values in [0, size of `into`)."""
+    return IndexColumn(column, dim, into, size)
+
+
+def _files(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    if isinstance(path, (str, os.PathLike)):
+        p = Path(path)
+        if p.is_dir():
+            files = sorted(str(f) for f in p.rglob("*.parquet"))
+            if not files:
+                raise DataError(f"no *.parquet files under {p}")
+            return files
+        if not p.exists():
+            raise DataError(f"Parquet file {p} does not exist")
+        return [str(p)]
+    files = [str(f) for f in path]
+    for f in files:
+        if not Path(f).exists():
+            raise DataError(f"Parquet file {f} does not exist")
+    if not files:
+        raise DataError("from_parquet got an empty list of files")
+    return files
+
+
+def _scan(files: list[str]) -> tuple[tuple[Fragment, ...], dict[str, Any]]:
+    """Row-group fragments of every file in order, and the schema (column -> arrow type)."""
+    import pyarrow.parquet as pq
+
+    frags, schema, start = [], None, 0
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        this = meta.schema.to_arrow_schema()
+        if schema is None:
+            schema = this
+        elif not this.equals(schema):
+            raise DataError(f"Parquet file {f} has schema {this} but {files[0]} has {schema}; the files of one "
+                            f"table must share a schema")
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            frags.append(Fragment(f, g, start, n))
+            start += n
+    return tuple(frags), {name: schema.field(name).type for name in schema.names}
+
+
+def _dtype(types: Mapping[str, Any], columns: Sequence[str], name: str, where: str) -> np.dtype:
+    missing = [c for c in columns if c not in types]
+    if missing:
+        raise DataError(f"Data field {name!r}: column(s) {missing} not in {where}; columns: {sorted(types)}")
+    kinds = {np.dtype(types[c].to_pandas_dtype()) for c in columns}
+    if len(kinds) != 1:
+        raise DataError(f"Data field {name!r}: columns {list(columns)} have different types {sorted(map(str, kinds))}")
+    dt = kinds.pop()
+    if not (np.issubdtype(dt, np.number) or dt == np.bool_):
+        raise DataError(f"Data field {name!r}: column type {dt} is not numeric")
+    return dt
+
+
+def from_parquet(path, **specs) -> Any:
+    """See `Data.from_parquet`."""
+    import jax
+
+    from claygraph.frontend.data import Array, Data, index
+
+    files = _files(path)
+    frags, types = _scan(files)
+    where = files[0] if len(files) == 1 else f"{len(files)} files under {Path(files[0]).parent}"
+    arrays = {}
+    for name, spec in specs.items():
+        if isinstance(spec, IndexColumn):
+            dt = _dtype(types, [spec.column], name, where)
+            if not np.issubdtype(dt, np.integer):
+                raise DataError(f"index {name!r} (column {spec.column!r}) has dtype {dt}; an index column must "
+                                f"hold integers")
+            values = read(ParquetSource(name, (spec.column,), False, frags, dt.str))
+            arrays[name] = index(values.astype(np.int32), spec.dim, into=spec.into, size=spec.size)
+            continue
+        if not (isinstance(spec, tuple) and len(spec) >= 2):
+            raise DataError(f"Data field {name!r}: give (column, dim) or ([columns], row_dim, dim), or "
+                            f"cg.parquet.index_column(...), not {spec!r}")
+        cols, dims = spec[0], tuple(spec[1:])
+        two_d = not isinstance(cols, str)
+        cols = (cols,) if not two_d else tuple(cols)
+        if len(dims) != (2 if two_d else 1):
+            raise DataError(f"Data field {name!r}: {'a list of columns' if two_d else 'one column'} needs "
+                            f"{2 if two_d else 1} dim name(s), got {dims}")
+        dt = _dtype(types, cols, name, where)
+        dt = np.dtype(np.float32) if np.issubdtype(dt, np.floating) or dt == np.bool_ else dt
+        src = ParquetSource(name, cols, two_d, frags, dt.str)
+        arrays[name] = Array(jax.ShapeDtypeStruct(src.shape, dt), dims, source=src)
+    return Data(**arrays)
+
+
+def _check_finite(x: np.ndarray, src: ParquetSource, rows: np.ndarray | None) -> None:
+    if not np.issubdtype(x.dtype, np.inexact):
+        return
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        pos = np.unravel_index(bad[0], x.shape)
+        row = int(pos[0] if rows is None else rows[pos[0]])
+        col = src.columns[pos[1]] if src.two_d else src.columns[0]
+        frag = src.fragments[int(np.searchsorted([f.start for f in src.fragments], row, side="right") - 1)]
+        raise DataError(f"Data field {src.name!r}: column {col!r} has a non-finite value {x.flat[bad[0]]} at row "
+                        f"{row} (file {frag.file}, row group {frag.group}); claygraph needs finite data")
+
+
+def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> np.ndarray:
+    """The values at global `rows` (any order, repeats allowed; None: all) and, for a 2-D source,
+    column positions `columns` (None: all), reading only the row groups that hold those rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = list(src.columns) if columns is None else [src.columns[int(c)] for c in np.unique(columns)]
+    starts = np.array([f.start for f in src.fragments], dtype=np.int64)
+    if rows is None:
+        wanted = range(len(src.fragments))
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= src.rows):
+            raise DataError(f"rows outside [0, {src.rows}) requested from {src.name!r}")
+        wanted = np.unique(np.searchsorted(starts, rows, side="right") - 1) if rows.size else []
+    pieces, by_file, read_rows = [], {}, 0
+    for i in wanted:
+        by_file.setdefault(src.fragments[i].file, []).append(int(i))
+    for file, ids in by_file.items():
+        table = pq.ParquetFile(file).read_row_groups([src.fragments[i].group for i in ids], columns=cols)
+        pieces.append((ids, table))
+        read_rows += table.num_rows
+        READ_LOG.append({"pid": os.getpid(), "file": file, "row_groups": [src.fragments[i].group for i in ids],
+                         "rows": table.num_rows, "columns": cols, "array": src.name})
+    tables = [t for _, t in pieces]
+    for t in tables:
+        for c in cols:
+            if t.column(c).null_count:
+                raise DataError(f"Data field {src.name!r}: column {c!r} has {t.column(c).null_count} missing (null) "
+                                f"values; claygraph needs complete data")
+    table = pa.concat_tables(tables) if tables else None
+    block = (np.stack([np.asarray(table.column(c).to_numpy(), dtype=src.dtype) for c in cols], axis=1)
+             if table is not None else np.zeros((0, len(cols)), src.dtype))
+    if rows is not None:  # global row -> position in the rows just read
+        first = {i: off for i, off in zip([i for ids, _ in pieces for i in ids],
+                                          np.cumsum([0] + [src.fragments[i].rows for ids, _ in pieces
+                                                           for i in ids])[:-1])}
+        frag = np.searchsorted(starts, rows, side="right") - 1
+        offset = np.array([first[int(f)] for f in frag], dtype=np.int64) if rows.size else np.zeros(0, np.int64)
+        block = block[offset + rows - starts[frag]] if rows.size else block[:0]
+    if columns is not None:
+        pos = {int(c): j for j, c in enumerate(np.unique(columns))}
+        block = block[:, [pos[int(c)] for c in columns]]
+    out = block if src.two_d else block[:, 0]
+    _check_finite(out, src, rows)
+    return out
+
+
+def read_block(src: ParquetSource, dims: tuple[str, ...], layout: Mapping[str, Any], split_axis: int | None,
+               shard: int, shards: int, remap: np.ndarray | None) -> np.ndarray:
+    """This shard's block of the array in the internal layout, the same as
+    `shard_blocks(relayout(values))[shard]` but reading only the rows (and columns) it holds."""
+    picks: list[np.ndarray | None] = []
+    for axis, d in enumerate(dims):
+        idx = layout[d].fill_slots() if d in layout else None
+        if axis == split_axis:
+            n = (idx.size if idx is not None else src.shape[axis]) // shards
+            idx = (idx if idx is not None else np.arange(src.shape[axis]))[shard * n:(shard + 1) * n]
+        picks.append(idx)
+    x = read(src, rows=picks[0], columns=picks[1] if src.two_d else None)
+    if remap is not None:
+        x = remap.astype(x.dtype)[x]
+    return np.ascontiguousarray(x)

@@ -1,0 +1,146 @@
+"""Data from Parquet: the driver reads metadata and index columns only; a shard's reader builds
+exactly the block that the in-memory path would send it, reading only the row groups (and, under
+a feature split, the columns) it holds; bad files give clear errors."""
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import claygraph as cg
+from claygraph.examples import hier_logistic_model
+from claygraph.frontend import parquet
+from claygraph.partition.plan import candidate_with_layout, layout_for
+from claygraph.partition.program import data_specs, internal_data, shard_blocks
+
+
+def write_table(path, rows=600, products=13, d=3, seed=0, row_group_size=50):
+    rng = np.random.default_rng(seed)
+    cols = {f"x{j}": rng.normal(size=rows).astype(np.float32) for j in range(d)}
+    cols["price"] = rng.normal(size=rows).astype(np.float32)
+    cols["product_id"] = np.minimum(rng.zipf(1.6, rows) - 1, products - 1).astype(np.int64)
+    cols["y"] = (rng.random(rows) < 0.4).astype(np.float32)
+    pq.write_table(pa.table(cols), path, row_group_size=row_group_size)
+    return cols
+
+
+def specs(d=3, products=13):
+    return dict(X=([f"x{j}" for j in range(d)], "row", "feature"), price=("price", "row"), y=("y", "row"),
+                g=cg.parquet.index_column("product_id", "row", into="product", size=products))
+
+
+def in_memory(cols, d=3, products=13):
+    X = np.stack([cols[f"x{j}"] for j in range(d)], axis=1)
+    return cg.Data(X=cg.array(X, "row", "feature"), price=cg.array(cols["price"], "row"), y=cg.array(cols["y"], "row"),
+                   g=cg.index(cols["product_id"].astype(np.int32), "row", into="product", size=products))
+
+
+@pytest.fixture
+def table(tmp_path):
+    path = tmp_path / "sales.parquet"
+    return path, write_table(path)
+
+
+def test_driver_reads_metadata_and_index_columns_only(table):
+    path, cols = table
+    parquet.READ_LOG.clear()
+    data = cg.Data.from_parquet(path, **specs())
+    assert {e["array"] for e in parquet.READ_LOG} == {"g"}
+    assert all(e["columns"] == ["product_id"] for e in parquet.READ_LOG)
+    assert data.has_sources and data.has_values and data.size("row") == 600 and data.size("feature") == 3
+    assert data.arrays["X"].is_abstract and data.arrays["X"].shape == (600, 3)
+    np.testing.assert_array_equal(np.asarray(data.g), cols["product_id"])
+    loaded = data.load()
+    assert not loaded.has_sources
+    np.testing.assert_array_equal(loaded.X, in_memory(cols).X)
+    assert "X: float32[row=600, feature=3]" in repr(data)
+
+
+@pytest.mark.parametrize("split", [(), ("row",), ("product",), ("feature",)])
+def test_every_shard_block_equals_the_in_memory_block(table, split):
+    path, cols = table
+    mem, files = in_memory(cols), cg.Data.from_parquet(path, **specs())
+    plan = cg.partition(hier_logistic_model, files, cluster=cg.ClusterSpec.local(devices=3), split=split)
+    layout = layout_for(plan.chosen.split, plan.graph, mem, 3)
+    cand = candidate_with_layout(plan.graph, plan.chosen.split, layout, plan.cluster, 3)
+    spec, internal = data_specs(plan.graph, cand), internal_data(plan.graph, cand, mem)
+    for shard in range(3):
+        expected = shard_blocks(spec, internal, 3, shard)
+        for name in ("X", "price", "y"):
+            vid = plan.graph.inputs.data[name]
+            axis = next((i for i, a in enumerate(spec[name]) if a is not None), None)
+            parquet.READ_LOG.clear()
+            got = parquet.read_block(files.arrays[name].source, plan.graph.value(vid).dims, cand.layout, axis,
+                                     shard, 3, None)
+            np.testing.assert_array_equal(got, expected[name], err_msg=f"{split} shard {shard} {name}")
+            rows_read = sum(e["rows"] for e in parquet.READ_LOG)
+            if split == ("row",):  # a contiguous third of 600 rows: its 4 row groups of 50
+                assert rows_read == 200
+            if split == ("feature",) and name == "X":  # every row, but this shard's column only
+                assert {c for e in parquet.READ_LOG for c in e["columns"]} == {f"x{shard}"}
+
+
+@given(rows=st.integers(1, 120), group_size=st.integers(1, 40), seed=st.integers(0, 10**6))
+def test_read_any_rows_in_any_order(tmp_path_factory, rows, group_size, seed):
+    path = tmp_path_factory.mktemp("pq") / "t.parquet"
+    cols = write_table(path, rows=rows, products=5, row_group_size=group_size, seed=seed)
+    data = cg.Data.from_parquet(path, **specs(products=5))
+    pick = np.random.default_rng(seed).integers(0, rows, size=2 * rows)
+    parquet.READ_LOG.clear()
+    got = parquet.read(data.arrays["X"].source, rows=pick, columns=np.array([2, 0]))
+    np.testing.assert_array_equal(got, np.stack([cols["x2"], cols["x0"]], axis=1)[pick])
+    groups = {(e["file"], g) for e in parquet.READ_LOG for g in e["row_groups"]}
+    assert len(groups) == len(set(pick // group_size))  # only the row groups that hold the rows
+
+
+def test_potential_from_files_equals_in_memory_on_two_devices(table):
+    path, cols = table
+    files, mem = cg.Data.from_parquet(path, **specs()), in_memory(cols)
+    params = {k: np.full(s, 0.1, np.float32) for k, s in cg.lower(hier_logistic_model, mem).param_shapes.items()}
+    ref = cg.compile(cg.partition(hier_logistic_model, mem, split=())).potential_and_grad(params)
+    for split in [("row",), ("product",)]:
+        plan = cg.partition(hier_logistic_model, files, cluster=cg.ClusterSpec.local(devices=2), split=split)
+        v, g = cg.compile(plan, runtime=cg.runtime.Local(devices=2)).potential_and_grad(params)
+        assert float(v) == pytest.approx(float(ref[0]), rel=1e-5)
+        for k in g:
+            np.testing.assert_allclose(g[k], ref[1][k], rtol=1e-4, atol=1e-4)
+
+
+def test_map_on_file_backed_data(table):
+    path, cols = table
+    fit = cg.infer.map(hier_logistic_model, cg.Data.from_parquet(path, **specs()))
+    ref = cg.infer.map(hier_logistic_model, in_memory(cols))
+    assert fit.objective == pytest.approx(ref.objective, rel=1e-5)
+    np.testing.assert_allclose(fit.params["w"], ref.params["w"], atol=1e-3)
+
+
+def test_a_folder_of_files_is_one_table(tmp_path):
+    a, b = write_table(tmp_path / "part-0.parquet", rows=70, seed=1), write_table(tmp_path / "part-1.parquet",
+                                                                                 rows=30, seed=2)
+    data = cg.Data.from_parquet(tmp_path, **specs()).load()
+    np.testing.assert_array_equal(data.y, np.concatenate([a["y"], b["y"]]))
+    assert data.size("row") == 100
+
+
+def test_errors_name_the_column_and_the_place(tmp_path):
+    path = tmp_path / "t.parquet"
+    cols = write_table(path)
+    with pytest.raises(cg.errors.DataError, match=r"column\(s\) \['nope'\] not in"):
+        cg.Data.from_parquet(path, y=("nope", "row"))
+    with pytest.raises(cg.errors.DataError, match="does not exist"):
+        cg.Data.from_parquet(tmp_path / "missing.parquet", y=("y", "row"))
+    with pytest.raises(cg.errors.DataError, match="index 'g' .* must hold integers"):
+        cg.Data.from_parquet(path, g=cg.parquet.index_column("price", "row", into="product"))
+    with pytest.raises(cg.errors.DataError, match="outside"):
+        cg.Data.from_parquet(path, g=cg.parquet.index_column("product_id", "row", into="product", size=2))
+    with pytest.raises(cg.errors.DataError, match="needs 2 dim name"):
+        cg.Data.from_parquet(path, X=(["x0", "x1"], "row"))
+    cols["price"][123] = np.nan
+    pq.write_table(pa.table(cols), path, row_group_size=50)
+    data = cg.Data.from_parquet(path, price=("price", "row"))  # not read yet: the driver reads no values
+    with pytest.raises(cg.errors.DataError, match=r"column .price. has a non-finite value nan at row 123 .*group 2"):
+        data.load()
+    pq.write_table(pa.table({"y": pa.array([1.0, None, 2.0], pa.float32())}), path)
+    with pytest.raises(cg.errors.DataError, match="1 missing"):
+        cg.Data.from_parquet(path, y=("y", "row")).load()
