@@ -38,12 +38,14 @@ F32 = np.float32
 
 
 def default_root() -> Path:
-    """Where the posteriordb folders are: `$CLAYGRAPH_POSTERIORDB`, else `<repo>/../shared/data/posteriordb`."""
+    """Where the posteriordb folders are: `$CLAYGRAPH_POSTERIORDB`, else `shared/data/posteriordb` in the
+    checkout or the nearest folder above it that has one (`<repo>/../shared/...` in this project)."""
     env = os.environ.get("CLAYGRAPH_POSTERIORDB")
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent.parent
-    for cand in (here / "shared" / "data" / "posteriordb", here.parent / "shared" / "data" / "posteriordb"):
+    for folder in (here, *here.parents):  # the checkout, then each folder above it
+        cand = folder / "shared" / "data" / "posteriordb"
         if cand.is_dir():
             return cand
     return here.parent / "shared" / "data" / "posteriordb"

@@ -22,6 +22,7 @@ class Session:
     plan: Any
     program: Any
     runtime: Any
+    split: Any = None  # the split the user asked for (None: the cost model's choice)
 
     def rebuild(self) -> None:
         from claygraph.partition.program import compile
@@ -43,7 +44,7 @@ def setup(model: Callable, data, runtime=None, cluster=None, split=None, jacobia
     elif cluster.devices != devices:
         raise ValueError(f"cluster has {cluster.devices} devices but the runtime has {devices}")
     plan = partition(model, data, cluster=cluster, split=split, jacobian=jacobian)
-    return Session(model, data, plan, compile(plan, data, runtime=runtime), runtime)
+    return Session(model, data, plan, compile(plan, data, runtime=runtime), runtime, split)
 
 
 def zeros_like_params(graph) -> dict[str, np.ndarray]:

@@ -1,11 +1,13 @@
 """NUTS and HMC (BlackJAX kernels, window adaptation) on a split program, with a chain scheduler.
 
-Two ways to use several workers, chosen per run (`parallel=`):
+Three ways to use W workers, chosen per run (`parallel=`, `shards_per_chain=`):
 - "data": every chain runs on the whole split program: all workers compute each gradient
   together (SPMD), chains one after another.
 - "chains": each worker holds the whole data and runs its own chains (chain-parallel).
-"auto" takes "chains" when the data fit one device and there are at least as many chains as
-workers, else "data".
+- "mesh": chains x shards, W/s groups of s workers; each group holds the split program for s
+  devices and runs one chain at a time, the groups in parallel.
+"auto" lets the cost model choose s (`choose_shards`): the least ceil(chains / (W/s)) x the
+predicted gradient time on s devices, among feasible s (the data must fit s devices).
 
 Sampling goes in segments of `segment` draws. After each, the driver updates bulk/tail ESS and
 rank-normalised split R-hat over everything drawn. With `target_ess`, a worker whose segment is
@@ -15,6 +17,7 @@ max_rhat. Every segment returns its chain's state: a lost worker costs at most o
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from claygraph.errors import PartitionError
 from claygraph.infer.common import constrain_draws, setup, to_inference_data
 from claygraph.runtime.spmd import run_spmd
+
+log = logging.getLogger("claygraph.infer")
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,14 @@ class Settings:
     warmup: int = 500
 
 
-def _logdensity(ctx):
-    return lambda z: -ctx.potential(z, ctx.data)
+def _logdensity(ctx, data):
+    """The log density over `data`, passed in (a jitted function may not close over global arrays
+    that span other processes' devices)."""
+    return lambda z: -ctx.potential(z, data)
 
 
-def _kernel(ctx, settings: Settings, params: dict):
-    ld = _logdensity(ctx)
+def _kernel(ctx, settings: Settings, params: dict, data):
+    ld = _logdensity(ctx, data)
     if settings.algorithm == "nuts":
         return blackjax.nuts(ld, **{**params, "max_num_doublings": settings.max_tree_depth})
     return blackjax.hmc(ld, **{**params, "num_integration_steps": settings.num_integration_steps})
@@ -57,11 +65,11 @@ def _warmup_fn(ctx, settings: Settings):
     algo = blackjax.nuts if settings.algorithm == "nuts" else blackjax.hmc
     extra = ({"max_num_doublings": settings.max_tree_depth} if settings.algorithm == "nuts"
              else {"num_integration_steps": settings.num_integration_steps})
-    adapt = blackjax.window_adaptation(algo, _logdensity(ctx), target_acceptance_rate=settings.target_accept,
-                                       adaptation_info_fn=_no_info, **extra)
 
     @jax.jit
-    def run(key, position):
+    def run(key, position, data):
+        adapt = blackjax.window_adaptation(algo, _logdensity(ctx, data), target_acceptance_rate=settings.target_accept,
+                                           adaptation_info_fn=_no_info, **extra)
         (state, params), _ = adapt.run(key, position, num_steps=settings.warmup)
         return state, params
 
@@ -70,8 +78,8 @@ def _warmup_fn(ctx, settings: Settings):
 
 def _sample_fn(ctx, settings: Settings, n: int):
     @jax.jit
-    def run(key, state, params):
-        kernel = _kernel(ctx, settings, params)
+    def run(key, state, params, data):
+        kernel = _kernel(ctx, settings, params, data)
 
         def one(s, k):
             s, info = kernel.step(k, s)
@@ -89,7 +97,7 @@ def _sample_fn(ctx, settings: Settings, n: int):
 def warmup_chain(ctx, key, position, settings: Settings):
     """Window adaptation for one chain; returns (state, adapted params) on the host."""
     run = ctx.cached(("warmup", settings), lambda: _warmup_fn(ctx, settings))
-    state, params = run(ctx.to_global(key), ctx.to_global(position))
+    state, params = run(ctx.to_global(key), ctx.to_global(position), ctx.data)
     return ctx.to_host(state), ctx.to_host(params)
 
 
@@ -98,7 +106,7 @@ def sample_segment(ctx, key, state, params, n: int, settings: Settings, delay: f
     run = ctx.cached(("sample", settings, n), lambda: _sample_fn(ctx, settings, n))
     if delay:
         time.sleep(delay)
-    s, (draws, stats) = run(ctx.to_global(key), ctx.to_global(state), ctx.to_global(params))
+    s, (draws, stats) = run(ctx.to_global(key), ctx.to_global(state), ctx.to_global(params), ctx.data)
     return ctx.to_host(s), ctx.to_host(draws), ctx.to_host(stats)
 
 
@@ -128,7 +136,10 @@ class MCMCResult:
     wall_s: float
     parallel: str
     stopped_because: str
-    worker_busy_s: dict = field(default_factory=dict)
+    worker_busy_s: dict = field(default_factory=dict)  # per worker ("chains"), group ("mesh") or 0 ("data")
+    shards_per_chain: int = 1
+    mesh_choice: list = field(default_factory=list)  # the cost model's options, when it chose
+    notes: list = field(default_factory=list)  # chains reported as behind or slow
 
     @property
     def posterior(self):
@@ -141,7 +152,9 @@ class MCMCResult:
 
     def __repr__(self) -> str:
         return (f"MCMCResult({len(self.chains)} chains, {min(c.n for c in self.chains)}-"
-                f"{max(c.n for c in self.chains)} draws each, {self.parallel}-parallel, {self.wall_s:.1f} s; "
+                f"{max(c.n for c in self.chains)} draws each, {self.parallel}-parallel"
+                f"{f' ({self.shards_per_chain} workers per chain)' if self.parallel == 'mesh' else ''}, "
+                f"{self.wall_s:.1f} s; "
                 f"{self.stopped_because})\n{self.summary()}")
 
 
@@ -159,9 +172,10 @@ def diagnostics(chains: list[Chain]) -> tuple[float, float]:
     """(min bulk/tail ESS, max R-hat) over all parameters, chains cut into equal-length pieces."""
     import arviz as az
 
-    if min(c.n for c in chains) < 4:
+    length = piece_length(chains)
+    if length < 4:
         return 0.0, float("inf")
-    stacked = _equal_pieces(chains, piece_length(chains))
+    stacked = _equal_pieces(chains, length)
     ess_b = az.ess(stacked, method="bulk")
     ess_t = az.ess(stacked, method="tail")
     rhat = az.rhat(stacked)
@@ -184,6 +198,8 @@ def _equal_pieces(chains: list[Chain], length: int) -> dict:
     """Chains of `length` draws or more, cut into pieces of that length (as split R-hat does)."""
     pieces: dict[str, list] = {}
     for c in chains:
+        if c.n < length or length == 0:
+            continue
         d = _concat(c.draws)
         for j in range(c.n // length):
             for k, v in d.items():
@@ -195,23 +211,69 @@ def _concat(parts: list) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _mode(parallel: str, session, chains: int) -> str:
+def _workers(session) -> int:
     runtime = session.runtime
-    workers = getattr(runtime, "workers", 1) if hasattr(runtime, "submit") else 1
-    if parallel != "auto":
-        return parallel
-    if workers > 1 and chains >= workers and session.plan.candidate(()).cost.feasible:
-        return "chains"
-    return "data"
+    return getattr(runtime, "workers", 1) if hasattr(runtime, "submit") else 1
+
+
+def choose_shards(session, chains: int) -> tuple[int, list[dict]]:
+    """Workers per chain for a chains x shards mesh, by the cost model: every divisor s of the
+    worker count gives W/s groups running ceil(chains / (W/s)) waves of chains, each gradient taking
+    the predicted time of the best split over s devices; the least total wins (ties: fewer shards).
+    Returns s and the table of options (what `MCMCResult.mesh_choice` shows)."""
+    from claygraph.infer.scheduler import group_plan
+
+    w = _workers(session)
+    options = []
+    for s in [d for d in range(1, w + 1) if w % d == 0]:
+        waves = -(-chains // (w // s))
+        try:
+            plan = session.plan if s == w else group_plan(session, s)
+        except PartitionError as e:  # no split of the data fits s devices
+            options.append({"shards": s, "groups": w // s, "split": None, "feasible": False,
+                            "gradient_s": float("inf"), "waves": waves, "score_s": float("inf"), "reason": str(e)})
+            continue
+        cost = plan.chosen.cost
+        options.append({"shards": s, "groups": w // s, "split": plan.split, "feasible": cost.feasible,
+                        "gradient_s": cost.predicted_s, "waves": waves, "score_s": waves * cost.predicted_s})
+    feasible = [o for o in options if o["feasible"]] or options[-1:]
+    return min(feasible, key=lambda o: (o["score_s"], o["shards"]))["shards"], options
+
+
+def _mode(parallel: str, session, chains: int, shards: int | None) -> tuple[str, int, list[dict]]:
+    """("data" | "chains" | "mesh", workers per chain, the cost model's options when it chose)."""
+    w = _workers(session)
+    if parallel not in ("auto", "data", "chains", "mesh"):
+        raise ValueError(f"parallel must be 'auto', 'data', 'chains' or 'mesh', not {parallel!r}")
+    if shards is not None and (shards < 1 or w % shards):
+        raise ValueError(f"shards_per_chain={shards} must divide the {w} workers")
+    options: list[dict] = []
+    if parallel == "data" or w == 1:
+        s = w
+    elif parallel == "chains":
+        s = 1
+    elif shards is not None:
+        s = shards
+    else:
+        s, options = choose_shards(session, chains)
+        if parallel == "mesh" and s in (1, w):  # asked for a mesh: the best proper one
+            proper = [o for o in options if 1 < o["shards"] < w and o["feasible"]]
+            if not proper:
+                raise ValueError(f"no chains x shards mesh over {w} workers (a prime number?)")
+            s = min(proper, key=lambda o: (o["score_s"], o["shards"]))["shards"]
+    return ("data" if s == w else "chains" if s == 1 else "mesh"), s, options
 
 
 def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
          split=None, seed: int = 0, target_ess: float | None = None, max_rhat: float = 1.01, segment: int = 100,
          max_draws: int | None = None, parallel: str = "auto", settings: Settings | None = None,
-         slow: dict | None = None, on_segment: Callable | None = None) -> MCMCResult:
+         slow: dict | None = None, on_segment: Callable | None = None,
+         shards_per_chain: int | None = None) -> MCMCResult:
     """Run `chains` chains; see the module docstring for the modes and the stop rule.
 
-    slow: {worker: seconds} adds a delay to every segment on those workers (a test hook).
+    shards_per_chain: workers that compute one chain's gradient together (a chains x shards mesh);
+    by default the cost model chooses (`choose_shards`).
+    slow: {worker or group: seconds} adds a delay to every segment there (a test hook).
     on_segment(chain_id, draws_of_that_chain) is called after every segment (progress, test hooks).
     """
     from claygraph.infer.scheduler import run_chains_local, run_chains_parallel
@@ -219,18 +281,41 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     settings = settings or Settings(warmup=warmup)
     t0 = time.perf_counter()
     session = setup(model, data, runtime, cluster, split)
-    mode = _mode(parallel, session, chains)
+    mode, shards, options = _mode(parallel, session, chains, shards_per_chain)
     keys = jax.random.split(jax.random.PRNGKey(seed), chains)
     pool = [Chain(i, np.asarray(keys[i])) for i in range(chains)]
     budget = max_draws or (draws if target_ess is None else 10 * draws)
     stop = _stop_rule(draws, target_ess, max_rhat, budget)
     hook = on_segment or (lambda chain, n: None)
-    if mode == "chains":
-        busy, why = run_chains_parallel(session, pool, settings, segment, stop, slow or {}, hook)
-    else:
+    if mode == "data":
         busy, why = run_chains_local(session, pool, settings, segment, stop, slow or {}, hook)
+    else:
+        busy, why = run_chains_parallel(session, pool, settings, segment, stop, slow or {}, hook, shards)
     wall = time.perf_counter() - t0
-    return _result(model, data, session, pool, wall, mode, why, busy, target_ess is None)
+    res = _result(model, data, session, pool, wall, mode, why, busy, target_ess is None)
+    res.shards_per_chain, res.mesh_choice = shards, options
+    res.notes = chain_notes(pool)
+    for note in res.notes:
+        log.warning(note)
+    return res
+
+
+def chain_notes(pool: list[Chain], slow_factor: float = 3.0) -> list[str]:
+    """Chains left out of the diagnostics (far behind the others), and chains far slower per draw
+    than the others' median (a stuck or badly adapted chain, or a slow worker)."""
+    notes = []
+    length = piece_length(pool)
+    for c in pool:
+        if c.n < length:
+            notes.append(f"chain {c.id} has {c.n} draws, under half the median chain's: left out of the "
+                         f"diagnostics and the InferenceData (its draws are in MCMCResult.chains)")
+    per_draw = {c.id: c.seconds / c.n for c in pool if c.n}
+    for cid, t in per_draw.items():
+        others = [u for k, u in per_draw.items() if k != cid]
+        if others and t > slow_factor * float(np.median(others)):
+            notes.append(f"chain {cid} took {t * 1e3:.3g} ms per draw, {t / float(np.median(others)):.1f}x the "
+                         f"other chains' median (stuck, badly adapted, or on a slow worker)")
+    return notes
 
 
 def _stop_rule(draws: int, target_ess: float | None, max_rhat: float, budget: int):

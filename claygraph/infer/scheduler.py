@@ -58,17 +58,21 @@ def run_chains_local(session, pool, settings, segment, stop, slow, hook):
             hook(c.id, c.n)
 
 
-def run_chains_parallel(session, pool, settings, segment, stop, slow, hook):
-    """Chain-parallel over Ray workers, without barriers: a worker that finishes a segment gets the
-    next job at once (warm-up of a chain not yet started, else the next segment of the chain with
-    the fewest draws that no one is running). Returns (busy seconds per worker, why it stopped)."""
+def run_chains_parallel(session, pool, settings, segment, stop, slow, hook, shards: int = 1):
+    """Chains over Ray workers without barriers: groups of `shards` workers (a chains x shards
+    mesh; 1: each worker alone, with the whole data) each run one chain at a time, and a group that
+    finishes a segment gets the next job at once (warm-up of a chain not yet started, else the next
+    segment of the chain with the fewest draws that no one is running). Returns (busy seconds per
+    group, why it stopped)."""
     rt = session.runtime
     graph = session.plan.graph
-    busy = {w: 0.0 for w in range(rt.workers)}
+    groups = [tuple(range(g * shards, (g + 1) * shards)) for g in range(rt.workers // shards)]
+    busy = {g: 0.0 for g in range(len(groups))}
     restarts = 0
     while True:
         try:
-            return _schedule(rt, session, graph, pool, settings, segment, stop, slow, busy, hook)
+            units = _units(rt, session, groups)
+            return _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook)
         except WorkerError as e:
             if restarts >= MAX_RESTARTS:
                 raise
@@ -79,39 +83,68 @@ def run_chains_parallel(session, pool, settings, segment, stop, slow, hook):
             rt.restart()
 
 
-def _schedule(rt, session, graph, pool, settings, segment, stop, slow, busy, hook):
-    key = rt.load_local(session.model, session.data, session.plan.graph.meta.jacobian)
-    running: dict = {}  # ref -> (worker, chain, started)
-    idle = list(range(rt.workers))
+def _units(rt, session, groups: list[tuple[int, ...]]) -> list[tuple[int | tuple[int, ...], str]]:
+    """(where, program key) per group: one-device programs over the whole data on every worker, or
+    one split program per group of workers (planned for that many devices)."""
+    if len(groups[0]) == 1:
+        key = rt.load_local(session.model, session.data, session.plan.graph.meta.jacobian)
+        return [(g[0], key) for g in groups]
+    plan = group_plan(session, len(groups[0]))
+    return [(g, rt.compile(plan, session.data, ranks=g).key) for g in groups]
 
-    def job_for(worker: int):
+
+def group_plan(session, shards: int):
+    """The plan of one chain's group of `shards` devices, for the session's model and cluster."""
+    from claygraph.partition.plan import partition
+
+    return partition(session.plan.graph, session.data, cluster=sub_cluster(session.plan.cluster, shards),
+                     split=getattr(session, "split", None))
+
+
+def sub_cluster(cluster, devices: int):
+    """The part of `cluster` that a group of `devices` devices spans (packed into nodes)."""
+    from dataclasses import replace
+
+    per = min(devices, cluster.devices_per_node)
+    return replace(cluster, devices_per_node=per, nodes=-(-devices // per))
+
+
+def _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook):
+    running: dict = {}  # first ref -> (unit, chain, started, every ref of the unit)
+    idle = list(range(len(units)))
+
+    def job_for(unit: int):
         free = [c for c in pool if c.worker is None]
         if not free:
             return None
+        where, key = units[unit]
         c = next((c for c in free if c.state is None), None) or min(free, key=lambda c: c.n)
-        c.worker = worker
+        c.worker = unit
         k = _next_key(c)
         if c.state is None:
-            ref = rt.submit(worker, key, warmup_chain, k, initial_position(graph, k), settings)
+            refs = rt.submit(where, key, warmup_chain, k, initial_position(graph, k), settings)
         else:
-            ref = rt.submit(worker, key, sample_segment, k, c.state, c.params, segment, settings,
-                            slow.get(worker, 0.0))
-        running[ref] = (worker, c, time.perf_counter())
-        return ref
+            refs = rt.submit(where, key, sample_segment, k, c.state, c.params, segment, settings,
+                             slow.get(unit, 0.0))
+        refs = refs if isinstance(refs, list) else [refs]
+        running[refs[0]] = (unit, c, time.perf_counter(), refs)
+        return refs[0]
 
     why = None
     while True:
         why = why or stop(pool)
         while idle and not why:
-            w = idle.pop(0)
-            if job_for(w) is None:
-                idle.insert(0, w)
+            u = idle.pop(0)
+            if job_for(u) is None:
+                idle.insert(0, u)
                 break
         if not running:
             return busy, why or "no chain left to run"
         ref, result = rt.wait_one(list(running), "sampling a chain segment")
-        w, c, t0 = running.pop(ref)
-        busy[w] += time.perf_counter() - t0
+        u, c, t0, refs = running.pop(ref)
+        if len(refs) > 1:  # the group's other workers ran the same SPMD step: wait for them too
+            rt._get(refs, "sampling a chain segment")
+        busy[u] += time.perf_counter() - t0
         c.seconds += time.perf_counter() - t0
         c.worker = None
         if c.state is None:
@@ -121,4 +154,4 @@ def _schedule(rt, session, graph, pool, settings, segment, stop, slow, busy, hoo
             c.draws.append(d)
             c.stats.append(st)
             hook(c.id, c.n)
-        idle.append(w)
+        idle.append(u)

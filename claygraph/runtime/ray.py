@@ -166,17 +166,24 @@ class Ray:
                 raise WorkerError(f"worker {i} failed while {what}: {e.cause!r}") from e
         return [values[i] for i in range(len(refs))]
 
-    def run(self, fn, *args, timeout: float | None = None, what: str = "running a step") -> list:
-        """Run `fn(worker, *args)` on every worker (SPMD); returns each worker's result."""
+    def run(self, fn, *args, timeout: float | None = None, what: str = "running a step",
+            ranks: tuple[int, ...] | None = None) -> list:
+        """Run `fn(worker, *args)` on every worker, or on workers `ranks` (SPMD); returns each one's result."""
         self._check_open()
         refs = [ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 1 << 20 else a for a in args]
-        return self._get([a.run.remote(fn, *refs) for a in self._actors], what, timeout)
+        return self._get([a.run.remote(fn, *refs) for a in self._group(ranks)], what, timeout)
 
-    def submit(self, worker: int, key: str, fn, *args):
-        """Start fn(context, *args) on one worker's program `key`; returns a ref (no barrier)."""
+    def _group(self, ranks: tuple[int, ...] | None) -> list:
+        return list(self._actors) if ranks is None else [self._actors[r] for r in ranks]
+
+    def submit(self, worker: int | tuple[int, ...], key: str, fn, *args):
+        """Start fn(context, *args) on program `key` of one worker, or of every worker of a group (SPMD);
+        returns a ref, or the group's refs (no barrier)."""
         from claygraph.runtime.spmd import _on_worker
 
         self._check_open()
+        if isinstance(worker, tuple):
+            return [self._actors[r].run.remote(_on_worker, key, fn, *args) for r in worker]
         return self._actors[worker].run.remote(_on_worker, key, fn, *args)
 
     def wait_one(self, refs: list, what: str):
@@ -211,7 +218,9 @@ class Ray:
         return list(self._actors)
 
     # -- programs --------------------------------------------------------------------------
-    def compile(self, plan, data=None) -> RayProgram:
+    def compile(self, plan, data=None, ranks: tuple[int, ...] | None = None) -> RayProgram:
+        """The split program on every worker, or on the workers `ranks` (a group of a chains x shards
+        mesh: the plan is for len(ranks) devices, and only those workers get shards)."""
         from claygraph.partition.plan import candidate_with_layout, layout_for
         from claygraph.partition.program import data_specs, internal_data, shard_blocks
 
@@ -219,9 +228,12 @@ class Ray:
         data = data if data is not None else plan.data
         if data is None or not data.has_values:
             raise PartitionError("compiling on Ray needs the real data: cg.compile(plan, data=..., runtime=rt)")
-        if plan.devices != self.workers:
-            raise PartitionError(f"the plan is for {plan.devices} devices but the runtime has {self.workers} "
-                                 f"workers; plan with cluster=ClusterSpec.local(devices={self.workers})")
+        ranks = tuple(range(self.workers)) if ranks is None else tuple(int(r) for r in ranks)
+        if sorted(set(ranks)) != sorted(ranks) or not all(0 <= r < self.workers for r in ranks):
+            raise PartitionError(f"ranks {ranks} must be distinct workers of 0..{self.workers - 1}")
+        if plan.devices != len(ranks):
+            raise PartitionError(f"the plan is for {plan.devices} devices but the program spans {len(ranks)} "
+                                 f"workers; plan with cluster=ClusterSpec.local(devices={len(ranks)})")
         model = plan.graph.meta.model
         _ship_model_by_value(model)
         layout = layout_for(plan.chosen.split, plan.graph, data, plan.devices)
@@ -233,15 +245,15 @@ class Ray:
         shapes.update({k: _internal_shape(plan.graph, k, cand.layout) for k in files})
         key = uuid.uuid4().hex[:12]
         # each worker gets its own block of the in-memory arrays, and reads its rows of the files itself
-        refs = [ray.put({**shard_blocks(specs, internal, self.workers, i), **files}) for i in range(self.workers)]
+        refs = [ray.put({**shard_blocks(specs, internal, len(ranks), i), **files}) for i in range(len(ranks))]
         del internal
         t0 = time.perf_counter()
         loads = self._get([a.load.remote(key, model, data.abstract(), plan.chosen.split, dict(layout), plan.cluster,
-                                         plan.devices, refs[i], shapes, plan.graph.meta.jacobian)
-                           for i, a in enumerate(self._actors)],
+                                         plan.devices, refs[i], shapes, plan.graph.meta.jacobian, ranks)
+                           for i, a in enumerate(self._group(ranks))],
                           "loading its shard and building the program")
         self.times.shards_s.append(time.perf_counter() - t0)
-        prog = RayProgram(self, key, plan, cand)
+        prog = RayProgram(self, key, plan, cand, ranks)
         t1 = time.perf_counter()
         prog.potential_and_grad(_zeros(plan.graph))  # first compile, measured
         self.times.compile_s.append(time.perf_counter() - t1)
@@ -264,8 +276,9 @@ def _zeros(graph) -> dict[str, np.ndarray]:
 class RayProgram:
     """A Program whose shards live on Ray workers; same `potential`/`potential_and_grad` as Program."""
 
-    def __init__(self, runtime: Ray, key: str, plan, candidate):
+    def __init__(self, runtime: Ray, key: str, plan, candidate, ranks: tuple[int, ...] | None = None):
         self.runtime, self.key, self.plan, self.candidate = runtime, key, plan, candidate
+        self.ranks = tuple(range(runtime.workers)) if ranks is None else tuple(ranks)
         self.graph = plan.graph
         self.layout = candidate.layout
         self.load_s: list[float] = []
@@ -281,16 +294,17 @@ class RayProgram:
 
     def potential(self, params: Mapping[str, Any]):
         p = ray.put(self._params(params))
-        return self.runtime._get([a.potential.remote(self.key, p) for a in self.runtime.actors],
+        return self.runtime._get([a.potential.remote(self.key, p) for a in self.runtime._group(self.ranks)],
                                  "evaluating the potential")[0]
 
     def potential_and_grad(self, params: Mapping[str, Any]):
         p = ray.put(self._params(params))
-        return self.runtime._get([a.potential_and_grad.remote(self.key, p) for a in self.runtime.actors],
+        return self.runtime._get([a.potential_and_grad.remote(self.key, p)
+                                  for a in self.runtime._group(self.ranks)],
                                  "evaluating the potential and its gradient")[0]
 
     def __repr__(self) -> str:
-        return f"<RayProgram split={self.split or '()'} workers={self.runtime.workers}>"
+        return f"<RayProgram split={self.split or '()'} workers={list(self.ranks)}>"
 
 
 __all__ = ["Ray", "RayProgram", "SetupTimes"]

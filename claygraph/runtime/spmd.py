@@ -55,4 +55,5 @@ def run_spmd(program, fn: Callable, *args) -> Any:
     runtime = getattr(program, "runtime", None)
     if runtime is None:
         return fn(program.context(), *args)
-    return runtime.run(_on_worker, program.key, fn, *args, what=f"running {getattr(fn, '__name__', 'a step')}")[0]
+    return runtime.run(_on_worker, program.key, fn, *args, what=f"running {getattr(fn, '__name__', 'a step')}",
+                       ranks=getattr(program, "ranks", None))[0]

@@ -50,9 +50,21 @@ class Worker:
         self.mesh = Mesh(np.array(devices), ("shards",))
         return {"devices": len(devices), "process": jax.process_index(), "init_s": time.perf_counter() - t0}
 
+    def submesh(self, ranks: tuple[int, ...] | None):
+        """The mesh over the devices of workers `ranks` (a chain's group), or over every worker."""
+        if ranks is None or tuple(ranks) == tuple(range(self.world)):
+            return self.mesh
+        import numpy as np
+        from jax.sharding import Mesh
+
+        devices = {d.process_index: d for d in self.mesh.devices.flat}
+        return Mesh(np.array([devices[r] for r in ranks]), ("shards",))
+
     def load(self, key: str, model, abstract_data, split, layout, cluster, devices: int,
-             blocks: Mapping[str, Any], global_shapes: Mapping[str, tuple], jacobian: bool = True) -> float:
-        """Build the split function from the same plan inputs as the driver, and place this shard's data."""
+             blocks: Mapping[str, Any], global_shapes: Mapping[str, tuple], jacobian: bool = True,
+             ranks: tuple[int, ...] | None = None) -> float:
+        """Build the split function from the same plan inputs as the driver, and place this shard's
+        data; `ranks`: the workers whose devices the program spans, in shard order (default all)."""
         t0 = time.perf_counter()
         import jax
         from jax.sharding import NamedSharding
@@ -63,15 +75,18 @@ class Worker:
 
         graph = lower(model, abstract_data, jacobian)
         cand = candidate_with_layout(graph, split, layout, cluster, devices)
-        fn = SplitFunction(graph, cand, self.mesh)
-        blocks = {k: self._read(graph, cand, fn.data_specs[k], k, b) for k, b in blocks.items()}
-        data = {k: jax.make_array_from_process_local_data(NamedSharding(self.mesh, fn.data_specs[k]), blocks[k],
+        mesh = self.submesh(ranks)
+        ranks = tuple(ranks) if ranks is not None else tuple(range(self.world))
+        fn = SplitFunction(graph, cand, mesh)
+        blocks = {k: self._read(graph, cand, fn.data_specs[k], k, b, ranks.index(self.rank), len(ranks))
+                  for k, b in blocks.items()}
+        data = {k: jax.make_array_from_process_local_data(NamedSharding(mesh, fn.data_specs[k]), blocks[k],
                                                           tuple(global_shapes[k]))
                 for k in blocks}
         self.programs[key] = (fn, data, jax.jit(fn.fn), jax.jit(jax.value_and_grad(fn.fn)))
         return time.perf_counter() - t0
 
-    def _read(self, graph, cand, spec, name: str, block):
+    def _read(self, graph, cand, spec, name: str, block, shard: int, shards: int):
         """A block as sent, or this worker's rows of a file-backed array, read here."""
         from claygraph.frontend.parquet import ParquetSource, read_block
 
@@ -81,14 +96,14 @@ class Worker:
         axis = next((i for i, a in enumerate(spec) if a is not None), None)
         remapped = cand.propagation.remapped.get(vid)
         remap = cand.layout[remapped].inverse() if remapped is not None else None
-        return read_block(block, graph.value(vid).dims, cand.layout, axis, self.rank, self.world, remap)
+        return read_block(block, graph.value(vid).dims, cand.layout, axis, shard, shards, remap)
 
-    def _params(self, params: Mapping[str, Any]):
+    def _params(self, params: Mapping[str, Any], mesh):
         import jax
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
 
-        rep = NamedSharding(self.mesh, P())
+        rep = NamedSharding(mesh, P())
         return {k: jax.make_array_from_process_local_data(rep, v) for k, v in params.items()}
 
     def potential(self, key: str, params: Mapping[str, Any]):
@@ -96,14 +111,14 @@ class Worker:
 
         fn, data, pot, _ = self.programs[key]
         time.sleep(self.delay)
-        return np.asarray(pot(self._params(params), data).addressable_data(0))
+        return np.asarray(pot(self._params(params, fn.mesh), data).addressable_data(0))
 
     def potential_and_grad(self, key: str, params: Mapping[str, Any]):
         import numpy as np
 
         fn, data, _, vg = self.programs[key]
         time.sleep(self.delay)
-        v, g = vg(self._params(params), data)
+        v, g = vg(self._params(params, fn.mesh), data)
         return np.asarray(v.addressable_data(0)), {k: np.asarray(x.addressable_data(0)) for k, x in g.items()}
 
     def load_local(self, key: str, model, data, jacobian: bool = True) -> float:
@@ -129,7 +144,7 @@ class Worker:
         fn, data, _, _ = self.programs[key]
         ctx = self.contexts.get(key)
         if ctx is None:
-            ctx = self.contexts[key] = Context(fn.fn, data, self.mesh, multiprocess=True)
+            ctx = self.contexts[key] = Context(fn.fn, data, fn.mesh, multiprocess=True)
         return ctx
 
     def run(self, fn, *args, **kwargs):

@@ -124,7 +124,8 @@ def test_piece_length_leaves_out_a_chain_far_behind():
         out = []
         for i, n in enumerate(ns):
             c = Chain(i, np.zeros(2, np.uint32))
-            c.draws.append({"x": np.zeros(n)})
+            if n:
+                c.draws.append({"x": np.zeros(n)})
             out.append(c)
         return out
 
@@ -132,3 +133,4 @@ def test_piece_length_leaves_out_a_chain_far_behind():
     assert piece_length(chains(100, 90, 80)) == 80  # all within half the median: the shortest decides
     assert piece_length(chains(1000, 25)) == 500  # the chain on a slow worker is left out of the pieces
     assert piece_length(chains(300, 300, 300, 10)) == 150
+    assert piece_length(chains(0, 1000)) == 500  # a chain still warming up on a slow worker

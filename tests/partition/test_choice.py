@@ -239,3 +239,31 @@ def test_planning_a_thousand_node_graph_takes_well_under_a_second():
         seconds.append(time.perf_counter() - t)
     assert len(plan.candidates) == 4
     assert min(seconds) < 1.0, seconds
+
+
+# -- chains x shards: workers per chain ---------------------------------------------------------------
+
+def _session(model, data, workers: int, cluster):
+    from types import SimpleNamespace
+
+    plan = cg.partition(model, data, cluster=cluster)
+    return SimpleNamespace(runtime=SimpleNamespace(workers=workers, submit=None), plan=plan, data=data)
+
+
+def test_mesh_shape_follows_data_size_and_chains():
+    from claygraph.examples import logistic_model
+    from claygraph.infer.nuts import choose_shards
+
+    g5 = cg.ClusterSpec.preset("g5", nodes=8)
+    small = _session(logistic_model, logistic_data(10_000, 10), 8, g5)
+    s, options = choose_shards(small, chains=8)
+    assert s == 1 and [o["shards"] for o in options] == [1, 2, 4, 8]  # 8 chains at once, no communication
+    # 4 x 10^8 rows x 10 features (16 GB of X and more for the rest) do not fit one 24 GB A10G
+    # with the gradient's working set: one chain needs a group of several devices
+    big = _session(logistic_model, logistic_data(400_000_000, 10), 8, g5)
+    s, options = choose_shards(big, chains=8)
+    fits = {o["shards"]: o["feasible"] for o in options}
+    assert not fits[1] and s > 1 and fits[s]
+    # every option is costed the same way: waves of chains times the predicted gradient time
+    for o in options:
+        assert o["waves"] == -(-8 // o["groups"]) and o["score_s"] == pytest.approx(o["waves"] * o["gradient_s"])

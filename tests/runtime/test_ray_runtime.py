@@ -135,6 +135,7 @@ def test_scheduler_keeps_a_fast_worker_busy_beside_a_slow_one(rt, problem):
     assert "min ESS" in res.stopped_because, res.stopped_because
     n = sorted(c.n for c in res.chains)
     assert n[1] > n[0], "the chain on the fast worker should have drawn more"
+    assert any("ms per draw" in note for note in res.notes), res.notes  # the slow chain is reported
     for w, busy in res.worker_busy_s.items():
         assert busy > 0.6 * res.wall_s * 0.5, (w, busy, res.wall_s)  # busy most of the sampling phase
 
