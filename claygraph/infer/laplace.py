@@ -58,7 +58,7 @@ def _diag(ctx, z: dict, settings):
     return ctx.to_host(ctx.cached(("hessian_diag", exact, probes, seed), build)(ctx.to_global(z), ctx.data))
 
 
-def hessian(program, z: dict) -> np.ndarray:
+def hessian_matrix(program, z: dict) -> np.ndarray:
     """The dense Hessian of the potential at `z` over the flattened parameters, on the split program."""
     return np.asarray(run_spmd(program, _hessian, z), dtype=np.float64)
 
@@ -72,29 +72,52 @@ def hessian_diag(program, z: dict, exact: bool = True, probes: int = 32, seed: i
 @dataclass(frozen=True)
 class LaplaceResult:
     mean: dict  # unconstrained MAP
-    cov: np.ndarray  # over the flattened unconstrained parameters (site order: sorted names)
+    cov: np.ndarray | None  # dense: over the flattened unconstrained parameters (sorted site order)
     inference_data: Any
     map: MAPResult
+    sd: dict | None = None  # marginal sd per site, unconstrained
+    block: Any = None  # the BlockHessian, for hessian="block"
 
     @property
     def posterior(self):
         return self.inference_data.posterior
 
     def __repr__(self) -> str:
-        return f"LaplaceResult({self.cov.shape[0]} parameters, MAP objective {self.map.objective:.6g})"
+        n = sum(int(np.size(v)) for v in self.mean.values())
+        kind = "dense" if self.block is None else f"block over {self.block.dim!r} ({self.block.groups} groups)"
+        return f"LaplaceResult({n} parameters, {kind} Hessian, MAP objective {self.map.objective:.6g})"
 
 
 def laplace(model: Callable, data, runtime=None, cluster=None, split=None, draws: int = 1000, seed: int = 0,
-            map_result: MAPResult | None = None, **map_kwargs) -> LaplaceResult:
-    """Gaussian N(z_map, H^-1) in the unconstrained space; draws constrained, as ArviZ InferenceData."""
+            map_result: MAPResult | None = None, hessian: str = "auto", **map_kwargs) -> LaplaceResult:
+    """Gaussian N(z_map, H^-1) in the unconstrained space; draws constrained, as ArviZ InferenceData.
+
+    hessian: "dense" (the full matrix, up to MAX_DENSE parameters), "block" (per-group blocks, the
+    globals and their cross terms: linear in the groups, see claygraph.infer.laplace_block), or
+    "auto": block when some dim carries per-group sites and the model has over 2,000 parameters.
+    """
+    from claygraph.infer import laplace_block
+
+    if hessian not in ("auto", "dense", "block"):
+        raise ValueError(f"hessian must be 'auto', 'dense' or 'block', not {hessian!r}")
     s = setup(model, data, runtime, cluster, split)
     m = map_result or map_(model, data, session=s, **map_kwargs)
     z = {k: np.asarray(v) for k, v in m.unconstrained.items()}
     flat, unravel = ravel_pytree(z)
+    dim = laplace_block.group_dim(s.plan.graph)
+    if hessian == "block" and dim is None:
+        raise ModelError("hessian='block' needs sites with a per-group leading dim (a plate over a dim of the "
+                         "data); this model has none")
+    if hessian == "block" or (hessian == "auto" and dim is not None and flat.size > 2000):
+        bh = laplace_block.block_hessian(s.program, s.plan.graph, z, dim, seed)
+        x, sd = laplace_block.sample(bh, z, draws, seed)
+        batch = {k: v.astype(np.float32) for k, v in x.items()}
+        post = {k: v[None] for k, v in constrain_draws(model, data, batch).items()}
+        return LaplaceResult(z, None, to_inference_data(s.plan.graph, post), m, sd, bh)
     if flat.size > MAX_DENSE:
         raise ModelError(f"the model has {flat.size} parameters; a dense Laplace Hessian beyond {MAX_DENSE} is not "
-                         f"supported yet")
-    H = hessian(s.program, z)
+                         f"supported" + (f"; hessian='block' works over {dim!r}" if dim else ""))
+    H = hessian_matrix(s.program, z)
     H = 0.5 * (H + H.T)
     try:
         L = np.linalg.cholesky(H)
@@ -108,4 +131,5 @@ def laplace(model: Callable, data, runtime=None, cluster=None, split=None, draws
     batch = jax.vmap(unravel)(x.astype(np.float32))
     constrained = constrain_draws(model, data, batch)
     post = {k: v[None] for k, v in constrained.items()}
-    return LaplaceResult(z, cov, to_inference_data(s.plan.graph, post), m)
+    sd = {k: np.asarray(v) for k, v in unravel(np.sqrt(np.diag(cov)).astype(np.float32)).items()}
+    return LaplaceResult(z, cov, to_inference_data(s.plan.graph, post), m, sd)

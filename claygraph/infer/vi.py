@@ -28,7 +28,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from claygraph.infer.common import constrain_draws, run_resumable, setup, to_inference_data, zeros_like_params
-from claygraph.infer.laplace import hessian, hessian_diag
+from claygraph.infer.laplace import hessian_diag, hessian_matrix
 from claygraph.infer.map import map as map_
 from claygraph.runtime.spmd import run_spmd
 
@@ -154,7 +154,7 @@ def _start(init: str, guide: str, model, data, s, template: dict, seed: int):
     z = {k: np.asarray(v) for k, v in m.unconstrained.items()}
     center = np.asarray(ravel_pytree(z)[0], np.float32)
     if guide == "fullrank":  # the guide is dense anyway: whiten with the full Laplace factor
-        H = np.asarray(hessian(s.program, z), np.float64)
+        H = np.asarray(hessian_matrix(s.program, z), np.float64)
         try:
             L = np.linalg.cholesky(0.5 * (H + H.T))
             return center, np.linalg.solve(L.T, np.eye(flat.size)).astype(np.float32), m  # P P^T = H^-1

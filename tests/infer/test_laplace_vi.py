@@ -10,6 +10,7 @@ within 0.1 reference sd and sds within 10%, except for the residual scale's know
 bias (see its test); full-rank VI means within 0.1 reference sd and sds within 20%; mean-field
 VI means within 0.1 reference sd and sds never above 110% of the reference.
 """
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -179,3 +180,73 @@ def test_vi_against_references(name):
         assert r.z < 0.1 and abs(r.sd_ratio - 1) < 0.2, table
     for r in mean_field:
         assert r.z < 0.1 and r.sd_ratio < 1.1, table
+
+
+# -- block-structured Hessian (many per-group parameters) -------------------------------------------
+
+def hier_two_per_group(groups=30, n=1500, seed=5):
+    """Per-group intercept and slope, shared weights and hyperparameters: blocks of 2 per group."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, groups, n)
+    X, price = rng.normal(size=(n, 2)).astype(np.float32), rng.normal(size=n).astype(np.float32)
+    a, b = rng.normal(0.3, 0.5, groups), rng.normal(-1.0, 0.4, groups)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(a[g] + b[g] * price + X @ np.array([0.4, -0.2]))))).astype(np.float32)
+    data = cg.Data(X=cg.array(X, "row", "feature"), price=cg.array(price, "row"), y=cg.array(y, "row"),
+                   g=cg.index(g.astype(np.int32), "row", into="group", size=groups))
+
+    def model(data):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("group", data.size("group")):
+            a = numpyro.sample("a", dist.Normal(mu, 0.5))
+            b = numpyro.sample("b", dist.Normal(-1.0, 0.5))
+        with numpyro.plate("row", data.size("row")):
+            numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + b[data.g] * data.price + data.X @ w), obs=data.y)
+
+    return model, data
+
+
+def test_block_laplace_equals_dense():
+    model, data = hier_two_per_group()
+    dense = cg.infer.laplace(model, data, hessian="dense", draws=20_000, seed=1)
+    block = cg.infer.laplace(model, data, hessian="block", draws=20_000, seed=1, map_result=dense.map)
+    assert block.cov is None and block.block.groups == 30 and block.block.blocks.shape == (30, 2, 2)
+    assert block.block.dim == "group" and block.block.global_sites == ("mu", "w")
+    assert "block over 'group' (30 groups)" in repr(block)
+    for k in dense.sd:  # the marginal sds from the blocks and the Schur complement equal the dense inverse's
+        np.testing.assert_allclose(block.sd[k], dense.sd[k], rtol=2e-3, err_msg=k)
+    for k in ("a", "mu", "w"):  # the draws: means and sds within Monte Carlo error of the dense ones
+        d, b = dense.posterior[k].values[0], block.posterior[k].values[0]
+        se = d.std(0) / np.sqrt(20_000)
+        assert np.all(np.abs(b.mean(0) - d.mean(0)) < 5 * np.sqrt(2) * se), k
+        np.testing.assert_allclose(b.std(0), d.std(0), rtol=0.04, err_msg=k)
+    # the correlation between a global and a group's parameter survives the block sampling
+    a0, mu = block.posterior["a"].values[0][:, 0], block.posterior["mu"].values[0]
+    a0d, mud = dense.posterior["a"].values[0][:, 0], dense.posterior["mu"].values[0]
+    assert abs(np.corrcoef(a0, mu)[0, 1] - np.corrcoef(a0d, mud)[0, 1]) < 0.05
+
+
+def test_block_laplace_on_a_group_split():
+    model, data = hier_two_per_group()
+    one = cg.infer.laplace(model, data, hessian="block", draws=10)
+    two = cg.infer.laplace(model, data, hessian="block", draws=10, runtime=cg.runtime.Local(devices=2),
+                           split=("group",))
+    assert two.map.plan.split == ("group",)
+    np.testing.assert_allclose(two.block.blocks, one.block.blocks, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(two.block.cross, one.block.cross, rtol=1e-3, atol=1e-3)
+
+
+def test_block_laplace_refuses_groups_that_interact():
+    data = cg.Data(y=cg.array(np.linspace(-1, 1, 12).astype(np.float32), "group"))
+
+    def random_walk(data):  # each group's effect is tied to its neighbour's: not block-diagonal
+        with numpyro.plate("group", data.size("group")):
+            a = numpyro.sample("a", dist.Normal(0.0, 3.0))
+            numpyro.sample("y", dist.Normal(a, 1.0), obs=data.y)
+        numpyro.factor("walk", -0.5 * jnp.sum((a[1:] - a[:-1]) ** 2) / 0.1)
+
+    with pytest.raises(cg.errors.ModelError, match="not block-diagonal over 'group'"):
+        cg.infer.laplace(random_walk, data, hessian="block")
+    assert cg.infer.laplace(random_walk, data, hessian="dense").cov.shape == (12, 12)
+    with pytest.raises(ValueError, match="hessian must be"):
+        cg.infer.laplace(random_walk, data, hessian="banded")
