@@ -502,6 +502,10 @@ def headline(doc: dict) -> list[str]:
             peers = ", ".join(f"{r['method']} {r['ess_per_s']:.3g} ESS/s" for r in w2["methods"]
                               if r.get("status") == "ok")
             out.append(f"- **W2**: claygraph NUTS not available yet; {peers}.")
+    pdb = _suite(doc, "posteriordb")
+    if pdb and pdb.get("status") == "ok":
+        out.append(f"- **Reference posteriors**: claygraph NUTS within tolerance of Stan on {pdb['nuts_passed']} of "
+                   f"{pdb['total']} posteriordb posteriors (means within 0.1 sd + 4 MCSE, sds within 10%).")
     part = _suite(doc, "partition")
     if part and part.get("status") == "ok":
         for name, w in part["workloads"].items():

@@ -260,6 +260,7 @@ def test_report_from_fake_results(tmp_path):
     assert "**The suite failed**" in md and "RuntimeError: boom" in md
     assert "1e+08 rows" in md
     assert "## Reference posteriors (posteriordb)" in md and "**NUTS passed 1 of 2.**" in md
+    assert "Stan on 1 of 2 posteriordb posteriors" in md
     assert "**no**: b[3]: mean 1 vs 2" in md and "error: ModelError: x" in md and "0.05 sd; 0.95–1.02" in md
     for name in ("time_vs_devices.png", "predicted_vs_measured.png", "setup_phases.png", "ess_per_s.png",
                  "w1_solvers.png"):
