@@ -122,6 +122,7 @@ class Chain:
     stats: list = field(default_factory=list)
     seconds: float = 0.0
     worker: int | None = None
+    segment_s: list = field(default_factory=list)  # wall seconds of each sampling segment
 
     @property
     def n(self) -> int:
@@ -300,6 +301,16 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     return res
 
 
+def _seconds_per_draw(c: Chain) -> float:
+    """Sampling time per draw, leaving out the first segment (it may include compiling) when there
+    are others."""
+    sizes = [len(jax.tree.leaves(d)[0]) for d in c.draws]
+    times = list(c.segment_s) or [c.seconds]
+    if len(times) == len(sizes) and len(times) > 1:
+        times, sizes = times[1:], sizes[1:]
+    return sum(times) / max(sum(sizes), 1)
+
+
 def chain_notes(pool: list[Chain], slow_factor: float = 3.0) -> list[str]:
     """Chains left out of the diagnostics (far behind the others), and chains far slower per draw
     than the others' median (a stuck or badly adapted chain, or a slow worker)."""
@@ -309,7 +320,7 @@ def chain_notes(pool: list[Chain], slow_factor: float = 3.0) -> list[str]:
         if c.n < length:
             notes.append(f"chain {c.id} has {c.n} draws, under half the median chain's: left out of the "
                          f"diagnostics and the InferenceData (its draws are in MCMCResult.chains)")
-    per_draw = {c.id: c.seconds / c.n for c in pool if c.n}
+    per_draw = {c.id: _seconds_per_draw(c) for c in pool if c.n}
     for cid, t in per_draw.items():
         others = [u for k, u in per_draw.items() if k != cid]
         if others and t > slow_factor * float(np.median(others)):

@@ -55,6 +55,7 @@ def run_chains_local(session, pool, settings, segment, stop, slow, hook):
             c.draws.append(d)
             c.stats.append(st)
             c.seconds += time.perf_counter() - t0
+            c.segment_s.append(time.perf_counter() - t0)
             hook(c.id, c.n)
 
 
@@ -153,5 +154,6 @@ def _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook)
             c.state, d, st = result
             c.draws.append(d)
             c.stats.append(st)
+            c.segment_s.append(time.perf_counter() - t0)
             hook(c.id, c.n)
         idle.append(u)

@@ -134,3 +134,21 @@ def test_piece_length_leaves_out_a_chain_far_behind():
     assert piece_length(chains(1000, 25)) == 500  # the chain on a slow worker is left out of the pieces
     assert piece_length(chains(300, 300, 300, 10)) == 150
     assert piece_length(chains(0, 1000)) == 500  # a chain still warming up on a slow worker
+
+
+def test_chain_notes_report_a_slow_chain_but_not_a_first_compile():
+    from claygraph.infer.nuts import Chain, chain_notes
+
+    def chain(i, times, n=25):
+        c = Chain(i, np.zeros(2, np.uint32))
+        for t in times:
+            c.draws.append({"x": np.zeros(n)})
+            c.segment_s.append(t)
+            c.seconds += t
+        return c
+
+    first_compiles = [chain(0, [5.0, 0.1, 0.1]), chain(1, [0.1, 0.1, 0.1]), chain(2, [0.1, 0.1, 0.1])]
+    assert chain_notes(first_compiles) == []  # the first segment (compiling) does not count
+    slow = [chain(0, [0.1, 0.1, 0.1]), chain(1, [0.1, 0.1, 0.1]), chain(2, [0.1, 0.5, 0.5])]
+    notes = chain_notes(slow)
+    assert len(notes) == 1 and notes[0].startswith("chain 2 took 20 ms per draw, 5.0x")
