@@ -269,11 +269,14 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
          split=None, seed: int = 0, target_ess: float | None = None, max_rhat: float = 1.01, segment: int = 100,
          max_draws: int | None = None, parallel: str = "auto", settings: Settings | None = None,
          slow: dict | None = None, on_segment: Callable | None = None,
-         shards_per_chain: int | None = None) -> MCMCResult:
+         shards_per_chain: int | None = None, grow: bool | None = None) -> MCMCResult:
     """Run `chains` chains; see the module docstring for the modes and the stop rule.
 
     shards_per_chain: workers that compute one chain's gradient together (a chains x shards mesh);
     by default the cost model chooses (`choose_shards`).
+    grow: in chain-parallel runs, start extra workers where the cluster gains room while sampling
+    (nodes an autoscaler adds) and give them chains; default: when the runtime connected to an
+    existing cluster (`Ray(address=...)`).
     slow: {worker or group: seconds} adds a delay to every segment there (a test hook).
     on_segment(chain_id, draws_of_that_chain) is called after every segment (progress, test hooks).
     """
@@ -291,7 +294,9 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     if mode == "data":
         busy, why = run_chains_local(session, pool, settings, segment, stop, slow or {}, hook)
     else:
-        busy, why = run_chains_parallel(session, pool, settings, segment, stop, slow or {}, hook, shards)
+        if grow is None:
+            grow = getattr(session.runtime, "address", None) is not None
+        busy, why = run_chains_parallel(session, pool, settings, segment, stop, slow or {}, hook, shards, grow)
     wall = time.perf_counter() - t0
     res = _result(model, data, session, pool, wall, mode, why, busy, target_ess is None)
     res.shards_per_chain, res.mesh_choice = shards, options

@@ -59,7 +59,10 @@ def run_chains_local(session, pool, settings, segment, stop, slow, hook):
             hook(c.id, c.n)
 
 
-def run_chains_parallel(session, pool, settings, segment, stop, slow, hook, shards: int = 1):
+GROW_EVERY_S = 2.0  # how often a chain-parallel run looks for room for another worker
+
+
+def run_chains_parallel(session, pool, settings, segment, stop, slow, hook, shards: int = 1, grow: bool = False):
     """Chains over Ray workers without barriers: groups of `shards` workers (a chains x shards
     mesh; 1: each worker alone, with the whole data) each run one chain at a time, and a group that
     finishes a segment gets the next job at once (warm-up of a chain not yet started, else the next
@@ -73,7 +76,8 @@ def run_chains_parallel(session, pool, settings, segment, stop, slow, hook, shar
     while True:
         try:
             units = _units(rt, session, groups)
-            return _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook)
+            grower = _grower(rt, session, units[0][1]) if grow and shards == 1 else None
+            return _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook, grower)
         except WorkerError as e:
             if restarts >= MAX_RESTARTS:
                 raise
@@ -94,6 +98,24 @@ def _units(rt, session, groups: list[tuple[int, ...]]) -> list[tuple[int | tuple
     return [(g, rt.compile(plan, session.data, ranks=g).key) for g in groups]
 
 
+def _grower(rt, session, key: str):
+    """A function that, at most every GROW_EVERY_S, starts a worker where the cluster has room
+    (a node the autoscaler added) and loads the chain-parallel program on it: (where, key) or None."""
+    last = [time.perf_counter()]
+
+    def grow():
+        if time.perf_counter() - last[0] < GROW_EVERY_S:
+            return None
+        last[0] = time.perf_counter()
+        where = rt.grow()
+        if where is None:
+            return None
+        rt.load_local_on(where, key, session.model, session.data, session.plan.graph.meta.jacobian)
+        return where, key
+
+    return grow
+
+
 def group_plan(session, shards: int):
     """The plan of one chain's group of `shards` devices, for the session's model and cluster."""
     from claygraph.partition.plan import partition
@@ -110,7 +132,7 @@ def sub_cluster(cluster, devices: int):
     return replace(cluster, devices_per_node=per, nodes=-(-devices // per))
 
 
-def _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook):
+def _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook, grower=None):
     running: dict = {}  # first ref -> (unit, chain, started, every ref of the unit)
     idle = list(range(len(units)))
 
@@ -134,6 +156,11 @@ def _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook)
     why = None
     while True:
         why = why or stop(pool)
+        joined = grower() if grower is not None and not why else None
+        if joined is not None:  # a worker joined: put it to work at once
+            units.append(joined)
+            busy[len(units) - 1] = 0.0
+            idle.append(len(units) - 1)
         while idle and not why:
             u = idle.pop(0)
             if job_for(u) is None:

@@ -7,6 +7,7 @@ program (SPMD). A worker that dies or stops answering becomes a `WorkerError` na
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import uuid
@@ -23,6 +24,7 @@ from claygraph.errors import PartitionError, WorkerError
 from claygraph.runtime.worker import Worker
 
 DEFAULT_TIMEOUT_S = 600.0
+log = logging.getLogger("claygraph.runtime")
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Ray:
         self.times = SetupTimes()
         self._started_ray = False
         self._actors: list[Any] = []
+        self._extras: list[Any] = []  # workers that joined later, outside the JAX group
         self._pg = None
         self.info: list[dict] = []
         self._closed = True
@@ -116,7 +119,46 @@ class Ray:
         self.times.distributed_s = time.perf_counter() - t1
         self.pids = self._get([a.pid.remote() for a in self._actors], "reading process ids")
 
+    # -- workers that join later (chain-parallel only) ---------------------------------------
+    def grow(self, wait_s: float = 15.0) -> int | None:
+        """Start one more worker outside the JAX group if the cluster has room for it now (e.g. a
+        node the autoscaler added); returns its index for `submit`, or None. Extra workers run
+        one-device programs (whole chains), never collectives, so they need no place in the group."""
+        self._check_open()
+        free = ray.available_resources()
+        if any(free.get(k, 0.0) < v for k, v in self.resources.items()):
+            return None
+        opts = {"num_cpus": self.resources.get("CPU", 0), "num_gpus": self.resources.get("GPU", 0),
+                "max_restarts": 0, "max_concurrency": 2}
+        actor = ray.remote(Worker).options(**opts).remote(len(self._actors) + len(self._extras), 1, self.platform)
+        try:
+            ray.get(actor.pid.remote(), timeout=wait_s)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+            ray.kill(actor, no_restart=True)  # placed nowhere after all
+            return None
+        self._extras.append(actor)
+        log.info("a worker joined: %d in the group and %d extra", len(self._actors), len(self._extras))
+        return len(self._actors) + len(self._extras) - 1
+
+    @property
+    def extra_workers(self) -> int:
+        return len(self._extras)
+
+    def load_local_on(self, worker: int, key: str, model, data, jacobian: bool = True) -> None:
+        """Load the one-device program `key` (see load_local) on one worker, e.g. one that just joined."""
+        self._get([self._everyone()[worker].load_local.remote(key, model, data, jacobian)],
+                  "loading the whole data on a worker that joined")
+
+    def _everyone(self) -> list:
+        return list(self._actors) + list(self._extras)
+
     def close(self) -> None:
+        for a in self._extras:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass
+        self._extras = []
         for a in self._actors:
             try:
                 ray.kill(a, no_restart=True)
@@ -184,7 +226,7 @@ class Ray:
         self._check_open()
         if isinstance(worker, tuple):
             return [self._actors[r].run.remote(_on_worker, key, fn, *args) for r in worker]
-        return self._actors[worker].run.remote(_on_worker, key, fn, *args)
+        return self._everyone()[worker].run.remote(_on_worker, key, fn, *args)
 
     def wait_one(self, refs: list, what: str):
         """The first of `refs` to finish, and its value; a dead worker becomes a WorkerError."""
