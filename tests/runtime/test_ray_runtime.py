@@ -224,3 +224,17 @@ def test_parquet_workers_read_only_their_rows(rt, problem, tmp_path):
                 assert groups == (set(range(7)) if worker == 0 else set(range(6, 13))), groups
         rt.run(lambda worker: __import__("claygraph.frontend.parquet").frontend.parquet.READ_LOG.clear())
 
+
+
+@pytest.mark.parametrize("split", [(), ("row",), ("feature",)])
+def test_logistic_regression_on_ray_equals_scikit_learn(rt, split):
+    """W1's shape at test scale on Ray(workers=2), every split the partitioner offers for it."""
+    from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(800, 5)).astype(np.float32)
+    y = (rng.random(800) < 1 / (1 + np.exp(-(X @ (rng.normal(size=5) / np.sqrt(5)) + 0.2)))).astype(np.float64)
+    ref = SkLogisticRegression(C=1.0, tol=1e-10, max_iter=5000).fit(X, y)
+    m = cg.glm.LogisticRegression(C=1.0, tol=1e-8, split=split, runtime=rt).fit(X, y)
+    assert np.max(np.abs(m.coef_ - ref.coef_)) < 1e-4
+    assert np.allclose(m.intercept_, ref.intercept_, atol=1e-4)
