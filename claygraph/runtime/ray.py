@@ -24,6 +24,7 @@ from claygraph.errors import PartitionError, WorkerError
 from claygraph.runtime.worker import Worker
 
 DEFAULT_TIMEOUT_S = 600.0
+DEATH_GRACE_S = 10.0  # how long a failed step waits to learn whether a peer died
 log = logging.getLogger("claygraph.runtime")
 
 
@@ -205,8 +206,25 @@ class Ray:
             except ray.exceptions.RayActorError as e:
                 raise WorkerError(f"worker {i} of {len(refs)} died while {what}: {str(e).splitlines()[0]}") from e
             except ray.exceptions.RayTaskError as e:
+                # a collective fails on the survivors when a peer dies: name the dead worker if there is one
+                dead = self._dead_among(pending, index)
+                if dead is not None:
+                    raise WorkerError(f"worker {dead} of {len(refs)} died while {what} (worker {i} failed with "
+                                      f"it: {e.cause!r})") from e
                 raise WorkerError(f"worker {i} failed while {what}: {e.cause!r}") from e
         return [values[i] for i in range(len(refs))]
+
+    def _dead_among(self, pending: list, index: dict, grace_s: float = DEATH_GRACE_S) -> int | None:
+        """The first of the `pending` refs' workers found dead within `grace_s`, or None."""
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=grace_s) if pending else ([], [])
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError:
+                return index[ref]
+            except Exception:  # another failure of the same collective
+                continue
+        return None
 
     def run(self, fn, *args, timeout: float | None = None, what: str = "running a step",
             ranks: tuple[int, ...] | None = None) -> list:

@@ -165,10 +165,12 @@ def test_killed_worker_gives_clear_error_quickly(rt, problem):
     prog = cg.compile(plan, runtime=rt)
     os.kill(rt.pids[1], signal.SIGKILL)
     t0 = time.monotonic()
-    with pytest.raises(WorkerError, match="worker 1"):
-        prog.potential_and_grad(z)
-    assert time.monotonic() - t0 < 60
-    rt.restart()  # the group is rebuilt; programs are compiled again
+    try:  # the survivor's collective fails too; the error names the worker that died
+        with pytest.raises(WorkerError, match="worker 1 of 2 died"):
+            prog.potential_and_grad(z)
+        assert time.monotonic() - t0 < 60
+    finally:
+        rt.restart()  # the group is rebuilt (also for the next tests if this one failed)
     v, _ = cg.compile(plan, runtime=rt).potential_and_grad(z)
     assert np.isfinite(v)
 
