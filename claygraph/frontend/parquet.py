@@ -203,13 +203,12 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
     table = pa.concat_tables(tables) if tables else None
     block = (np.stack([np.asarray(table.column(c).to_numpy(), dtype=src.dtype) for c in cols], axis=1)
              if table is not None else np.zeros((0, len(cols)), src.dtype))
-    if rows is not None:  # global row -> position in the rows just read
-        first = {i: off for i, off in zip([i for ids, _ in pieces for i in ids],
-                                          np.cumsum([0] + [src.fragments[i].rows for ids, _ in pieces
-                                                           for i in ids])[:-1])}
+    if rows is not None:  # global row -> position in the rows just read (fragments in reading order)
+        order = [i for ids, _ in pieces for i in ids]
+        first = np.zeros(len(src.fragments), np.int64)
+        first[order] = np.cumsum([0] + [src.fragments[i].rows for i in order])[:-1]
         frag = np.searchsorted(starts, rows, side="right") - 1
-        offset = np.array([first[int(f)] for f in frag], dtype=np.int64) if rows.size else np.zeros(0, np.int64)
-        block = block[offset + rows - starts[frag]] if rows.size else block[:0]
+        block = block[first[frag] + rows - starts[frag]]
     if columns is not None:
         pos = {int(c): j for j, c in enumerate(np.unique(columns))}
         block = block[:, [pos[int(c)] for c in columns]]

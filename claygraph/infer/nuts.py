@@ -300,7 +300,7 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     wall = time.perf_counter() - t0
     res = _result(model, data, session, pool, wall, mode, why, busy, target_ess is None)
     res.shards_per_chain, res.mesh_choice = shards, options
-    res.notes = chain_notes(pool)
+    res.notes = chain_notes(pool, pieces=target_ess is not None)
     for note in res.notes:
         log.warning(note)
     return res
@@ -316,11 +316,12 @@ def _seconds_per_draw(c: Chain) -> float:
     return sum(times) / max(sum(sizes), 1)
 
 
-def chain_notes(pool: list[Chain], slow_factor: float = 3.0) -> list[str]:
-    """Chains left out of the diagnostics (far behind the others), and chains far slower per draw
-    than the others' median (a stuck or badly adapted chain, or a slow worker)."""
+def chain_notes(pool: list[Chain], slow_factor: float = 3.0, pieces: bool = True) -> list[str]:
+    """Chains left out of the diagnostics (far behind the others; only when the results are cut
+    into pieces, i.e. with a target ESS), and chains far slower per draw than the others' median
+    (a stuck or badly adapted chain, or a slow worker)."""
     notes = []
-    length = piece_length(pool)
+    length = piece_length(pool) if pieces else 0
     for c in pool:
         if c.n < length:
             notes.append(f"chain {c.id} has {c.n} draws, under half the median chain's: left out of the "

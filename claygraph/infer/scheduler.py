@@ -121,7 +121,7 @@ def group_plan(session, shards: int):
     from claygraph.partition.plan import partition
 
     return partition(session.plan.graph, session.data, cluster=sub_cluster(session.plan.cluster, shards),
-                     split=getattr(session, "split", None))
+                     split=session.split)
 
 
 def sub_cluster(cluster, devices: int):

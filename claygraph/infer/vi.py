@@ -49,8 +49,9 @@ class VIState(NamedTuple):
     logdet: Any  # log|det| of the map w -> z
 
 
-def init_guide(kind: str, dim: int, rank: int, log_scale: float = 0.0) -> dict:
-    g = {"loc": jnp.zeros(dim), "log_scale": jnp.full(dim, log_scale)}
+def init_guide(kind: str, dim: int, rank: int) -> dict:
+    """The standard normal over the whitened coordinates (the Laplace approximation itself)."""
+    g = {"loc": jnp.zeros(dim), "log_scale": jnp.zeros(dim)}
     if kind == "lowrank":
         g["factor"] = jnp.zeros((dim, rank))
     elif kind == "fullrank":

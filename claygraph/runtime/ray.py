@@ -108,8 +108,7 @@ class Ray:
             raise WorkerError(f"the cluster cannot place {self.workers} workers with {self.resources} each "
                               f"({self.strategy}); available: {ray.available_resources()}") from None
         cls = ray.remote(Worker)
-        opts = {"num_cpus": self.resources.get("CPU", 0), "num_gpus": self.resources.get("GPU", 0),
-                "max_restarts": 0, "max_concurrency": 2}
+        opts = self._actor_options()
         self._actors = [cls.options(**opts, scheduling_strategy=PlacementGroupSchedulingStrategy(
             placement_group=self._pg, placement_group_bundle_index=i)).remote(i, self.workers, self.platform)
                         for i in range(self.workers)]
@@ -129,9 +128,8 @@ class Ray:
         free = ray.available_resources()
         if any(free.get(k, 0.0) < v for k, v in self.resources.items()):
             return None
-        opts = {"num_cpus": self.resources.get("CPU", 0), "num_gpus": self.resources.get("GPU", 0),
-                "max_restarts": 0, "max_concurrency": 2}
-        actor = ray.remote(Worker).options(**opts).remote(len(self._actors) + len(self._extras), 1, self.platform)
+        rank = len(self._actors) + len(self._extras)
+        actor = ray.remote(Worker).options(**self._actor_options()).remote(rank, 1, self.platform)
         try:
             ray.get(actor.pid.remote(), timeout=wait_s)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
@@ -152,6 +150,10 @@ class Ray:
 
     def _everyone(self) -> list:
         return list(self._actors) + list(self._extras)
+
+    def _actor_options(self) -> dict:
+        return {"num_cpus": self.resources.get("CPU", 0), "num_gpus": self.resources.get("GPU", 0),
+                "max_restarts": 0, "max_concurrency": 2}
 
     def close(self) -> None:
         for a in self._extras:

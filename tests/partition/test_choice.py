@@ -247,7 +247,7 @@ def _session(model, data, workers: int, cluster):
     from types import SimpleNamespace
 
     plan = cg.partition(model, data, cluster=cluster)
-    return SimpleNamespace(runtime=SimpleNamespace(workers=workers, submit=None), plan=plan, data=data)
+    return SimpleNamespace(runtime=SimpleNamespace(workers=workers, submit=None), plan=plan, data=data, split=None)
 
 
 def test_mesh_shape_follows_data_size_and_chains():
