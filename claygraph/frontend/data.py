@@ -80,6 +80,13 @@ def _check_dims(name: str, arr: Array) -> None:
     for d in arr.dims + ((arr.into,) if arr.into else ()):
         if not isinstance(d, str) or not d.isidentifier():
             raise DataError(f"Data field {name!r}: dim name {d!r} must be an identifier string")
+    if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
+        raise DataError(f"Data field {name!r} has dtype {arr.dtype}; claygraph data must be numeric or boolean "
+                        f"(encode strings and categories as integer index columns with cg.index)")
+    empty = [d for d, n in zip(arr.dims, arr.shape) if n == 0]
+    if empty:
+        raise DataError(f"Data field {name!r} has shape {arr.shape}: dim {empty[0]!r} is empty; a model needs "
+                        f"at least one entry along every dim")
 
 
 def _sizes(arrays: Mapping[str, Array]) -> dict[str, int]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,12 @@ def setup(model: Callable, data, runtime=None, cluster=None, split=None, jacobia
     elif cluster.devices != devices:
         raise ValueError(f"cluster has {cluster.devices} devices but the runtime has {devices}")
     plan = partition(model, data, cluster=cluster, split=split, jacobian=jacobian)
+    if not plan.graph.inputs.params:
+        from claygraph.errors import ModelError
+
+        raise ModelError(f"model {getattr(model, '__name__', 'model')!r} has no latent sample sites (every "
+                         f"numpyro.sample has obs=): there is nothing to infer. Add a latent site, or evaluate the "
+                         f"log density with cg.compile(cg.partition(model, data)).potential({{}})")
     return Session(model, data, plan, compile(plan, data, runtime=runtime), runtime, split)
 
 
@@ -111,3 +118,71 @@ def to_inference_data(graph, samples: Mapping[str, np.ndarray], sample_stats: Ma
             for d, n in zip(pd, v.shape[2:]):
                 coords.setdefault(d, np.arange(n))
     return az.from_dict(posterior=dict(samples), sample_stats=dict(sample_stats or {}), dims=dims, coords=coords)
+
+
+def _finite(value, grads) -> bool:
+    return bool(np.isfinite(np.asarray(value))) and all(np.all(np.isfinite(np.asarray(g))) for g in grads.values())
+
+
+def valid_initial_points(session: Session, make_point: Callable[[Any], dict], keys, tries: int = 100) -> list[dict]:
+    """For each key, a point where the potential and its gradient are finite: `make_point(key)`,
+    else fresh draws (as NumPyro retries its initialisation). Raises ModelError naming what makes
+    the density invalid when no point is found."""
+    import jax
+
+    out = []
+    for key in keys:
+        for attempt in range(tries):
+            point = make_point(key if attempt == 0 else jax.random.fold_in(key, attempt))
+            value, grads = session.program.potential_and_grad(point)
+            if _finite(value, grads):
+                out.append(point)
+                break
+        else:
+            raise invalid_density(session.model, session.data, point, tries)
+    return out
+
+
+def invalid_density(model: Callable, data, point: Mapping[str, Any], tries: int):
+    """A ModelError naming the sites (and, for observed sites, the observations) whose
+    log-probability is not finite at `point` (unconstrained)."""
+    from claygraph.errors import ModelError
+
+    bad = _bad_sites(model, data.load() if getattr(data, "has_sources", False) else data, point)
+    where = "; ".join(bad) if bad else "no single site: the sum of the log-density terms is not finite"
+    return ModelError(f"model {getattr(model, '__name__', 'model')!r} has no valid initial point: the potential or "
+                      f"its gradient is not finite at {tries} random points in (-2, 2) (unconstrained). Cause: "
+                      f"{where}. Check that every observation lies in its likelihood's support and that the model "
+                      f"takes no log or sqrt of negative data")
+
+
+def _dist_name(fn) -> str:
+    """The user's distribution inside NumPyro's wrappers (expand, to_event, mask)."""
+    while type(fn).__name__ in ("ExpandedDistribution", "Independent", "MaskedDistribution"):
+        fn = fn.base_dist
+    return type(fn).__name__
+
+
+def _bad_sites(model: Callable, data, point: Mapping[str, Any]) -> list[str]:
+    from numpyro import handlers
+    from numpyro.infer.util import constrain_fn
+
+    z = constrain_fn(model, (data,), {}, dict(point))
+    trace = handlers.trace(handlers.substitute(model, data=z)).get_trace(data)
+    out = []
+    for name, site in trace.items():
+        if site["type"] != "sample":
+            continue
+        with warnings.catch_warnings():  # NumPyro warns of out-of-support values: that is what we look for
+            warnings.simplefilter("ignore")
+            lp = np.asarray(site["fn"].log_prob(site["value"]))
+        nonfinite = np.flatnonzero(~np.isfinite(lp))
+        if not nonfinite.size:
+            continue
+        if site["is_observed"]:
+            first = ", ".join(map(str, nonfinite[:5])) + (", ..." if nonfinite.size > 5 else "")
+            out.append(f"observed site {name!r} has {nonfinite.size} observation(s) whose log-probability under "
+                       f"{_dist_name(site['fn'])} is not finite (positions {first})")
+        else:
+            out.append(f"latent site {name!r} ({_dist_name(site['fn'])}) has a log-probability that is not finite")
+    return out

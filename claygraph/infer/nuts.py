@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from claygraph.errors import PartitionError
-from claygraph.infer.common import constrain_draws, setup, to_inference_data
+from claygraph.infer.common import constrain_draws, setup, to_inference_data, valid_initial_points
 from claygraph.runtime.spmd import run_spmd
 
 log = logging.getLogger("claygraph.infer")
@@ -123,6 +123,7 @@ class Chain:
     seconds: float = 0.0
     worker: int | None = None
     segment_s: list = field(default_factory=list)  # wall seconds of each sampling segment
+    init: dict | None = None  # a starting point with a finite potential and gradient
 
     @property
     def n(self) -> int:
@@ -287,7 +288,8 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     session = setup(model, data, runtime, cluster, split)
     mode, shards, options = _mode(parallel, session, chains, shards_per_chain)
     keys = jax.random.split(jax.random.PRNGKey(seed), chains)
-    pool = [Chain(i, np.asarray(keys[i])) for i in range(chains)]
+    inits = valid_initial_points(session, lambda k: initial_position(session.plan.graph, k), keys)
+    pool = [Chain(i, np.asarray(keys[i]), init=inits[i]) for i in range(chains)]
     budget = max_draws or (draws if target_ess is None else 10 * draws)
     stop = _stop_rule(draws, target_ess, max_rhat, budget)
     hook = on_segment or (lambda chain, n: None)

@@ -21,6 +21,11 @@ def _next_key(chain: Chain) -> np.ndarray:
     return np.asarray(use)
 
 
+def _start(chain: Chain, graph, key) -> dict:
+    """The chain's checked starting point (a restarted chain draws a fresh one)."""
+    return chain.init if chain.init is not None else initial_position(graph, key)
+
+
 def _segment_len(chain: Chain, segment: int, draws: int | None) -> int:
     return segment if draws is None else max(0, min(segment, draws - chain.n))
 
@@ -42,7 +47,7 @@ def run_chains_local(session, pool, settings, segment, stop, slow, hook):
     for c in pool:
         t0 = time.perf_counter()
         key = _next_key(c)
-        c.state, c.params = _with_recovery(session, warmup_chain, key, initial_position(graph, key), settings)
+        c.state, c.params = _with_recovery(session, warmup_chain, key, _start(c, graph, key), settings)
         c.seconds += time.perf_counter() - t0
     while True:
         why = stop(pool)
@@ -145,7 +150,7 @@ def _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook,
         c.worker = unit
         k = _next_key(c)
         if c.state is None:
-            refs = rt.submit(where, key, warmup_chain, k, initial_position(graph, k), settings)
+            refs = rt.submit(where, key, warmup_chain, k, _start(c, graph, k), settings)
         else:
             refs = rt.submit(where, key, sample_segment, k, c.state, c.params, segment, settings,
                              slow.get(unit, 0.0))

@@ -107,7 +107,7 @@ POINTEE_KEEPING = {"add", "sub", "select_n", "clamp", "convert_element_type", "m
                    "stop_gradient"}
 
 
-@dim_rule(*ELEMENTWISE)
+@dim_rule(*ELEMENTWISE, "add_any")
 def _elementwise(node, ins, outs, c):
     out = outs[0]
     for v in ins:
@@ -175,7 +175,8 @@ def _transpose(node, ins, outs, c):
         c.axes(ins[0], i, outs[0], j, exact=True)
 
 
-@dim_rule("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or", "argmax", "argmin")
+@dim_rule("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or", "reduce_xor", "argmax",
+          "argmin")
 def _reduce(node, ins, outs, c):
     axes = set(node.params["axes"])
     kept = [i for i in range(ins[0].ndim) if i not in axes]
@@ -232,7 +233,7 @@ def _gather(node, ins, outs, c):
     c.pointee(operand, outs[0])
 
 
-@dim_rule("scatter-add", "scatter_add", "scatter")
+@dim_rule("scatter-add", "scatter_add", "scatter", "scatter-mul", "scatter_mul")
 def _scatter(node, ins, outs, c):
     operand, indices = ins[0], ins[1]
     c.same_shape(operand, outs[0])
@@ -285,9 +286,42 @@ def unify(graph: Graph) -> Unifier:
     return u
 
 
+def _origin(graph: Graph, vid: int) -> str:
+    """The model input a value comes from (through data movement), for error messages."""
+    names = {v: f"site {k!r}" for k, v in graph.inputs.params.items()}
+    names.update({v: f"data {k!r}" for k, v in graph.inputs.data.items()})
+    while vid not in names:
+        node = graph.producer(vid)
+        if node is None or not node.inputs:
+            return f"a value of shape {graph.value(vid).shape}"
+        vid = max(node.inputs, key=lambda i: graph.value(i).size)
+    return names[vid]
+
+
+def check_indexed_sizes(graph: Graph, u: Unifier) -> None:
+    """An index column into dim d may only index an axis of d's size: a 5-long parameter indexed by
+    group ids into a 10-sized dim would read out of bounds (JAX clamps; NumPy raises later)."""
+    sizes = graph.meta.dim_sizes if graph.meta is not None else {}
+    for node in graph.nodes():
+        if node.primitive != "gather":
+            continue
+        operand, indices = graph.value(node.inputs[0]), graph.value(node.inputs[1])
+        _, _, indexed = gather_axes(node, operand, indices, graph.value(node.outputs[0]))
+        if len(indexed) != 1 or indices.shape[-1] != 1:
+            continue
+        d = u.name_of((indices.id, "ptr"))
+        if d is not None and d in sizes and operand.shape[indexed[0]] != sizes[d]:
+            raise DimError(f"{_origin(graph, operand.id)} is indexed along axis {indexed[0]} (size "
+                           f"{operand.shape[indexed[0]]}) by {_origin(graph, indices.id)}, whose values point "
+                           f"into dim {d!r} of size {sizes[d]}, at {node.source or 'unknown source'}; give the "
+                           f"parameter {sizes[d]} entries along that axis (a plate over {d!r}, or "
+                           f".expand([data.size({d!r})]))")
+
+
 def infer_dims(graph: Graph) -> Graph:
     """Graph -> Graph with a dim name (or None) on every axis of every value."""
     u = unify(graph)
+    check_indexed_sizes(graph, u)
     return graph.replace_values({v.id: with_dims(v, tuple(u.name_of((v.id, i)) for i in range(v.ndim)))
                                  for v in graph.values()})
 

@@ -15,12 +15,10 @@ import numpy as np
 from claygraph.ir.graph import Graph, Node, Value
 from claygraph.partition.cluster import ClusterSpec
 from claygraph.partition.propagate import Propagation
+from claygraph.partition.registry import entry, per_output
 from claygraph.partition.shardings import REPLICATED, Sharding
 
 GRAD_FACTOR = 3.0
-TRANSCENDENTAL = {"exp", "log", "log1p", "expm1", "logistic", "tanh", "lgamma", "digamma", "erf", "erfc",
-                  "erf_inv", "pow", "sqrt", "rsqrt", "sin", "cos", "atan2", "igamma", "igammac", "cbrt"}
-TRANSCENDENTAL_FLOPS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +44,9 @@ class CostEstimate:
 
 
 def node_flops(node: Node, ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]) -> float:
-    out = float(sum(np.prod(s, dtype=np.float64) for s in outs))
-    p = node.primitive
-    if p == "dot_general":
-        (lc, _), _ = node.params["dimension_numbers"]
-        contract = np.prod([ins[0][i] for i in lc], dtype=np.float64)
-        return 2.0 * out * contract
-    if p.startswith("reduce_") or p in ("argmax", "argmin", "cumsum"):
-        return float(np.prod(ins[0], dtype=np.float64))
-    return out * (TRANSCENDENTAL_FLOPS if p in TRANSCENDENTAL else 1.0)
+    """The registry entry's FLOP count; one per output element for a primitive it does not know."""
+    prim = entry(node.primitive)
+    return (prim.flops if prim is not None else per_output(1.0))(node, ins, outs)
 
 
 LocalShape = Callable[[Value, Sharding], tuple[int, ...]]

@@ -22,7 +22,7 @@ from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Node, Value
 from claygraph.partition.plan import shape_fn
 from claygraph.partition.propagate import sticky
-from claygraph.partition.registry import Decision, Mask
+from claygraph.partition.registry import PRIMITIVES, Decision, Mask
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded, Sharding
 from claygraph.runtime.layout import DimLayout
 
@@ -114,23 +114,13 @@ class _Local:
 
     # one node --------------------------------------------------------------------------------
     def params(self, node: Node, ins: list[Value], d: Decision) -> dict:
-        p = dict(node.params)
-        outs = [self.shape(self.g.value(o), s) for o, s in zip(node.outputs, d.outs)]
-        if node.primitive in ("broadcast_in_dim", "iota") and "shape" in p:
-            p["shape"] = outs[0]
-        elif node.primitive == "reshape":
-            p["new_sizes"] = outs[0]
-        elif node.primitive == "slice":  # only axes kept whole may be split: their limit is the local size
-            src = ins[0]
-            local = self.shape(src, d.ins[0])
-            p["limit_indices"] = tuple(loc if (lim == full and loc != full) else lim
-                                       for lim, full, loc in zip(p["limit_indices"], src.shape, local))
-        elif node.primitive in ("gather", "dynamic_slice"):
-            src = ins[0]
-            local = self.shape(src, d.ins[0])
-            p["slice_sizes"] = tuple(loc if (n == full and loc != full) else n
-                                     for n, full, loc in zip(p["slice_sizes"], src.shape, local))
-        return p
+        """The node's params for shard-local shapes: the registry entry's rewrite, if it has one."""
+        prim = PRIMITIVES.get(node.primitive)
+        if prim is None or prim.local_params is None:
+            return dict(node.params)
+        local_ins = [self.shape(v, s) for v, s in zip(ins, d.ins)]
+        local_outs = [self.shape(self.g.value(o), s) for o, s in zip(node.outputs, d.outs)]
+        return prim.local_params(dict(node.params), ins, local_ins, local_outs)
 
     def run_node(self, node: Node, args: list, d: Decision) -> list:
         ins = [self.g.value(i) for i in node.inputs]

@@ -15,6 +15,7 @@ from claygraph.partition.cluster import ClusterSpec
 from claygraph.partition.cost import CostEstimate, estimate
 from claygraph.partition.propagate import Collective, Propagation, propagate
 from claygraph.partition.shardings import Partial, Sharded, Sharding, Split
+from claygraph.partition.verify import checks_enabled, verify
 from claygraph.runtime.layout import DimLayout, block_layout, block_sizes, group_layout, group_sizes
 
 Layout = Mapping[str, DimLayout]
@@ -101,6 +102,8 @@ def candidate_with_layout(graph: Graph, split: Split, layout: Mapping[str, DimLa
     padded = frozenset(d for d, lay in layout.items() if lay.padded)
     try:
         prop = propagate(graph, split, padded, _bytes_fn(shape))
+        if checks_enabled():
+            verify(graph, prop, padded)
     except PartitionError as e:
         bad = CostEstimate(split.name, False, 0, float("inf"), 0, float("inf"), float("inf"), str(e))
         return Candidate(split, MappingProxyType(layout), None, bad)
@@ -139,6 +142,12 @@ class Plan:
 
     def param_shardings(self) -> dict[str, Sharding]:
         return {k: self.shardings[v] for k, v in self.graph.inputs.params.items()}
+
+    def verify(self) -> None:
+        """Check the chosen split's propagation against the partitioner's invariants (see
+        claygraph.partition.verify); raises PartitionError naming each broken one."""
+        layout = self.chosen.layout
+        verify(self.graph, self.chosen.propagation, frozenset(d for d, lay in layout.items() if lay.padded))
 
     def explain(self) -> str:
         from claygraph.partition.explain import explain

@@ -101,6 +101,8 @@ class Program:
         # the concrete layout decides padding, hence masks: propagate again on it
         layout = layout_for(plan.chosen.split, plan.graph, data, plan.devices)
         cand = candidate_with_layout(plan.graph, plan.chosen.split, layout, plan.cluster, plan.devices)
+        if cand.propagation is None:
+            raise PartitionError(f"split {plan.split} cannot be made on this data: {cand.cost.reason}")
         self.fn = SplitFunction(plan.graph, cand, make_mesh(plan.devices, devices))
         self.layout = self.fn.layout
         internal = internal_data(plan.graph, cand, data)

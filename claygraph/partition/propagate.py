@@ -9,7 +9,7 @@ import numpy as np
 
 from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Value
-from claygraph.partition.registry import Decision, RuleCtx, decide, import_rules
+from claygraph.partition.registry import Decision, RuleCtx, decide, entry, import_rules
 from claygraph.partition.shardings import REPLICATED, Partial, Replicated, Sharded, Sharding, Split
 
 
@@ -30,6 +30,7 @@ class Propagation:
     shardings: Mapping[int, Sharding]  # value id -> sharding where it is produced
     initial: Mapping[int, Sharding]  # inputs and constants
     decisions: Mapping[int, Decision]  # node id -> decision
+    received: Mapping[int, tuple[Sharding, ...]]  # node id -> its inputs' shardings as handed to its rule
     collectives: tuple[Collective, ...]
     remapped: Mapping[int, str]
     fallbacks: tuple[str, ...]
@@ -43,7 +44,9 @@ def input_sharding(v: Value, split: Split, what: str) -> Sharding:
     return Sharded(dims[0]) if dims else REPLICATED
 
 
-MOVES = {"broadcast_in_dim", "reshape", "squeeze", "expand_dims", "copy", "copy_p"}
+def _carries_ids(primitive: str) -> bool:
+    prim = entry(primitive)
+    return prim is not None and prim.carries_ids
 
 
 def _is_int(graph: Graph, vid: int) -> bool:
@@ -90,13 +93,13 @@ def remapped_values(graph: Graph, split: Split) -> tuple[Mapping[int, str], froz
             wrap_parts.update(graph.producer(i).id for i in node.inputs[::2])
             continue
         carried = {ids[i] for i in node.inputs if i in ids}
-        moves = node.primitive in MOVES or (node.primitive == "convert_element_type"
+        moves = _carries_ids(node.primitive) or (node.primitive == "convert_element_type"
                                             and _is_int(graph, node.outputs[0]))
         if len(carried) == 1 and moves:
             ids[node.outputs[0]] = carried.pop()
     unsafe = set()
     for node in graph.nodes():
-        if node.id in wrap_parts or node.primitive in MOVES or node.primitive == "convert_element_type" \
+        if node.id in wrap_parts or _carries_ids(node.primitive) or node.primitive == "convert_element_type" \
                 and _is_int(graph, node.outputs[0]) or node.outputs[0] in ids:
             continue
         reads = [k for k, i in enumerate(node.inputs) if i in ids]
@@ -143,11 +146,12 @@ def propagate(graph: Graph, split: Split, padded: frozenset[str], local_bytes) -
         sh[vid] = input_sharding(graph.value(vid), split, f"data {name!r}")
     initial = dict(sh)
     produced = dict(sh)
-    decisions, colls, falls = {}, [], []
+    decisions, received, colls, falls = {}, {}, [], []
     for node in graph.nodes():
         ins = [graph.value(i) for i in node.inputs]
         outs = [graph.value(o) for o in node.outputs]
-        d = decide(node, ins, [sh[i] for i in node.inputs], outs, ctx)
+        received[node.id] = tuple(sh[i] for i in node.inputs)
+        d = decide(node, ins, list(received[node.id]), outs, ctx)
         decisions[node.id] = d
         if d.note:
             falls.append(f"node {node.id} {node.primitive}: {d.note}")
@@ -165,4 +169,4 @@ def propagate(graph: Graph, split: Split, padded: frozenset[str], local_bytes) -
     elif isinstance(sh[out], Sharded):
         colls.append(Collective("all_gather", out, None, local_bytes(graph.value(out), sh[out])))
     return Propagation(split, MappingProxyType(produced), MappingProxyType(initial), MappingProxyType(decisions),
-                       tuple(colls), remapped, tuple(falls))
+                       MappingProxyType(received), tuple(colls), remapped, tuple(falls))

@@ -9,7 +9,8 @@ Anything else gathers `a` to every shard first.
 from __future__ import annotations
 
 from claygraph.ir.dims import gather_axes
-from claygraph.partition.registry import Decision, fallback, rule
+from claygraph.partition.registry import Decision, Linearity, fallback, rule
+from claygraph.partition.rules_shape import local_slice_sizes
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded
 
 
@@ -22,7 +23,7 @@ def _simple(node, operand, indices) -> int | None:
     return k if k in dn.collapsed_slice_dims else None
 
 
-@rule("gather")
+@rule("gather", linearity=Linearity.FIRST, local_params=local_slice_sizes)
 def gather(node, ins, shs, outs, ctx):
     operand, indices = ins
     so, si = shs

@@ -7,7 +7,9 @@
 """
 from __future__ import annotations
 
-from claygraph.partition.registry import Decision, Mask, fallback, rule
+import numpy as np
+
+from claygraph.partition.registry import Decision, Linearity, Mask, fallback, rule
 from claygraph.partition.shardings import PARTIAL_SUM, REPLICATED, Partial, Sharded
 
 
@@ -15,7 +17,14 @@ def _padding_masks(lhs, contract, ctx):
     return tuple(Mask(0, i, lhs.dims[i], 0.0) for i in contract if lhs.dims[i] in ctx.padded)
 
 
-@rule("dot_general")
+def dot_flops(node, ins, outs) -> float:
+    """2 x output size x contracted size."""
+    (lc, _), _ = node.params["dimension_numbers"]
+    contract = np.prod([ins[0][i] for i in lc], dtype=np.float64)
+    return 2.0 * float(np.prod(outs[0], dtype=np.float64)) * contract
+
+
+@rule("dot_general", linearity=Linearity.EACH, flops=dot_flops)
 def dot_general(node, ins, shs, outs, ctx):
     lhs, rhs = ins
     (lc, rc), (lb, rb) = node.params["dimension_numbers"]

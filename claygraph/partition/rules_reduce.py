@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from claygraph.partition.registry import Decision, Mask, fallback, rule
+from claygraph.partition.registry import Decision, Linearity, Mask, fallback, per_input, rule
 from claygraph.partition.shardings import PARTIAL_SUM, REPLICATED, Partial, Sharded
 
 IDENTITY = {"reduce_sum": 0.0, "reduce_max": -np.inf, "reduce_min": np.inf}
@@ -21,7 +21,9 @@ def _masks(src, axes, ctx, fill):
     return tuple(Mask(0, i, src.dims[i], fill) for i in axes if src.dims[i] in ctx.padded)
 
 
-@rule("reduce_sum", "reduce_max", "reduce_min")
+@rule("reduce_sum", linearity=Linearity.JOINT, flops=per_input)
+@rule("reduce_max", extremum=frozenset({"max"}), flops=per_input)
+@rule("reduce_min", extremum=frozenset({"min"}), flops=per_input)
 def reduce(node, ins, shs, outs, ctx):
     src, s, p = ins[0], shs[0], node.primitive
     axes = tuple(node.params["axes"])
@@ -39,7 +41,7 @@ def reduce(node, ins, shs, outs, ctx):
     return Decision((s,), (s,), masks)
 
 
-@rule("reduce_prod", "reduce_and", "reduce_or", "argmax", "argmin", "reduce_xor")
+@rule("reduce_prod", "reduce_and", "reduce_or", "argmax", "argmin", "reduce_xor", flops=per_input)
 def reduce_ordered(node, ins, shs, outs, ctx):
     src, s = ins[0], shs[0]
     axes = set(node.params["axes"])
@@ -48,7 +50,8 @@ def reduce_ordered(node, ins, shs, outs, ctx):
     return Decision((s,), (s,))
 
 
-@rule("cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp", "sort")
+@rule("cumsum", linearity=Linearity.JOINT, flops=per_input)
+@rule("cumprod", "cummax", "cummin", "cumlogsumexp", "sort", flops=per_input)
 def scan_like(node, ins, shs, outs, ctx):
     src = ins[0]
     axis = node.params.get("axis", node.params.get("dimension"))

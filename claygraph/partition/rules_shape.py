@@ -7,8 +7,34 @@ in the user's layout (fallback).
 from __future__ import annotations
 
 from claygraph.ir.dims import reshape_axis_map
-from claygraph.partition.registry import Decision, RuleCtx, fallback, rule
+from claygraph.partition.registry import Decision, Linearity, RuleCtx, fallback, rule
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded
+
+MOVE = dict(linearity=Linearity.JOINT, extremum=frozenset({"max", "min"}))  # data movement commutes with sums and max
+
+
+# local-shape rewrites (emission): the op's static sizes become the shard-local ones
+
+def local_out_shape(params, ins, local_ins, local_outs):
+    return {**params, "shape": local_outs[0]} if "shape" in params else params
+
+
+def local_new_sizes(params, ins, local_ins, local_outs):
+    return {**params, "new_sizes": local_outs[0]}
+
+
+def local_limits(params, ins, local_ins, local_outs):
+    """Only axes kept whole may be split: their limit is the local size."""
+    limits = tuple(loc if (lim == full and loc != full) else lim
+                   for lim, full, loc in zip(params["limit_indices"], ins[0].shape, local_ins[0]))
+    return {**params, "limit_indices": limits}
+
+
+def local_slice_sizes(params, ins, local_ins, local_outs):
+    """A slice that takes a whole (split) axis takes the whole local axis."""
+    sizes = tuple(loc if (n == full and loc != full) else n
+                  for n, full, loc in zip(params["slice_sizes"], ins[0].shape, local_ins[0]))
+    return {**params, "slice_sizes": sizes}
 
 
 def _axis_moving(node, ins, shs, outs, ctx: RuleCtx, pairs: list[tuple[int, int]]) -> Decision:
@@ -22,30 +48,30 @@ def _axis_moving(node, ins, shs, outs, ctx: RuleCtx, pairs: list[tuple[int, int]
     return Decision((s, *rest), (s,))
 
 
-@rule("reshape")
+@rule("reshape", carries_ids=True, local_params=local_new_sizes, **MOVE)
 def reshape(node, ins, shs, outs, ctx):
     if node.params.get("dimensions") is not None:
         return fallback(node, ins, outs, ctx, "reshape with a dimension order")
     return _axis_moving(node, ins, shs, outs, ctx, reshape_axis_map(ins[0].shape, outs[0].shape))
 
 
-@rule("squeeze")
+@rule("squeeze", carries_ids=True, **MOVE)
 def squeeze(node, ins, shs, outs, ctx):
     kept = [i for i in range(ins[0].ndim) if i not in set(node.params["dimensions"])]
     return _axis_moving(node, ins, shs, outs, ctx, [(i, j) for j, i in enumerate(kept)])
 
 
-@rule("expand_dims")
+@rule("expand_dims", carries_ids=True, **MOVE)
 def expand_dims(node, ins, shs, outs, ctx):
     return _axis_moving(node, ins, shs, outs, ctx, reshape_axis_map(ins[0].shape, outs[0].shape))
 
 
-@rule("transpose")
+@rule("transpose", **MOVE)
 def transpose(node, ins, shs, outs, ctx):
     return _axis_moving(node, ins, shs, outs, ctx, [(i, j) for j, i in enumerate(node.params["permutation"])])
 
 
-@rule("broadcast_in_dim")
+@rule("broadcast_in_dim", carries_ids=True, local_params=local_out_shape, **MOVE)
 def broadcast_in_dim(node, ins, shs, outs, ctx):
     src, out, s = ins[0], outs[0], shs[0]
     rest = tuple(REPLICATED for _ in ins[1:])  # dynamic shape operands, if any
@@ -66,7 +92,7 @@ def d_of(v, ctx):
     return next((d for d in v.dims if ctx.laid_out(d)), None)
 
 
-@rule("concatenate")
+@rule("concatenate", **MOVE)
 def concatenate(node, ins, shs, outs, ctx):
     axis = node.params["dimension"]
     if ctx.laid_out(outs[0].dims[axis]) or any(ctx.laid_out(v.dims[axis]) for v in ins):
@@ -94,7 +120,9 @@ def _untouched(node, src, out) -> set[int]:
     return keep
 
 
-@rule("slice", "dynamic_slice", "pad", "rev", "dynamic_update_slice")
+@rule("slice", local_params=local_limits, **MOVE)
+@rule("dynamic_slice", local_params=local_slice_sizes, **MOVE)
+@rule("pad", "rev", "dynamic_update_slice", **MOVE)
 def slicing(node, ins, shs, outs, ctx):
     src, out, s = ins[0], outs[0], shs[0]
     laid = {i for i, d in enumerate(src.dims) if ctx.laid_out(d)}
@@ -103,7 +131,7 @@ def slicing(node, ins, shs, outs, ctx):
     return fallback(node, ins, outs, ctx, f"{node.primitive} cuts a split axis")
 
 
-@rule("iota")
+@rule("iota", local_params=local_out_shape)
 def iota(node, ins, shs, outs, ctx):
     if ctx.touches_layout(outs[0]):
         return fallback(node, ins, outs, ctx, "iota along a split dim is computed in the user's layout")

@@ -470,13 +470,13 @@ def lowered_primitives() -> dict[str, set[str]]:
 def test_every_lowered_primitive_has_a_rule_or_is_listed_unsupported():
     registry.import_rules()
     found = lowered_primitives()
-    missing = sorted(set(found) - set(registry.SHARDING_RULES))
+    missing = sorted(set(found) - set(registry.PRIMITIVES))
     print(f"\n{len(found)} primitives lowered; without a sharding rule:")
     for p in missing:
         print(f"  {p:<20} {'(UNSUPPORTED)' if p in UNSUPPORTED else '(NOT LISTED)':<16} in {sorted(found[p])}")
     assert set(missing) <= UNSUPPORTED, f"primitives without a rule or an UNSUPPORTED entry: " \
                                         f"{sorted(set(missing) - UNSUPPORTED)}"
-    stale = sorted(UNSUPPORTED & set(registry.SHARDING_RULES))
+    stale = sorted(UNSUPPORTED & set(registry.PRIMITIVES))
     assert not stale, f"these have a rule now; remove them from UNSUPPORTED: {stale}"
 
 
@@ -498,6 +498,6 @@ def test_rule_registry_refuses_duplicates():
 def test_every_registered_rule_is_exercised_by_the_lowered_code():
     """The registry has no dead entries for primitives the tests never see, listed for the record."""
     registry.import_rules()
-    unseen = sorted(set(registry.SHARDING_RULES) - set(lowered_primitives()))
+    unseen = sorted(set(registry.PRIMITIVES) - set(lowered_primitives()))
     print(f"\nregistered rules not produced by the coverage models: {unseen}")
     assert "dot_general" not in unseen and "gather" not in unseen and "reduce_sum" not in unseen
