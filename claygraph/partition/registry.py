@@ -169,6 +169,10 @@ def fallback(node: Node, ins: list[Value], outs: list[Value], ctx: RuleCtx, why:
 def decide(node: Node, ins: list[Value], shardings: list[Sharding], outs: list[Value], ctx: RuleCtx) -> Decision:
     if node.id in ctx.unsafe:
         return fallback(node, ins, outs, ctx, f"{node.primitive} computes with index values: user layout")
+    twice = next((d for v in (*ins, *outs) for d in _repeated_split_dims(v, ctx)), None)
+    if twice is not None:  # a kernel K[i, j] over (row, row): one mesh axis cannot cut both axes
+        return fallback(node, ins, outs, ctx, f"{node.primitive}: a value has two axes along split dim {twice!r} "
+                                              f"(a kernel or pairwise term): computed whole on every shard")
     prim = PRIMITIVES.get(node.primitive)
     if prim is None:
         if all(s == REPLICATED for s in shardings) and not any(map(ctx.touches_layout, (*ins, *outs))) \
@@ -181,6 +185,11 @@ def decide(node: Node, ins: list[Value], shardings: list[Sharding], outs: list[V
         # e.g. a size-1 split dim that dim inference could not follow through a reshape
         return fallback(node, ins, outs, ctx, f"{node.primitive}: a split axis has no dim here: inputs replicated")
     return d
+
+
+def _repeated_split_dims(v: Value, ctx: RuleCtx) -> list[str]:
+    laid = [d for d in v.dims if ctx.laid_out(d)]
+    return sorted({d for d in laid if laid.count(d) > 1})
 
 
 def _has_axis(v: Value, s: Sharding) -> bool:

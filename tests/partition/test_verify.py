@@ -101,3 +101,70 @@ def test_verifier_catches_unmasked_padding(monkeypatch):
     plan = cg.partition(sum_times_max, _data(9), cluster=cg.ClusterSpec.local(devices=2), split="row")
     with pytest.raises(PartitionError, match="without masking the padding"):
         plan.verify()
+
+
+def _combined(expr):
+    def model(data):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("grp", data.size("grp")):
+            a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+        v = data.v * mu + a[data.g]
+        numpyro.factor("f", expr(v))
+
+    return model
+
+
+COMBINED = {
+    "sum(v) * max(v)": lambda v: jnp.sum(v) * jnp.max(v),
+    "min(v) * sum(v)": lambda v: jnp.min(v) * jnp.sum(v),
+    "sum(v) / max(v)": lambda v: jnp.sum(v) / (1.0 + jnp.abs(jnp.max(v))),
+    "(sum(v) - max(v)) * min(v)": lambda v: (jnp.sum(v) - jnp.max(v)) * jnp.min(v),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMBINED))
+def test_partial_sums_combined_with_max_and_min(name):
+    """The issue's examples, under the row and the group split on 2-4 devices, equal NumPyro."""
+    from models_for_tests import assert_close, random_params, reference
+
+    rng = np.random.default_rng(1)
+    n, groups = 37, 5
+    data = cg.Data(v=cg.array(rng.normal(size=n).astype(np.float32), "row"),
+                   g=cg.index(rng.integers(0, groups, n).astype(np.int32), "row", into="grp", size=groups))
+    model = _combined(COMBINED[name])
+    params = random_params(model, data, 2)
+    ref = reference(model, data, params)
+    graph = cg.lower(model, data)
+    for split, devices in ((("row",), 2), (("row",), 3), (("grp",), 2), (("grp",), 4)):
+        plan = cg.partition(graph, data, cluster=cg.ClusterSpec.local(devices=devices), split=split)
+        assert_close(cg.compile(plan).potential_and_grad(params), ref, rtol_value=1e-5, rtol_grad=1e-4,
+                     where=f"{name} under {split} on {devices} devices")
+
+
+def gp_model(data):
+    ls = numpyro.sample("ls", dist.LogNormal(0.0, 1.0))
+    var = numpyro.sample("var", dist.LogNormal(0.0, 1.0))
+    noise = numpyro.sample("noise", dist.LogNormal(0.0, 1.0))
+    x = data.x
+    k = var * jnp.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / ls**2) + (noise + 1e-4) * jnp.eye(x.shape[0])
+    numpyro.sample("y", dist.MultivariateNormal(jnp.zeros(x.shape[0]), covariance_matrix=k), obs=data.y)
+
+
+def test_dense_kernel_over_two_row_axes_equals_numpyro_on_every_split():
+    """K[i, j] has dims (row, row): one mesh axis cannot cut both, so the ops on it run whole
+    (and the plan says so) instead of crashing on mismatched local shapes."""
+    from models_for_tests import assert_close, candidate_splits, random_params, reference
+
+    rng = np.random.default_rng(0)
+    data = cg.Data(x=cg.array(rng.normal(size=13).astype(np.float32), "row"),
+                   y=cg.array(rng.normal(size=13).astype(np.float32), "row"))
+    params = random_params(gp_model, data, 1)
+    ref = reference(gp_model, data, params)
+    graph = cg.lower(gp_model, data)
+    for split in candidate_splits(graph, data):
+        for devices in (2, 3):
+            plan = cg.partition(graph, data, cluster=cg.ClusterSpec.local(devices=devices), split=split)
+            assert_close(cg.compile(plan).potential_and_grad(params), ref, rtol_value=1e-5, rtol_grad=1e-4,
+                         where=f"GP kernel under {split} on {devices} devices")
+            if split:
+                assert any("two axes along split dim 'row'" in f for f in plan.chosen.propagation.fallbacks)
