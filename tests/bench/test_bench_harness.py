@@ -89,7 +89,7 @@ def test_describe_blas_and_no_git(tmp_path):
 # -- baselines agree with the kernels ---------------------------------------------------------------
 
 def test_numpy_baseline_matches_group_layout():
-    from claygraph.runtime.layout import group_layout, lpt_owner
+    from claygraph.partition.layout import group_layout, lpt_owner
 
     rng = np.random.default_rng(1)
     idx = rng.integers(0, 37, 5_000)
