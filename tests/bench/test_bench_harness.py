@@ -326,7 +326,7 @@ def test_cli_quick_smoke_writes_the_report(tmp_path):
 
 def test_posteriordb_suite_at_smoke_size():
     from bench.suites import posteriordb as suite
-    from claygraph import posteriordb as pdb
+    from support import posteriordb as pdb
 
     if not pdb.default_root().is_dir():
         pytest.skip(f"posteriordb references not found at {pdb.default_root()}")

@@ -32,10 +32,10 @@ def test_two_chains_of_two_shards_each():
                             parallel="mesh", shards_per_chain=2, split=("row",))
 
         def held(worker):  # every split program on this worker: the devices it spans, its rows
-            return [(len(fn.mesh.devices.flat), [tuple(s.data.shape) for s in arrays["y"].addressable_shards])
-                    for fn, arrays, _, _ in worker.programs.values()]
+            return [(len(p.fn.mesh.devices.flat), [tuple(s.data.shape) for s in p.data["y"].addressable_shards])
+                    for p in worker.programs.values()]
 
-        per_worker = rt.run(held)
+        per_worker = rt.on_workers(held)
     assert res.parallel == "mesh" and res.shards_per_chain == 2 and "2 workers per chain" in repr(res)
     assert sorted(res.worker_busy_s) == [0, 1] and all(b > 0 for b in res.worker_busy_s.values())
     for programs in per_worker:  # the group's program: over its 2 devices, with 100 of the 200 rows
