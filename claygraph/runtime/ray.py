@@ -214,7 +214,7 @@ class Ray:
         log.info("a worker joined: %d in the group and %d extra", len(self._actors), len(self._extras))
         compiled = self._compiled(plan, data, 1)
         blocks = ray.put({**compiled.internal, **compiled.files})
-        return self.load(compiled.artifact, plan.graph, [blocks], (rank,))
+        return self.load(compiled.artifact, plan.graph, [blocks], (rank,), warm=False)
 
     @property
     def extra_workers(self) -> int:
@@ -331,7 +331,7 @@ class Ray:
         self._check_open()
         compiled = self._compiled(plan, data, 1)
         blocks = ray.put({**compiled.internal, **compiled.files})
-        return [self.load(compiled.artifact, plan.graph, [blocks], (r,)) for r in range(self._workers)]
+        return [self.load(compiled.artifact, plan.graph, [blocks], (r,), warm=False) for r in range(self._workers)]
 
     def _compiled(self, plan, data, devices: int) -> Compiled:
         data = data if data is not None else plan.data
@@ -343,11 +343,11 @@ class Ray:
         _ship_model_by_value(plan.graph.meta.model)
         return compile_artifact(plan, data)
 
-    def load(self, artifact, graph, blocks: list, ranks: tuple[int, ...]) -> RayProgram:
+    def load(self, artifact, graph, blocks: list, ranks: tuple[int, ...], warm: bool = True) -> RayProgram:
         """Send `artifact` (compiled from `graph`, the driver's) and each worker its block
         (`blocks[i]` to worker `ranks[i]`, or one block to all); each worker lowers the model and
-        refuses the artifact unless its graph is the one compiled. The first gradient is evaluated
-        here (the first compile, measured)."""
+        refuses the artifact unless its graph is the one compiled. With `warm`, the first gradient
+        is evaluated here (the first compile, measured)."""
         self._check_open()
         key = uuid.uuid4().hex[:12]
         art = ray.put(artifact)
@@ -356,9 +356,10 @@ class Ray:
                            for i, a in enumerate(self._group(ranks))], "loading its shard and building the program")
         self.times.shards_s.append(time.perf_counter() - t0)
         prog = RayProgram(self, key, artifact, graph, ranks, loads)
-        t1 = time.perf_counter()
-        prog.potential_and_grad(_zeros(graph))
-        self.times.compile_s.append(time.perf_counter() - t1)
+        if warm:
+            t1 = time.perf_counter()
+            prog.potential_and_grad(_zeros(graph))
+            self.times.compile_s.append(time.perf_counter() - t1)
         return prog
 
     def free(self, program: RayProgram) -> None:
@@ -390,6 +391,7 @@ class RayProgram:
         self.runtime, self.key, self.artifact, self.ranks = runtime, key, artifact, tuple(ranks)
         self.graph, self.layout, self.load_s = graph, artifact.candidate.layout, load_s
         self._release = weakref.finalize(self, _release, weakref.ref(runtime), runtime._generation, key, self.ranks)
+        self._release.atexit = False  # at exit the workers go anyway
 
     @property
     def split(self) -> tuple[str, ...]:
