@@ -150,7 +150,7 @@ class Ray:
         """Join the JAX group through a coordinator on worker 0, bound to loopback when every worker
         is on one node, else to worker 0's node address; its port is held from choice to bind."""
         nodes = self._get([a.node.remote() for a in self._actors], "finding the workers' nodes")
-        host = "127.0.0.1" if len({node for node, _ in nodes}) == 1 else nodes[0][1]
+        host = coordinator_host(nodes)
         port = self._get([self._actors[0].reserve_port.remote(host)], "reserving the coordinator's port")[0]
         self.coordinator = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.info = self._get([a.init.remote(self.coordinator) for a in self._actors], "jax.distributed.initialize")
@@ -368,6 +368,12 @@ class Ray:
 
     def __repr__(self) -> str:
         return f"Ray(workers={self._workers}, resources_per_worker={self.resources}, address={self.address!r})"
+
+
+def coordinator_host(nodes: list[tuple[str, str]]) -> str:
+    """Where worker 0's coordinator binds, from each worker's (node id, node address): loopback
+    when every worker is on one node, else worker 0's node address. Never a wildcard."""
+    return "127.0.0.1" if len({node for node, _ in nodes}) == 1 else nodes[0][1]
 
 
 def _zeros(graph) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from claygraph.errors import PartitionError
 from claygraph.partition.context import Context
 from claygraph.partition.program import compile_artifact
 from claygraph.runtime.protocol import Runtime
-from claygraph.runtime.ray import Ray
+from claygraph.runtime.ray import Ray, coordinator_host
 
 
 def model(data):
@@ -92,3 +92,9 @@ def test_local_runs_steps_through_the_protocol(data):
     assert rt.gather(handles, "a step") == [pytest.approx(want)]
     with pytest.raises(PartitionError, match="one worker"):
         rt.compile(plan, ranks=(0, 1))
+
+
+def test_the_coordinator_binds_loopback_on_one_node_and_the_node_address_otherwise():
+    assert coordinator_host([("n1", "10.0.0.5"), ("n1", "10.0.0.5")]) == "127.0.0.1"
+    assert coordinator_host([("n1", "10.0.0.5"), ("n2", "10.0.0.6")]) == "10.0.0.5"
+    assert coordinator_host([("n2", "10.0.0.6"), ("n1", "10.0.0.5"), ("n2", "10.0.0.6")]) == "10.0.0.6"
