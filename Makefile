@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/python -m claygraph.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check claygraph tests bench
+	$(BIN)/ruff check claygraph tests bench support
 
 test: lint
 	$(BIN)/python -m pytest -q -rs tests

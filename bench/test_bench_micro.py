@@ -30,7 +30,7 @@ def w1_small() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_group_layout_numba(benchmark, idx):
-    from claygraph.runtime.layout import group_layout
+    from claygraph.partition.layout import group_layout
 
     group_layout("g", "row", idx, GROUPS, 2)  # compile outside the timing
     benchmark(group_layout, "g", "row", idx, GROUPS, 2)

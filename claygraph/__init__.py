@@ -10,7 +10,7 @@ from claygraph.frontend.data import Data, array, index
 from claygraph.ir.lower import lower
 from claygraph.partition.cluster import ClusterSpec
 from claygraph.partition.plan import partition
-from claygraph.partition.program import compile  # noqa: A004 - the public name
+from claygraph.runtime.local import compile  # noqa: A004 - the public name
 
 __version__ = "0.1.0"
 

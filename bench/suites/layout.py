@@ -24,7 +24,7 @@ BYTES_PER_ROW = 64  # peak working set per row of one comparison (int64 index, k
 
 def numpy_group_layout(idx: np.ndarray, groups: int, shards: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(owner per group, rows per shard, row slots) as group_layout computes them, with NumPy's argsort."""
-    from claygraph.runtime.layout import lpt_owner
+    from claygraph.partition.layout import lpt_owner
 
     owner = lpt_owner(np.bincount(idx, minlength=groups), shards)
     keys = owner[idx]
@@ -50,7 +50,7 @@ def heapq_lpt(counts: np.ndarray, shards: int) -> np.ndarray:
 
 
 def compare_group_layout(rows: int, shards: int, repeats: int) -> dict:
-    from claygraph.runtime.layout import group_layout
+    from claygraph.partition.layout import group_layout
 
     groups = max(1, rows // ROWS_PER_GROUP)
     t0 = time.perf_counter()
@@ -76,7 +76,7 @@ def compare_group_layout(rows: int, shards: int, repeats: int) -> dict:
 
 def compare_lpt(groups: int, shards: int, repeats: int) -> dict:
     from bench.workloads import zipf_counts
-    from claygraph.runtime.layout import lpt_owner
+    from claygraph.partition.layout import lpt_owner
 
     counts = zipf_counts(groups * ROWS_PER_GROUP, groups)
     out: dict = {}

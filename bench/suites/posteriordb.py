@@ -25,7 +25,7 @@ def _one(name: str, warmup: int, draws: int) -> dict:
     import numpy as np
 
     import claygraph as cg
-    from claygraph import posteriordb as pdb
+    from support import posteriordb as pdb
 
     ref = pdb.load(name)
     out = {"name": name, "parameters": len(ref.parameters)}
@@ -48,7 +48,7 @@ def _one(name: str, warmup: int, draws: int) -> dict:
 
 
 def run(sizes: Sizes, env: SuiteEnv) -> dict:
-    from claygraph import posteriordb as pdb
+    from support import posteriordb as pdb
 
     root = pdb.default_root()
     if not root.is_dir():

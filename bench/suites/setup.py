@@ -99,7 +99,7 @@ def run(sizes: Sizes, env: SuiteEnv) -> dict:
             tiny_params = _zeros(tiny_plan.graph)
             round_trip = measure(lambda: tiny_prog.potential_and_grad(tiny_params), max(20, sizes.repeats * 3))
             env.log("  setup: worker-side all-reduce latency")
-            probe = rt.run(allreduce_probe, list(ALLREDUCE_FLOATS), max(50, sizes.repeats * 10),
+            probe = rt.on_workers(allreduce_probe, list(ALLREDUCE_FLOATS), max(50, sizes.repeats * 10),
                            what="timing all-reduces")
             map_row = _map_on_ray(cg, logistic_model, data, rt, env)
     finally:

@@ -229,9 +229,10 @@ class Data:
         "row", into="product")` for an index column. Only the metadata and the index columns are read
         here; the other columns are read by whoever holds their rows (a Ray worker reads its rows only).
         """
-        from claygraph.frontend.parquet import from_parquet
+        from claygraph.frontend.parquet import columns
 
-        return from_parquet(path, **arrays)
+        return cls(**{k: index(c.values, c.dims[0], into=c.into, size=c.size) if c.into is not None
+                      else Array(c.values, c.dims, source=c.source) for k, c in columns(path, **arrays).items()})
 
     @classmethod
     def from_ray_dataset(cls, dataset, folder: str, *, ray_remote_args: Mapping[str, Any] | None = None,

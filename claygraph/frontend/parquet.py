@@ -122,11 +122,20 @@ def _dtype(types: Mapping[str, Any], columns: Sequence[str], name: str, where: s
     return dt
 
 
-def from_parquet(path, **specs) -> Any:
-    """See `Data.from_parquet`."""
-    import jax
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One array of a Parquet-backed Data: read values (index columns) or a source read later."""
 
-    from claygraph.frontend.data import Array, Data, index
+    values: Any  # np.ndarray (index columns) or jax.ShapeDtypeStruct
+    dims: tuple[str, ...]
+    into: str | None = None
+    size: int | None = None
+    source: ParquetSource | None = None
+
+
+def columns(path, **specs) -> dict[str, Column]:
+    """The arrays `Data.from_parquet` builds (see there): index columns read, the rest left in the files."""
+    import jax
 
     files = _files(path)
     frags, types = _scan(files)
@@ -139,7 +148,7 @@ def from_parquet(path, **specs) -> Any:
                 raise DataError(f"index {name!r} (column {spec.column!r}) has dtype {dt}; an index column must "
                                 f"hold integers")
             values = read(ParquetSource(name, (spec.column,), False, frags, dt.str))
-            arrays[name] = index(values.astype(np.int32), spec.dim, into=spec.into, size=spec.size)
+            arrays[name] = Column(values.astype(np.int32), (spec.dim,), spec.into, spec.size)
             continue
         if not (isinstance(spec, tuple) and len(spec) >= 2):
             raise DataError(f"Data field {name!r}: give (column, dim) or ([columns], row_dim, dim), or "
@@ -153,8 +162,8 @@ def from_parquet(path, **specs) -> Any:
         dt = _dtype(types, cols, name, where)
         dt = np.dtype(np.float32) if np.issubdtype(dt, np.floating) or dt == np.bool_ else dt
         src = ParquetSource(name, cols, two_d, frags, dt.str)
-        arrays[name] = Array(jax.ShapeDtypeStruct(src.shape, dt), dims, source=src)
-    return Data(**arrays)
+        arrays[name] = Column(jax.ShapeDtypeStruct(src.shape, dt), dims, source=src)
+    return arrays
 
 
 def _check_finite(x: np.ndarray, src: ParquetSource, rows: np.ndarray | None) -> None:

@@ -71,19 +71,20 @@ class _GLM:
         return X.astype(np.float32)
 
     def _fit_map(self, X: np.ndarray, y: np.ndarray):
-        import claygraph as cg
+        from claygraph.frontend.data import Data, array
+        from claygraph.infer.map import map as map_
 
         if not self.C > 0:
             raise ValueError(f"C must be positive, got {self.C}")
-        data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y.astype(np.float32), "row"))
+        data = Data(X=array(X, "row", "feature"), y=array(y.astype(np.float32), "row"))
         sigma, fi = float(np.sqrt(self.C)), bool(self.fit_intercept)
         model = type(self)._model
 
         def glm(data):
             return model(data, sigma, fi)
 
-        res = cg.infer.map(glm, data, runtime=self.runtime, cluster=self.cluster, split=self.split,
-                           tol=self.tol * X.shape[0], max_iter=self.max_iter)
+        res = map_(glm, data, runtime=self.runtime, cluster=self.cluster, split=self.split,
+                   tol=self.tol * X.shape[0], max_iter=self.max_iter)
         self.result_ = res
         self.n_iter_ = np.array([res.iterations])
         self.n_features_in_ = X.shape[1]

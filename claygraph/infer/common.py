@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from claygraph.errors import WorkerError
+from claygraph.runtime.protocol import Runtime
 
 log = logging.getLogger("claygraph.infer")
 
@@ -26,20 +27,18 @@ class Session:
     split: Any = None  # the split the user asked for (None: the cost model's choice)
 
     def rebuild(self) -> None:
-        from claygraph.partition.program import compile
-
         self.runtime.restart()
-        self.program = compile(self.plan, self.data, runtime=self.runtime)
+        self.program = self.runtime.compile(self.plan, self.data)
 
 
-def setup(model: Callable, data, runtime=None, cluster=None, split=None, jacobian: bool = True) -> Session:
+def setup(model: Callable, data, runtime: Runtime | None = None, cluster=None, split=None,
+          jacobian: bool = True) -> Session:
     from claygraph.partition.cluster import ClusterSpec
     from claygraph.partition.plan import partition
-    from claygraph.partition.program import compile
     from claygraph.runtime.local import Local
 
     runtime = runtime if runtime is not None else Local(devices=1)
-    devices = runtime.workers if not isinstance(runtime, Local) else runtime.devices
+    devices = runtime.devices
     if cluster is None:
         cluster = ClusterSpec.local(devices=devices)
     elif cluster.devices != devices:
@@ -51,7 +50,12 @@ def setup(model: Callable, data, runtime=None, cluster=None, split=None, jacobia
         raise ModelError(f"model {getattr(model, '__name__', 'model')!r} has no latent sample sites (every "
                          f"numpyro.sample has obs=): there is nothing to infer. Add a latent site, or evaluate the "
                          f"log density with cg.compile(cg.partition(model, data)).potential({{}})")
-    return Session(model, data, plan, compile(plan, data, runtime=runtime), runtime, split)
+    return Session(model, data, plan, runtime.compile(plan, data), runtime, split)
+
+
+def run_spmd(program, fn: Callable, *args) -> Any:
+    """fn(context, *args) on every process of `program`, through its runtime; the result once."""
+    return program.runtime.run(program, fn, *args)
 
 
 def zeros_like_params(graph) -> dict[str, np.ndarray]:
@@ -67,7 +71,7 @@ def run_resumable(session: Session, step: Callable[[Any, Any], tuple[Any, bool]]
         try:
             state, done = step(session.program, state)
         except WorkerError as e:
-            if not hasattr(session.runtime, "restart") or restarts >= max_restarts:
+            if restarts >= max_restarts:
                 raise
             restarts += 1
             log.warning("lost a worker (%s); rebuilding the group and resuming from the checkpoint", e)

@@ -16,10 +16,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from claygraph.errors import ModelError
-from claygraph.infer.common import constrain_draws, setup, to_inference_data
+from claygraph.infer.common import constrain_draws, run_spmd, setup, to_inference_data
 from claygraph.infer.map import MAPResult
 from claygraph.infer.map import map as map_
-from claygraph.runtime.spmd import run_spmd
 
 MAX_DENSE = 20_000
 

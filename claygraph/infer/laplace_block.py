@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from claygraph.errors import ModelError
-from claygraph.runtime.spmd import run_spmd
+from claygraph.infer.common import run_spmd
 
 CHECK_RTOL = 1e-3
 

@@ -17,8 +17,7 @@ import optax
 import optax.tree_utils as otu
 
 from claygraph.errors import ModelError
-from claygraph.infer.common import Session, constrain, run_resumable, setup, zeros_like_params
-from claygraph.runtime.spmd import run_spmd
+from claygraph.infer.common import Session, constrain, run_resumable, run_spmd, setup, zeros_like_params
 
 DIVERGENCE_Z = 20.0  # |log| of a constrained value (a scale) beyond which it has run off to 0 or infinity
 STALL = 10  # iterations in a row without progress in objective or gradient

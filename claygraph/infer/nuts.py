@@ -23,111 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import blackjax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from claygraph.errors import PartitionError
+from claygraph.infer.chains import Chain, Settings, initial_position
 from claygraph.infer.common import constrain_draws, setup, to_inference_data, valid_initial_points
-from claygraph.runtime.spmd import run_spmd
+from claygraph.infer.scheduler import group_plan, run_chains_local, run_chains_parallel
 
 log = logging.getLogger("claygraph.infer")
-
-
-@dataclass(frozen=True)
-class Settings:
-    algorithm: str = "nuts"
-    target_accept: float = 0.8
-    max_tree_depth: int = 10
-    num_integration_steps: int = 16
-    warmup: int = 500
-
-
-def _logdensity(ctx, data):
-    """The log density over `data`, passed in (a jitted function may not close over global arrays
-    that span other processes' devices)."""
-    return lambda z: -ctx.potential(z, data)
-
-
-def _kernel(ctx, settings: Settings, params: dict, data):
-    ld = _logdensity(ctx, data)
-    if settings.algorithm == "nuts":
-        return blackjax.nuts(ld, **{**params, "max_num_doublings": settings.max_tree_depth})
-    return blackjax.hmc(ld, **{**params, "num_integration_steps": settings.num_integration_steps})
-
-
-def _no_info(state, info, adaptation_state):
-    return None
-
-
-def _warmup_fn(ctx, settings: Settings):
-    algo = blackjax.nuts if settings.algorithm == "nuts" else blackjax.hmc
-    extra = ({"max_num_doublings": settings.max_tree_depth} if settings.algorithm == "nuts"
-             else {"num_integration_steps": settings.num_integration_steps})
-
-    @jax.jit
-    def run(key, position, data):
-        adapt = blackjax.window_adaptation(algo, _logdensity(ctx, data), target_acceptance_rate=settings.target_accept,
-                                           adaptation_info_fn=_no_info, **extra)
-        (state, params), _ = adapt.run(key, position, num_steps=settings.warmup)
-        return state, params
-
-    return run
-
-
-def _sample_fn(ctx, settings: Settings, n: int):
-    @jax.jit
-    def run(key, state, params, data):
-        kernel = _kernel(ctx, settings, params, data)
-
-        def one(s, k):
-            s, info = kernel.step(k, s)
-            stats = {"diverging": info.is_divergent, "acceptance_rate": info.acceptance_rate,
-                     "energy": info.energy,
-                     "tree_depth": getattr(info, "num_trajectory_expansions", jnp.int32(0)),
-                     "n_steps": getattr(info, "num_integration_steps", jnp.int32(0))}
-            return s, (s.position, stats)
-
-        return jax.lax.scan(one, state, jax.random.split(key, n))
-
-    return run
-
-
-def warmup_chain(ctx, key, position, settings: Settings):
-    """Window adaptation for one chain; returns (state, adapted params) on the host."""
-    run = ctx.cached(("warmup", settings), lambda: _warmup_fn(ctx, settings))
-    state, params = run(ctx.to_global(key), ctx.to_global(position), ctx.data)
-    return ctx.to_host(state), ctx.to_host(params)
-
-
-def sample_segment(ctx, key, state, params, n: int, settings: Settings, delay: float = 0.0):
-    """n draws of one chain from `state`; returns (new state, draws, stats) on the host."""
-    run = ctx.cached(("sample", settings, n), lambda: _sample_fn(ctx, settings, n))
-    if delay:
-        time.sleep(delay)
-    s, (draws, stats) = run(ctx.to_global(key), ctx.to_global(state), ctx.to_global(params), ctx.data)
-    return ctx.to_host(s), ctx.to_host(draws), ctx.to_host(stats)
-
-
-# -- the driver side -------------------------------------------------------------------------
-
-@dataclass
-class Chain:
-    id: int
-    key: np.ndarray
-    state: Any = None
-    params: Any = None
-    draws: list = field(default_factory=list)
-    stats: list = field(default_factory=list)
-    seconds: float = 0.0
-    worker: int | None = None
-    segment_s: list = field(default_factory=list)  # wall seconds of each sampling segment
-    init: dict | None = None  # a starting point with a finite potential and gradient
-
-    @property
-    def n(self) -> int:
-        return sum(len(jax.tree.leaves(d)[0]) for d in self.draws) if self.draws else 0
 
 
 @dataclass
@@ -158,16 +62,6 @@ class MCMCResult:
                 f"{f' ({self.shards_per_chain} workers per chain)' if self.parallel == 'mesh' else ''}, "
                 f"{self.wall_s:.1f} s; "
                 f"{self.stopped_because})\n{self.summary()}")
-
-
-def initial_position(graph, key, radius: float = 2.0) -> dict:
-    out = {}
-    names = sorted(graph.param_shapes)
-    for k, sub in zip(names, jax.random.split(key, len(names))):
-        shape = graph.param_shapes[k]
-        dtype = graph.value(graph.inputs.params[k]).dtype
-        out[k] = np.asarray(jax.random.uniform(sub, shape, minval=-radius, maxval=radius), dtype)
-    return out
 
 
 def diagnostics(chains: list[Chain]) -> tuple[float, float]:
@@ -214,8 +108,7 @@ def _concat(parts: list) -> dict:
 
 
 def _workers(session) -> int:
-    runtime = session.runtime
-    return getattr(runtime, "workers", 1) if hasattr(runtime, "submit") else 1
+    return session.runtime.workers
 
 
 def choose_shards(session, chains: int) -> tuple[int, list[dict]]:
@@ -223,8 +116,6 @@ def choose_shards(session, chains: int) -> tuple[int, list[dict]]:
     worker count gives W/s groups running ceil(chains / (W/s)) waves of chains, each gradient taking
     the predicted time of the best split over s devices; the least total wins (ties: fewer shards).
     Returns s and the table of options (what `MCMCResult.mesh_choice` shows)."""
-    from claygraph.infer.scheduler import group_plan
-
     w = _workers(session)
     options = []
     for s in [d for d in range(1, w + 1) if w % d == 0]:
@@ -269,8 +160,8 @@ def _mode(parallel: str, session, chains: int, shards: int | None) -> tuple[str,
 def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
          split=None, seed: int = 0, target_ess: float | None = None, max_rhat: float = 1.01, segment: int = 100,
          max_draws: int | None = None, parallel: str = "auto", settings: Settings | None = None,
-         slow: dict | None = None, on_segment: Callable | None = None,
-         shards_per_chain: int | None = None, grow: bool | None = None) -> MCMCResult:
+         on_segment: Callable | None = None, shards_per_chain: int | None = None,
+         grow: bool | None = None) -> MCMCResult:
     """Run `chains` chains; see the module docstring for the modes and the stop rule.
 
     shards_per_chain: workers that compute one chain's gradient together (a chains x shards mesh);
@@ -278,11 +169,8 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     grow: in chain-parallel runs, start extra workers where the cluster gains room while sampling
     (nodes an autoscaler adds) and give them chains; default: when the runtime connected to an
     existing cluster (`Ray(address=...)`).
-    slow: {worker or group: seconds} adds a delay to every segment there (a test hook).
     on_segment(chain_id, draws_of_that_chain) is called after every segment (progress, test hooks).
     """
-    from claygraph.infer.scheduler import run_chains_local, run_chains_parallel
-
     settings = settings or Settings(warmup=warmup)
     t0 = time.perf_counter()
     session = setup(model, data, runtime, cluster, split)
@@ -294,11 +182,10 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     stop = _stop_rule(draws, target_ess, max_rhat, budget)
     hook = on_segment or (lambda chain, n: None)
     if mode == "data":
-        busy, why = run_chains_local(session, pool, settings, segment, stop, slow or {}, hook)
+        busy, why = run_chains_local(session, pool, settings, segment, stop, hook)
     else:
-        if grow is None:
-            grow = getattr(session.runtime, "address", None) is not None
-        busy, why = run_chains_parallel(session, pool, settings, segment, stop, slow or {}, hook, shards, grow)
+        grow = session.runtime.elastic if grow is None else grow
+        busy, why = run_chains_parallel(session, pool, settings, segment, stop, hook, shards, grow)
     wall = time.perf_counter() - t0
     res = _result(model, data, session, pool, wall, mode, why, busy, target_ess is None)
     res.shards_per_chain, res.mesh_choice = shards, options
@@ -381,6 +268,3 @@ def hmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 
     s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup)
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 
-
-def run_on(program, fn, *args):
-    return run_spmd(program, fn, *args)

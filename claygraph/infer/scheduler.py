@@ -1,4 +1,7 @@
-"""The chain scheduler: who runs which chain's next segment, and recovery after a lost worker."""
+"""The chain scheduler: who runs which chain's next segment, and recovery after a lost worker.
+
+It speaks only the Runtime protocol: programs from `compile` / `compile_each` / `grow`, steps
+through `run`, `submit`, `wait` and `gather`, `restart` after a loss."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +11,8 @@ import jax
 import numpy as np
 
 from claygraph.errors import WorkerError
-from claygraph.infer.nuts import Chain, initial_position, sample_segment, warmup_chain
-from claygraph.runtime.spmd import run_spmd
+from claygraph.infer.chains import Chain, initial_position, sample_segment, warmup_chain
+from claygraph.infer.common import run_spmd
 
 log = logging.getLogger("claygraph.infer")
 MAX_RESTARTS = 2
@@ -35,13 +38,13 @@ def _with_recovery(session, fn, *args):
         try:
             return run_spmd(session.program, fn, *args)
         except WorkerError as e:
-            if attempt == MAX_RESTARTS or not hasattr(session.runtime, "restart"):
+            if attempt == MAX_RESTARTS:
                 raise
             log.warning("lost a worker (%s); rebuilding and resuming the chain from its last state", e)
             session.rebuild()
 
 
-def run_chains_local(session, pool, settings, segment, stop, slow, hook):
+def run_chains_local(session, pool, settings, segment, stop, hook):
     """Chains one after another on the session's program (one device, or data-parallel over workers)."""
     graph = session.plan.graph
     for c in pool:
@@ -56,7 +59,7 @@ def run_chains_local(session, pool, settings, segment, stop, slow, hook):
         for c in sorted(pool, key=lambda c: c.n):
             t0 = time.perf_counter()
             c.state, d, st = _with_recovery(session, sample_segment, _next_key(c), c.state, c.params, segment,
-                                            settings, slow.get(0, 0.0))
+                                            settings)
             c.draws.append(d)
             c.stats.append(st)
             c.seconds += time.perf_counter() - t0
@@ -67,22 +70,23 @@ def run_chains_local(session, pool, settings, segment, stop, slow, hook):
 GROW_EVERY_S = 2.0  # how often a chain-parallel run looks for room for another worker
 
 
-def run_chains_parallel(session, pool, settings, segment, stop, slow, hook, shards: int = 1, grow: bool = False):
-    """Chains over Ray workers without barriers: groups of `shards` workers (a chains x shards
-    mesh; 1: each worker alone, with the whole data) each run one chain at a time, and a group that
-    finishes a segment gets the next job at once (warm-up of a chain not yet started, else the next
-    segment of the chain with the fewest draws that no one is running). Returns (busy seconds per
-    group, why it stopped)."""
+def run_chains_parallel(session, pool, settings, segment, stop, hook, shards: int = 1, grow: bool = False):
+    """Chains over the runtime's workers without barriers: groups of `shards` workers (a chains x
+    shards mesh; 1: each worker alone, with the whole data) each run one chain at a time, and a group
+    that finishes a segment gets the next job at once (warm-up of a chain not yet started, else the
+    next segment of the chain with the fewest draws that no one is running). The programs are freed
+    when the run ends. Returns (busy seconds per group, why it stopped)."""
     rt = session.runtime
     graph = session.plan.graph
     groups = [tuple(range(g * shards, (g + 1) * shards)) for g in range(rt.workers // shards)]
     busy = {g: 0.0 for g in range(len(groups))}
     restarts = 0
     while True:
+        units = []
         try:
             units = _units(rt, session, groups)
-            grower = _grower(rt, session, units[0][1]) if grow and shards == 1 else None
-            return _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook, grower)
+            grower = _grower(rt, session) if grow and shards == 1 else None
+            return _schedule(rt, units, graph, pool, settings, segment, stop, busy, hook, grower)
         except WorkerError as e:
             if restarts >= MAX_RESTARTS:
                 raise
@@ -91,42 +95,42 @@ def run_chains_parallel(session, pool, settings, segment, stop, slow, hook, shar
                 c.worker = None
             log.warning("lost a worker (%s); rebuilding the group, chains resume from their last segment", e)
             rt.restart()
+        finally:
+            for program in units:
+                rt.free(program)
 
 
-def _units(rt, session, groups: list[tuple[int, ...]]) -> list[tuple[int | tuple[int, ...], str]]:
-    """(where, program key) per group: one-device programs over the whole data on every worker, or
-    one split program per group of workers (planned for that many devices)."""
+def _units(rt, session, groups: list[tuple[int, ...]]) -> list:
+    """One program per group: a one-device program over the whole data on every worker, or one
+    split program per group of workers (planned for that many devices)."""
     if len(groups[0]) == 1:
-        key = rt.load_local(session.model, session.data, session.plan.graph.meta.jacobian)
-        return [(g[0], key) for g in groups]
+        return rt.compile_each(group_plan(session, 1, split=()), session.data)
     plan = group_plan(session, len(groups[0]))
-    return [(g, rt.compile(plan, session.data, ranks=g).key) for g in groups]
+    return [rt.compile(plan, session.data, ranks=g) for g in groups]
 
 
-def _grower(rt, session, key: str):
-    """A function that, at most every GROW_EVERY_S, starts a worker where the cluster has room
-    (a node the autoscaler added) and loads the chain-parallel program on it: (where, key) or None."""
+def _grower(rt, session):
+    """A function that, at most every GROW_EVERY_S, asks the runtime for a worker where the cluster
+    has room (a node the autoscaler added) with the one-device program on it: that program, or None."""
     last = [time.perf_counter()]
+    plan = group_plan(session, 1, split=())
 
     def grow():
         if time.perf_counter() - last[0] < GROW_EVERY_S:
             return None
         last[0] = time.perf_counter()
-        where = rt.grow()
-        if where is None:
-            return None
-        rt.load_local_on(where, key, session.model, session.data, session.plan.graph.meta.jacobian)
-        return where, key
+        return rt.grow(plan, session.data)
 
     return grow
 
 
-def group_plan(session, shards: int):
-    """The plan of one chain's group of `shards` devices, for the session's model and cluster."""
+def group_plan(session, shards: int, split=None):
+    """The plan of one chain's group of `shards` devices, for the session's model and cluster
+    (split: the session's by default)."""
     from claygraph.partition.plan import partition
 
     return partition(session.plan.graph, session.data, cluster=sub_cluster(session.plan.cluster, shards),
-                     split=session.split)
+                     split=session.split if split is None else split)
 
 
 def sub_cluster(cluster, devices: int):
@@ -137,26 +141,23 @@ def sub_cluster(cluster, devices: int):
     return replace(cluster, devices_per_node=per, nodes=-(-devices // per))
 
 
-def _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook, grower=None):
-    running: dict = {}  # first ref -> (unit, chain, started, every ref of the unit)
+def _schedule(rt, units, graph, pool, settings, segment, stop, busy, hook, grower=None):
+    running: dict = {}  # first handle -> (unit, chain, started, every handle of the unit)
     idle = list(range(len(units)))
 
     def job_for(unit: int):
         free = [c for c in pool if c.worker is None]
         if not free:
             return None
-        where, key = units[unit]
         c = next((c for c in free if c.state is None), None) or min(free, key=lambda c: c.n)
         c.worker = unit
         k = _next_key(c)
         if c.state is None:
-            refs = rt.submit(where, key, warmup_chain, k, _start(c, graph, k), settings)
+            handles = rt.submit(units[unit], warmup_chain, k, _start(c, graph, k), settings)
         else:
-            refs = rt.submit(where, key, sample_segment, k, c.state, c.params, segment, settings,
-                             slow.get(unit, 0.0))
-        refs = refs if isinstance(refs, list) else [refs]
-        running[refs[0]] = (unit, c, time.perf_counter(), refs)
-        return refs[0]
+            handles = rt.submit(units[unit], sample_segment, k, c.state, c.params, segment, settings)
+        running[handles[0]] = (unit, c, time.perf_counter(), handles)
+        return handles[0]
 
     why = None
     while True:
@@ -173,10 +174,10 @@ def _schedule(rt, units, graph, pool, settings, segment, stop, slow, busy, hook,
                 break
         if not running:
             return busy, why or "no chain left to run"
-        ref, result = rt.wait_one(list(running), "sampling a chain segment")
-        u, c, t0, refs = running.pop(ref)
-        if len(refs) > 1:  # the group's other workers ran the same SPMD step: wait for them too
-            rt._get(refs, "sampling a chain segment")
+        handle, result = rt.wait(list(running), "sampling a chain segment")
+        u, c, t0, handles = running.pop(handle)
+        if len(handles) > 1:  # the group's other workers ran the same SPMD step: wait for them too
+            rt.gather(handles, "sampling a chain segment")
         busy[u] += time.perf_counter() - t0
         c.seconds += time.perf_counter() - t0
         c.worker = None

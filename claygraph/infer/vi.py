@@ -27,10 +27,9 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from claygraph.infer.common import constrain_draws, run_resumable, setup, to_inference_data, zeros_like_params
+from claygraph.infer.common import constrain_draws, run_resumable, run_spmd, setup, to_inference_data, zeros_like_params
 from claygraph.infer.laplace import hessian_diag, hessian_matrix
 from claygraph.infer.map import map as map_
-from claygraph.runtime.spmd import run_spmd
 
 EXACT_DIAG = 2048  # parameters up to which the Hessian diagonal is exact
 PROBES = 32  # Rademacher probes for Hutchinson's diagonal beyond that

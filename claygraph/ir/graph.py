@@ -1,6 +1,7 @@
 """The IR: small immutable values and nodes, stored in a networkx graph behind one facade."""
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -154,6 +155,11 @@ class Graph:
         for k, vid in self.inputs.data.items():
             env[vid] = values[k]
         return interpret(self._order, env, lambda node, args: node.bind(*args))[self.output]
+
+    def fingerprint(self) -> str:
+        """sha256 of the deterministic printing (inputs by name, nodes in topological order with
+        primitive, params, shapes, dtypes and dims, the output): equal graphs, equal fingerprints."""
+        return hashlib.sha256(str(self).encode()).hexdigest()
 
     def __str__(self) -> str:
         from claygraph.ir.printing import format_graph

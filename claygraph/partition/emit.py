@@ -20,11 +20,11 @@ from jax.sharding import PartitionSpec as P
 
 from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Node, Value
+from claygraph.partition.layout import DimLayout
 from claygraph.partition.plan import shape_fn
 from claygraph.partition.propagate import sticky
 from claygraph.partition.registry import PRIMITIVES, Decision, Mask
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded, Sharding
-from claygraph.runtime.layout import DimLayout
 
 AXIS = "shards"
 

@@ -13,10 +13,10 @@ from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph, Value
 from claygraph.partition.cluster import ClusterSpec
 from claygraph.partition.cost import CostEstimate, estimate
+from claygraph.partition.layout import DimLayout, block_layout, block_sizes, group_layout, group_sizes
 from claygraph.partition.propagate import Collective, Propagation, propagate
 from claygraph.partition.shardings import Partial, Sharded, Sharding, Split
 from claygraph.partition.verify import checks_enabled, verify
-from claygraph.runtime.layout import DimLayout, block_layout, block_sizes, group_layout, group_sizes
 
 Layout = Mapping[str, DimLayout]
 STATE_COPIES = 12.0  # parameter-sized buffers kept by the optimiser or sampler (L-BFGS: x, g, 2 x 5 history)

@@ -1,12 +1,16 @@
-"""Program: the compiled, split potential of a model, with `potential` and `potential_and_grad`.
+"""The compiled artifact and the Program that runs it in one process.
 
-`SplitFunction` is what every process builds identically from (graph, split, layout, mesh): the
-global-view potential over internal-layout data. `Program` places the data for one process that
-sees every device; the Ray runtime places each worker's shard and builds the same function there.
+The driver compiles Plan x Data once into an `Artifact`: the concrete layout (slot tables), the
+propagation on it (shardings, collectives, masks) and the graph's fingerprint, frozen and
+picklable. Every runtime runs that artifact: `Program` here on this process's devices, the Ray
+workers on their shards. A worker lowers the model again (JAX primitives do not travel) and
+refuses the artifact when its graph's fingerprint differs from the driver's; it never plans.
+`SplitFunction` is the global-view potential every process builds from (graph, artifact, mesh).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -19,8 +23,8 @@ from claygraph.errors import PartitionError
 from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph
 from claygraph.partition.emit import _Local, make_mesh, param_relayout, relayout, spec
+from claygraph.partition.layout import DimLayout
 from claygraph.partition.plan import Candidate, Plan, candidate_with_layout, layout_for
-from claygraph.runtime.layout import DimLayout
 
 
 class SplitFunction:
@@ -87,42 +91,112 @@ def shard_blocks(specs: Mapping[str, P], internal: Mapping[str, np.ndarray], sha
     return out
 
 
-class Program:
-    """A split log density on this process's devices; params in and gradients out in the user's layout."""
+@dataclass(frozen=True, eq=False)
+class Artifact:
+    """Plan x Data, compiled once on the driver: what every process of a program runs.
 
-    def __init__(self, plan: Plan, data: Data | None = None, devices=None):
-        data = data if data is not None else plan.data
-        if data is None or not data.has_values:
-            raise PartitionError("the plan was made for abstract data; compile it with the real data: "
-                                 "cg.compile(plan, data=cg.Data(...))")
-        data = data.load()  # one process holds every shard: file-backed arrays are read whole
-        self.plan = plan
-        self.graph = plan.graph
-        # the concrete layout decides padding, hence masks: propagate again on it
-        layout = layout_for(plan.chosen.split, plan.graph, data, plan.devices)
-        cand = candidate_with_layout(plan.graph, plan.chosen.split, layout, plan.cluster, plan.devices)
-        if cand.propagation is None:
-            raise PartitionError(f"split {plan.split} cannot be made on this data: {cand.cost.reason}")
-        self.fn = SplitFunction(plan.graph, cand, make_mesh(plan.devices, devices))
+    `candidate` holds the split, the concrete layout and the propagation on it; `shapes` the
+    global internal shape of every data input; `fingerprint` the driver's graph's. The model and
+    the abstract data let a process without the driver's graph lower it again and check it."""
+
+    model: Callable
+    abstract: Data
+    jacobian: bool
+    fingerprint: str
+    candidate: Candidate
+    devices: int
+    shapes: Mapping[str, tuple[int, ...]]
+
+    @property
+    def split(self) -> tuple[str, ...]:
+        return self.candidate.split.name
+
+    def specs(self, graph: Graph) -> dict[str, P]:
+        return data_specs(graph, self.candidate)
+
+    def graph(self) -> Graph:
+        """The model lowered here, refused unless it is the graph the driver compiled."""
+        from claygraph.ir.lower import lower
+
+        return self.verify(lower(self.model, self.abstract, self.jacobian))
+
+    def verify(self, graph: Graph) -> Graph:
+        got = graph.fingerprint()
+        if got != self.fingerprint:
+            raise PartitionError(f"this process lowered the model to graph {got[:12]}, but the program was compiled "
+                                 f"for graph {self.fingerprint[:12]}: refusing to run it. The model code, the data's "
+                                 f"shapes and dims, or the jax/numpyro versions differ from the driver's")
+        return graph
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """What `compile_artifact` returns: the artifact and the data it lays out, in the internal
+    layout (in-memory arrays) or as file sources (read by whoever holds the rows)."""
+
+    artifact: Artifact
+    internal: Mapping[str, np.ndarray]
+    files: Mapping[str, Any]
+
+
+def compile_artifact(plan: Plan, data: Data | None = None) -> Compiled:
+    """The driver's one compile: the concrete layout, the propagation on it (padding decides masks),
+    the fingerprint, and the data in the internal layout."""
+    data = data if data is not None else plan.data
+    if data is None or not data.has_values:
+        raise PartitionError("the plan was made for abstract data; compile it with the real data: "
+                             "cg.compile(plan, data=cg.Data(...))")
+    graph = plan.graph
+    layout = layout_for(plan.chosen.split, graph, data, plan.devices)
+    cand = candidate_with_layout(graph, plan.chosen.split, layout, plan.cluster, plan.devices)
+    if cand.propagation is None:
+        raise PartitionError(f"split {plan.split} cannot be made on this data: {cand.cost.reason}")
+    internal = internal_data(graph, cand, data)
+    files = {k: data.arrays[k].source for k in graph.inputs.data if data.arrays[k].source is not None}
+    shapes = {k: x.shape for k, x in internal.items()}
+    shapes.update({k: _internal_shape(graph, k, cand.layout) for k in files})
+    art = Artifact(graph.meta.model, data.abstract(), graph.meta.jacobian, graph.fingerprint(), cand, plan.devices,
+                   shapes)
+    return Compiled(art, internal, files)
+
+
+def _internal_shape(graph: Graph, name: str, layout: Mapping[str, DimLayout]) -> tuple[int, ...]:
+    v = graph.value(graph.inputs.data[name])
+    return tuple(layout[d].internal if d in layout else n for d, n in zip(v.dims, v.shape))
+
+
+class Program:
+    """A split log density on this process's devices; params in and gradients out in the user's layout.
+
+    Built from a compiled artifact whose data are all in memory; `runtime` is the runtime that
+    built it (inference code runs steps through it)."""
+
+    def __init__(self, compiled: Compiled, devices=None, graph: Graph | None = None, runtime: Any = None):
+        if compiled.files:
+            raise PartitionError(f"arrays {sorted(compiled.files)} are still in files; one process holds every "
+                                 f"shard, so compile `data.load()`")
+        art = compiled.artifact
+        self.artifact, self.runtime = art, runtime
+        self.graph = art.verify(graph) if graph is not None else art.graph()
+        self.fn = SplitFunction(self.graph, art.candidate, make_mesh(art.devices, devices))
         self.layout = self.fn.layout
-        internal = internal_data(plan.graph, cand, data)
         self._data = {k: jax.device_put(x, NamedSharding(self.fn.mesh, self.fn.data_specs[k]))
-                      for k, x in internal.items()}
+                      for k, x in compiled.internal.items()}
         self._context = None
         self._potential = jax.jit(self.fn.fn)
         self._value_and_grad = jax.jit(jax.value_and_grad(self.fn.fn))
 
     @property
     def split(self) -> tuple[str, ...]:
-        return self.plan.split
+        return self.artifact.split
 
     @property
     def data(self) -> dict[str, jax.Array]:
         return self._data
 
     def context(self):
-        """The SPMD context inference code runs against (see claygraph.runtime.spmd)."""
-        from claygraph.runtime.spmd import Context
+        """The SPMD context inference code runs against (see claygraph.partition.context)."""
+        from claygraph.partition.context import Context
 
         if self._context is None:
             self._context = Context(self.fn.fn, self._data, self.fn.mesh, multiprocess=False)
@@ -136,15 +210,8 @@ class Program:
         return self._value_and_grad(_as_jnp(check_params(self.graph, params)), self._data)
 
     def __repr__(self) -> str:
-        return f"<Program split={self.split or '()'} devices={self.plan.devices}>"
+        return f"<Program split={self.split or '()'} devices={self.artifact.devices}>"
 
 
 def _as_jnp(params: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v) for k, v in params.items()}
-
-
-def compile(plan: Plan, data: Data | None = None, runtime=None):  # noqa: A001 - the public name
-    """Build the split program for `plan`: on `runtime` (Local or Ray), by default this process's devices."""
-    if runtime is not None:
-        return runtime.compile(plan, data)
-    return Program(plan, data)

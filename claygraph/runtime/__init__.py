@@ -1,7 +1,8 @@
 """Runtimes: where a compiled program runs. `Ray` is imported lazily (importing claygraph never imports ray)."""
-from claygraph.runtime.local import Local
+from claygraph.runtime.local import Local, compile  # noqa: A004 - the public name
+from claygraph.runtime.protocol import Runtime
 
-__all__ = ["Local", "Ray"]
+__all__ = ["Local", "Ray", "Runtime", "compile"]
 
 
 def __getattr__(name: str):

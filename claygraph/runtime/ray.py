@@ -1,9 +1,12 @@
 """The Ray runtime: one actor per shard, joined into one JAX multi-process group.
 
 The driver starts (or connects to) a cluster, places actors through a placement group, lets
-them join `jax.distributed` (gloo on CPU, NCCL on GPU), sends each one only its shard through the
-object store, and then only starts, monitors and collects: every actor runs the same jitted
-program (SPMD). A worker that dies or stops answering becomes a `WorkerError` naming it.
+them join `jax.distributed` (gloo on CPU, NCCL on GPU; the coordinator bound to loopback when
+every worker shares a node, else to worker 0's node address), compiles each program once into an
+artifact, sends each actor the artifact and only its shard through the object store, and then
+only starts, monitors and collects: every actor runs the same jitted program (SPMD). A worker
+that dies or stops answering becomes a `WorkerError` naming it. Whatever a failed start created
+is torn down before the error propagates.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import logging
 import sys
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +25,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from claygraph.errors import PartitionError, WorkerError
+from claygraph.partition.program import Compiled, check_params, compile_artifact, shard_blocks
 from claygraph.runtime.worker import Worker
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -64,7 +69,7 @@ class Ray:
 
     def __init__(self, workers: int = 2, resources_per_worker: Mapping[str, float] | None = None,
                  address: str | None = None, strategy: str = "PACK", timeout_s: float = DEFAULT_TIMEOUT_S):
-        self.workers = int(workers)
+        self._workers = int(workers)
         self.resources = dict(resources_per_worker or {"CPU": 1})
         self.address, self.strategy, self.timeout_s = address, strategy, timeout_s
         self.platform = "gpu" if self.resources.get("GPU", 0) > 0 else "cpu"
@@ -73,7 +78,10 @@ class Ray:
         self._actors: list[Any] = []
         self._extras: list[Any] = []  # workers that joined later, outside the JAX group
         self._pg = None
+        self._generation = 0  # bumped whenever the workers go: programs of an older generation are gone
         self.info: list[dict] = []
+        self.pids: list[int] = []
+        self.coordinator: str | None = None
         self._closed = True
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -84,46 +92,113 @@ class Ray:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    @property
+    def devices(self) -> int:
+        return self._workers
+
+    @property
+    def elastic(self) -> bool:
+        """Connected to a running cluster: nodes may join (an autoscaler), so chain-parallel runs grow."""
+        return self.address is not None
+
     def start(self) -> Ray:
-        t0 = time.perf_counter()
-        if not ray.is_initialized():
-            if self.address is None:
-                cpus = max(int(self.resources.get("CPU", 1) * self.workers), 1)
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
-                self._started_ray = True
-            else:
-                ray.init(address=self.address)
-        self.times.cluster_s = time.perf_counter() - t0
-        self._spawn()
+        """Start (or connect to) the cluster and the worker group. If any step fails, everything
+        this call created (actors, placement group, the cluster it started) is gone before the error
+        propagates."""
+        try:
+            t0 = time.perf_counter()
+            if not ray.is_initialized():
+                if self.address is None:
+                    cpus = max(int(self.resources.get("CPU", 1) * self._workers), 1)
+                    self._started_ray = True
+                    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+                else:
+                    ray.init(address=self.address)
+            self.times.cluster_s = time.perf_counter() - t0
+            self._spawn()
+        except BaseException:
+            self.close()
+            raise
         self._closed = False
         return self
 
     def _spawn(self) -> None:
         t0 = time.perf_counter()
-        bundles = [dict(self.resources) for _ in range(self.workers)]
+        bundles = [dict(self.resources) for _ in range(self._workers)]
         self._pg = placement_group(bundles, strategy=self.strategy)
         try:
             ray.get(self._pg.ready(), timeout=min(self.timeout_s, 120))
         except ray.exceptions.GetTimeoutError:
-            raise WorkerError(f"the cluster cannot place {self.workers} workers with {self.resources} each "
+            raise WorkerError(f"the cluster cannot place {self._workers} workers with {self.resources} each "
                               f"({self.strategy}); available: {ray.available_resources()}") from None
         cls = ray.remote(Worker)
         opts = self._actor_options()
-        self._actors = [cls.options(**opts, scheduling_strategy=PlacementGroupSchedulingStrategy(
-            placement_group=self._pg, placement_group_bundle_index=i)).remote(i, self.workers, self.platform)
-                        for i in range(self.workers)]
-        coordinator = self._get([self._actors[0].address.remote()], "finding a coordinator port")[0]
+        for i in range(self._workers):  # one by one: a failure midway leaves the ones made so far to close
+            self._actors.append(cls.options(**opts, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=self._pg, placement_group_bundle_index=i)).remote(i, self._workers, self.platform))
+        self.pids = self._get([a.pid.remote() for a in self._actors], "starting")
         self.times.actors_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        self.info = self._get([a.init.remote(coordinator) for a in self._actors], "jax.distributed.initialize")
+        self._join()
         self.times.distributed_s = time.perf_counter() - t1
-        self.pids = self._get([a.pid.remote() for a in self._actors], "reading process ids")
+
+    def _join(self) -> None:
+        """Join the JAX group through a coordinator on worker 0, bound to loopback when every worker
+        is on one node, else to worker 0's node address; its port is held from choice to bind."""
+        nodes = self._get([a.node.remote() for a in self._actors], "finding the workers' nodes")
+        host = coordinator_host(nodes)
+        port = self._get([self._actors[0].reserve_port.remote(host)], "reserving the coordinator's port")[0]
+        self.coordinator = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.info = self._get([a.init.remote(self.coordinator) for a in self._actors], "jax.distributed.initialize")
+
+    def close(self) -> None:
+        """Kill the workers, remove the placement group, and stop the cluster if this runtime started
+        it. Safe after a partial start and when called twice."""
+        self._generation += 1
+        for a in self._extras + self._actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # an actor that already died
+                pass
+        self._extras, self._actors = [], []
+        if self._pg is not None:
+            try:
+                remove_placement_group(self._pg)
+            except Exception:  # the cluster is gone
+                pass
+            self._pg = None
+        if self._started_ray and ray.is_initialized():
+            ray.shutdown()
+        self._started_ray = False
+        self._closed = True
+
+    def restart(self) -> None:
+        """Rebuild the worker group (after a loss): new actors, a new JAX group; programs must be
+        compiled again. A failed rebuild closes the runtime."""
+        started = self._started_ray
+        self._started_ray = False  # keep the cluster
+        self.close()
+        self._started_ray = started
+        try:
+            self._spawn()
+        except BaseException:
+            self.close()
+            raise
+        self._closed = False
+
+    def _actor_options(self) -> dict:
+        return {"num_cpus": self.resources.get("CPU", 0), "num_gpus": self.resources.get("GPU", 0),
+                "max_restarts": 0, "max_concurrency": 2}
 
     # -- workers that join later (chain-parallel only) ---------------------------------------
-    def grow(self, wait_s: float = 15.0) -> int | None:
+    def grow(self, plan, data=None, wait_s: float = 15.0) -> RayProgram | None:
         """Start one more worker outside the JAX group if the cluster has room for it now (e.g. a
-        node the autoscaler added); returns its index for `submit`, or None. Extra workers run
-        one-device programs (whole chains), never collectives, so they need no place in the group."""
+        node the autoscaler added) and compile `plan` (one device) on it; None when there is no room.
+        Extra workers run one-device programs (whole chains), never collectives."""
         self._check_open()
         free = ray.available_resources()
         if any(free.get(k, 0.0) < v for k, v in self.resources.items()):
@@ -137,56 +212,20 @@ class Ray:
             return None
         self._extras.append(actor)
         log.info("a worker joined: %d in the group and %d extra", len(self._actors), len(self._extras))
-        return len(self._actors) + len(self._extras) - 1
+        compiled = self._compiled(plan, data, 1)
+        blocks = ray.put({**compiled.internal, **compiled.files})
+        return self.load(compiled.artifact, plan.graph, [blocks], (rank,), warm=False)
 
     @property
     def extra_workers(self) -> int:
         return len(self._extras)
 
-    def load_local_on(self, worker: int, key: str, model, data, jacobian: bool = True) -> None:
-        """Load the one-device program `key` (see load_local) on one worker, e.g. one that just joined."""
-        self._get([self._everyone()[worker].load_local.remote(key, model, data, jacobian)],
-                  "loading the whole data on a worker that joined")
-
     def _everyone(self) -> list:
         return list(self._actors) + list(self._extras)
 
-    def _actor_options(self) -> dict:
-        return {"num_cpus": self.resources.get("CPU", 0), "num_gpus": self.resources.get("GPU", 0),
-                "max_restarts": 0, "max_concurrency": 2}
-
-    def close(self) -> None:
-        for a in self._extras:
-            try:
-                ray.kill(a, no_restart=True)
-            except Exception:
-                pass
-        self._extras = []
-        for a in self._actors:
-            try:
-                ray.kill(a, no_restart=True)
-            except Exception:  # an actor that already died
-                pass
-        self._actors = []
-        if self._pg is not None:
-            try:
-                remove_placement_group(self._pg)
-            except Exception:
-                pass
-            self._pg = None
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
-        self._started_ray = False
-        self._closed = True
-
-    def restart(self) -> None:
-        """Rebuild the worker group (after a loss): new actors, a new JAX group; programs must be re-sent."""
-        started = self._started_ray
-        self._started_ray = False  # keep the cluster
-        self.close()
-        self._started_ray = started
-        self._spawn()
-        self._closed = False
+    def _group(self, ranks: tuple[int, ...]) -> list:
+        everyone = self._everyone()
+        return [everyone[r] for r in ranks]
 
     # -- monitoring --------------------------------------------------------------------------
     def _get(self, refs: list, what: str, timeout: float | None = None) -> list:
@@ -228,29 +267,28 @@ class Ray:
                 continue
         return None
 
-    def run(self, fn, *args, timeout: float | None = None, what: str = "running a step",
-            ranks: tuple[int, ...] | None = None) -> list:
-        """Run `fn(worker, *args)` on every worker, or on workers `ranks` (SPMD); returns each one's result."""
+    def _check_open(self) -> None:
+        if self._closed or not self._actors:
+            raise WorkerError("the Ray runtime is closed; use it inside `with cg.runtime.Ray(...) as rt:`")
+
+    @property
+    def actors(self) -> list:
+        return list(self._actors)
+
+    # -- steps (the Runtime protocol) ------------------------------------------------------------
+    def run(self, program: RayProgram, fn, *args) -> Any:
+        """fn(context, *args) on every worker of `program` (SPMD); worker 0's (replicated) result."""
+        return self.gather(self.submit(program, fn, *args), f"running {getattr(fn, '__name__', 'a step')}")[0]
+
+    def submit(self, program: RayProgram, fn, *args) -> list:
+        """Start fn(context, *args) on every worker of `program`; one ref per worker (no barrier)."""
         self._check_open()
         refs = [ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 1 << 20 else a for a in args]
-        return self._get([a.run.remote(fn, *refs) for a in self._group(ranks)], what, timeout)
+        return [a.step.remote(program.key, fn, *refs) for a in self._group(program.ranks)]
 
-    def _group(self, ranks: tuple[int, ...] | None) -> list:
-        return list(self._actors) if ranks is None else [self._actors[r] for r in ranks]
-
-    def submit(self, worker: int | tuple[int, ...], key: str, fn, *args):
-        """Start fn(context, *args) on program `key` of one worker, or of every worker of a group (SPMD);
-        returns a ref, or the group's refs (no barrier)."""
-        from claygraph.runtime.spmd import _on_worker
-
-        self._check_open()
-        if isinstance(worker, tuple):
-            return [self._actors[r].run.remote(_on_worker, key, fn, *args) for r in worker]
-        return self._everyone()[worker].run.remote(_on_worker, key, fn, *args)
-
-    def wait_one(self, refs: list, what: str):
-        """The first of `refs` to finish, and its value; a dead worker becomes a WorkerError."""
-        ready, _ = ray.wait(refs, num_returns=1, timeout=self.timeout_s)
+    def wait(self, handles: list, what: str) -> tuple[Any, Any]:
+        """The first of `handles` to finish, and its value; a dead worker becomes a WorkerError."""
+        ready, _ = ray.wait(list(handles), num_returns=1, timeout=self.timeout_s)
         if not ready:
             raise WorkerError(f"no worker finished {what} within {self.timeout_s:.0f} s")
         ref = ready[0]
@@ -261,106 +299,117 @@ class Ray:
         except ray.exceptions.RayTaskError as e:
             raise WorkerError(f"a worker failed while {what}: {e.cause!r}") from e
 
-    def load_local(self, model, data, jacobian: bool = True) -> str:
-        """Every worker builds a one-device program over the whole data (for chain-parallel runs)."""
+    def gather(self, handles: list, what: str) -> list:
+        return self._get(list(handles), what)
+
+    def on_workers(self, fn, *args, ranks: tuple[int, ...] | None = None, timeout: float | None = None,
+                   what: str = "running a function on the workers") -> list:
+        """fn(worker, *args) on every worker of the group, or on workers `ranks`; each one's result
+        (measurements and checks that need the worker itself, not a program)."""
         self._check_open()
-        _ship_model_by_value(model)
-        key = uuid.uuid4().hex[:12]
-        ref = ray.put(data)
-        self._get([a.load_local.remote(key, model, ref, jacobian) for a in self._actors],
-                  "loading the whole data for chain-parallel sampling")
-        return key
-
-    def _check_open(self) -> None:
-        if self._closed or not self._actors:
-            raise WorkerError("the Ray runtime is closed; use it inside `with cg.runtime.Ray(...) as rt:`")
-
-    @property
-    def actors(self) -> list:
-        return list(self._actors)
+        ranks = tuple(range(self._workers)) if ranks is None else tuple(ranks)
+        return self._get([a.run.remote(fn, *args) for a in self._group(ranks)], what, timeout)
 
     # -- programs --------------------------------------------------------------------------
     def compile(self, plan, data=None, ranks: tuple[int, ...] | None = None) -> RayProgram:
         """The split program on every worker, or on the workers `ranks` (a group of a chains x shards
-        mesh: the plan is for len(ranks) devices, and only those workers get shards)."""
-        from claygraph.partition.plan import candidate_with_layout, layout_for
-        from claygraph.partition.program import data_specs, internal_data, shard_blocks
-
+        mesh: the plan is for len(ranks) devices, and only those workers get shards). Compiled once
+        here; each worker gets the artifact and its own block of the in-memory arrays, and reads its
+        rows of file-backed arrays itself."""
         self._check_open()
+        ranks = tuple(range(self._workers)) if ranks is None else tuple(int(r) for r in ranks)
+        if len(set(ranks)) != len(ranks) or not all(0 <= r < self._workers for r in ranks):
+            raise PartitionError(f"ranks {ranks} must be distinct workers of 0..{self._workers - 1}")
+        compiled = self._compiled(plan, data, len(ranks))
+        specs = compiled.artifact.specs(plan.graph)
+        blocks = [ray.put({**shard_blocks(specs, compiled.internal, len(ranks), i), **compiled.files})
+                  for i in range(len(ranks))]
+        return self.load(compiled.artifact, plan.graph, blocks, ranks)
+
+    def compile_each(self, plan, data=None) -> list[RayProgram]:
+        """`plan` (one device) on every worker of the group alone: one artifact, the data sent once."""
+        self._check_open()
+        compiled = self._compiled(plan, data, 1)
+        blocks = ray.put({**compiled.internal, **compiled.files})
+        return [self.load(compiled.artifact, plan.graph, [blocks], (r,), warm=False) for r in range(self._workers)]
+
+    def _compiled(self, plan, data, devices: int) -> Compiled:
         data = data if data is not None else plan.data
         if data is None or not data.has_values:
             raise PartitionError("compiling on Ray needs the real data: cg.compile(plan, data=..., runtime=rt)")
-        ranks = tuple(range(self.workers)) if ranks is None else tuple(int(r) for r in ranks)
-        if sorted(set(ranks)) != sorted(ranks) or not all(0 <= r < self.workers for r in ranks):
-            raise PartitionError(f"ranks {ranks} must be distinct workers of 0..{self.workers - 1}")
-        if plan.devices != len(ranks):
-            raise PartitionError(f"the plan is for {plan.devices} devices but the program spans {len(ranks)} "
-                                 f"workers; plan with cluster=ClusterSpec.local(devices={len(ranks)})")
-        model = plan.graph.meta.model
-        _ship_model_by_value(model)
-        layout = layout_for(plan.chosen.split, plan.graph, data, plan.devices)
-        cand = candidate_with_layout(plan.graph, plan.chosen.split, layout, plan.cluster, plan.devices)
-        specs = data_specs(plan.graph, cand)
-        internal = internal_data(plan.graph, cand, data)  # the in-memory arrays
-        shapes = {k: x.shape for k, x in internal.items()}
-        files = {k: data.arrays[k].source for k in plan.graph.inputs.data if data.arrays[k].source is not None}
-        shapes.update({k: _internal_shape(plan.graph, k, cand.layout) for k in files})
+        if plan.devices != devices:
+            raise PartitionError(f"the plan is for {plan.devices} devices but the program spans {devices} "
+                                 f"workers; plan with cluster=ClusterSpec.local(devices={devices})")
+        _ship_model_by_value(plan.graph.meta.model)
+        return compile_artifact(plan, data)
+
+    def load(self, artifact, graph, blocks: list, ranks: tuple[int, ...], warm: bool = True) -> RayProgram:
+        """Send `artifact` (compiled from `graph`, the driver's) and each worker its block
+        (`blocks[i]` to worker `ranks[i]`, or one block to all); each worker lowers the model and
+        refuses the artifact unless its graph is the one compiled. With `warm`, the first gradient
+        is evaluated here (the first compile, measured)."""
+        self._check_open()
         key = uuid.uuid4().hex[:12]
-        # each worker gets its own block of the in-memory arrays, and reads its rows of the files itself
-        refs = [ray.put({**shard_blocks(specs, internal, len(ranks), i), **files}) for i in range(len(ranks))]
-        del internal
+        art = ray.put(artifact)
         t0 = time.perf_counter()
-        loads = self._get([a.load.remote(key, model, data.abstract(), plan.chosen.split, dict(layout), plan.cluster,
-                                         plan.devices, refs[i], shapes, plan.graph.meta.jacobian, ranks)
-                           for i, a in enumerate(self._group(ranks))],
-                          "loading its shard and building the program")
+        loads = self._get([a.load.remote(key, art, blocks[i % len(blocks)], ranks)
+                           for i, a in enumerate(self._group(ranks))], "loading its shard and building the program")
         self.times.shards_s.append(time.perf_counter() - t0)
-        prog = RayProgram(self, key, plan, cand, ranks)
-        t1 = time.perf_counter()
-        prog.potential_and_grad(_zeros(plan.graph))  # first compile, measured
-        self.times.compile_s.append(time.perf_counter() - t1)
-        prog.load_s = loads
+        prog = RayProgram(self, key, artifact, graph, ranks, loads)
+        if warm:
+            t1 = time.perf_counter()
+            prog.potential_and_grad(_zeros(graph))
+            self.times.compile_s.append(time.perf_counter() - t1)
         return prog
 
+    def free(self, program: RayProgram) -> None:
+        """Drop `program` on its workers (also done when the program is garbage)."""
+        program._release()
+
     def __repr__(self) -> str:
-        return f"Ray(workers={self.workers}, resources_per_worker={self.resources}, address={self.address!r})"
+        return f"Ray(workers={self._workers}, resources_per_worker={self.resources}, address={self.address!r})"
 
 
-def _internal_shape(graph, name: str, layout) -> tuple[int, ...]:
-    v = graph.value(graph.inputs.data[name])
-    return tuple(layout[d].internal if d in layout else n for d, n in zip(v.dims, v.shape))
+def coordinator_host(nodes: list[tuple[str, str]]) -> str:
+    """Where worker 0's coordinator binds, from each worker's (node id, node address): loopback
+    when every worker is on one node, else worker 0's node address. Never a wildcard."""
+    return "127.0.0.1" if len({node for node, _ in nodes}) == 1 else nodes[0][1]
 
 
 def _zeros(graph) -> dict[str, np.ndarray]:
     return {k: np.zeros(s, graph.value(graph.inputs.params[k]).dtype) for k, s in graph.param_shapes.items()}
 
 
-class RayProgram:
-    """A Program whose shards live on Ray workers; same `potential`/`potential_and_grad` as Program."""
+def _release(runtime_ref: weakref.ref, generation: int, key: str, ranks: tuple[int, ...]) -> None:
+    """Tell the workers that hold program `key` to drop it, if they are still the runtime's."""
+    rt = runtime_ref()
+    if rt is None or rt._generation != generation or not ray.is_initialized():
+        return
+    for a in rt._group(ranks):
+        a.free.remote(key)
 
-    def __init__(self, runtime: Ray, key: str, plan, candidate, ranks: tuple[int, ...] | None = None):
-        self.runtime, self.key, self.plan, self.candidate = runtime, key, plan, candidate
-        self.ranks = tuple(range(runtime.workers)) if ranks is None else tuple(ranks)
-        self.graph = plan.graph
-        self.layout = candidate.layout
-        self.load_s: list[float] = []
+
+class RayProgram:
+    """A program whose shards live on Ray workers; same `potential`/`potential_and_grad` as Program.
+    Its workers drop it when it is garbage or freed."""
+
+    def __init__(self, runtime: Ray, key: str, artifact, graph, ranks: tuple[int, ...], load_s: list[float]):
+        self.runtime, self.key, self.artifact, self.ranks = runtime, key, artifact, tuple(ranks)
+        self.graph, self.layout, self.load_s = graph, artifact.candidate.layout, load_s
+        self._release = weakref.finalize(self, _release, weakref.ref(runtime), runtime._generation, key, self.ranks)
+        self._release.atexit = False  # at exit the workers go anyway
 
     @property
     def split(self) -> tuple[str, ...]:
-        return self.plan.split
-
-    def _params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        from claygraph.partition.program import check_params
-
-        return check_params(self.graph, params)
+        return self.artifact.split
 
     def potential(self, params: Mapping[str, Any]):
-        p = ray.put(self._params(params))
+        p = ray.put(check_params(self.graph, params))
         return self.runtime._get([a.potential.remote(self.key, p) for a in self.runtime._group(self.ranks)],
                                  "evaluating the potential")[0]
 
     def potential_and_grad(self, params: Mapping[str, Any]):
-        p = ray.put(self._params(params))
+        p = ray.put(check_params(self.graph, params))
         return self.runtime._get([a.potential_and_grad.remote(self.key, p)
                                   for a in self.runtime._group(self.ranks)],
                                  "evaluating the potential and its gradient")[0]

@@ -7,9 +7,21 @@ import re
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 _FORCE = re.compile(r"--xla_force_host_platform_device_count=\d+")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A program as one worker holds it: the split function, this worker's data, the jitted potentials."""
+
+    fn: Any
+    data: Mapping[str, Any]
+    potential: Any
+    value_and_grad: Any
+    multiprocess: bool
 
 
 class Worker:
@@ -19,24 +31,40 @@ class Worker:
         if platform == "cpu":
             os.environ["JAX_PLATFORMS"] = "cpu"
         self.rank, self.world, self.platform = rank, world, platform
-        self.programs: dict[str, Any] = {}
+        self.programs: dict[str, Loaded] = {}
         self.contexts: dict[str, Any] = {}
-        self.locals: dict[str, Any] = {}
-        self.delay = 0.0  # test hook: seconds added to every evaluation
+        self.delay = 0.0  # seconds added to every step and evaluation (set only by tests)
         self.mesh = None
+        self._port: socket.socket | None = None
 
-    def address(self) -> str:
+    # -- joining the JAX group -----------------------------------------------------------------
+    def node(self) -> tuple[str, str]:
+        """(Ray node id, node address) of this worker."""
         import ray
 
-        with socket.socket() as s:
-            s.bind(("", 0))
-            port = s.getsockname()[1]
-        return f"{ray.util.get_node_ip_address()}:{port}"
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
+
+    def reserve_port(self, host: str) -> int:
+        """A free port on `host`, held until the coordinator listens on it. The socket is bound with
+        SO_REUSEPORT and never listens: gRPC (which sets SO_REUSEPORT) can bind beside it, any
+        other process (and any other user's) is refused, and no connection is ever queued on it."""
+        self.release_port()
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, 0))
+        self._port = s
+        return s.getsockname()[1]
+
+    def release_port(self) -> None:
+        if self._port is not None:
+            self._port.close()
+            self._port = None
 
     def pid(self) -> int:
         return os.getpid()
 
     def init(self, coordinator: str) -> dict:
+        """Join the group; worker 0's coordination service binds to `coordinator` (never a wildcard)."""
         t0 = time.perf_counter()
         import jax
         import numpy as np
@@ -44,111 +72,113 @@ class Worker:
 
         if self.platform == "cpu":
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=self.world,
-                                   process_id=self.rank, local_device_ids=[0], initialization_timeout=120)
+        try:
+            jax.distributed.initialize(coordinator_address=coordinator, num_processes=self.world,
+                                       process_id=self.rank, local_device_ids=[0], initialization_timeout=120,
+                                       coordinator_bind_address=coordinator if self.rank == 0 else None)
+        finally:
+            self.release_port()
         devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
         self.mesh = Mesh(np.array(devices), ("shards",))
         return {"devices": len(devices), "process": jax.process_index(), "init_s": time.perf_counter() - t0}
 
-    def submesh(self, ranks: tuple[int, ...] | None):
-        """The mesh over the devices of workers `ranks` (a chain's group), or over every worker."""
-        if ranks is None or tuple(ranks) == tuple(range(self.world)):
-            return self.mesh
+    def submesh(self, ranks: tuple[int, ...]):
+        """The mesh over the devices of workers `ranks` (a chain's group), over every worker, or over
+        this worker's own device when it runs a program alone (also a worker outside the group)."""
+        import jax
         import numpy as np
         from jax.sharding import Mesh
 
+        if ranks == (self.rank,):
+            return Mesh(np.array(jax.local_devices()[:1]), ("shards",))
+        if ranks == tuple(range(self.world)):
+            return self.mesh
         devices = {d.process_index: d for d in self.mesh.devices.flat}
         return Mesh(np.array([devices[r] for r in ranks]), ("shards",))
 
-    def load(self, key: str, model, abstract_data, split, layout, cluster, devices: int,
-             blocks: Mapping[str, Any], global_shapes: Mapping[str, tuple], jacobian: bool = True,
-             ranks: tuple[int, ...] | None = None) -> float:
-        """Build the split function from the same plan inputs as the driver, and place this shard's
-        data; `ranks`: the workers whose devices the program spans, in shard order (default all)."""
+    # -- programs --------------------------------------------------------------------------------
+    def load(self, key: str, artifact, blocks: Mapping[str, Any], ranks: tuple[int, ...]) -> float:
+        """Run the driver's compiled artifact: lower the model, refuse it unless the graph is the
+        driver's, and place this shard's data; `ranks`: the workers the program spans, in shard order."""
         t0 = time.perf_counter()
         import jax
         from jax.sharding import NamedSharding
 
-        from claygraph.ir.lower import lower
-        from claygraph.partition.plan import candidate_with_layout
         from claygraph.partition.program import SplitFunction
 
-        graph = lower(model, abstract_data, jacobian)
-        cand = candidate_with_layout(graph, split, layout, cluster, devices)
+        graph = artifact.graph()  # PartitionError when this worker's graph is not the driver's
+        ranks = tuple(ranks)
         mesh = self.submesh(ranks)
-        ranks = tuple(ranks) if ranks is not None else tuple(range(self.world))
-        fn = SplitFunction(graph, cand, mesh)
-        blocks = {k: self._read(graph, cand, fn.data_specs[k], k, b, ranks.index(self.rank), len(ranks))
-                  for k, b in blocks.items()}
-        data = {k: jax.make_array_from_process_local_data(NamedSharding(mesh, fn.data_specs[k]), blocks[k],
-                                                          tuple(global_shapes[k]))
-                for k in blocks}
-        self.programs[key] = (fn, data, jax.jit(fn.fn), jax.jit(jax.value_and_grad(fn.fn)))
+        fn = SplitFunction(graph, artifact.candidate, mesh)
+        shard = ranks.index(self.rank)
+        data = {k: jax.make_array_from_process_local_data(
+                    NamedSharding(mesh, fn.data_specs[k]),
+                    self._read(graph, artifact, fn.data_specs[k], k, b, shard, len(ranks)),
+                    tuple(artifact.shapes[k]))
+                for k, b in blocks.items()}
+        self.programs[key] = Loaded(fn, data, jax.jit(fn.fn), jax.jit(jax.value_and_grad(fn.fn)), len(ranks) > 1)
         return time.perf_counter() - t0
 
-    def _read(self, graph, cand, spec, name: str, block, shard: int, shards: int):
+    def _read(self, graph, artifact, spec, name: str, block, shard: int, shards: int):
         """A block as sent, or this worker's rows of a file-backed array, read here."""
         from claygraph.frontend.parquet import ParquetSource, read_block
 
         if not isinstance(block, ParquetSource):
             return block
+        cand = artifact.candidate
         vid = graph.inputs.data[name]
         axis = next((i for i, a in enumerate(spec) if a is not None), None)
         remapped = cand.propagation.remapped.get(vid)
         remap = cand.layout[remapped].inverse() if remapped is not None else None
         return read_block(block, graph.value(vid).dims, cand.layout, axis, shard, shards, remap)
 
-    def _params(self, params: Mapping[str, Any], mesh):
+    def free(self, key: str) -> None:
+        self.programs.pop(key, None)
+        self.contexts.pop(key, None)
+
+    def held(self) -> list[str]:
+        """Keys of the programs this worker holds."""
+        return sorted(self.programs)
+
+    def _params(self, params: Mapping[str, Any], prog: Loaded):
         import jax
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
 
-        rep = NamedSharding(mesh, P())
+        rep = NamedSharding(prog.fn.mesh, P())
         return {k: jax.make_array_from_process_local_data(rep, v) for k, v in params.items()}
 
     def potential(self, key: str, params: Mapping[str, Any]):
         import numpy as np
 
-        fn, data, pot, _ = self.programs[key]
+        prog = self.programs[key]
         time.sleep(self.delay)
-        return np.asarray(pot(self._params(params, fn.mesh), data).addressable_data(0))
+        return np.asarray(prog.potential(self._params(params, prog), prog.data).addressable_data(0))
 
     def potential_and_grad(self, key: str, params: Mapping[str, Any]):
         import numpy as np
 
-        fn, data, _, vg = self.programs[key]
+        prog = self.programs[key]
         time.sleep(self.delay)
-        v, g = vg(self._params(params, fn.mesh), data)
+        v, g = prog.value_and_grad(self._params(params, prog), prog.data)
         return np.asarray(v.addressable_data(0)), {k: np.asarray(x.addressable_data(0)) for k, x in g.items()}
 
-    def load_local(self, key: str, model, data, jacobian: bool = True) -> float:
-        """A one-device program over the whole data, on this worker alone (chain-parallel sampling)."""
-        t0 = time.perf_counter()
-        import jax
-
-        from claygraph.ir.lower import lower
-        from claygraph.partition.cluster import ClusterSpec
-        from claygraph.partition.plan import partition
-        from claygraph.partition.program import Program
-
-        graph = lower(model, data, jacobian)
-        plan = partition(graph, data, cluster=ClusterSpec.local(devices=1), split=())
-        self.locals[key] = Program(plan, data, devices=jax.local_devices()[:1])
-        return time.perf_counter() - t0
-
     def context(self, key: str):
-        from claygraph.runtime.spmd import Context
+        from claygraph.partition.context import Context
 
-        if key in self.locals:
-            return self.locals[key].context()
-        fn, data, _, _ = self.programs[key]
         ctx = self.contexts.get(key)
         if ctx is None:
-            ctx = self.contexts[key] = Context(fn.fn, data, fn.mesh, multiprocess=True)
+            prog = self.programs[key]
+            ctx = self.contexts[key] = Context(prog.fn.fn, prog.data, prog.fn.mesh, multiprocess=prog.multiprocess)
         return ctx
 
+    def step(self, key: str, fn, *args):
+        """`fn(context, *args)` on program `key`: an SPMD step of an inference loop."""
+        time.sleep(self.delay)
+        return fn(self.context(key), *args)
+
     def run(self, fn, *args, **kwargs):
-        """Run `fn(worker, *args)` here: the SPMD entry for inference loops (every worker runs the same)."""
+        """Run `fn(worker, *args)` here (diagnostics and measurements that need the worker itself)."""
         return fn(self, *args, **kwargs)
 
     def set_delay(self, seconds: float) -> None:

@@ -89,7 +89,7 @@ def test_describe_blas_and_no_git(tmp_path):
 # -- baselines agree with the kernels ---------------------------------------------------------------
 
 def test_numpy_baseline_matches_group_layout():
-    from claygraph.runtime.layout import group_layout, lpt_owner
+    from claygraph.partition.layout import group_layout, lpt_owner
 
     rng = np.random.default_rng(1)
     idx = rng.integers(0, 37, 5_000)
@@ -326,7 +326,7 @@ def test_cli_quick_smoke_writes_the_report(tmp_path):
 
 def test_posteriordb_suite_at_smoke_size():
     from bench.suites import posteriordb as suite
-    from claygraph import posteriordb as pdb
+    from support import posteriordb as pdb
 
     if not pdb.default_root().is_dir():
         pytest.skip(f"posteriordb references not found at {pdb.default_root()}")

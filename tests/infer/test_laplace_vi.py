@@ -17,9 +17,9 @@ import numpyro.distributions as dist
 import pytest
 
 import claygraph as cg
-from claygraph import posteriordb as pdb
 from claygraph.infer.common import setup
 from claygraph.infer.laplace import hessian_diag
+from support import posteriordb as pdb
 
 SIGMA, PRIOR = 0.5, 2.0
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import claygraph as cg
-from claygraph import posteriordb as pdb
+from support import posteriordb as pdb
 
 ROOT = pdb.default_root()
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"posteriordb references not found at {ROOT}")

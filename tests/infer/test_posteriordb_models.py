@@ -1,4 +1,4 @@
-"""posteriordb translations (claygraph.posteriordb): every posterior loads, traces and lowers, and for
+"""posteriordb translations (support/posteriordb.py): every posterior loads, traces and lowers, and for
 three cheap posteriors NumPyro's own NUTS recovers the Stan reference, which checks the
 translations independently of claygraph's inference."""
 import jax
@@ -9,7 +9,7 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import initialize_model
 
 import claygraph as cg
-from claygraph import posteriordb as pdb
+from support import posteriordb as pdb
 
 ROOT = pdb.default_root()
 pytestmark = pytest.mark.skipif(not ROOT.is_dir(), reason=f"posteriordb references not found at {ROOT}")

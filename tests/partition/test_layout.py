@@ -1,4 +1,4 @@
-"""Data layout per shard (claygraph/runtime/layout.py): slot tables, the group split's LPT assignment,
+"""Data layout per shard (claygraph/partition/layout.py): slot tables, the group split's LPT assignment,
 and the sizes-only layouts used for abstract data."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from models_for_tests import GROUP_KINDS, group_column
 
-from claygraph.runtime.layout import block_layout, block_sizes, group_layout, group_sizes, lpt_owner
+from claygraph.partition.layout import block_layout, block_sizes, group_layout, group_sizes, lpt_owner
 
 
 @st.composite

@@ -33,8 +33,9 @@ def test_a_node_added_mid_run_gets_chains():
     try:
         ray.init(address=cluster.address)
         with cg.runtime.Ray(workers=2, address=cluster.address, timeout_s=180) as rt:
+            ray.get([a.set_delay.remote(0.5) for a in rt.actors])  # the first two workers are slow
             res = cg.infer.nuts(model, data, chains=3, warmup=100, draws=1000, runtime=rt, seed=0, segment=50,
-                                parallel="chains", slow={0: 0.5, 1: 0.5}, on_segment=add_a_node)
+                                parallel="chains", on_segment=add_a_node)
             assert rt.extra_workers == 1
     finally:
         ray.shutdown()

@@ -1,5 +1,7 @@
 """The Ray runtime: same numbers as Local and as NumPyro, clear errors when a worker dies, and
 long runs that resume after a loss. One small cluster for the whole module (start-up is slow)."""
+import gc
+import ipaddress
 import os
 import signal
 import time
@@ -20,6 +22,16 @@ ray = pytest.importorskip("ray")
 
 def hier_model(data):
     w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    s = numpyro.sample("s", dist.LogNormal(-1.0, 0.5))
+    with numpyro.plate("group", data.size("group")):
+        a = numpyro.sample("a", dist.Normal(mu, s))
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
+
+
+def other_hier_model(data):  # hier_model with another prior scale: another graph over the same data
+    w = numpyro.sample("w", dist.Normal(0.0, 2.0).expand([data.X.shape[1]]).to_event(1))
     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
     s = numpyro.sample("s", dist.LogNormal(-1.0, 0.5))
     with numpyro.plate("group", data.size("group")):
@@ -98,14 +110,72 @@ def test_each_worker_holds_only_its_shard(rt, problem):
     prog = cg.compile(plan, runtime=rt)
 
     def shapes(worker, key):
-        _, arrays, _, _ = worker.programs[key]
+        arrays = worker.programs[key].data
         return {k: [tuple(s.data.shape) for s in a.addressable_shards] for k, a in arrays.items()}
 
-    per_worker = rt.run(shapes, prog.key)
+    per_worker = rt.on_workers(shapes, prog.key)
     rows = prog.layout["row"].local
     for held in per_worker:
         assert held["X"] == [(rows, 3)] and held["y"] == [(rows,)]
     assert 2 * rows >= data.size("row")
+
+
+def _listeners(port: int) -> list[str]:
+    """Addresses of the TCP sockets listening on `port` on this host (from /proc/net/tcp and tcp6)."""
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, p = local.split(":")
+                if state == "0A" and int(p, 16) == port:
+                    raw = bytes.fromhex(addr)
+                    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is LE
+                    out.append(str(ipaddress.ip_address(words)))
+    return out
+
+
+def test_coordinator_listens_on_loopback_only(rt):
+    """Every worker is on this node: worker 0's jax.distributed coordinator binds 127.0.0.1, not *."""
+    host, port = rt.coordinator.rsplit(":", 1)
+    assert host == "127.0.0.1"
+    addrs = _listeners(int(port))
+    assert addrs, f"nothing listens on the coordinator's port {port}"
+    for a in addrs:
+        ip = ipaddress.ip_address(a)
+        assert (ip.ipv4_mapped or ip).is_loopback, addrs
+
+
+def test_a_worker_refuses_a_program_for_another_graph(rt, problem):
+    """The artifact's fingerprint is the driver's graph's; a worker whose model lowers to another
+    graph refuses to run it."""
+    from dataclasses import replace
+
+    from claygraph.partition.program import compile_artifact, shard_blocks
+
+    data, _, _ = problem
+    plan = cg.partition(hier_model, data, cluster=cg.ClusterSpec.local(devices=2), split=("row",))
+    compiled = compile_artifact(plan, data)
+    other = replace(compiled.artifact, model=other_hier_model)
+    specs = compiled.artifact.specs(plan.graph)
+    blocks = [ray.put(shard_blocks(specs, compiled.internal, 2, i)) for i in range(2)]
+    before = rt.on_workers(lambda worker: worker.held())
+    with pytest.raises(WorkerError, match="refusing to run it"):
+        rt.load(other, plan.graph, blocks, (0, 1))
+    assert rt.on_workers(lambda worker: worker.held()) == before
+    rt.load(compiled.artifact, plan.graph, blocks, (0, 1))  # the driver's own artifact loads
+
+
+def test_programs_are_freed_when_the_run_ends(rt, problem):
+    data, _, _ = problem
+    before = rt.on_workers(lambda worker: worker.held())
+    cg.infer.map(hier_model, data, runtime=rt, split=("row",), max_iter=5)
+    cg.infer.nuts(hier_model, data, chains=2, warmup=20, draws=20, runtime=rt, seed=1, segment=10, parallel="chains")
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while rt.on_workers(lambda worker: worker.held()) != before and time.monotonic() < deadline:
+        time.sleep(0.2)  # frees are sent without waiting for them
+    assert rt.on_workers(lambda worker: worker.held()) == before
 
 
 def test_map_on_ray_matches_local(rt, problem):
@@ -130,8 +200,12 @@ def test_scheduler_keeps_a_fast_worker_busy_beside_a_slow_one(rt, problem):
     """Worker 1 is made slow. Without barriers the fast worker keeps drawing for its chain, the
     target ESS counts its extra draws, and neither worker waits while the target is unmet."""
     data, _, _ = problem
-    res = cg.infer.nuts(hier_model, data, chains=2, warmup=100, draws=50, runtime=rt, seed=4, segment=25,
-                        parallel="chains", target_ess=100, max_rhat=1.1, slow={1: 0.4})
+    ray.get(rt.actors[1].set_delay.remote(0.4))  # every step on worker 1 takes 0.4 s longer
+    try:
+        res = cg.infer.nuts(hier_model, data, chains=2, warmup=100, draws=50, runtime=rt, seed=4, segment=25,
+                            parallel="chains", target_ess=100, max_rhat=1.1)
+    finally:
+        ray.get(rt.actors[1].set_delay.remote(0.0))
     assert "min ESS" in res.stopped_because, res.stopped_because
     n = sorted(c.n for c in res.chains)
     assert n[1] > n[0], "the chain on the fast worker should have drawn more"
@@ -218,13 +292,13 @@ def test_parquet_workers_read_only_their_rows(rt, problem, tmp_path):
         _close(v, v_ref, rtol=1e-5)
         for k in g_ref:
             _close(g[k], g_ref[k])
-        logs = rt.run(reads, str(path))
+        logs = rt.on_workers(reads, str(path))
         for worker, log in enumerate(logs):
             assert {e["pid"] for e in log} != {os.getpid()} and log, "the workers read, not the driver"
             if split == ("row",):  # rows [0, 151) and [151, 301): row groups 0-6 and 6-12 of 13
                 groups = {g for e in log for g in e["row_groups"]}
                 assert groups == (set(range(7)) if worker == 0 else set(range(6, 13))), groups
-        rt.run(lambda worker: __import__("claygraph.frontend.parquet").frontend.parquet.READ_LOG.clear())
+        rt.on_workers(lambda worker: __import__("claygraph.frontend.parquet").frontend.parquet.READ_LOG.clear())
 
 
 

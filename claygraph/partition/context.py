@@ -1,9 +1,9 @@
-"""SPMD entry: run one function on every process that holds a program's shards.
+"""The SPMD context: what one process of a program hands to inference code.
 
 Inference code is written once against a `Context` (the global-view potential, the data, and
-conversions between host NumPy trees and global arrays). `run_spmd` calls it in this process
-for a local Program, or on every Ray worker for a RayProgram (every worker runs the same jitted
-code; the driver takes worker 0's replicated result).
+conversions between host NumPy trees and global arrays). A runtime's `run(program, fn, *args)`
+calls `fn(context, *args)` in this process for a local Program, or on every Ray worker that holds
+the program (every worker runs the same jitted code; the driver takes worker 0's replicated result).
 """
 from __future__ import annotations
 
@@ -44,16 +44,3 @@ class Context:
         if key not in self.cache:
             self.cache[key] = build()
         return self.cache[key]
-
-
-def _on_worker(worker, key: str, fn: Callable, *args):
-    return fn(worker.context(key), *args)
-
-
-def run_spmd(program, fn: Callable, *args) -> Any:
-    """fn(context, *args) on every process of `program`; returns the (replicated) result once."""
-    runtime = getattr(program, "runtime", None)
-    if runtime is None:
-        return fn(program.context(), *args)
-    return runtime.run(_on_worker, program.key, fn, *args, what=f"running {getattr(fn, '__name__', 'a step')}",
-                       ranks=getattr(program, "ranks", None))[0]
