@@ -34,6 +34,7 @@ class ModelInfo:
     sites: tuple[Site, ...]
     plates: tuple[tuple[str, int], ...]
     observed: tuple[str, ...]
+    observed_plates: frozenset[str] = frozenset()  # plates that have observed sites under them
 
     def site(self, name: str) -> Site:
         return next(s for s in self.sites if s.name == name)
@@ -91,15 +92,16 @@ def model_info(model: Callable, data: Data) -> ModelInfo:
         # substitute like NumPyro's initialize_model, so that improper priors need no sampler
         seeded = numpyro.handlers.substitute(numpyro.handlers.seed(model, 0), substitute_fn=init_to_uniform)
         tr = numpyro.handlers.trace(seeded).get_trace(view)
-        sites, plates, observed = [], {}, []
+        sites, plates, observed, over_obs = [], {}, [], set()
         for name, site in tr.items():
             if site["type"] == "plate":
                 plates[name] = int(site["args"][0])
             elif site["type"] == "sample" and site.get("is_observed"):
                 observed.append(name)
+                over_obs.update(f.name for f in site["cond_indep_stack"])
             elif site["type"] == "sample":
                 sites.append(_site_info(site))
-        found["info"] = ModelInfo(tuple(sites), tuple(plates.items()), tuple(observed))
+        found["info"] = ModelInfo(tuple(sites), tuple(plates.items()), tuple(observed), frozenset(over_obs))
         return 0.0
 
     abstract = {k: jax.ShapeDtypeStruct(a.shape, a.dtype) for k, a in data.arrays.items()}
@@ -117,11 +119,14 @@ def model_info(model: Callable, data: Data) -> ModelInfo:
 def _check_plates(model: Callable, info: ModelInfo, data: Data) -> None:
     known = data.dims
     for name, size in info.plates:
-        if name not in known:
-            raise ModelError(f"plate {name!r} in model {getattr(model, '__name__', 'model')!r} is not a dim of "
-                             f"the data (dims: {sorted(known)}); name plates after data dims, e.g. "
-                             f"numpyro.plate('row', data.size('row'))")
-        if size != known[name]:
+        # a plate that is not a data dim defines a latent dim of its own size (basis functions,
+        # years of a random walk, latent factors); over observations it must name the data's dim
+        if name not in known and name in info.observed_plates:
+            raise ModelError(f"plate {name!r} in model {getattr(model, '__name__', 'model')!r} has observed sites "
+                             f"under it but is not a dim of the data (dims: {sorted(known)}); name plates over "
+                             f"observations after data dims, e.g. numpyro.plate('row', data.size('row')). (A plate "
+                             f"over latent sites only may have any name: it defines a latent dim.)")
+        if name in known and size != known[name]:
             raise ModelError(f"plate {name!r} has size {size} but dim {name!r} of the data has size "
                              f"{known[name]}; use numpyro.plate({name!r}, data.size({name!r}))")
 

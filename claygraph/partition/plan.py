@@ -34,7 +34,8 @@ def enumerate_splits(graph: Graph) -> tuple[list[Split], dict[tuple[str, ...], s
         if a.is_index:
             targets.setdefault(a.into, []).append((name, a.dims[0]))
     out, refused = [Split(())], {}
-    data_dims = sorted({d for a in arrays.values() for d in a.dims})
+    # data dims, and latent dims (plates over parameters only)
+    data_dims = sorted({d for a in arrays.values() for d in a.dims} | {d for d, _ in graph.meta.info.plates})
     for d in data_dims:
         if d not in targets:
             out.append(Split((d,), frozenset({d})))
