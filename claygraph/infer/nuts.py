@@ -181,13 +181,15 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     budget = max_draws or (draws if target_ess is None else 10 * draws)
     stop = _stop_rule(draws, target_ess, max_rhat, budget)
     hook = on_segment or (lambda chain, n: None)
+    if target_ess is None:
+        segment = min(segment, draws)  # a short run samples what it was asked for, not a whole segment
     if mode == "data":
         busy, why = run_chains_local(session, pool, settings, segment, stop, hook)
     else:
         grow = session.runtime.elastic if grow is None else grow
         busy, why = run_chains_parallel(session, pool, settings, segment, stop, hook, shards, grow)
     wall = time.perf_counter() - t0
-    res = _result(model, data, session, pool, wall, mode, why, busy, target_ess is None)
+    res = _result(model, data, session, pool, wall, mode, why, busy, draws if target_ess is None else None)
     res.shards_per_chain, res.mesh_choice = shards, options
     res.notes = chain_notes(pool, pieces=target_ess is not None)
     for note in res.notes:
@@ -239,8 +241,11 @@ def _stop_rule(draws: int, target_ess: float | None, max_rhat: float, budget: in
     return stop
 
 
-def _result(model, data, session, pool, wall, mode, why, busy, equal: bool) -> MCMCResult:
-    n = min(c.n for c in pool) if equal else piece_length(pool)
+def _result(model, data, session, pool, wall, mode, why, busy, draws: int | None) -> MCMCResult:
+    """Draws per chain: exactly `draws` when given (every chain has at least that many), else the
+    chains cut to equal pieces for the target-ESS stop rule."""
+    equal = draws is not None
+    n = min(min(c.n for c in pool), draws) if equal else piece_length(pool)
     if equal:
         stacked = {k: np.stack([_concat(c.draws)[k][:n] for c in pool]) for k in pool[0].draws[0]}
         stats = {k: np.stack([_concat(c.stats)[k][:n] for c in pool]) for k in pool[0].stats[0]}

@@ -51,6 +51,7 @@ def test_nuts_retries_an_invalid_start():
     res = cg.infer.nuts(bounded, data, chains=2, warmup=100, draws=50, seed=3)
     hi = np.asarray(res.posterior["hi"])
     assert np.all(hi > 2.0), "every draw must respect the support the observations imply"
+    assert hi.shape == (2, 50), f"asked for 50 draws per chain (segments are 100), got {hi.shape}"
 
 
 def test_parameter_shorter_than_its_index_target():
