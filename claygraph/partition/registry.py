@@ -181,10 +181,25 @@ def decide(node: Node, ins: list[Value], shardings: list[Sharding], outs: list[V
         return fallback(node, ins, outs, ctx, f"no sharding rule for {node.primitive}: inputs replicated")
     d = prim.sharding(node, ins, shardings, outs, ctx)
     assert len(d.ins) == len(ins) and len(d.outs) == len(outs), node.primitive
+    born = _born_split_dims(ins, outs, ctx)
+    if born and not d.user_layout and node.primitive not in CREATES_AXES:
+        # e.g. x[:n] of a concatenation: the result is along `row` but its values come in the
+        # user's order, not the internal layout: compute it there and lay the result out
+        return fallback(node, ins, outs, ctx, f"{node.primitive} makes an axis along split dim {born[0]!r} "
+                                              f"from values that have none: computed in the user's layout")
     if not all(map(_has_axis, (*ins, *outs), (*d.ins, *d.outs))):
         # e.g. a size-1 split dim that dim inference could not follow through a reshape
         return fallback(node, ins, outs, ctx, f"{node.primitive}: a split axis has no dim here: inputs replicated")
     return d
+
+
+# ops whose rule builds a new split axis itself (a broadcast is constant along it)
+CREATES_AXES = frozenset({"broadcast_in_dim", "iota"})
+
+
+def _born_split_dims(ins: list[Value], outs: list[Value], ctx: RuleCtx) -> list[str]:
+    have = {d for v in ins for d in v.dims if ctx.laid_out(d)}
+    return sorted({d for v in outs for d in v.dims if ctx.laid_out(d)} - have)
 
 
 def _repeated_split_dims(v: Value, ctx: RuleCtx) -> list[str]:

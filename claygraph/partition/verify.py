@@ -7,7 +7,9 @@
     linearity    a Partial(sum) operand reaches an op unconverted only where the registry says the
                  op is linear in it; a Partial(max/min) one only where the op commutes with max/min
     padding      every reduction and contraction over a padded split axis masks the padding
-    user layout  an op computed in the user's layout gets whole inputs
+    user layout  an op computed in the user's layout gets whole inputs; an op that makes an axis
+                 along a split dim from inputs without one (a slice of a concatenation) is computed
+                 there, so that its result is laid out
 
 `Plan.verify()` runs it on the chosen candidate; with CLAYGRAPH_CHECKS=1 in the environment (the
 test suite sets it) every candidate is verified as it is built.
@@ -19,7 +21,7 @@ import os
 from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Node
 from claygraph.partition.propagate import Propagation
-from claygraph.partition.registry import PRIMITIVES, Decision, Linearity
+from claygraph.partition.registry import CREATES_AXES, PRIMITIVES, Decision, Linearity
 from claygraph.partition.shardings import PARTIAL_SUM, REPLICATED, Partial, Sharded, Sharding
 
 REDUCING = {"reduce_sum", "reduce_max", "reduce_min"}
@@ -36,7 +38,7 @@ def verify(graph: Graph, prop: Propagation, padded: frozenset[str]) -> None:
         d = prop.decisions[node.id]
         got = prop.received[node.id]
         found = (_consistency(node, got, prop) + _conversions(got, d) + _linearity(node, graph, got, d)
-                 + _padding(node, graph, d, padded) + _user_layout(d))
+                 + _padding(node, graph, d, padded) + _user_layout(d) + _born_axes(node, graph, prop, d))
         problems += [f"{_where(node)}: {p}" for p in found]
     if problems:
         raise PartitionError(f"the plan for split {prop.split} breaks {len(problems)} invariant(s):\n  "
@@ -109,3 +111,12 @@ def _user_layout(d: Decision) -> list[str]:
     if not d.user_layout:
         return []
     return [f"input {k} is {s} in an op computed in the user's layout" for k, s in enumerate(d.ins) if s != REPLICATED]
+
+
+def _born_axes(node: Node, graph: Graph, prop: Propagation, d: Decision) -> list[str]:
+    if d.user_layout or node.primitive in CREATES_AXES:
+        return []
+    split = prop.split.dims
+    have = {x for i in node.inputs for x in graph.value(i).dims if x in split}
+    born = sorted({x for o in node.outputs for x in graph.value(o).dims if x in split} - have)
+    return [f"makes an axis along split dim {x!r} from inputs without one, outside the user's layout" for x in born]

@@ -168,3 +168,24 @@ def test_dense_kernel_over_two_row_axes_equals_numpyro_on_every_split():
                          where=f"GP kernel under {split} on {devices} devices")
             if split:
                 assert any("two axes along split dim 'row'" in f for f in plan.chosen.propagation.fallbacks)
+
+
+def test_slices_of_a_concatenation_along_rows():
+    """Found by the fuzzer: `both[:n]` of a concatenation along rows is along `row` again, but its
+    values come in the user's order; it must be laid out before it meets split values."""
+    from models_for_tests import assert_close, random_params, reference
+
+    def model(data):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        x = jnp.asarray(data.x)
+        both = jnp.concatenate([x * mu, jnp.sin(x)])
+        numpyro.factor("f", jnp.sum((both[:x.shape[0]] * 0.5 + both[x.shape[0]:] * 0.7) * x))
+
+    data = _data(11)
+    data = cg.Data(x=cg.array(np.asarray(data.v), "row"))
+    params = random_params(model, data, 1)
+    ref = reference(model, data, params)
+    for devices in (2, 3, 4):
+        plan = cg.partition(model, data, cluster=cg.ClusterSpec.local(devices=devices), split="row")
+        assert_close(cg.compile(plan).potential_and_grad(params), ref, rtol_value=1e-5, rtol_grad=1e-4,
+                     where=f"row split on {devices} devices")
