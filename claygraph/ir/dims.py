@@ -91,6 +91,14 @@ class Ctx:
     def pointee_axis(self, idx: Value, operand: Value, axis: int) -> None:
         self.u.union((idx.id, "ptr"), (operand.id, axis), self.where)
 
+    def column_pointee(self, piece: Value, stacked: Value, column: int) -> None:
+        """Column `column` of a stacked multi-column index holds `piece`'s ids."""
+        if np.issubdtype(piece.dtype, np.integer):
+            self.u.union((piece.id, "ptr"), (stacked.id, ("col", column)), self.where)
+
+    def column_pointee_axis(self, idx: Value, column: int, operand: Value, axis: int) -> None:
+        self.u.union((idx.id, ("col", column)), (operand.id, axis), self.where)
+
 
 # -- rules, by family -------------------------------------------------------------------------
 
@@ -230,6 +238,9 @@ def _gather(node, ins, outs, c):
             c.axes(operand, i, outs[0], k)
     if len(indexed) == 1 and indices.shape[-1] == 1:
         c.pointee_axis(indices, operand, indexed[0])
+    elif indices.shape[-1] == len(indexed):  # rate[age, space, time]: column j indexes axis indexed[j]
+        for j, axis in enumerate(indexed):
+            c.column_pointee_axis(indices, j, operand, axis)
     c.pointee(operand, outs[0])
 
 
@@ -249,6 +260,13 @@ def _concatenate(node, ins, outs, c):
         for i in range(v.ndim):
             if i != axis:
                 c.axes(v, i, outs[0], i)
+    if axis == outs[0].ndim - 1 and all(v.shape[axis] == 1 for v in ins) and len(ins) > 1:
+        # index columns stacked for a multi-axis gather (`a[i, j]`): each column keeps its own
+        # pointee instead of forcing one dim on all of them
+        for j, v in enumerate(ins):
+            c.column_pointee(v, outs[0], j)
+        return
+    for v in ins:
         c.pointee(v, outs[0])
 
 

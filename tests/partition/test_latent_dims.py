@@ -69,3 +69,40 @@ def test_a_plate_over_observations_must_name_a_data_dim():
 
     with pytest.raises(ModelError, match="plate 'obs' .* has observed sites under it but is not a dim of the data"):
         cg.lower(model, _data("hsgp"))
+
+
+AGES, AREAS, YEARS = 4, 3, 5
+
+
+def mortality(data):
+    """NumPyro's mortality example in small: a padded, cumulated drift and per-age and per-area
+    effects make an age x space x time rate tensor, gathered by three index columns at once."""
+    alpha = numpyro.sample("alpha", dist.Normal(0.0, 1.0))
+    with numpyro.plate("age_groups", AGES):
+        a_age = numpyro.sample("a_age", dist.Normal(0.0, 1.0))
+    with numpyro.plate("space", AREAS):
+        a_space = numpyro.sample("a_space", dist.Normal(0.0, 1.0))
+    with numpyro.plate("time_inc", YEARS - 1):
+        drift = numpyro.sample("drift", dist.Normal(0.0, 0.3))
+    walk = jnp.pad(jnp.cumsum(drift), (1, 0))
+    rate = alpha + a_age[:, None, None] + a_space[None, :, None] + walk[None, None, :]
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Poisson(jnp.exp(rate[data.age, data.space, data.time])), obs=data.y)
+
+
+def test_multi_column_gather_of_a_padded_random_walk_on_every_split():
+    rng = np.random.default_rng(0)
+    n = 30
+    data = cg.Data(age=cg.index(rng.integers(0, AGES, n).astype(np.int32), "row", into="age_groups", size=AGES),
+                   space=cg.index(rng.integers(0, AREAS, n).astype(np.int32), "row", into="space", size=AREAS),
+                   time=cg.index(rng.integers(0, YEARS, n).astype(np.int32), "row", into="time", size=YEARS),
+                   y=cg.array(rng.poisson(2.0, n).astype(np.float32), "row"))
+    graph = cg.lower(mortality, data)
+    assert {"age_groups", "space", "time", "time_inc"} <= set(graph.dims)
+    params = random_params(mortality, data, 1)
+    ref = reference(mortality, data, params)
+    plan = cg.partition(graph, data, cluster=cg.ClusterSpec.local(devices=2))
+    for split in [c.split for c in plan.candidates]:
+        p = cg.partition(graph, data, cluster=cg.ClusterSpec.local(devices=3), split=split)
+        assert_close(cg.compile(p).potential_and_grad(params), ref, rtol_value=1e-5, rtol_grad=1e-4,
+                     where=f"mortality under {split}")
