@@ -1,4 +1,6 @@
-"""scikit-learn-style estimators on claygraph's split programs."""
-from claygraph.glm.logistic import LogisticRegression, PoissonRegressor
+"""scikit-learn estimators on claygraph's split programs."""
+from claygraph.glm._base import PROGRAMS, FitSummary
+from claygraph.glm.logistic import LogisticRegression
+from claygraph.glm.poisson import PoissonRegressor
 
-__all__ = ["LogisticRegression", "PoissonRegressor"]
+__all__ = ["PROGRAMS", "FitSummary", "LogisticRegression", "PoissonRegressor"]

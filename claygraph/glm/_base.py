@@ -1,0 +1,248 @@
+"""What every estimator shares: input validation, the weighted objective, the solve on a split program.
+
+An estimator states its objective in scikit-learn's terms,
+
+    sum_i s_i loss_i / sum_i s_i + l2 / 2 * ||coef||^2,
+
+and `solve` hands the program N times that (N the program's row count): row i weighs
+N s_i / sum(s), the penalty is N l2, and the gradient tolerance is `tol` N, which is
+scikit-learn's `tol` on the gradient of the mean objective. Up to `BUCKET_ROWS` rows, the rows are
+padded with weight-0 rows to the next power of two, so that fits of nearby sizes (cross-validation
+folds, scikit-learn's checks) share one compiled program; larger data go in as they are.
+
+Fitted state is plain NumPy (`coef_`, `intercept_`, `n_iter_`, `fit_summary_`): an estimator
+pickles and clones; plans and compiled programs live in `PROGRAMS`, keyed by model and shapes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from warnings import warn
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from claygraph.errors import DataError
+
+BUCKET_ROWS = 1 << 16  # up to this many rows, pad to a power of two (at least MIN_ROWS)
+MIN_ROWS = 16
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """How the solver ended: plain numbers, kept on the estimator as `fit_summary_`."""
+
+    objective: float  # N x scikit-learn's objective, N = rows of the program
+    iterations: int
+    converged: bool
+    grad_max: float
+    message: str
+    split: tuple[str, ...]
+    rows: int  # N: the data's rows plus weight-0 padding
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fit: a model over `arrays` (row-major, the row dim first) with per-row weights."""
+
+    model: Callable
+    X: np.ndarray
+    targets: Mapping[str, tuple[np.ndarray, tuple[str, ...]]]  # name -> (values, dims)
+    sample_weight: np.ndarray  # s_i >= 0, some > 0
+    l2: float
+    init: Mapping[str, np.ndarray] | None = None
+
+
+def padded_rows(n: int) -> int:
+    """The program's row count for n data rows: the next power of two for small data, else n."""
+    if n > BUCKET_ROWS:
+        return n
+    return max(MIN_ROWS, 1 << (n - 1).bit_length())
+
+
+def _pad(x: np.ndarray, rows: int, dtype) -> np.ndarray:
+    """x as `dtype` with `rows` rows, zeros below; no copy when nothing changes."""
+    x = np.asarray(x, dtype=dtype)
+    if x.shape[0] == rows:
+        return x
+    out = np.zeros((rows,) + x.shape[1:], dtype)
+    out[: x.shape[0]] = x
+    return out
+
+
+def problem_data(p: Problem):
+    """The named-dim data of a problem: X, the targets, `weight` and `penalty` (see `_models`)."""
+    import claygraph as cg
+
+    n = p.X.shape[0]
+    rows = padded_rows(n)
+    total = float(np.sum(p.sample_weight))
+    weight = _pad(p.sample_weight * (rows / total), rows, np.float32)
+    arrays = {k: cg.array(_pad(v, rows, np.float32), *dims) for k, (v, dims) in p.targets.items()}
+    return cg.Data(X=cg.array(_pad(p.X, rows, np.float32), "row", "feature"), weight=cg.array(weight, "row"),
+                   penalty=cg.array(np.float32(rows * p.l2)), **arrays)
+
+
+class _Reused:
+    """A local program whose jitted loops are shared by every program of the same plan and shapes.
+
+    Inference keeps its jitted loops in the context's `cache`; a loop takes the data as an argument,
+    so a loop built for one program runs another of the same plan, layout and shapes unchanged.
+    """
+
+    runtime = None
+
+    def __init__(self, program, jitted: dict):
+        self.program, self.jitted = program, jitted
+
+    @property
+    def plan(self):
+        return self.program.plan
+
+    def context(self):
+        return dataclasses.replace(self.program.context(), cache=self.jitted)
+
+
+@dataclass
+class _Compiled:
+    plan: Any
+    jitted: dict
+
+
+class ProgramCache:
+    """Plans and jitted loops of recent fits, least recently used first out."""
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._entries: OrderedDict[Hashable, _Compiled] = OrderedDict()
+
+    def session(self, model: Callable, data, runtime, cluster, split):
+        """A `Session` for `model(data)`: planned and compiled once per model, shapes and runtime."""
+        from claygraph.infer.common import Session, setup
+        from claygraph.partition.program import compile
+        from claygraph.runtime.local import Local
+
+        local = runtime is None or isinstance(runtime, Local)
+        key = (model, _shapes(data), ("local", getattr(runtime, "devices", 1)) if local else id(runtime),
+               _hashable(cluster), None if split is None else tuple(split))
+        hit = self._entries.get(key)
+        if hit is None:
+            s = setup(model, data, runtime, cluster, split)
+            hit = _Compiled(s.plan, {})
+            self._entries[key] = hit
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+            s = None
+        runtime = runtime if runtime is not None else Local(devices=1)
+        if not local:  # each Ray program holds its own data on the workers
+            program = s.program if s is not None else compile(hit.plan, data, runtime=runtime)
+        else:
+            program = _Reused(s.program if s is not None else compile(hit.plan, data, runtime=runtime), hit.jitted)
+        return Session(model, data, hit.plan, program, runtime, split)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _shapes(data) -> tuple:
+    return tuple((k, a.shape, str(a.dtype)) for k, a in sorted(data.arrays.items()))
+
+
+def _hashable(x: Any) -> Hashable:
+    try:
+        hash(x)
+        return x
+    except TypeError:
+        return id(x)
+
+
+PROGRAMS = ProgramCache()
+
+
+class GLMBase(BaseEstimator):
+    """Validation, the solve and prediction helpers shared by the claygraph estimators.
+
+    Subclasses set `_parameter_checks` (name -> (test, what it must be)) and call `_solve`.
+    """
+
+    _parameter_checks: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "tol": (lambda v: _real(v) and v > 0, "a positive number"),
+        "max_iter": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+        "fit_intercept": (lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
+        "warm_start": (lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
+    }
+
+    def _check_parameters(self) -> None:
+        for name, (ok, what) in self._parameter_checks.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValueError(f"{type(self).__name__}: parameter {name}={value!r} must be {what}")
+
+    def _validate_fit(self, X, y, sample_weight, **y_args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """X (float32 or float64, kept without a copy when already one of them), y, and weights."""
+        self._check_parameters()
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], **y_args)
+        return X, y, _sample_weight(sample_weight, X)
+
+    def _validate_X(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def _linear(self, X) -> np.ndarray:
+        """X @ coef_.T + intercept_, one column per row of coef_."""
+        X = self._validate_X(X)
+        return X @ self.coef_.T + self.intercept_
+
+    def _warm(self, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+        """The previous solution as a starting point, when warm_start is on and the shapes still fit."""
+        if not self.warm_start or not hasattr(self, "coef_"):
+            return None
+        previous = self._solution()
+        if any(k not in previous or previous[k].shape != s for k, s in shapes.items()):
+            return None
+        return {k: previous[k] for k in shapes}
+
+    def _solve(self, p: Problem) -> dict[str, np.ndarray]:
+        """Minimise the problem's objective on the split program; record the summary; return the params."""
+        import claygraph as cg
+
+        data = problem_data(p)
+        rows = data.size("row")
+        session = PROGRAMS.session(p.model, data, self.runtime, self.cluster, self.split)
+        res = cg.infer.map(p.model, data, runtime=session.runtime, session=session, tol=float(self.tol) * rows,
+                           max_iter=int(self.max_iter), init=p.init)
+        self.fit_summary_ = FitSummary(float(res.objective), int(res.iterations), bool(res.converged),
+                                       float(res.grad_max), res.message, tuple(res.plan.split), rows)
+        if not res.converged:
+            warn(f"{type(self).__name__} did not converge: {res.message}. Increase max_iter or tol, or scale "
+                 f"the features.", ConvergenceWarning, stacklevel=3)
+        return {k: np.asarray(v, dtype=np.float64) for k, v in res.params.items()}
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
+        and np.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _sample_weight(sample_weight, X: np.ndarray) -> np.ndarray:
+    """scikit-learn's checks (shape, finite values), then non-negative with some weight > 0."""
+    if sample_weight is None:
+        return np.ones(X.shape[0], dtype=np.float64)
+    sw = np.array(_check_sample_weight(sample_weight, X, dtype=np.float64), dtype=np.float64)
+    if np.any(sw < 0):
+        i = int(np.flatnonzero(sw < 0)[0])
+        raise DataError(f"sample_weight must be non-negative; it has {sw[i]} at row {i}")
+    if not np.any(sw > 0):
+        raise DataError("Sample weights must contain at least one non-zero number: every sample_weight is zero")
+    return sw
