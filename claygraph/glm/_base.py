@@ -6,9 +6,11 @@ An estimator states its objective in scikit-learn's terms,
 
 and `solve` hands the program N times that (N the program's row count): row i weighs
 N s_i / sum(s), the penalty is N l2, and the gradient tolerance is `tol` N, which is
-scikit-learn's `tol` on the gradient of the mean objective. Up to `BUCKET_ROWS` rows, the rows are
-padded with weight-0 rows to the next power of two, so that fits of nearby sizes (cross-validation
-folds, scikit-learn's checks) share one compiled program; larger data go in as they are.
+scikit-learn's `tol` on the gradient of the mean objective. Small data (up to `SMALL` values in X)
+are padded to powers of two: rows with weight 0, features with zero columns (whose coefficients
+stay exactly 0: their gradient is the penalty's alone), so that fits of nearby shapes
+(cross-validation folds, scikit-learn's checks) share one compiled program; larger data go in as
+they are, without a copy when X is already float32.
 
 Fitted state is plain NumPy (`coef_`, `intercept_`, `n_iter_`, `fit_summary_`): an estimator
 pickles and clones; plans and compiled programs live in `PROGRAMS`, keyed by model and shapes.
@@ -29,8 +31,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from claygraph.errors import DataError
 
-BUCKET_ROWS = 1 << 16  # up to this many rows, pad to a power of two (at least MIN_ROWS)
-MIN_ROWS = 16
+SMALL = 1 << 20  # values in X up to which rows and features are padded to powers of two
+MIN_ROWS, MIN_FEATURES = 16, 4
 
 
 @dataclass(frozen=True)
@@ -58,20 +60,21 @@ class Problem:
     init: Mapping[str, np.ndarray] | None = None
 
 
-def padded_rows(n: int) -> int:
-    """The program's row count for n data rows: the next power of two for small data, else n."""
-    if n > BUCKET_ROWS:
-        return n
-    return max(MIN_ROWS, 1 << (n - 1).bit_length())
+def padded_shape(n: int, d: int) -> tuple[int, int]:
+    """The program's (rows, features) for an n x d X: the next powers of two for small data, else (n, d)."""
+    if n * d > SMALL:
+        return n, d
+    return max(MIN_ROWS, 1 << (n - 1).bit_length()), max(MIN_FEATURES, 1 << (d - 1).bit_length())
 
 
-def _pad(x: np.ndarray, rows: int, dtype) -> np.ndarray:
-    """x as `dtype` with `rows` rows, zeros below; no copy when nothing changes."""
+def _pad(x: np.ndarray, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """x as `dtype` padded with zeros to `shape` (leading axes); no copy when nothing changes."""
     x = np.asarray(x, dtype=dtype)
-    if x.shape[0] == rows:
+    shape = tuple(shape) + x.shape[len(shape):]
+    if x.shape == shape:
         return x
-    out = np.zeros((rows,) + x.shape[1:], dtype)
-    out[: x.shape[0]] = x
+    out = np.zeros(shape, dtype)
+    out[tuple(slice(0, k) for k in x.shape)] = x
     return out
 
 
@@ -79,13 +82,11 @@ def problem_data(p: Problem):
     """The named-dim data of a problem: X, the targets, `weight` and `penalty` (see `_models`)."""
     import claygraph as cg
 
-    n = p.X.shape[0]
-    rows = padded_rows(n)
-    total = float(np.sum(p.sample_weight))
-    weight = _pad(p.sample_weight * (rows / total), rows, np.float32)
-    arrays = {k: cg.array(_pad(v, rows, np.float32), *dims) for k, (v, dims) in p.targets.items()}
-    return cg.Data(X=cg.array(_pad(p.X, rows, np.float32), "row", "feature"), weight=cg.array(weight, "row"),
-                   penalty=cg.array(np.float32(rows * p.l2)), **arrays)
+    rows, features = padded_shape(*p.X.shape)
+    weight = _pad(p.sample_weight * (rows / float(np.sum(p.sample_weight))), (rows,), np.float32)
+    arrays = {k: cg.array(_pad(v, (rows,), np.float32), *dims) for k, (v, dims) in p.targets.items()}
+    return cg.Data(X=cg.array(_pad(p.X, (rows, features), np.float32), "row", "feature"),
+                   weight=cg.array(weight, "row"), penalty=cg.array(np.float32(rows * p.l2)), **arrays)
 
 
 class _Reused:
@@ -214,16 +215,21 @@ class GLMBase(BaseEstimator):
         import claygraph as cg
 
         data = problem_data(p)
-        rows = data.size("row")
+        rows, features = data.size("row"), data.size("feature")
+        # coef's first axis is the feature axis, padded like X's columns
+        init = None if p.init is None else {k: _pad(v, (features,), np.float32) if k == "coef" else v
+                                            for k, v in p.init.items()}
         session = PROGRAMS.session(p.model, data, self.runtime, self.cluster, self.split)
         res = cg.infer.map(p.model, data, runtime=session.runtime, session=session, tol=float(self.tol) * rows,
-                           max_iter=int(self.max_iter), init=p.init)
+                           max_iter=int(self.max_iter), init=init)
         self.fit_summary_ = FitSummary(float(res.objective), int(res.iterations), bool(res.converged),
                                        float(res.grad_max), res.message, tuple(res.plan.split), rows)
         if not res.converged:
             warn(f"{type(self).__name__} did not converge: {res.message}. Increase max_iter or tol, or scale "
                  f"the features.", ConvergenceWarning, stacklevel=3)
-        return {k: np.asarray(v, dtype=np.float64) for k, v in res.params.items()}
+        params = {k: np.asarray(v, dtype=np.float64) for k, v in res.params.items()}
+        params["coef"] = params["coef"][: p.X.shape[1]]
+        return params
 
 
 def _real(v: Any) -> bool:
