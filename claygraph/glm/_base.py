@@ -7,7 +7,7 @@ An estimator states its objective in scikit-learn's terms,
 and `solve` hands the program N times that (N the program's row count): row i weighs
 N s_i / sum(s), the penalty is N l2, and the gradient tolerance is `tol` N, which is
 scikit-learn's `tol` on the gradient of the mean objective. Small data (up to `SMALL` values in X)
-are padded to powers of two: rows with weight 0, features with zero columns (whose coefficients
+are padded to powers of four: rows with weight 0, features with zero columns (whose coefficients
 stay exactly 0: their gradient is the penalty's alone), so that fits of nearby shapes
 (cross-validation folds, scikit-learn's checks) share one compiled program; larger data go in as
 they are, without a copy when X is already float32.
@@ -31,8 +31,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from claygraph.errors import DataError
 
-SMALL = 1 << 20  # values in X up to which rows and features are padded to powers of two
-MIN_ROWS, MIN_FEATURES = 16, 4
+SMALL = 1 << 18  # values in X up to which rows and features are padded to powers of four
+MIN_ROWS, MIN_FEATURES = 64, 4
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,16 @@ class Problem:
 
 
 def padded_shape(n: int, d: int) -> tuple[int, int]:
-    """The program's (rows, features) for an n x d X: the next powers of two for small data, else (n, d)."""
+    """The program's (rows, features) for an n x d X: the next powers of four for small data, else (n, d)."""
     if n * d > SMALL:
         return n, d
-    return max(MIN_ROWS, 1 << (n - 1).bit_length()), max(MIN_FEATURES, 1 << (d - 1).bit_length())
+    return max(MIN_ROWS, _power_of_four(n)), max(MIN_FEATURES, _power_of_four(d))
+
+
+def _power_of_four(n: int) -> int:
+    """The smallest power of four >= n: few distinct shapes, at most 4x the data (small data only)."""
+    bits = (n - 1).bit_length()
+    return 1 << (bits + (bits & 1))
 
 
 def _pad(x: np.ndarray, shape: tuple[int, ...], dtype) -> np.ndarray:
