@@ -11,8 +11,8 @@ weights is the same program, compiled once.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax.numpy as jnp
 import numpyro
@@ -57,14 +57,17 @@ def poisson(data, fit_intercept: bool = True):
     numpyro.factor("loss", -jnp.sum(data.weight * (jnp.exp(eta) - data.y * eta)))
 
 
-def _with_intercept(model: Callable, fit_intercept: bool) -> Callable:
-    return functools.partial(model, fit_intercept=fit_intercept)
+@dataclass(frozen=True)
+class GLMModel:
+    """`loss` with or without an intercept, as a model `model(data)`. Equal by value, so compiled programs
+    (cached by model) are found again; importable by reference on every worker."""
 
+    loss: Callable
+    fit_intercept: bool
 
-# one object per (model, fit_intercept): compiled programs are cached by model, so these must not be rebuilt
-MODELS: dict[tuple[str, bool], Callable] = {
-    (name, fi): _with_intercept(model, fi)
-    for name, model in (("binary_logistic", binary_logistic), ("multinomial_logistic", multinomial_logistic),
-                        ("poisson", poisson))
-    for fi in (False, True)
-}
+    @property
+    def __name__(self) -> str:
+        return self.loss.__name__
+
+    def __call__(self, data) -> None:
+        self.loss(data, fit_intercept=self.fit_intercept)

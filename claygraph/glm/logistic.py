@@ -18,8 +18,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 
 from claygraph.errors import DataError
+from claygraph.glm import _models
 from claygraph.glm._base import GLMBase, Problem, _real
-from claygraph.glm._models import MODELS
 
 
 class LogisticRegression(ClassifierMixin, GLMBase):
@@ -60,15 +60,15 @@ class LogisticRegression(ClassifierMixin, GLMBase):
         self.classes_ = classes
         binary = len(classes) == 2
         if binary:
-            kind, targets = "binary_logistic", {"y": (codes.astype(np.float32), ("row",))}
+            loss, targets = _models.binary_logistic, {"y": (codes.astype(np.float32), ("row",))}
         else:
             onehot = np.eye(len(classes), dtype=np.float32)[codes]
-            kind, targets = "multinomial_logistic", {"Y": (onehot, ("row", "class"))}
+            loss, targets = _models.multinomial_logistic, {"Y": (onehot, ("row", "class"))}
         shapes = {"coef": (X.shape[1],) if binary else (X.shape[1], len(classes))}
         if self.fit_intercept:
             shapes["intercept"] = () if binary else (len(classes),)
-        problem = Problem(MODELS[kind, bool(self.fit_intercept)], X, targets, sw, 1.0 / (float(self.C) * sw.sum()),
-                          init=self._warm(shapes))
+        model = _models.GLMModel(loss, bool(self.fit_intercept))
+        problem = Problem(model, X, targets, sw, 1.0 / (float(self.C) * sw.sum()), init=self._warm(shapes))
         params = self._solve(problem)
         coef = params["coef"]
         self.coef_ = coef[None, :] if binary else np.ascontiguousarray(coef.T)

@@ -10,8 +10,8 @@ from sklearn.base import RegressorMixin
 from sklearn.metrics import d2_tweedie_score
 
 from claygraph.errors import DataError
+from claygraph.glm import _models
 from claygraph.glm._base import GLMBase, Problem, _real
-from claygraph.glm._models import MODELS
 
 
 class PoissonRegressor(RegressorMixin, GLMBase):
@@ -56,8 +56,8 @@ class PoissonRegressor(RegressorMixin, GLMBase):
             # scikit-learn's start: the intercept that fits the weighted mean of y
             mean = float(np.average(y, weights=sw))
             init = {"coef": np.zeros(X.shape[1]), "intercept": np.asarray(np.log(mean) if mean > 0 else 0.0)}
-        params = self._solve(Problem(MODELS["poisson", bool(self.fit_intercept)], X, {"y": (y, ("row",))}, sw,
-                                     float(self.alpha), init=init))
+        model = _models.GLMModel(_models.poisson, bool(self.fit_intercept))
+        params = self._solve(Problem(model, X, {"y": (y, ("row",))}, sw, float(self.alpha), init=init))
         self.coef_ = params["coef"]
         self.intercept_ = float(params["intercept"]) if self.fit_intercept else 0.0
         self.n_iter_ = self.fit_summary_.iterations
