@@ -4,7 +4,7 @@ An estimator states its objective in scikit-learn's terms,
 
     sum_i s_i loss_i / sum_i s_i + l2 / 2 * ||coef||^2,
 
-and `solve` hands the program N times that (N the program's row count): row i weighs
+and `GLMBase._solve` hands the program N times that (N the program's row count): row i weighs
 N s_i / sum(s), the penalty is N l2, and the gradient tolerance is `tol` N, which is
 scikit-learn's `tol` on the gradient of the mean objective. Small data (up to `SMALL` values in X)
 are padded to powers of four: rows with weight 0, features with zero columns (whose coefficients
@@ -50,7 +50,7 @@ class FitSummary:
 
 @dataclass(frozen=True)
 class Problem:
-    """One fit: a model over `arrays` (row-major, the row dim first) with per-row weights."""
+    """One fit: the model, X, the targets (row dim first), per-row weights, the L2 strength, a start."""
 
     model: Callable
     X: np.ndarray
@@ -119,13 +119,19 @@ class _Reused:
 class _Compiled:
     plan: Any
     jitted: dict
+    nbytes: int  # the data the plan and the first program hold on to
 
 
 class ProgramCache:
-    """Plans and jitted loops of recent fits, least recently used first out."""
+    """Plans and jitted loops of recent fits, least recently used first out.
 
-    def __init__(self, size: int = 32):
-        self.size = size
+    An entry holds the data of the fit that built it (the plan keeps it; the jitted loops close over
+    that program), so the cache is bounded in entries and in bytes; a fit whose data alone exceed
+    `max_bytes` is planned and compiled afresh every time.
+    """
+
+    def __init__(self, size: int = 32, max_bytes: int = 256 << 20):
+        self.size, self.max_bytes = size, max_bytes
         self._entries: OrderedDict[Hashable, _Compiled] = OrderedDict()
 
     def session(self, model: Callable, data, runtime, cluster, split):
@@ -136,13 +142,14 @@ class ProgramCache:
 
         local = runtime is None or isinstance(runtime, Local)
         key = (model, _shapes(data), ("local", getattr(runtime, "devices", 1)) if local else id(runtime),
-               _hashable(cluster), None if split is None else tuple(split))
+               _hashable(cluster), None if split is None else (split,) if isinstance(split, str) else tuple(split))
         hit = self._entries.get(key)
         if hit is None:
             s = setup(model, data, runtime, cluster, split)
-            hit = _Compiled(s.plan, {})
-            self._entries[key] = hit
-            while len(self._entries) > self.size:
+            hit = _Compiled(s.plan, {}, sum(a.values.nbytes for a in data.arrays.values()))
+            if hit.nbytes <= self.max_bytes:
+                self._entries[key] = hit
+            while len(self._entries) > self.size or sum(e.nbytes for e in self._entries.values()) > self.max_bytes:
                 self._entries.popitem(last=False)
         else:
             self._entries.move_to_end(key)

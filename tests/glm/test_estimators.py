@@ -178,7 +178,7 @@ def test_input_is_validated_like_scikit_learn():
         cg.glm.PoissonRegressor().fit(X, np.abs(X[:, :1]))
 
 
-def test_intake_keeps_float32_and_float64_without_copies():
+def test_intake_keeps_float32_and_float64_without_copies(monkeypatch):
     X, y, _ = three_classes(n=40, seed=2)
     m = cg.glm.LogisticRegression()
     for dtype in (np.float32, np.float64):
@@ -187,6 +187,11 @@ def test_intake_keeps_float32_and_float64_without_copies():
         assert checked is Xd
     big = np.zeros((4000, 100), np.float32)  # above the padding size: the program takes X as it is
     assert padded_shape(*big.shape) == big.shape
+    # the compiled-program cache holds its first fit's data: past its byte budget, nothing is kept
+    PROGRAMS.clear()
+    monkeypatch.setattr(PROGRAMS, "max_bytes", 1000)
+    m.fit(X, y)
+    assert not PROGRAMS._entries
 
 
 def test_warm_start_continues_from_the_last_solution():
