@@ -1,6 +1,7 @@
 """The estimators are scikit-learn estimators: its checks, its objective and results, its tools.
 
-Shapes are kept few on purpose: small fits share a compiled program per padded shape.
+Shapes are kept few on purpose: small fits share a compiled program per padded shape (240 rows and
+160-row folds pad to 256, 30-90 rows to 64).
 """
 import pickle
 import warnings
@@ -25,7 +26,7 @@ from claygraph.glm._base import PROGRAMS, padded_shape
 TIGHT = dict(tol=1e-8, max_iter=1000)
 
 
-def three_classes(n=300, seed=0):
+def three_classes(n=240, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 4)) * np.array([1.0, 2.0, 0.5, 1.0])
     W = np.array([[0.8, -0.5, 0.1, 0.0], [-0.3, 0.4, -0.6, 0.2], [0.0, 0.1, 0.5, -0.4]])
@@ -36,7 +37,7 @@ def three_classes(n=300, seed=0):
     return X, np.array(["a", "b", "c"])[y], rng.uniform(0.2, 3.0, n)
 
 
-def counts(n=300, seed=1):
+def counts(n=240, seed=1):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 4))
     mu = np.exp(0.3 + X @ np.array([0.4, -0.2, 0.1, 0.0]))
@@ -108,8 +109,9 @@ def test_poisson_real_targets_and_weights_equal_scikit_learn():
 
 def test_weights_equal_repeated_and_removed_rows():
     """What check_sample_weight_equivalence asks, at the float32 program's precision."""
-    X, y, _ = three_classes(n=60, seed=5)
+    X, y, _ = three_classes(n=30, seed=5)
     sw = np.random.default_rng(0).integers(0, 4, len(y))
+    assert padded_shape(*np.repeat(X, sw, axis=0).shape) == padded_shape(*X.shape)  # one program for both
     weighted = cg.glm.LogisticRegression(**TIGHT).fit(X, y, sample_weight=sw)
     repeated = cg.glm.LogisticRegression(**TIGHT).fit(np.repeat(X, sw, axis=0), np.repeat(y, sw))
     np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), atol=1e-5)
@@ -118,7 +120,8 @@ def test_weights_equal_repeated_and_removed_rows():
 
 def test_pickle_and_clone_round_trip():
     X, y, sw = three_classes()
-    m = cg.glm.LogisticRegression(C=0.5, runtime=cg.runtime.Local(devices=2)).fit(X, y, sample_weight=sw)
+    m = cg.glm.LogisticRegression(C=0.5, runtime=cg.runtime.Local(devices=2), split=("row",))
+    m.fit(X, y, sample_weight=sw)
     back = pickle.loads(pickle.dumps(m))
     np.testing.assert_array_equal(back.predict_proba(X), m.predict_proba(X))
     assert back.fit_summary_ == m.fit_summary_
@@ -144,9 +147,8 @@ def test_model_selection_and_pipelines_have_finite_scores():
     assert np.all(np.isfinite(means)) and means[1] > means[0]  # C=1e-4 shrinks every coefficient to ~0
     assert grid.best_params_ == {"logisticregression__C": 1.0}
     assert np.isfinite(grid.score(X, y))
-    # 3 folds x 2 values of C: one compiled program (the folds pad to the same shape, C is data); the
-    # refit on all 300 rows: another
-    assert [k[1][0][1] for k in PROGRAMS._entries] == [(256, 4), (1024, 4)]
+    # 3 folds x 2 values of C and the refit: one compiled program (160 and 240 rows pad to 256; C is data)
+    assert [k[1][0][1] for k in PROGRAMS._entries] == [(256, 4)]
     Xp, yp, _ = counts()
     assert np.all(np.isfinite(cross_val_score(make_pipeline(StandardScaler(), cg.glm.PoissonRegressor()), Xp, yp,
                                               cv=3)))
