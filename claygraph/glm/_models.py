@@ -57,6 +57,12 @@ def poisson(data, fit_intercept: bool = True):
     numpyro.factor("loss", -jnp.sum(data.weight * (jnp.exp(eta) - data.y * eta)))
 
 
+def gamma(data, fit_intercept: bool = True):
+    """Half the Gamma deviance with a log link, up to a constant in y: eta + y exp(-eta)."""
+    eta = _linear(data, fit_intercept)
+    numpyro.factor("loss", -jnp.sum(data.weight * (eta + data.y * jnp.exp(-eta))))
+
+
 @dataclass(frozen=True)
 class GLMModel:
     """`loss` with or without an intercept, as a model `model(data)`. Equal by value, so compiled programs

@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.exceptions import DataConversionWarning, NotFittedError
+from sklearn.linear_model import GammaRegressor as SkGammaRegressor
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from sklearn.linear_model import PoissonRegressor as SkPoissonRegressor
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -53,7 +54,7 @@ def assert_same_fit(ours, ref, X, atol=1e-4):
         np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=atol)
 
 
-@pytest.mark.parametrize("make", [cg.glm.LogisticRegression, cg.glm.PoissonRegressor])
+@pytest.mark.parametrize("make", [cg.glm.LogisticRegression, cg.glm.PoissonRegressor, cg.glm.GammaRegressor])
 def test_check_estimator_passes(make):
     est = make()
     expected = cg.glm.expected_failed_checks(est)
@@ -93,18 +94,21 @@ def test_binary_balanced_and_weighted_equals_scikit_learn():
     np.testing.assert_allclose(m.decision_function(X), ref.decision_function(X), atol=1e-4)
 
 
-def test_poisson_real_targets_and_weights_equal_scikit_learn():
+@pytest.mark.parametrize("ours,theirs", [(cg.glm.PoissonRegressor, SkPoissonRegressor),
+                                         (cg.glm.GammaRegressor, SkGammaRegressor)])
+def test_log_link_regressors_with_real_targets_and_weights_equal_scikit_learn(ours, theirs):
     X, y, sw = counts()
+    y = y + 0.1  # > 0 for Gamma
     assert np.any(y != np.round(y))
     for alpha in (1.0, 0.01):
-        ref = SkPoissonRegressor(alpha=alpha, tol=1e-10, max_iter=1000).fit(X, y, sample_weight=sw)
-        m = cg.glm.PoissonRegressor(alpha=alpha, **TIGHT).fit(X, y, sample_weight=sw)
+        ref = theirs(alpha=alpha, tol=1e-10, max_iter=1000).fit(X, y, sample_weight=sw)
+        m = ours(alpha=alpha, **TIGHT).fit(X, y, sample_weight=sw)
         assert_same_fit(m, ref, X)
         assert m.score(X, y, sample_weight=sw) == pytest.approx(ref.score(X, y, sample_weight=sw), abs=1e-5)
-    with pytest.raises(DataError, match="y >= 0"):
-        cg.glm.PoissonRegressor().fit(X, -y)
+    with pytest.raises(DataError, match="needs y"):
+        ours().fit(X, -y)
     with pytest.raises(TypeError):
-        cg.glm.PoissonRegressor(C=1.0)
+        ours(C=1.0)
 
 
 def test_weights_equal_repeated_and_removed_rows():

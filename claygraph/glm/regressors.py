@@ -1,9 +1,13 @@
-"""PoissonRegressor: scikit-learn's estimator (log link, L2), solved by cg.infer.map on a split program.
+"""PoissonRegressor and GammaRegressor: scikit-learn's estimators (log link, L2, lbfgs's objective),
+solved by cg.infer.map on a split program.
 
-The objective is scikit-learn's: the weighted mean of half the Poisson deviance plus
-alpha / 2 ||coef||^2 (the intercept unpenalised), for any real y >= 0 (rates, not only counts).
+The objective is scikit-learn's: the weighted mean of half the deviance plus alpha / 2 ||coef||^2
+(the intercept unpenalised), for any real y in the family's range (y >= 0 for Poisson: rates, not
+only counts; y > 0 for Gamma).
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.base import RegressorMixin
@@ -14,12 +18,12 @@ from claygraph.glm import _models
 from claygraph.glm._base import GLMBase, Problem, _real
 
 
-class PoissonRegressor(RegressorMixin, GLMBase):
-    """Poisson regression with a log link and an L2 penalty alpha / 2 ||coef||^2.
+class _LogLinkRegressor(RegressorMixin, GLMBase):
+    """A GLM with a log link: predict exp(X coef + intercept); score is D^2 for the family's deviance."""
 
-    `runtime=`, `cluster=` and `split=` choose where and how the program runs (as in cg.infer.map).
-    Dense input only: scipy sparse X is refused with scikit-learn's TypeError.
-    """
+    _loss: Callable  # the model's loss (glm/_models.py)
+    _power: int  # the Tweedie power of the family's deviance
+    _y_range: tuple[Callable[[np.ndarray], np.ndarray], str]  # (which y are valid, what y must be)
 
     _parameter_checks = {
         **GLMBase._parameter_checks,
@@ -45,9 +49,10 @@ class PoissonRegressor(RegressorMixin, GLMBase):
     def fit(self, X, y, sample_weight=None):
         X, y, sw = self._validate_fit(X, y, sample_weight, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
-        if np.any(y < 0):
-            i = int(np.flatnonzero(y < 0)[0])
-            raise DataError(f"PoissonRegressor needs y >= 0 (counts or rates); y has {y[i]} at row {i}")
+        valid, what = self._y_range
+        if not np.all(valid(y)):
+            i = int(np.flatnonzero(~valid(y))[0])
+            raise DataError(f"{type(self).__name__} needs y {what}; y has {y[i]} at row {i}")
         shapes = {"coef": (X.shape[1],)}
         if self.fit_intercept:
             shapes["intercept"] = ()
@@ -56,7 +61,7 @@ class PoissonRegressor(RegressorMixin, GLMBase):
             # scikit-learn's start: the intercept that fits the weighted mean of y
             mean = float(np.average(y, weights=sw))
             init = {"coef": np.zeros(X.shape[1]), "intercept": np.asarray(np.log(mean) if mean > 0 else 0.0)}
-        model = _models.GLMModel(_models.poisson, bool(self.fit_intercept))
+        model = _models.GLMModel(type(self)._loss, bool(self.fit_intercept))
         params = self._solve(Problem(model, X, {"y": (y, ("row",))}, sw, float(self.alpha), init=init))
         self.coef_ = params["coef"]
         self.intercept_ = float(params["intercept"]) if self.fit_intercept else 0.0
@@ -75,8 +80,32 @@ class PoissonRegressor(RegressorMixin, GLMBase):
         return np.exp(self._linear(X))
 
     def score(self, X, y, sample_weight=None) -> float:
-        """D^2, the fraction of Poisson deviance explained (scikit-learn's PoissonRegressor.score)."""
+        """D^2, the fraction of deviance explained (scikit-learn's score for these estimators)."""
         y = np.asarray(y, dtype=np.float64)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
-        return float(d2_tweedie_score(y, self.predict(X), sample_weight=sample_weight, power=1))
+        return float(d2_tweedie_score(y, self.predict(X), sample_weight=sample_weight, power=self._power))
+
+
+class PoissonRegressor(_LogLinkRegressor):
+    """Poisson regression with a log link and an L2 penalty alpha / 2 ||coef||^2; any real y >= 0.
+
+    `runtime=`, `cluster=` and `split=` choose where and how the program runs (as in cg.infer.map).
+    Dense input only: scipy sparse X is refused with scikit-learn's TypeError.
+    """
+
+    _loss = staticmethod(_models.poisson)
+    _power = 1
+    _y_range = (lambda y: y >= 0, ">= 0 (counts or rates)")
+
+
+class GammaRegressor(_LogLinkRegressor):
+    """Gamma regression with a log link and an L2 penalty alpha / 2 ||coef||^2; y > 0.
+
+    `runtime=`, `cluster=` and `split=` choose where and how the program runs (as in cg.infer.map).
+    Dense input only: scipy sparse X is refused with scikit-learn's TypeError.
+    """
+
+    _loss = staticmethod(_models.gamma)
+    _power = 2
+    _y_range = (lambda y: y > 0, "> 0")
