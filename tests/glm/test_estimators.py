@@ -22,7 +22,8 @@ from sklearn.utils.estimator_checks import check_estimator
 
 import claygraph as cg
 from claygraph.errors import DataError
-from claygraph.glm._base import PROGRAMS, padded_shape
+from claygraph.glm import _models
+from claygraph.glm._base import PROGRAMS, Problem, padded_shape, problem_data
 
 TIGHT = dict(tol=1e-8, max_iter=1000)
 
@@ -212,3 +213,42 @@ def test_warm_start_continues_from_the_last_solution():
     np.testing.assert_allclose(m.coef_, cold.coef_, atol=1e-3)
     m.fit(X[:, :3], y)  # another shape: starts afresh
     assert m.coef_.shape == (3, 3)
+
+
+@pytest.mark.parametrize("loss", ["binary_logistic", "multinomial_logistic", "poisson", "gamma"])
+def test_weighted_objective_is_the_same_on_every_split(loss):
+    """The program's weighted objective (weight-0 padding rows included) and its gradient, on every split
+    and device count, equal NumPy's scikit-learn objective times the program's rows."""
+    rng = np.random.default_rng(7)
+    n, d, k = 45, 3, 3
+    X = rng.normal(size=(n, d))
+    codes = rng.integers(0, k, n)
+    targets = {"binary_logistic": {"y": ((codes == 1).astype(float), ("row",))},
+               "multinomial_logistic": {"Y": (np.eye(k)[codes], ("row", "class"))},
+               "poisson": {"y": (rng.poisson(2.0, n) * 0.5, ("row",))},
+               "gamma": {"y": (rng.gamma(2.0, 1.0, n), ("row",))}}[loss]
+    sw = rng.uniform(0.0, 2.0, n)
+    model = _models.GLMModel(getattr(_models, loss), True)
+    data = problem_data(Problem(model, X, targets, sw, 0.3))
+    rows, features = data.size("row"), data.size("feature")
+    multi = loss == "multinomial_logistic"
+    coef = rng.normal(size=(features, k) if multi else (features,)) * 0.3
+    coef[d:] = 0.0  # the padding features' coefficients
+    params = {"coef": coef.astype(np.float32),
+              "intercept": (rng.normal(size=k) if multi else np.asarray(0.2)).astype(np.float32)}
+    eta = X @ coef[:d] + params["intercept"]
+    (t, _), = targets.values()
+    per_row = {"binary_logistic": lambda: np.logaddexp(0, eta) - t * eta,
+               "multinomial_logistic": lambda: np.log(np.exp(eta).sum(1)) - (t * eta).sum(1),
+               "poisson": lambda: np.exp(eta) - t * eta,
+               "gamma": lambda: eta + t * np.exp(-eta)}[loss]()
+    want = rows * (np.sum(sw * per_row) / sw.sum() + 0.15 * np.sum(coef ** 2))
+    plans = [cg.partition(model, data, split=s, cluster=cg.ClusterSpec.local(devices=dev))
+             for dev, s in [(1, ()), (2, ("row",)), (3, ("row",)), (2, ("feature",))]]
+    ref_value, ref_grad = cg.compile(plans[0], data).potential_and_grad(params)
+    assert float(ref_value) == pytest.approx(want, rel=1e-5)
+    for plan in plans[1:]:
+        value, grad = cg.compile(plan, data, runtime=cg.runtime.Local(devices=plan.devices)).potential_and_grad(params)
+        assert float(value) == pytest.approx(float(ref_value), rel=1e-5)
+        for key in ref_grad:
+            np.testing.assert_allclose(grad[key], ref_grad[key], rtol=1e-4, atol=1e-4)
