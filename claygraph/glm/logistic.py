@@ -59,17 +59,12 @@ class LogisticRegression(ClassifierMixin, GLMBase):
                 raise DataError("class_weight and sample_weight give every sample zero weight")
         self.classes_ = classes
         binary = len(classes) == 2
-        if binary:
-            loss, targets = _models.binary_logistic, {"y": (codes.astype(np.float32), ("row",))}
-        else:
-            onehot = np.eye(len(classes), dtype=np.float32)[codes]
-            loss, targets = _models.multinomial_logistic, {"Y": (onehot, ("row", "class"))}
+        loss, targets = _targets(codes, len(classes))
         shapes = {"coef": (X.shape[1],) if binary else (X.shape[1], len(classes))}
         if self.fit_intercept:
             shapes["intercept"] = () if binary else (len(classes),)
         model = _models.GLMModel(loss, bool(self.fit_intercept))
-        problem = Problem(model, X, targets, sw, 1.0 / (float(self.C) * sw.sum()), init=self._warm(shapes))
-        params = self._solve(problem)
+        params = self._solve(Problem(model, X, targets, sw, 1.0 / (float(self.C) * sw.sum()), self._warm(shapes)))
         coef = params["coef"]
         self.coef_ = coef[None, :] if binary else np.ascontiguousarray(coef.T)
         intercept = params.get("intercept", np.zeros(1 if binary else len(classes)))
@@ -102,6 +97,13 @@ class LogisticRegression(ClassifierMixin, GLMBase):
         scores = self.decision_function(X)
         best = (scores > 0).astype(int) if scores.ndim == 1 else np.argmax(scores, axis=1)
         return self.classes_[best]
+
+
+def _targets(codes: np.ndarray, classes: int):
+    """The loss and its target: y in {0, 1} for two classes, one-hot Y (row, class) for more."""
+    if classes == 2:
+        return _models.binary_logistic, {"y": (codes.astype(np.float32), ("row",))}
+    return _models.multinomial_logistic, {"Y": (np.eye(classes, dtype=np.float32)[codes], ("row", "class"))}
 
 
 def _class_weight(class_weight, classes: np.ndarray, y: np.ndarray, sw: np.ndarray) -> np.ndarray:
