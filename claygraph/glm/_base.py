@@ -126,11 +126,12 @@ class ProgramCache:
     """Plans and jitted loops of recent fits, least recently used first out.
 
     An entry holds the data of the fit that built it (the plan keeps it; the jitted loops close over
-    that program), so the cache is bounded in entries and in bytes; a fit whose data alone exceed
-    `max_bytes` is planned and compiled afresh every time.
+    that program, whose device copy of it stays alive too), so the cache is bounded in entries and in
+    bytes of such data; a fit whose data alone exceed `max_bytes` is planned and compiled afresh
+    every time.
     """
 
-    def __init__(self, size: int = 32, max_bytes: int = 256 << 20):
+    def __init__(self, size: int = 32, max_bytes: int = 128 << 20):
         self.size, self.max_bytes = size, max_bytes
         self._entries: OrderedDict[Hashable, _Compiled] = OrderedDict()
 
