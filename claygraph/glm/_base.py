@@ -32,7 +32,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from claygraph.errors import DataError
 
 SMALL = 1 << 18  # values in X up to which rows and features are padded to powers of four
-MIN_ROWS, MIN_FEATURES = 64, 4
+MIN_ROWS, MIN_FEATURES = 256, 4
 
 
 @dataclass(frozen=True)

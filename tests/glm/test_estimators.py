@@ -1,7 +1,7 @@
 """The estimators are scikit-learn estimators: its checks, its objective and results, its tools.
 
-Shapes are kept few on purpose: small fits share a compiled program per padded shape (240 rows and
-160-row folds pad to 256, 30-90 rows to 64).
+Shapes are kept few on purpose: small fits share a compiled program per padded shape (up to 256 rows
+pad to 256, up to 4 features to 4).
 """
 import pickle
 import warnings
