@@ -88,7 +88,7 @@ def claygraph_glm(X, y, tol: float):
 
     glm = cg.glm if hasattr(cg, "glm") else importlib.import_module("claygraph.glm")
     m = glm.LogisticRegression(C=1.0, fit_intercept=False, tol=tol, max_iter=1000).fit(X, y)
-    res = getattr(m, "result_", None)
+    res = getattr(m, "fit_summary_", None)  # objective, iterations, converged, message
     return np.asarray(m.coef_).ravel(), int(np.ravel(m.n_iter_)[0]), getattr(res, "message", None), _map_extra(res)
 
 

@@ -1,149 +1,113 @@
-"""scikit-learn-style GLM estimators built on cg.infer.map (one solver, not two).
+"""LogisticRegression: scikit-learn's estimator (lbfgs, L2), solved by cg.infer.map on a split program.
 
-LogisticRegression minimises  sum_i logloss_i + ||w||^2 / (2C)  (the intercept unpenalised), which
-is scikit-learn's objective times n; `tol` keeps scikit-learn's meaning (on the mean-loss
-gradient), so the solver stops at max|grad| <= tol * n.
+Two classes: one coefficient vector, log-loss. More classes: multinomial (softmax cross-entropy),
+one coefficient row per class, as scikit-learn's lbfgs solver does. The objective is scikit-learn's,
+
+    sum_i s_i loss_i + ||coef||^2 / (2 C)        (divided by sum_i s_i; the intercept unpenalised),
+
+with s_i = sample_weight_i times the class weight of row i's class.
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
-from numpyro.distributions import constraints
+from scipy.special import expit, softmax
+from sklearn.base import ClassifierMixin
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
 
 from claygraph.errors import DataError
+from claygraph.glm import _models
+from claygraph.glm._base import GLMBase, Problem, _real
 
 
-def _logistic_model(data, sigma: float, fit_intercept: bool):
-    w = numpyro.sample("w", dist.Normal(0.0, sigma).expand([data.X.shape[1]]).to_event(1))
-    logits = data.X @ w
-    if fit_intercept:
-        logits = logits + numpyro.sample("b", dist.ImproperUniform(constraints.real, (), ()))
-    with numpyro.plate("row", data.size("row")):
-        numpyro.sample("y", dist.Bernoulli(logits=logits), obs=data.y)
+class LogisticRegression(ClassifierMixin, GLMBase):
+    """L2-regularised logistic regression (binary or multinomial) with scikit-learn's API and objective.
 
+    `runtime=`, `cluster=` and `split=` choose where and how the program runs (as in cg.infer.map).
+    Dense input only: scipy sparse X is refused with scikit-learn's TypeError.
+    """
 
-def _poisson_model(data, sigma: float, fit_intercept: bool):
-    w = numpyro.sample("w", dist.Normal(0.0, sigma).expand([data.X.shape[1]]).to_event(1))
-    eta = data.X @ w
-    if fit_intercept:
-        eta = eta + numpyro.sample("b", dist.ImproperUniform(constraints.real, (), ()))
-    with numpyro.plate("row", data.size("row")):
-        numpyro.sample("y", dist.Poisson(rate=_exp(eta)), obs=data.y)
+    _parameter_checks = {
+        **GLMBase._parameter_checks,
+        "C": (lambda v: _real(v) and v > 0, "a positive number"),
+    }
 
+    def __init__(self, C: float = 1.0, *, fit_intercept: bool = True, class_weight=None, tol: float = 1e-4,
+                 max_iter: int = 100, warm_start: bool = False, runtime=None, cluster=None, split=None):
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.class_weight = class_weight
+        self.tol = tol
+        self.max_iter = max_iter
+        self.warm_start = warm_start
+        self.runtime = runtime
+        self.cluster = cluster
+        self.split = split
 
-def _exp(x):
-    import jax.numpy as jnp
-
-    return jnp.exp(x)
-
-
-class _GLM:
-    _model = None
-    _prior_scale_factor = 1.0
-
-    def __init__(self, C: float = 1.0, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 1000,
-                 runtime=None, cluster=None, split=None):
-        self.C, self.fit_intercept, self.tol, self.max_iter = C, fit_intercept, tol, max_iter
-        self.runtime, self.cluster, self.split = runtime, cluster, split
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in ("C", "fit_intercept", "tol", "max_iter", "runtime", "cluster", "split")}
-
-    def set_params(self, **params):
-        for k, v in params.items():
-            if k not in self.get_params():
-                raise ValueError(f"invalid parameter {k!r} for {type(self).__name__}")
-            setattr(self, k, v)
+    def fit(self, X, y, sample_weight=None):
+        X, y, sw = self._validate_fit(X, y, sample_weight)
+        check_classification_targets(y)
+        classes, codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(f"LogisticRegression needs samples of at least 2 classes in the data, but the data "
+                            f"contains only one class: {classes[0]!r}")
+        if self.class_weight is not None:
+            sw = sw * _class_weight(self.class_weight, classes, y, sw)[codes]
+            if not np.any(sw > 0):
+                raise DataError("class_weight and sample_weight give every sample zero weight")
+        self.classes_ = classes
+        binary = len(classes) == 2
+        loss, targets = _targets(codes, len(classes))
+        shapes = {"coef": (X.shape[1],) if binary else (X.shape[1], len(classes))}
+        if self.fit_intercept:
+            shapes["intercept"] = () if binary else (len(classes),)
+        model = _models.GLMModel(loss, bool(self.fit_intercept))
+        params = self._solve(Problem(model, X, targets, sw, 1.0 / (float(self.C) * sw.sum()), self._warm(shapes)))
+        coef = params["coef"]
+        self.coef_ = coef[None, :] if binary else np.ascontiguousarray(coef.T)
+        intercept = params.get("intercept", np.zeros(1 if binary else len(classes)))
+        # multinomial intercepts are defined up to a common shift: scikit-learn's have mean zero
+        self.intercept_ = np.atleast_1d(intercept if binary else intercept - intercept.mean())
+        self.n_iter_ = np.array([self.fit_summary_.iterations], dtype=np.int32)
         return self
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not None)
-        return f"{type(self).__name__}({args})"
-
-    def _check_X(self, X) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise DataError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
-        if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
-            raise DataError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
-                            f"{self.n_features_in_}")
-        return X.astype(np.float32)
-
-    def _fit_map(self, X: np.ndarray, y: np.ndarray):
-        from claygraph.frontend.data import Data, array
-        from claygraph.infer.map import map as map_
-
-        if not self.C > 0:
-            raise ValueError(f"C must be positive, got {self.C}")
-        data = Data(X=array(X, "row", "feature"), y=array(y.astype(np.float32), "row"))
-        sigma, fi = float(np.sqrt(self.C)), bool(self.fit_intercept)
-        model = type(self)._model
-
-        def glm(data):
-            return model(data, sigma, fi)
-
-        res = map_(glm, data, runtime=self.runtime, cluster=self.cluster, split=self.split,
-                   tol=self.tol * X.shape[0], max_iter=self.max_iter)
-        self.result_ = res
-        self.n_iter_ = np.array([res.iterations])
-        self.n_features_in_ = X.shape[1]
-        self.coef_ = np.asarray(res.params["w"], dtype=np.float64)[None, :]
-        self.intercept_ = np.array([float(res.params["b"])]) if fi else np.zeros(1)
-        return self
+    def _solution(self) -> dict[str, np.ndarray]:
+        if len(self.classes_) == 2:
+            return {"coef": self.coef_[0], "intercept": np.asarray(self.intercept_[0])}
+        return {"coef": self.coef_.T, "intercept": self.intercept_}
 
     def decision_function(self, X) -> np.ndarray:
-        X = self._check_X(X)
-        return (X.astype(np.float64) @ self.coef_[0] + self.intercept_[0]).astype(np.float64)
-
-
-class LogisticRegression(_GLM):
-    """Binary L2-regularised logistic regression, scikit-learn compatible, on a split program."""
-
-    _model = staticmethod(_logistic_model)
-
-    def fit(self, X, y):
-        X = self._check_X(X)
-        y = np.asarray(y)
-        if y.shape != (X.shape[0],):
-            raise DataError(f"y must have shape ({X.shape[0]},), got {y.shape}")
-        self.classes_ = np.unique(y)
-        if len(self.classes_) != 2:
-            raise DataError(f"LogisticRegression here is binary; y has {len(self.classes_)} classes "
-                            f"{self.classes_[:5]}")
-        return self._fit_map(X, (y == self.classes_[1]).astype(np.float32))
+        """The logits: shape (n,) for two classes (the second class's), (n, classes) otherwise."""
+        scores = self._linear(X)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict_proba(self, X) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
-        return np.stack([1.0 - p, p], axis=1)
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            p = expit(scores)
+            return np.stack([1.0 - p, p], axis=1)
+        return softmax(scores, axis=1)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        return np.log(self.predict_proba(X))
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[(self.decision_function(X) > 0).astype(int)]
+        scores = self.decision_function(X)
+        best = (scores > 0).astype(int) if scores.ndim == 1 else np.argmax(scores, axis=1)
+        return self.classes_[best]
 
-    def score(self, X, y) -> float:
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+def _targets(codes: np.ndarray, classes: int):
+    """The loss and its target: y in {0, 1} for two classes, one-hot Y (row, class) for more."""
+    if classes == 2:
+        return _models.binary_logistic, {"y": (codes.astype(np.float32), ("row",))}
+    return _models.multinomial_logistic, {"Y": (np.eye(classes, dtype=np.float32)[codes], ("row", "class"))}
 
 
-class PoissonRegressor(_GLM):
-    """Poisson regression with a log link and an L2 penalty ||w||^2 / (2C)."""
-
-    _model = staticmethod(_poisson_model)
-
-    def fit(self, X, y):
-        X = self._check_X(X)
-        y = np.asarray(y, dtype=np.float64)
-        if y.shape != (X.shape[0],) or np.any(y < 0):
-            raise DataError("y must be a vector of non-negative counts, one per row of X")
-        return self._fit_map(X, y)
-
-    def predict(self, X) -> np.ndarray:
-        return np.exp(self.decision_function(X))
-
-    def score(self, X, y) -> float:
-        """D^2, the fraction of Poisson deviance explained (scikit-learn's PoissonRegressor.score)."""
-        y = np.asarray(y, dtype=np.float64)
-        mu = self.predict(X)
-        dev = 2 * np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu), 0) - (y - mu))
-        mu0 = np.full_like(y, y.mean())
-        dev0 = 2 * np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / mu0), 0) - (y - mu0))
-        return float(1 - dev / dev0)
+def _class_weight(class_weight, classes: np.ndarray, y: np.ndarray, sw: np.ndarray) -> np.ndarray:
+    """scikit-learn's class weights; with sample weights where its version takes them (as its own fit does)."""
+    if "sample_weight" in inspect.signature(compute_class_weight).parameters:
+        return compute_class_weight(class_weight, classes=classes, y=y, sample_weight=sw)
+    return compute_class_weight(class_weight, classes=classes, y=y)

@@ -9,8 +9,8 @@ Anything else gathers `a` to every shard first.
 from __future__ import annotations
 
 from claygraph.ir.dims import gather_axes
+from claygraph.partition.local_params import local_slice_sizes
 from claygraph.partition.registry import Decision, Linearity, fallback, rule
-from claygraph.partition.rules_shape import local_slice_sizes
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded
 
 

@@ -7,34 +7,11 @@ in the user's layout (fallback).
 from __future__ import annotations
 
 from claygraph.ir.dims import reshape_axis_map
+from claygraph.partition.local_params import local_limits, local_new_sizes, local_out_shape, local_slice_sizes
 from claygraph.partition.registry import Decision, Linearity, RuleCtx, fallback, rule
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded
 
 MOVE = dict(linearity=Linearity.JOINT, extremum=frozenset({"max", "min"}))  # data movement commutes with sums and max
-
-
-# local-shape rewrites (emission): the op's static sizes become the shard-local ones
-
-def local_out_shape(params, ins, local_ins, local_outs):
-    return {**params, "shape": local_outs[0]} if "shape" in params else params
-
-
-def local_new_sizes(params, ins, local_ins, local_outs):
-    return {**params, "new_sizes": local_outs[0]}
-
-
-def local_limits(params, ins, local_ins, local_outs):
-    """Only axes kept whole may be split: their limit is the local size."""
-    limits = tuple(loc if (lim == full and loc != full) else lim
-                   for lim, full, loc in zip(params["limit_indices"], ins[0].shape, local_ins[0]))
-    return {**params, "limit_indices": limits}
-
-
-def local_slice_sizes(params, ins, local_ins, local_outs):
-    """A slice that takes a whole (split) axis takes the whole local axis."""
-    sizes = tuple(loc if (n == full and loc != full) else n
-                  for n, full, loc in zip(params["slice_sizes"], ins[0].shape, local_ins[0]))
-    return {**params, "slice_sizes": sizes}
 
 
 def _axis_moving(node, ins, shs, outs, ctx: RuleCtx, pairs: list[tuple[int, int]]) -> Decision:

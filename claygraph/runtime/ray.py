@@ -84,6 +84,11 @@ class Ray:
         self.coordinator: str | None = None
         self._closed = True
 
+    def __deepcopy__(self, memo) -> Ray:
+        # a handle to live workers, not a value: copies (scikit-learn's clone deep-copies an
+        # estimator's parameters) share the workers and are closed with them
+        return self
+
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Ray:
         self.start()

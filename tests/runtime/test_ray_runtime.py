@@ -314,3 +314,30 @@ def test_logistic_regression_on_ray_equals_scikit_learn(rt, split):
     m = cg.glm.LogisticRegression(C=1.0, tol=1e-8, split=split, runtime=rt).fit(X, y)
     assert np.max(np.abs(m.coef_ - ref.coef_)) < 1e-4
     assert np.allclose(m.intercept_, ref.intercept_, atol=1e-4)
+
+
+def test_estimators_in_model_selection_on_ray(rt):
+    """GridSearchCV over a Pipeline on Ray(workers=2): clone shares the runtime, the scores are finite and
+    equal Local's, and the fitted estimator pickles without its runtime's state."""
+    import pickle
+
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(120, 3))
+    y = np.argmax(X @ rng.normal(size=(3, 3)) + rng.gumbel(size=(120, 3)), axis=1)
+
+    def search(runtime):
+        pipe = make_pipeline(StandardScaler(), cg.glm.LogisticRegression(runtime=runtime))
+        return GridSearchCV(pipe, {"logisticregression__C": [0.01, 1.0]}, cv=2).fit(X, y)
+
+    on_ray, local = search(rt), search(None)
+    scores = on_ray.cv_results_["mean_test_score"]
+    assert np.all(np.isfinite(scores))
+    np.testing.assert_allclose(scores, local.cv_results_["mean_test_score"])
+    best = on_ray.best_estimator_[-1]
+    assert best.get_params()["runtime"] is rt
+    np.testing.assert_allclose(best.coef_, local.best_estimator_[-1].coef_, atol=1e-4)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(best, protocol=5)).coef_, best.coef_)
