@@ -68,7 +68,7 @@ class _GLM:
         if hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
             raise DataError(f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
                             f"{self.n_features_in_}")
-        return X.astype(np.float32)
+        return X if X.dtype == np.float32 else X.astype(np.float32)  # no copy of float32 X
 
     def _fit_map(self, X: np.ndarray, y: np.ndarray):
         import claygraph as cg
@@ -83,7 +83,7 @@ class _GLM:
             return model(data, sigma, fi)
 
         res = cg.infer.map(glm, data, runtime=self.runtime, cluster=self.cluster, split=self.split,
-                           tol=self.tol * X.shape[0], max_iter=self.max_iter)
+                           tol=self.tol, scale=X.shape[0], max_iter=self.max_iter)
         self.result_ = res
         self.n_iter_ = np.array([res.iterations])
         self.n_features_in_ = X.shape[1]

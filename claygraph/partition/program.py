@@ -19,6 +19,7 @@ from claygraph.errors import PartitionError
 from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph
 from claygraph.partition.emit import _Local, make_mesh, param_relayout, relayout, spec
+from claygraph.partition.fused import fused_potential
 from claygraph.partition.plan import Candidate, Plan, candidate_with_layout, layout_for
 from claygraph.runtime.layout import DimLayout
 
@@ -43,7 +44,10 @@ class SplitFunction:
             internal = {k: param_relayout(params[k], g.value(v), self.layout) for k, v in g.inputs.params.items()}
             return smap(internal, data_int)
 
-        self.fn: Callable = potential
+        # a sum over row blocks gets a fused value-and-gradient pass (claygraph.partition.fused)
+        self.plain: Callable = potential
+        self.fn: Callable = fused_potential(graph, candidate.split, self.layout, mesh, self.param_specs,
+                                            self.data_specs) or potential
 
 def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Params as NumPy arrays of the sites' dtypes, with a clear error for a missing site or bad shape."""
