@@ -11,8 +11,11 @@ from claygraph.ir.lower import lower
 from claygraph.partition.cluster import ClusterSpec
 from claygraph.partition.plan import partition
 from claygraph.partition.program import compile  # noqa: A004 - the public name
+from claygraph.runtime import jax_cache as _jax_cache
 
 __version__ = "0.1.0"
+
+_jax_cache.enable()  # JAX's persistent compilation cache in a per-user folder (CLAYGRAPH_JAX_CACHE=0: off)
 
 __all__ = ["ClusterSpec", "Data", "array", "compile", "errors", "glm", "index", "infer", "lower", "parquet",
            "partition", "runtime", "__version__"]

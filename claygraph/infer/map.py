@@ -42,6 +42,8 @@ class LBFGSState(NamedTuple):
     gtol: Any  # tol x scale; set from the first objective when the scale is relative
     start: Any  # the objective at the starting point (+inf until evaluated)
     invalid: Any  # the objective at the starting point is not finite: nothing to optimise
+    tol: Any  # the user's tol (a traced value: fits with another tol reuse the compiled loop)
+    max_iter: Any
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,13 @@ class MAPResult:
         return "\n".join(lines)
 
 
-def _build(ctx, memory_size: int, chunk: int, max_iter: int, tol: float, scale: float | None, ftol: float):
+def _build(ctx, memory_size: int, chunk: int, relative: bool, ftol: float):
     opt = optax.lbfgs(memory_size=memory_size)
 
     def run(state: LBFGSState, data) -> LBFGSState:
         f = lambda p: ctx.potential(p, data)
         vg = optax.value_and_grad_from_state(f)
-        stop_at = jnp.minimum(state.iteration + chunk, max_iter)
+        stop_at = jnp.minimum(state.iteration + chunk, state.max_iter)
 
         def cond(s):
             return (s.iteration < stop_at) & (s.gmax > s.gtol) & (s.stall < STALL) & ~s.invalid
@@ -81,7 +83,7 @@ def _build(ctx, memory_size: int, chunk: int, max_iter: int, tol: float, scale: 
             value, grad = vg(s.params, state=s.opt)
             first = s.start == jnp.inf  # the first evaluation: the starting point
             start = jnp.where(first, value, s.start)
-            gtol = s.gtol if scale is not None else jnp.where(first, tol * jnp.maximum(1.0, jnp.abs(value)), s.gtol)
+            gtol = jnp.where(first, s.tol * jnp.maximum(1.0, jnp.abs(value)), s.gtol) if relative else s.gtol
             g0 = _gmax(grad)
             # the starting point may already satisfy the rule (or have no finite objective): stop before moving
             done = first & ((g0 <= gtol) | ~jnp.isfinite(value))
@@ -96,7 +98,8 @@ def _build(ctx, memory_size: int, chunk: int, max_iter: int, tol: float, scale: 
             best = jax.tree.map(lambda a, b: jnp.where(better, a, b), params, s.best)
             moved = LBFGSState(params, o, s.iteration + 1, gmax, jnp.where(flat, s.stall + 1, 0),
                                jnp.minimum(new_v, s.value), jnp.minimum(gmax, s.gbest), best,
-                               jnp.where(better, gmax, s.best_gmax), new_v, gtol, start, jnp.bool_(False))
+                               jnp.where(better, gmax, s.best_gmax), new_v, gtol, start, jnp.bool_(False), s.tol,
+                               s.max_iter)
             stay = s._replace(gmax=g0, value=jnp.minimum(value, s.value), best_gmax=g0, current=value, gtol=gtol,
                               start=start, invalid=~jnp.isfinite(value))
             return jax.tree.map(lambda a, b: jnp.where(done, a, b), stay, moved)
@@ -119,14 +122,14 @@ class Restart(NamedTuple):
     gtol: Any  # 0 until set from the start's objective (relative scale)
 
 
-def _lbfgs_chunk(ctx, host_state, settings):
+def _lbfgs_chunk(ctx, host_state, settings, limits):
     opt, run = ctx.cached(("lbfgs", settings), lambda: _build(ctx, *settings))
     if isinstance(host_state, Restart):
         params = ctx.to_global(host_state.params)
         inf = jnp.float32(np.inf)
         state = LBFGSState(params, opt.init(params), jnp.int32(host_state.iteration), inf, jnp.int32(0), inf, inf,
                            params, inf, inf, jnp.float32(host_state.gtol), jnp.float32(host_state.start),
-                           jnp.bool_(False))
+                           jnp.bool_(False), jnp.float32(limits[0]), jnp.int32(limits[1]))
     else:
         state = ctx.to_global(host_state)
     return ctx.to_host(run(state, ctx.data))
@@ -230,12 +233,13 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
     start = dict(zeros_like_params(graph), **{k: np.asarray(v) for k, v in (init or {}).items()})
     if max_iter == 0:
         return _not_run(model, data, s, start)
-    settings = (memory_size, chunk, max_iter, float(tol), None if scale is None else float(scale), float(ftol))
+    settings = (memory_size, chunk, scale is None, float(ftol))
+    limits = (float(tol), int(max_iter))
     gtol0 = 0.0 if scale is None else float(tol) * float(scale)
     restarts = {"left": RESTARTS, "value": np.inf}
 
     def step(program, state):
-        out = run_spmd(program, _lbfgs_chunk, state, settings)
+        out = run_spmd(program, _lbfgs_chunk, state, settings, limits)
         if on_chunk is not None:
             on_chunk(int(out.iteration), float(out.value))
         if bool(out.invalid) or int(out.iteration) >= max_iter or float(out.gmax) <= float(out.gtol):

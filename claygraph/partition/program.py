@@ -18,6 +18,7 @@ from jax.sharding import PartitionSpec as P
 from claygraph.errors import PartitionError
 from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph
+from claygraph.partition.cache import COMPILED, key_for
 from claygraph.partition.emit import _Local, make_mesh, param_relayout, relayout, spec
 from claygraph.partition.fused import fused_potential
 from claygraph.partition.plan import Candidate, Plan, candidate_with_layout, layout_for
@@ -48,6 +49,9 @@ class SplitFunction:
         self.plain: Callable = potential
         self.fn: Callable = fused_potential(graph, candidate.split, self.layout, mesh, self.param_specs,
                                             self.data_specs) or potential
+        self.jitted: dict = {}  # functions jitted from this one, shared by every program that reuses it
+        self.potential = jax.jit(self.fn)
+        self.value_and_grad = jax.jit(jax.value_and_grad(self.fn))
 
 def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Params as NumPy arrays of the sites' dtypes, with a clear error for a missing site or bad shape."""
@@ -105,14 +109,16 @@ class Program:
         # the concrete layout decides padding, hence masks: propagate again on it
         layout = layout_for(plan.chosen.split, plan.graph, data, plan.devices)
         cand = candidate_with_layout(plan.graph, plan.chosen.split, layout, plan.cluster, plan.devices)
-        self.fn = SplitFunction(plan.graph, cand, make_mesh(plan.devices, devices))
+        mesh = make_mesh(plan.devices, devices)
+        # a refit of the same graph, split, layout and devices reuses the split function and its jits
+        self.fn = COMPILED.get(key_for(plan.graph, cand, mesh), lambda: SplitFunction(plan.graph, cand, mesh))
         self.layout = self.fn.layout
         internal = internal_data(plan.graph, cand, data)
         self._data = {k: jax.device_put(x, NamedSharding(self.fn.mesh, self.fn.data_specs[k]))
                       for k, x in internal.items()}
         self._context = None
-        self._potential = jax.jit(self.fn.fn)
-        self._value_and_grad = jax.jit(jax.value_and_grad(self.fn.fn))
+        self._potential = self.fn.potential
+        self._value_and_grad = self.fn.value_and_grad
 
     @property
     def split(self) -> tuple[str, ...]:
@@ -127,7 +133,7 @@ class Program:
         from claygraph.runtime.spmd import Context
 
         if self._context is None:
-            self._context = Context(self.fn.fn, self._data, self.fn.mesh, multiprocess=False)
+            self._context = Context(self.fn.fn, self._data, self.fn.mesh, multiprocess=False, cache=self.fn.jitted)
         return self._context
 
     def potential(self, params: Mapping[str, Any]) -> jax.Array:
