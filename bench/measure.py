@@ -280,7 +280,7 @@ def w1_fit(spec: dict) -> dict:
     data_bytes = X.nbytes + y.nbytes
     rt = cg.runtime.Ray(workers=spec["devices"]) if spec["runtime"] == "ray" else cg.runtime.Local(spec["devices"])
     fits = []
-    try:
+    with rt:
         for _ in range(spec["repeats"]):
             events.take()
             reset = _reset_peak()
@@ -296,10 +296,6 @@ def w1_fit(spec: dict) -> dict:
             fits.append({"wall_s": wall, "iterations": int(res.iterations), "objective": float(res.objective),
                          "converged": bool(res.converged), "message": res.message, "split": list(res.plan.split),
                          "peak_rss_bytes": peak, **events.take()})
-    finally:
-        close = getattr(rt, "close", None)
-        if close is not None:
-            close()
     walls = sorted(f["wall_s"] for f in fits)
     return {"spec": spec, "fits": fits, "median_s": walls[len(walls) // 2], "first_s": fits[0]["wall_s"],
             "baseline_rss_bytes": base, "x_bytes": int(X.nbytes), "data_bytes": int(data_bytes),

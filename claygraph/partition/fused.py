@@ -13,6 +13,7 @@ accumulator, so that the float32 objective of a large sum is rounded once, not o
 """
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -116,8 +117,17 @@ class FusedPotential:
                                             out_specs=(P(), rep))
 
     def _block(self, data: Mapping[str, Any], start, rows: int) -> dict[str, Any]:
-        return {k: x if self.axes[k] is None else lax.dynamic_slice_in_dim(x, start, rows, axis=self.axes[k])
-                for k, x in data.items()}
+        return {k: self._rows(k, x, start, rows) for k, x in data.items()}
+
+    def _rows(self, name: str, x, start, rows: int):
+        axis, shape = self.axes[name], self.g.value(self.g.inputs.data[name]).shape
+        if axis is None:
+            return x
+        if x.ndim == len(shape):
+            return lax.dynamic_slice_in_dim(x, start, rows, axis=axis)
+        # in place on the host (see in_place): flat, the array starting `off` elements in
+        off, row = x.shape[0] - int(np.prod(shape)), int(np.prod(shape[1:]))
+        return lax.dynamic_slice_in_dim(x, off + start * row, rows * row).reshape((rows, *shape[1:]))
 
     def _partial(self, layout, params, data, index):
         local = _Local(self.g, self.prop, layout, self.g.consts, index=lambda: index)
@@ -217,3 +227,40 @@ def _with_fused_derivative(fp: FusedPotential) -> Callable:
     potential.fused = fp.blk
     return potential
 
+
+
+IN_PLACE_BYTES = 16 << 20  # smaller arrays are copied to the device: the copy costs nothing worth a trick
+
+
+class _Held(np.ndarray):
+    """A view that keeps the array it was taken from alive (`_owner`)."""
+
+
+def in_place(x: np.ndarray) -> np.ndarray:
+    """`x`, or a view XLA's CPU client can use in place instead of copying.
+
+    XLA uses host memory without a copy only at 64-byte alignment; NumPy allocates at 16. The view is
+    flat and starts at the 64-byte boundary just before `x` (in the same memory page; XLA never writes
+    it), so that its first `off` elements precede x: the fused blocks read rows from `off` on.
+    """
+    ptr = x.ctypes.data
+    off = ptr % 64
+    if off == 0 or off % x.itemsize:
+        return x
+    raw = (ctypes.c_byte * (x.nbytes + off)).from_address(ptr - off)
+    view = np.frombuffer(raw, dtype=x.dtype).view(_Held)
+    view._owner = x
+    return view
+
+
+def host_arrays(fn: Callable, graph: Graph, internal: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
+    """What to hand to device_put: large row-major arrays of a fused one-device CPU program in place."""
+    blk = getattr(fn, "fused", None)
+    if blk is None or mesh.devices.size != 1 or np.ravel(mesh.devices)[0].platform != "cpu":
+        return dict(internal)
+    out = {}
+    for k, x in internal.items():
+        v = graph.value(graph.inputs.data[k])
+        ok = v.dims[:1] == (blk.dim,) and x.flags.c_contiguous and x.nbytes >= IN_PLACE_BYTES
+        out[k] = in_place(x) if ok else x
+    return out

@@ -20,7 +20,7 @@ from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph
 from claygraph.partition.cache import COMPILED, key_for
 from claygraph.partition.emit import _Local, make_mesh, param_relayout, relayout, spec
-from claygraph.partition.fused import fused_potential
+from claygraph.partition.fused import fused_potential, host_arrays
 from claygraph.partition.plan import Candidate, Plan, candidate_with_layout, layout_for
 from claygraph.runtime.layout import DimLayout
 
@@ -114,8 +114,10 @@ class Program:
         self.fn = COMPILED.get(key_for(plan.graph, cand, mesh), lambda: SplitFunction(plan.graph, cand, mesh))
         self.layout = self.fn.layout
         internal = internal_data(plan.graph, cand, data)
+        # the user's arrays are used in place where XLA can (claygraph.partition.fused.in_place): no copy
+        host = host_arrays(self.fn.fn, plan.graph, internal, self.fn.mesh)
         self._data = {k: jax.device_put(x, NamedSharding(self.fn.mesh, self.fn.data_specs[k]))
-                      for k, x in internal.items()}
+                      for k, x in host.items()}
         self._context = None
         self._potential = self.fn.potential
         self._value_and_grad = self.fn.value_and_grad
