@@ -130,7 +130,7 @@ def _first_bad(v: np.ndarray, bad) -> tuple[int, int] | None:
 
 
 def _check_values(name: str, arr: Array, sizes: Mapping[str, int]) -> None:
-    """Index ranges and finite values, checked in one streaming pass over blocks (the values are read, never copied)."""
+    """Index ranges and finite values, each checked in one read (blocks or one BLAS pass; never copied)."""
     if arr.is_index and not np.issubdtype(arr.dtype, np.integer):
         raise DataError(f"index {name!r} has dtype {arr.dtype}; an index column must hold integers")
     if arr.is_abstract:
@@ -142,20 +142,22 @@ def _check_values(name: str, arr: Array, sizes: Mapping[str, int]) -> None:
         if hit is not None:
             raise DataError(f"index {name!r} has value {v.flat[hit[0]]} at position {hit[0]}, outside "
                             f"[0, {n}) of dim {arr.into!r} ({hit[1]} such values)")
-    if np.issubdtype(v.dtype, np.inexact) and v.size:
-        hit = _first_bad(v, _not_finite)
+    if np.issubdtype(v.dtype, np.inexact) and v.size and not _all_finite(v):
+        hit = _first_bad(v, lambda b: ~np.isfinite(b))
         if hit is not None:
             pos = np.unravel_index(hit[0], v.shape)
             raise DataError(f"Data field {name!r} has a non-finite value {v.flat[hit[0]]} at {tuple(map(int, pos))} "
                             f"({hit[1]} such values); claygraph needs finite data")
 
 
-def _not_finite(block: np.ndarray) -> np.ndarray:
-    # sum of a block is finite iff every entry is (barring overflow): one cheap read, the mask only on a miss
+def _all_finite(v: np.ndarray) -> bool:
+    """One read of `v`: a sum of finite numbers is finite, barring overflow (a False here is then cleared by
+    the exact pass). A matrix goes through one BLAS pass (every core; a temporary of one number per row)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.sum(block)):
-            return np.zeros(0, bool)
-    return ~np.isfinite(block)
+        if v.ndim >= 2 and v.flags.c_contiguous and v.dtype.kind == "f":
+            rows = v.reshape(v.shape[0], -1)
+            return bool(np.isfinite(rows @ np.ones(rows.shape[1], rows.dtype)).all())
+        return all(np.isfinite(np.sum(block)) for _, block in _blocks(v))
 
 
 @jax.tree_util.register_pytree_node_class

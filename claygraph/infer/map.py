@@ -2,8 +2,9 @@
 
 The loop returns to the driver every `chunk` iterations only, to checkpoint its state: a lost
 worker costs at most one chunk. Stop rule, tested at the current point: max |gradient| <= tol x
-scale, where scale is max(1, |objective at the start|) unless given (scikit-learn's `tol` is on the
-mean-loss gradient: the GLMs pass scale = n). The loop also stops when neither the objective nor the
+scale, where scale is max(1, |objective at that point|) unless given (scikit-learn's `tol` is on the
+mean-loss gradient: the GLMs pass scale = n). The objective at the start is no scale: a poor starting
+point can make it orders of magnitude larger than at the mode. The loop also stops when neither the objective nor the
 gradient improves for STALL iterations (float precision reached), or at max_iter; the result's
 `stop` and `message` say which, and `converged` agrees with the rule that stopped it.
 """
@@ -39,7 +40,7 @@ class LBFGSState(NamedTuple):
     best: Any  # the params with the best objective (returned unless the stop rule held at params)
     best_gmax: Any
     current: Any  # the objective at params
-    gtol: Any  # tol x scale; set from the first objective when the scale is relative
+    gtol: Any  # tol x scale at params (relative scale: max(1, |objective at params|))
     start: Any  # the objective at the starting point (+inf until evaluated)
     invalid: Any  # the objective at the starting point is not finite: nothing to optimise
     tol: Any  # the user's tol (a traced value: fits with another tol reuse the compiled loop)
@@ -83,7 +84,7 @@ def _build(ctx, memory_size: int, chunk: int, relative: bool, ftol: float):
             value, grad = vg(s.params, state=s.opt)
             first = s.start == jnp.inf  # the first evaluation: the starting point
             start = jnp.where(first, value, s.start)
-            gtol = jnp.where(first, s.tol * jnp.maximum(1.0, jnp.abs(value)), s.gtol) if relative else s.gtol
+            gtol = s.tol * jnp.maximum(1.0, jnp.abs(value)) if relative else s.gtol
             g0 = _gmax(grad)
             # the starting point may already satisfy the rule (or have no finite objective): stop before moving
             done = first & ((g0 <= gtol) | ~jnp.isfinite(value))
@@ -98,7 +99,9 @@ def _build(ctx, memory_size: int, chunk: int, relative: bool, ftol: float):
             best = jax.tree.map(lambda a, b: jnp.where(better, a, b), params, s.best)
             moved = LBFGSState(params, o, s.iteration + 1, gmax, jnp.where(flat, s.stall + 1, 0),
                                jnp.minimum(new_v, s.value), jnp.minimum(gmax, s.gbest), best,
-                               jnp.where(better, gmax, s.best_gmax), new_v, gtol, start, jnp.bool_(False), s.tol,
+                               jnp.where(better, gmax, s.best_gmax), new_v,
+                               s.tol * jnp.maximum(1.0, jnp.abs(new_v)) if relative else s.gtol, start,
+                               jnp.bool_(False), s.tol,
                                s.max_iter)
             stay = s._replace(gmax=g0, value=jnp.minimum(value, s.value), best_gmax=g0, current=value, gtol=gtol,
                               start=start, invalid=~jnp.isfinite(value))
@@ -119,7 +122,7 @@ class Restart(NamedTuple):
     params: Any
     iteration: Any
     start: Any  # +inf: not evaluated yet
-    gtol: Any  # 0 until set from the start's objective (relative scale)
+    gtol: Any  # tol x scale (absolute scale); 0 until the first evaluation (relative scale)
 
 
 def _lbfgs_chunk(ctx, host_state, settings, limits):
@@ -222,8 +225,8 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
 
     By default it minimises NumPyro's potential energy (unconstrained space, log-Jacobian
     included); jacobian=False gives the mode of the density in the constrained space. It stops
-    when max|gradient| <= tol x scale; scale defaults to max(1, |objective at the start|), so that
-    `tol` is relative to the problem (pass scale=1.0 for an absolute tolerance).
+    when max|gradient| <= tol x scale; scale defaults to max(1, |objective|) at the point tested, so
+    that `tol` is relative to the problem (pass scale=1.0 for an absolute tolerance).
     on_chunk(iteration, objective) is called after every checkpointed chunk (progress, test hooks).
     """
     if max_iter < 0 or not tol >= 0:
@@ -262,8 +265,22 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
     bad = _diverged(z, supports) or (next(iter(z)) if not np.isfinite(objective) else None)
     if bad is not None:
         raise _unbounded(z, bad, objective)
-    return MAPResult(constrain(model, data, z), z, objective, int(final.iteration), converged, gmax, msg, s.plan,
-                     stop)
+    return MAPResult(_constrained(s, model, data, z), z, objective, int(final.iteration), converged, gmax, msg,
+                     s.plan, stop)
+
+
+def _constrained(s: Session, model, data, z: dict) -> dict:
+    """`constrain`, jitted once per compiled program: the data go in as arguments that the constraints do
+    not use, so jit prunes them (the model is not run on the data, nothing is copied) and refits reuse it."""
+    jitted = getattr(getattr(s.program, "fn", None), "jitted", None)
+    if jitted is None or data.has_sources:
+        return constrain(model, data, z)
+    if "constrain" not in jitted:
+        from numpyro.infer.util import constrain_fn
+
+        # the same graph has the same sites and transforms, so a later fit's model gives the same result
+        jitted["constrain"] = jax.jit(lambda z, d: constrain_fn(model, (d,), {}, z))
+    return {k: np.asarray(v) for k, v in jitted["constrain"](z, data).items()}
 
 
 def _not_run(model, data, s: Session, start: dict) -> MAPResult:
@@ -272,5 +289,5 @@ def _not_run(model, data, s: Session, start: dict) -> MAPResult:
     if not np.isfinite(value):
         raise _invalid_start(model, data, start, value)
     z = {k: np.asarray(v) for k, v in start.items()}
-    return MAPResult(constrain(model, data, z), z, value, 0, False, float("nan"),
+    return MAPResult(_constrained(s, model, data, z), z, value, 0, False, float("nan"),
                      "not run: max_iter=0, the initial point is returned", s.plan, "max_iter")

@@ -87,6 +87,10 @@ def blocking(graph: Graph, dim: str, local_rows: int, shards: int) -> Blocking |
     blocks = local_rows // rows
     if blocks < MIN_BLOCKS:
         return None
+    # equal blocks where a block count up to 1.5x the target divides the rows: no tail to trace and compile
+    even = next((b for b in range(blocks, blocks + blocks // 2 + 1) if local_rows % b == 0), None)
+    if even is not None:
+        return Blocking(dim, local_rows // even, even, 0, shards)
     return Blocking(dim, rows, blocks, local_rows - blocks * rows, shards)
 
 
