@@ -174,11 +174,12 @@ def w1_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
         w1_gradient_rows(doc))]
     fits = report_w1.fit_rows(res) if "fresh" in res else []
     if fits:
-        lines += ["Where a fit's time goes (seconds JAX reports for tracing, lowering to XLA, compiling and loading "
-                  "from its persistent cache; *compiling* = lowering + compiling + loading) and the driver's peak "
-                  "resident memory during the fit above the process before X existed, in units of X's size:", "",
-                  *table(["fit", "wall", "tracing", "lowering", "XLA compile", "cache load", "compiling",
-                          "peak memory"],
+        lines += ["Where a fit's time goes: seconds JAX reports for tracing to jaxprs, lowering them to XLA's input, "
+                  "XLA compiling (on a persistent-cache hit, loading the compiled program, of which *cache load* is "
+                  "the read), with the shares of the fit's wall time; and the driver's peak resident memory during "
+                  "the fit above the process before X existed, in units of X's size:", "",
+                  *table(["fit", "wall", "tracing", "lowering", "XLA compile", "cache load", "compiling share",
+                          "tracing + lowering share", "peak memory"],
                          fits)]
     rts = report_w1.runtime_rows(res) if "fresh" in res else []
     if rts:

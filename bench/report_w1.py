@@ -14,7 +14,7 @@ SK4 = "scikit-learn lbfgs tol=1e-4 (default)"
 SK8 = "scikit-learn lbfgs tol=1e-8"
 SCIPY = "scipy L-BFGS-B, NumPy gradient (float64 objective)"
 ONE_DEVICE = "claygraph Local(devices=1), this process"
-COMPILE_KEYS = ("lower_s", "compile_s", "cache_load_s")
+COMPILE_KEYS = ("compile_s",)  # JAX's backend compile event; on a persistent-cache hit it times the load
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +34,13 @@ def median(r: dict | None) -> float | None:
 
 
 def compile_share(fit: dict) -> float:
-    """Seconds in lowering to XLA, compiling and loading compiled programs, over the fit's wall time."""
+    """Seconds XLA spent compiling (or loading from the persistent cache), over the fit's wall time."""
     return sum(fit.get(k, 0.0) for k in COMPILE_KEYS) / fit["wall_s"]
 
 
 def trace_share(fit: dict) -> float:
-    return fit.get("trace_s", 0.0) / fit["wall_s"]
+    """Seconds JAX spent tracing to jaxprs and lowering them to XLA's input, over the fit's wall time."""
+    return (fit.get("trace_s", 0.0) + fit.get("lower_s", 0.0)) / fit["wall_s"]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -88,13 +89,13 @@ def checks(res: dict) -> list[Check]:
                       f"{_x(rg)} ({_x(rb)} a BLAS pass over X)"))
     second = (g4 or {}).get("fits", [None, None])[1:2]
     s2 = compile_share(second[0]) if second and second[0] else None
-    out.append(_check("second fit in one process: < 5% of its time compiling", s2, 0.05,
-                      "—" if s2 is None else f"{100 * s2:.2g}% (tracing {100 * trace_share(second[0]):.2g}%)"))
+    text = "—" if s2 is None else f"{100 * s2:.2g}% (tracing and lowering {100 * trace_share(second[0]):.2g}%)"
+    out.append(_check("second fit in one process: < 5% of its time compiling", s2, 0.05, text))
     warm = _fresh(res, "warm_cache")
     wf = warm["fits"][0] if warm else None
     sw = compile_share(wf) if wf else None
     out.append(_check("fresh process, warm persistent cache: < 15% compiling", sw, 0.15,
-                      "—" if sw is None else f"{100 * sw:.2g}% (tracing {100 * trace_share(wf):.2g}%)"))
+                      "—" if sw is None else f"{100 * sw:.2g}% (tracing and lowering {100 * trace_share(wf):.2g}%)"))
     mem = peak_over_x(warm or _fresh(res, "cold_cache"))
     out.append(_check("driver peak memory during a fit ≤ 1.2× X", mem, 1.2, f"{_x(mem)} X (above the process "
                       "before X existed)"))
@@ -144,7 +145,8 @@ def fit_rows(res: dict) -> list[list]:
         label, f = row[0], row[1]
         mem = row[2] if len(row) > 2 else None
         out.append([label, _s(f["wall_s"]), _s(f.get("trace_s")), _s(f.get("lower_s")), _s(f.get("compile_s")),
-                    _s(f.get("cache_load_s")), f"{100 * compile_share(f):.2g}%", _x(mem)])
+                    _s(f.get("cache_load_s")), f"{100 * compile_share(f):.2g}%",
+                    f"{100 * trace_share(f):.2g}%", _x(mem)])
     return out
 
 

@@ -70,6 +70,7 @@ class Worker:
         from jax.sharding import NamedSharding
 
         from claygraph.ir.lower import lower
+        from claygraph.partition.cache import COMPILED, key_for
         from claygraph.partition.plan import candidate_with_layout
         from claygraph.partition.program import SplitFunction
 
@@ -77,13 +78,14 @@ class Worker:
         cand = candidate_with_layout(graph, split, layout, cluster, devices)
         mesh = self.submesh(ranks)
         ranks = tuple(ranks) if ranks is not None else tuple(range(self.world))
-        fn = SplitFunction(graph, cand, mesh)
+        # a refit of the same graph, split, layout and mesh reuses the split function and its jits
+        fn = COMPILED.get(key_for(graph, cand, mesh), lambda: SplitFunction(graph, cand, mesh))
         blocks = {k: self._read(graph, cand, fn.data_specs[k], k, b, ranks.index(self.rank), len(ranks))
                   for k, b in blocks.items()}
         data = {k: jax.make_array_from_process_local_data(NamedSharding(mesh, fn.data_specs[k]), blocks[k],
                                                           tuple(global_shapes[k]))
                 for k in blocks}
-        self.programs[key] = (fn, data, jax.jit(fn.fn), jax.jit(jax.value_and_grad(fn.fn)))
+        self.programs[key] = (fn, data, fn.potential, fn.value_and_grad)
         return time.perf_counter() - t0
 
     def _read(self, graph, cand, spec, name: str, block, shard: int, shards: int):
@@ -144,7 +146,7 @@ class Worker:
         fn, data, _, _ = self.programs[key]
         ctx = self.contexts.get(key)
         if ctx is None:
-            ctx = self.contexts[key] = Context(fn.fn, data, fn.mesh, multiprocess=True)
+            ctx = self.contexts[key] = Context(fn.fn, data, fn.mesh, multiprocess=True, cache=fn.jitted)
         return ctx
 
     def run(self, fn, *args, **kwargs):
