@@ -10,6 +10,7 @@ gradient improves for STALL iterations (float precision reached), or at max_iter
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -163,14 +164,16 @@ def _invalid_sites(model: Callable, data, z: dict) -> list[str]:
     if data.has_sources:
         return []
     try:
-        _, trace = log_density(model, (data,), {}, constrain(model, data, z))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpyro warns of the out-of-support values this looks for
+            _, trace = log_density(model, (data,), {}, constrain(model, data, z))
+            lps = {name: np.asarray(site["fn"].log_prob(site["value"])) for name, site in trace.items()
+                   if site["type"] == "sample"}
     except Exception:  # naming the cause is best effort; the error below stands without it
         return []
     out = []
-    for name, site in trace.items():
-        if site["type"] != "sample":
-            continue
-        lp = np.asarray(site["fn"].log_prob(site["value"]))
+    for name, lp in lps.items():
+        site = trace[name]
         bad = int(np.size(lp) - np.count_nonzero(np.isfinite(lp)))
         if bad:
             what = "observed" if site.get("is_observed") else "latent"

@@ -1,4 +1,5 @@
 """MAP says what stopped it, and `converged` agrees with the rule that did (issue: messages naming the real cause)."""
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -85,6 +86,17 @@ def test_invalid_observations_are_named(normal_data):
     msg = str(e.value)
     assert "'y' (observed, 1 of 300 entries)" in msg and "support" in msg
     assert "HalfNormal" not in msg  # not the unbounded-density message
+
+
+def test_non_integer_counts_are_named():
+    def poisson(data):
+        b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+        with numpyro.plate("row", data.size("row")):
+            numpyro.sample("y", dist.Poisson(jnp.exp(b)), obs=data.y)
+
+    y = np.array([0.0, 1.0, 2.5, 3.0, 1.0], np.float32)
+    with pytest.raises(ModelError, match=r"'y' \(observed, 1 of 5 entries\)"):
+        cg.infer.map(poisson, cg.Data(y=cg.array(y, "row")))
 
 
 def test_invalid_observations_with_max_iter_zero(normal_data):
