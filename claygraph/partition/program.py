@@ -53,6 +53,7 @@ class SplitFunction:
         self.potential = jax.jit(self.fn)
         self.value_and_grad = jax.jit(jax.value_and_grad(self.fn))
 
+
 def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Params as NumPy arrays of the sites' dtypes, with a clear error for a missing site or bad shape."""
     want = graph.param_shapes
