@@ -272,10 +272,15 @@ def w1_fit(spec: dict) -> dict:
     of each fit. spec: n, d, repeats, method ("glm" LogisticRegression(tol=spec["tol"]) or "map" defaults),
     runtime ("local" or "ray") and devices."""
     events = CompileEvents()
+    import jax
+
     import claygraph as cg
+    import claygraph.glm  # noqa: F401 - loaded before the baseline, as the libraries are
+    import claygraph.infer  # noqa: F401
     from bench import workloads as w
 
-    base = _rss_bytes()  # libraries loaded, no data yet
+    jax.devices()  # JAX's CPU backend started: its fixed memory is the runtime's, not the fit's
+    base = _rss_bytes()  # an idle process: libraries loaded, JAX's backend up, no data yet
     X, y = w.w1_arrays(spec["n"], spec["d"])
     data_bytes = X.nbytes + y.nbytes
     rt = cg.runtime.Ray(workers=spec["devices"]) if spec["runtime"] == "ray" else cg.runtime.Local(spec["devices"])

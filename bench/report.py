@@ -177,7 +177,9 @@ def w1_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
         lines += ["Where a fit's time goes: seconds JAX reports for tracing to jaxprs, lowering them to XLA's input, "
                   "XLA compiling (on a persistent-cache hit, loading the compiled program, of which *cache load* is "
                   "the read), with the shares of the fit's wall time; and the driver's peak resident memory during "
-                  "the fit above the process before X existed, in units of X's size:", "",
+                  "the fit above an idle process (libraries loaded, JAX's CPU backend started, no data yet), in "
+                  "units of "
+                  "X's size:", "",
                   *table(["fit", "wall", "tracing", "lowering", "XLA compile", "cache load", "compiling share",
                           "tracing + lowering share", "peak memory"],
                          fits)]

@@ -97,8 +97,8 @@ def checks(res: dict) -> list[Check]:
     out.append(_check("fresh process, warm persistent cache: < 15% compiling", sw, 0.15,
                       "—" if sw is None else f"{100 * sw:.2g}% (tracing and lowering {100 * trace_share(wf):.2g}%)"))
     mem = peak_over_x(warm or _fresh(res, "cold_cache"))
-    out.append(_check("driver peak memory during a fit ≤ 1.2× X", mem, 1.2, f"{_x(mem)} X (above the process "
-                      "before X existed)"))
+    out.append(_check("driver peak memory during a fit ≤ 1.2× X", mem, 1.2, f"{_x(mem)} X (above an idle process "
+                      "with JAX started)"))
     loc, ray = _fresh(res, "local2_map"), _fresh(res, "ray2_map")
     rr = _ratio(ray["median_s"] if ray else None, loc["median_s"] if loc else None)
     out.append(_check("Ray(workers=2) fit ≤ 1.2× Local(devices=2)", rr, 1.2,

@@ -75,7 +75,7 @@ class _GLM:
 
         if not self.C > 0:
             raise ValueError(f"C must be positive, got {self.C}")
-        data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y.astype(np.float32), "row"))
+        data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(np.asarray(y, np.float32), "row"))
         sigma, fi = float(np.sqrt(self.C)), bool(self.fit_intercept)
         model = type(self)._model
 
