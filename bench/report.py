@@ -495,7 +495,9 @@ def w1_headline(w1: dict) -> list[str]:
         if mp and sk8:
             line += (f"; `cg.infer.map` with its defaults {fmt_s(r1.median(mp))} "
                      f"({fmt_x(r1.median(mp) / r1.median(sk8))} scikit-learn tol=1e-8)")
-        out.append(line + ". Set-up and compile included; below 1 claygraph is faster.")
+        la = (w1.get("load_average") or {}).get("before") or [None]
+        busy = f" Load average {la[0]:g} at the start of the run (2 cores)." if la[0] is not None else ""
+        out.append(line + ". Set-up and compile included; below 1 claygraph is faster." + busy)
     elif not (g4 or g8 or mp):
         out.append("- **W1**: claygraph's solvers are not available yet; peers measured.")
     grads = {g["name"]: g for g in w1["gradient"]}
