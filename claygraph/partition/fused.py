@@ -127,7 +127,7 @@ class FusedPotential:
         axis, shape = self.axes[name], self.g.value(self.g.inputs.data[name]).shape
         if axis is None:
             return x
-        if x.ndim == len(shape):
+        if tuple(x.shape) == tuple(shape):
             return lax.dynamic_slice_in_dim(x, start, rows, axis=axis)
         # in place on the host (see in_place): flat, the array starting `off` elements in
         off, row = x.shape[0] - int(np.prod(shape)), int(np.prod(shape[1:]))

@@ -133,3 +133,33 @@ def test_map_on_the_fused_program_equals_scikit_learn():
                                       runtime=cg.runtime.Local(devices=devices)).fit(X, y)
         assert getattr(m.result_.plan, "split", None) is not None
         np.testing.assert_allclose(m.coef_, ref.coef_, atol=1e-4)
+
+
+def _misaligned(shape, dtype=np.float32, seed=0):
+    """An array whose data start is not 64-byte aligned (as NumPy's usually is not), filled with normals."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 16, dtype)
+    k = next(k for k in range(1, 16) if (buf.ctypes.data + k * buf.itemsize) % 64)
+    x = buf[k:k + size].reshape(shape)
+    x[...] = np.random.default_rng(seed).normal(size=shape)
+    return x
+
+
+def test_in_place_data_are_not_copied_and_give_the_same_values(monkeypatch):
+    monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1)  # every array of the test goes in place
+    X = _misaligned((3001, 6))
+    y = _misaligned((3001,))  # a misaligned 1-D array too
+    y[...] = y > 0
+    data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
+    prog = _program(logistic, data, 1, None)
+    assert prog.data["X"].ndim == 1 and prog.data["y"].shape != (3001,)  # flat views, offset inside
+    assert prog.data["X"].unsafe_buffer_pointer() == X.ctypes.data - X.ctypes.data % 64  # X's own memory
+    params = _params(prog)
+    v, g = prog.potential_and_grad(params)
+    monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1 << 60)
+    copied = _program(logistic, cg.Data(X=cg.array(X.copy(), "row", "feature"), y=cg.array(y.copy(), "row")), 1,
+                      None)
+    v0, g0 = copied.potential_and_grad(params)
+    assert float(v) == float(v0)
+    for k in g0:
+        np.testing.assert_array_equal(np.asarray(g[k]), np.asarray(g0[k]))
