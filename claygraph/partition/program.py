@@ -92,7 +92,9 @@ def shard_blocks(specs: Mapping[str, P], internal: Mapping[str, np.ndarray], sha
             out[k] = x
         else:
             n = x.shape[axis] // shards
-            out[k] = np.ascontiguousarray(np.take(x, np.arange(shard * n, (shard + 1) * n), axis=axis))
+            block = [slice(None)] * x.ndim
+            block[axis] = slice(shard * n, (shard + 1) * n)
+            out[k] = np.ascontiguousarray(x[tuple(block)])  # a view along the first axis: no copy before ray.put
     return out
 
 
