@@ -163,3 +163,17 @@ def test_in_place_data_are_not_copied_and_give_the_same_values(monkeypatch):
     assert float(v) == float(v0)
     for k in g0:
         np.testing.assert_array_equal(np.asarray(g[k]), np.asarray(g0[k]))
+
+
+def test_fused_potential_under_vmap():
+    """VI evaluates the potential on a batch of draws: the fused pass batches like the plain one."""
+    prog = _program(logistic, _data(), 1, None)
+    rng = np.random.default_rng(3)
+    batch = {k: jnp.asarray((0.3 * rng.normal(size=(3, *s))).astype(np.float32))
+             for k, s in prog.graph.param_shapes.items()}
+    vg = jax.jit(jax.vmap(jax.value_and_grad(prog.fn.fn), in_axes=(0, None)))
+    vg0 = jax.jit(jax.vmap(jax.value_and_grad(prog.fn.plain), in_axes=(0, None)))
+    (v, g), (v0, g0) = vg(batch, prog.data), vg0(batch, prog.data)
+    np.testing.assert_allclose(np.asarray(v), np.asarray(v0), rtol=1e-6)
+    for k in g0:
+        np.testing.assert_allclose(np.asarray(g[k]), np.asarray(g0[k]), rtol=1e-4, atol=1e-3)
