@@ -5,12 +5,15 @@
 prints one line `BENCH-RESULT {json}`. Tasks:
   candidates  time per gradient evaluation of every (or the given) candidate split of a workload on
               Local(devices=N), next to the cost model's prediction; optionally a MAP solve.
+  w1_fit      W1 fits (LogisticRegression or cg.infer.map) on Local or Ray: wall time, compile phases and
+              peak resident memory of each fit.
   nuts        one NUTS method on W2 (NumPyro sequential or parallel, or claygraph), run twice with a
               persistent compilation cache so that the second run's wall time excludes compiling.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -212,7 +215,105 @@ def _claygraph_run(method: str, s: dict, seed: int) -> dict:
     return {"wall_s": wall, "samples": samples, "divergences": div, "note": "; ".join(how) or None}
 
 
-TASKS = {"candidates": candidates, "nuts": nuts}
+# -- W1 fits in a fresh process: compile share, peak memory, runtimes --------------------------------------
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak resident set (VmHWM) to its current size (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class CompileEvents:
+    """Seconds JAX reports spending on tracing, lowering, XLA compiling and loading from its persistent cache."""
+
+    KINDS = {"/jax/core/compile/jaxpr_trace_duration": "trace_s",
+             "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+             "/jax/core/compile/backend_compile_duration": "compile_s",
+             "/jax/compilation_cache/cache_retrieval_time_sec": "cache_load_s"}
+
+    def __init__(self):
+        import jax.monitoring
+
+        self.totals = dict.fromkeys(self.KINDS.values(), 0.0)
+        jax.monitoring.register_event_duration_secs_listener(self._on)
+
+    def _on(self, name: str, seconds: float, **_) -> None:
+        if name in self.KINDS:
+            self.totals[self.KINDS[name]] += seconds
+
+    def take(self) -> dict[str, float]:
+        out = dict(self.totals)
+        self.totals = dict.fromkeys(self.KINDS.values(), 0.0)
+        return out
+
+
+def w1_fit(spec: dict) -> dict:
+    """Fits of W1 in this fresh process: wall time, JAX's compile-phase seconds and the peak resident memory
+    of each fit. spec: n, d, repeats, method ("glm" LogisticRegression(tol=spec["tol"]) or "map" defaults),
+    runtime ("local" or "ray") and devices."""
+    events = CompileEvents()
+    import jax
+
+    import claygraph as cg
+    import claygraph.glm  # noqa: F401 - loaded before the baseline, as the libraries are
+    import claygraph.infer  # noqa: F401
+    from bench import workloads as w
+
+    jax.devices()  # JAX's CPU backend started: its fixed memory is the runtime's, not the fit's
+    base = _rss_bytes()  # an idle process: libraries loaded, JAX's backend up, no data yet
+    X, y = w.w1_arrays(spec["n"], spec["d"])
+    data_bytes = X.nbytes + y.nbytes
+    rt = cg.runtime.Ray(workers=spec["devices"]) if spec["runtime"] == "ray" else cg.runtime.Local(spec["devices"])
+    fits = []
+    with rt:
+        for _ in range(spec["repeats"]):
+            events.take()
+            reset = _reset_peak()
+            t0 = time.perf_counter()
+            if spec["method"] == "glm":
+                m = cg.glm.LogisticRegression(C=1.0, fit_intercept=False, tol=spec["tol"], runtime=rt).fit(X, y)
+                res = m.result_
+            else:
+                data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
+                res = cg.infer.map(w.logistic_model, data, runtime=rt)
+            wall = time.perf_counter() - t0
+            peak = _peak_bytes() if reset else None
+            fits.append({"wall_s": wall, "iterations": int(res.iterations), "objective": float(res.objective),
+                         "converged": bool(res.converged), "message": res.message, "split": list(res.plan.split),
+                         "peak_rss_bytes": peak, **events.take()})
+    walls = sorted(f["wall_s"] for f in fits)
+    return {"spec": spec, "fits": fits, "median_s": walls[len(walls) // 2], "first_s": fits[0]["wall_s"],
+            "baseline_rss_bytes": base, "x_bytes": int(X.nbytes), "data_bytes": int(data_bytes),
+            "jax_cache_dir": _jax_cache_dir()}
+
+
+def _jax_cache_dir() -> str | None:
+    import jax
+
+    return jax.config.jax_compilation_cache_dir or None
+
+
+TASKS = {"candidates": candidates, "nuts": nuts, "w1_fit": w1_fit}
 
 
 def main(argv: list[str]) -> int:

@@ -74,7 +74,8 @@ def isolated_env(devices: int, platform: str = "cpu") -> dict[str, str]:
     return env
 
 
-def run_isolated(task: str, spec: dict, devices: int, timeout_s: float, platform: str = "cpu") -> dict:
+def run_isolated(task: str, spec: dict, devices: int, timeout_s: float, platform: str = "cpu",
+                 extra_env: dict[str, str] | None = None) -> dict:
     """Run `bench.measure` task `task` with `spec` in a fresh interpreter with `devices` devices.
 
     Returns the task's JSON result plus `process_s`, the subprocess's wall time (start-up included).
@@ -82,7 +83,8 @@ def run_isolated(task: str, spec: dict, devices: int, timeout_s: float, platform
     cmd = [sys.executable, "-m", "bench.measure", task, json.dumps(spec)]
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=isolated_env(devices, platform), capture_output=True, text=True,
+        proc = subprocess.run(cmd, cwd=REPO, env=isolated_env(devices, platform) | dict(extra_env or {}),
+                              capture_output=True, text=True,
                               timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as e:
         raise IsolatedError(f"{task} on {devices} device(s) ran past {timeout_s:.0f} s") from e

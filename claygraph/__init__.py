@@ -10,9 +10,12 @@ from claygraph.frontend.data import Data, array, index
 from claygraph.ir.lower import lower
 from claygraph.partition.cluster import ClusterSpec
 from claygraph.partition.plan import partition
+from claygraph.runtime import jax_cache as _jax_cache
 from claygraph.runtime.local import compile  # noqa: A004 - the public name
 
 __version__ = "0.1.0"
+
+_jax_cache.enable()  # JAX's persistent compilation cache in a per-user folder (CLAYGRAPH_JAX_CACHE=0: off)
 
 __all__ = ["ClusterSpec", "Data", "array", "compile", "errors", "glm", "index", "infer", "lower", "parquet",
            "partition", "runtime", "__version__"]

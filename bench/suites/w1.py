@@ -2,15 +2,20 @@
 
 Objective (every method, evaluated afterwards in float64 at its solution): sum of log-loss +
 0.5 ||w||^2, no intercept (scikit-learn's C=1.0, fit_intercept=False). The reference solution is
-Newton's method in float64 to max|grad| < 1e-8. Also times one loss-and-gradient evaluation
-(NumPy, plain `jax.jit(value_and_grad)`, claygraph on Local(devices=1) and, in subprocesses,
-on 1 and 2 forced host devices) and the floor set by reading X once at the measured memory
-bandwidth. claygraph's solvers run only where they exist (`cg.infer.map`, `cg.glm`).
+Newton's method in float64 to max|grad| < 1e-8. The scipy baseline minimises the same objective with
+a NumPy gradient (float32 BLAS passes over chunks of X, objective and gradient accumulated in float64). Also times one
+loss-and-gradient evaluation (NumPy, plain `jax.jit(value_and_grad)`, claygraph on Local(devices=1)
+and, in subprocesses, on 1 and 2 forced host devices) against two floors: reading X once at the
+copy bandwidth `claygraph calibrate` measures, and one multi-threaded BLAS pass X.v (as fast as this
+machine reads X). In fresh processes: the share of a fit spent tracing and compiling (cold and warm
+persistent cache), the driver's peak resident memory during a fit, and MAP on Local(devices=2)
+against Ray(workers=2).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -28,14 +33,25 @@ CHUNK_ROWS = 200_000
 
 # -- objective, gradient and reference ----------------------------------------------------------------
 
+GRAD_CHUNK_ROWS = 65_536  # rows per BLAS call of the NumPy gradient: 26 MB of W1's X, float64 between chunks
+
+
 def numpy_loss_grad(X: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
-    """Loss and gradient with NumPy: two BLAS passes over float32 X, reductions in float64."""
+    """Loss and gradient with NumPy: float32 BLAS passes over chunks of X, the objective and the gradient
+    accumulated in float64 across chunks. A float32 gradient summed over 2M rows in one BLAS call is too
+    coarse for scipy's line search at W1's size (it ends ABNORMAL after ~46 evaluations); accumulated in
+    float64 it converges in 7."""
 
     def f(w: np.ndarray) -> tuple[float, np.ndarray]:
-        z = (X @ w.astype(np.float32)).astype(np.float64)
-        loss = float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * w @ w)
-        r = (1.0 / (1.0 + np.exp(-z)) - y).astype(np.float32)
-        return loss, (X.T @ r).astype(np.float64) + w
+        w32 = w.astype(np.float32)
+        loss, grad = 0.5 * float(w @ w), w.copy()
+        for i in range(0, X.shape[0], GRAD_CHUNK_ROWS):
+            Xc, yc = X[i:i + GRAD_CHUNK_ROWS], y[i:i + GRAD_CHUNK_ROWS]
+            z = (Xc @ w32).astype(np.float64)
+            loss += float(np.sum(np.logaddexp(0.0, z) - yc * z))
+            r = (1.0 / (1.0 + np.exp(-z)) - yc).astype(np.float32)
+            grad += (Xc.T @ r).astype(np.float64)
+        return loss, grad
 
     return f
 
@@ -92,12 +108,13 @@ def claygraph_glm(X, y, tol: float):
     return np.asarray(m.coef_).ravel(), int(np.ravel(m.n_iter_)[0]), getattr(res, "message", None), _map_extra(res)
 
 
-def claygraph_map(X, y, tol: float):
+def claygraph_map(X, y):
+    """`cg.infer.map` with its defaults (tol relative to the objective's scale)."""
     import claygraph as cg
     from bench.workloads import logistic_model
 
     data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
-    res = cg.infer.map(logistic_model, data, tol=tol)
+    res = cg.infer.map(logistic_model, data)
     return np.asarray(res.params["w"]).ravel(), int(res.iterations), getattr(res, "message", None), _map_extra(res)
 
 
@@ -107,7 +124,7 @@ def _map_extra(res) -> dict:
         return {}
     plan = getattr(res, "plan", None)
     return {"reported_objective": float(res.objective), "converged": bool(getattr(res, "converged", False)),
-            "split": list(plan.split) if plan is not None else None}
+            "split": list(plan.split) if plan is not None else None, "stop": getattr(res, "stop", None)}
 
 
 def dask_ml_lbfgs(X, y):
@@ -139,29 +156,33 @@ def solvers() -> list[tuple[str, str, Callable | None, str | None]]:
          (lambda X, y: claygraph_glm(X, y, 1e-4)) if glm else None, None if glm else "cg.glm.LogisticRegression"),
         ("claygraph LogisticRegression tol=1e-8", "claygraph",
          (lambda X, y: claygraph_glm(X, y, 1e-8)) if glm else None, None if glm else "cg.glm.LogisticRegression"),
-        ("claygraph infer.map tol=1e-6", "claygraph",
-         (lambda X, y: claygraph_map(X, y, 1e-6)) if has_map else None, None if has_map else "cg.infer.map"),
+        ("claygraph infer.map (defaults)", "claygraph", claygraph_map if has_map else None,
+         None if has_map else "cg.infer.map"),
         ("scikit-learn lbfgs tol=1e-4 (default)", "peer", lambda X, y: sklearn_lbfgs(X, y, 1e-4), None),
         ("scikit-learn lbfgs tol=1e-8", "peer", lambda X, y: sklearn_lbfgs(X, y, 1e-8), None),
-        ("scipy L-BFGS-B, NumPy gradient", "peer", scipy_lbfgsb, None),
+        ("scipy L-BFGS-B, NumPy gradient (float64 objective)", "peer", scipy_lbfgsb, None),
         ("dask-ml lbfgs", "peer", dask_ml_lbfgs if dask else None, None if dask else "dask-ml (not installed)"),
     ]
 
 
-def run_solver(name: str, kind: str, fit: Callable, X, y, w_ref, f_ref: float, repeats: int) -> dict:
+def run_solver(name: str, kind: str, fit: Callable, X, y, w_ref, f_ref: float, repeats: int, events) -> dict:
     out: dict = {}
+    phases: list[dict] = []
 
     def once():
+        events.take()
+        t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out["fit"] = fit(X, y)
+        phases.append({"wall_s": time.perf_counter() - t0, **events.take()})
 
     timing = measure(once, repeats, warmup=0)
     w, iterations, note, extra = out["fit"]
     f = objective(X, y, w)
     return {"name": name, "kind": kind, "status": "ok", "timing": timing.to_json(), "iterations": iterations,
             "objective": f, "objective_gap": f - f_ref, "max_abs_w_err": float(np.max(np.abs(w - w_ref))),
-            "note": note, **extra}
+            "note": note, "fits": phases, **extra}
 
 
 def ratios(rows: list[dict]) -> None:
@@ -184,7 +205,8 @@ def gradient_times(X, y, repeats: int) -> list[dict]:
     rows = []
     f = numpy_loss_grad(X, y)
     w0 = np.zeros(X.shape[1])
-    rows.append({"name": "NumPy (float32 X, BLAS)", "devices": 1, "timing": measure(lambda: f(w0), repeats).to_json()})
+    rows.append({"name": "NumPy (float32 X, BLAS, float64 sums)", "devices": 1,
+                 "timing": measure(lambda: f(w0), repeats).to_json()})
 
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
 
@@ -213,18 +235,55 @@ def bandwidth(nbytes: int) -> float:
     return measure_copy_bandwidth(nbytes, 3)
 
 
+def blas_read_s(X: np.ndarray, repeats: int) -> float:
+    """The fastest of `repeats` BLAS passes X @ v (all cores): an upper bound on reading X once."""
+    v = np.ones(X.shape[1], X.dtype)
+    return measure(lambda: X @ v, repeats).min_s
+
+
+def floors(X: np.ndarray, sizes: Sizes) -> dict:
+    bw = bandwidth(sizes.bandwidth_bytes)
+    return {"x_bytes": X.nbytes, "bandwidth_bytes_per_s": bw, "read_x_once_s": X.nbytes / bw,
+            "loss_and_grad_s": 2 * X.nbytes / bw, "blas_read_x_s": blas_read_s(X, sizes.repeats)}
+
+
+def fresh_process_fits(sizes: Sizes, env: SuiteEnv) -> dict:
+    """LogisticRegression(tol=1e-4) twice in a fresh process with an empty persistent cache, then twice in
+    another fresh process with the cache the first one left; MAP on Local(devices=2) and Ray(workers=2)."""
+    n, d = sizes.w1_n, sizes.w1_d
+    glm = {"n": n, "d": d, "repeats": 2, "method": "glm", "tol": 1e-4, "runtime": "local", "devices": 1}
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="claygraph-bench-jax-cache-") as cache:
+        for name in ("cold_cache", "warm_cache"):
+            env.log(f"  w1: LogisticRegression in a fresh process, {name.replace('_', ' ')}")
+            out[name] = _isolated("w1_fit", glm, 1, env, {"CLAYGRAPH_JAX_CACHE": cache})
+    maps = {"n": n, "d": d, "repeats": sizes.solver_repeats, "method": "map", "runtime": "local", "devices": 2}
+    env.log("  w1: cg.infer.map on Local(devices=2), fresh process")
+    out["local2_map"] = _isolated("w1_fit", maps, 2, env)
+    env.log("  w1: cg.infer.map on Ray(workers=2), fresh driver process")
+    out["ray2_map"] = _isolated("w1_fit", maps | {"runtime": "ray"}, 1, env)
+    return out
+
+
+def _isolated(task: str, spec: dict, devices: int, env: SuiteEnv, extra: dict | None = None) -> dict:
+    try:
+        return {"status": "ok", **run_isolated(task, spec, devices, TIMEOUT_S, env.platform, extra)}
+    except Exception as e:  # one failing measurement must not hide the others
+        return {"status": "error", "note": f"{type(e).__name__}: {e}"[-800:]}
+
+
 def run(sizes: Sizes, env: SuiteEnv) -> dict:
+    from bench.measure import CompileEvents
     from bench.workloads import w1_arrays
 
+    events = CompileEvents()
     n, d = sizes.w1_n, sizes.w1_d
     env.log(f"  w1: data N={n:,} D={d}")
     t0 = time.perf_counter()
     X, y = w1_arrays(n, d)
     y64 = y.astype(np.float64)
     data_s = time.perf_counter() - t0
-    bw = bandwidth(sizes.bandwidth_bytes)
-    floor = {"x_bytes": X.nbytes, "bandwidth_bytes_per_s": bw, "read_x_once_s": X.nbytes / bw,
-             "loss_and_grad_s": 2 * X.nbytes / bw}
+    floor = floors(X, sizes)
     env.log("  w1: loss-and-gradient evaluations")
     grads = gradient_times(X, y64, sizes.repeats)
     env.log("  w1: float64 Newton reference")
@@ -241,19 +300,20 @@ def run(sizes: Sizes, env: SuiteEnv) -> dict:
         env.log(f"  w1: {name}")
         try:
             rows.append(run_solver(name, kind, fit, X, y64 if kind == "peer" else y, w_ref, ref["objective"],
-                                   sizes.solver_repeats))
+                                   sizes.solver_repeats, events))
         except Exception as e:  # one failing solver must not hide the others
             rows.append({"name": name, "kind": kind, "status": "error", "note": f"{type(e).__name__}: {e}"[:500]})
     ratios(rows)
     del X, y, y64
+    fresh = fresh_process_fits(sizes, env)
     runtimes = []
     for devices in (1, env.devices):
         env.log(f"  w1: gradient on Local(devices={devices}) in a subprocess")
         spec = {"workload": "W1", "sizes": {"n": n, "d": d}, "devices": devices, "repeats": sizes.repeats,
-                "map": devices > 1, "splits": None if devices > 1 else [[]]}
+                "map": False, "splits": None if devices > 1 else [[]]}
         try:
             runtimes.append(run_isolated("candidates", spec, devices, TIMEOUT_S, env.platform))
         except Exception as e:
             runtimes.append({"devices": devices, "status": "error", "note": str(e)[-800:]})
     return {"status": "ok", "sizes": {"n": n, "d": d}, "data_s": data_s, "floor": floor, "gradient": grads,
-            "reference": ref, "solvers": rows, "runtimes": runtimes}
+            "reference": ref, "solvers": rows, "runtimes": runtimes, "fresh": fresh}

@@ -110,23 +110,61 @@ def _sizes(arrays: Mapping[str, Array]) -> dict[str, int]:
     return sizes
 
 
+BLOCK_BYTES = 1 << 22  # validation reads arrays in blocks of about this size: no full-size temporaries
+
+
+def _blocks(v: np.ndarray):
+    """(offset, flat view) pieces of `v` along its first axis, each about BLOCK_BYTES; views, not copies."""
+    if v.ndim == 0:
+        yield 0, v.reshape(1)
+        return
+    row = max(1, v[:1].nbytes)
+    step = max(1, BLOCK_BYTES // row)
+    for i in range(0, v.shape[0], step):
+        yield i * (v.size // max(1, v.shape[0])), v[i:i + step].reshape(-1)
+
+
+def _first_bad(v: np.ndarray, bad) -> tuple[int, int] | None:
+    """(flat position of the first entry where bad(block) is True, how many there are), one pass in blocks."""
+    first, count = None, 0
+    for offset, block in _blocks(v):
+        hits = bad(block)
+        if hits.any():
+            if first is None:
+                first = offset + int(np.argmax(hits))
+            count += int(np.count_nonzero(hits))
+    return None if first is None else (first, count)
+
+
 def _check_values(name: str, arr: Array, sizes: Mapping[str, int]) -> None:
+    """Index ranges and finite values, each checked in one read (blocks or one BLAS pass; never copied)."""
     if arr.is_index and not np.issubdtype(arr.dtype, np.integer):
         raise DataError(f"index {name!r} has dtype {arr.dtype}; an index column must hold integers")
     if arr.is_abstract:
         return
     v = np.asarray(arr.values)
     if arr.is_index and v.size:
-        bad = np.flatnonzero((v < 0) | (v >= sizes[arr.into]))
-        if bad.size:
-            raise DataError(f"index {name!r} has value {v.flat[bad[0]]} at position {bad[0]}, outside "
-                            f"[0, {sizes[arr.into]}) of dim {arr.into!r} ({bad.size} such values)")
-    if np.issubdtype(v.dtype, np.inexact):
-        bad = np.flatnonzero(~np.isfinite(v))
-        if bad.size:
-            pos = np.unravel_index(bad[0], v.shape)
-            raise DataError(f"Data field {name!r} has a non-finite value {v.flat[bad[0]]} at {tuple(map(int, pos))} "
-                            f"({bad.size} such values); claygraph needs finite data")
+        n = sizes[arr.into]
+        hit = _first_bad(v, lambda b: (b < 0) | (b >= n))
+        if hit is not None:
+            raise DataError(f"index {name!r} has value {v.flat[hit[0]]} at position {hit[0]}, outside "
+                            f"[0, {n}) of dim {arr.into!r} ({hit[1]} such values)")
+    if np.issubdtype(v.dtype, np.inexact) and v.size and not _all_finite(v):
+        hit = _first_bad(v, lambda b: ~np.isfinite(b))
+        if hit is not None:
+            pos = np.unravel_index(hit[0], v.shape)
+            raise DataError(f"Data field {name!r} has a non-finite value {v.flat[hit[0]]} at {tuple(map(int, pos))} "
+                            f"({hit[1]} such values); claygraph needs finite data")
+
+
+def _all_finite(v: np.ndarray) -> bool:
+    """One read of `v`: a sum of finite numbers is finite, barring overflow (a False here is then cleared by
+    the exact pass). A matrix goes through one BLAS pass (every core; a temporary of one number per row)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if v.ndim >= 2 and v.flags.c_contiguous and v.dtype.kind == "f":
+            rows = v.reshape(v.shape[0], -1)
+            return bool(np.isfinite(rows @ np.ones(rows.shape[1], rows.dtype)).all())
+        return all(np.isfinite(np.sum(block)) for _, block in _blocks(v))
 
 
 @jax.tree_util.register_pytree_node_class

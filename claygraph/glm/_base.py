@@ -247,7 +247,7 @@ class GLMBase(BaseEstimator):
         init = None if p.init is None else {k: _pad(v, (features,), np.float32) if k == "coef" else v
                                             for k, v in p.init.items()}
         session = PROGRAMS.session(p.model, data, self.runtime, self.cluster, self.split)
-        res = fit_map(p.model, data, runtime=session.runtime, session=session, tol=float(self.tol) * rows,
+        res = fit_map(p.model, data, runtime=session.runtime, session=session, tol=float(self.tol) * rows, scale=1.0,
                       max_iter=int(self.max_iter), init=init)
         self.fit_summary_ = FitSummary(float(res.objective), int(res.iterations), bool(res.converged),
                                        float(res.grad_max), res.message, tuple(res.plan.split), rows)

@@ -1,11 +1,16 @@
 """MAP by L-BFGS (optax, zoom line search), run SPMD inside one jitted loop on every worker.
 
 The loop returns to the driver every `chunk` iterations only, to checkpoint its state: a lost
-worker costs at most one chunk. Convergence: max |gradient| <= tol, or the objective stops
-decreasing at float precision (reported as such in `message`).
+worker costs at most one chunk. Stop rule, tested at the current point: max |gradient| <= tol x
+scale, where scale is max(1, |objective at that point|) unless given (scikit-learn's `tol` is on the
+mean-loss gradient: the GLMs pass scale = n). The objective at the start is no scale: a poor starting
+point can make it orders of magnitude larger than at the mode. The loop also stops when neither the objective nor the
+gradient improves for STALL iterations (float precision reached), or at max_iter; the result's
+`stop` and `message` say which, and `converged` agrees with the rule that stopped it.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -24,17 +29,22 @@ STALL = 10  # iterations in a row without progress in objective or gradient
 RESTARTS = 3  # fresh L-BFGS memories after a stall
 STALL_GRAD_RTOL = 1e-3  # a stall counts as converged when max|grad| <= this x max(1, |objective|)
 
-
 class LBFGSState(NamedTuple):
     params: Any
     opt: Any
     iteration: Any
-    gmax: Any
+    gmax: Any  # max|gradient| at params (the stop rule's test)
     stall: Any
     value: Any  # best objective so far
     gbest: Any  # best max|gradient| so far
-    best: Any  # the params with the best objective (returned: float32 steps near the optimum can go up)
+    best: Any  # the params with the best objective (returned unless the stop rule held at params)
     best_gmax: Any
+    current: Any  # the objective at params
+    gtol: Any  # tol x scale at params (relative scale: max(1, |objective at params|))
+    start: Any  # the objective at the starting point (+inf until evaluated)
+    invalid: Any  # the objective at the starting point is not finite: nothing to optimise
+    tol: Any  # the user's tol (a traced value: fits with another tol reuse the compiled loop)
+    max_iter: Any
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,7 @@ class MAPResult:
     grad_max: float
     message: str
     plan: Any
+    stop: str = "tol"  # what stopped it: "tol" (the gradient rule), "stall" (float precision), "max_iter"
 
     def __repr__(self) -> str:
         lines = [f"MAPResult(objective={self.objective:.6g}, iterations={self.iterations}, converged={self.converged},",
@@ -58,55 +69,78 @@ class MAPResult:
         return "\n".join(lines)
 
 
-def _build(ctx, memory_size: int, chunk: int, max_iter: int, gtol: float, ftol: float):
+def _build(ctx, memory_size: int, chunk: int, relative: bool, ftol: float):
     opt = optax.lbfgs(memory_size=memory_size)
 
     def run(state: LBFGSState, data) -> LBFGSState:
         f = lambda p: ctx.potential(p, data)
         vg = optax.value_and_grad_from_state(f)
-        stop_at = jnp.minimum(state.iteration + chunk, max_iter)
+        stop_at = jnp.minimum(state.iteration + chunk, state.max_iter)
 
         def cond(s):
-            return (s.iteration < stop_at) & (s.gmax > gtol) & (s.stall < STALL)
+            return (s.iteration < stop_at) & (s.gmax > s.gtol) & (s.stall < STALL) & ~s.invalid
 
         def body(s):
             value, grad = vg(s.params, state=s.opt)
+            first = s.start == jnp.inf  # the first evaluation: the starting point
+            start = jnp.where(first, value, s.start)
+            gtol = s.tol * jnp.maximum(1.0, jnp.abs(value)) if relative else s.gtol
+            g0 = _gmax(grad)
+            # the starting point may already satisfy the rule (or have no finite objective): stop before moving
+            done = first & ((g0 <= gtol) | ~jnp.isfinite(value))
             updates, o = opt.update(grad, s.opt, s.params, value=value, grad=grad, value_fn=f)
             params = optax.apply_updates(s.params, updates)
             new_v, new_g = otu.tree_get(o, "value"), otu.tree_get(o, "grad")
-            gmax = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(new_g)]))
+            gmax = _gmax(new_g)
             # at float precision the line search accepts steps by slope (approximate Wolfe), so the
             # objective alone can stall while the gradient still shrinks: stalled means neither improves
             flat = (new_v >= s.value - ftol * jnp.maximum(1.0, jnp.abs(s.value))) & (gmax >= 0.99 * s.gbest)
             better = new_v <= s.value
             best = jax.tree.map(lambda a, b: jnp.where(better, a, b), params, s.best)
-            return LBFGSState(params, o, s.iteration + 1, gmax, jnp.where(flat, s.stall + 1, 0),
-                              jnp.minimum(new_v, s.value), jnp.minimum(gmax, s.gbest), best,
-                              jnp.where(better, gmax, s.best_gmax))
+            moved = LBFGSState(params, o, s.iteration + 1, gmax, jnp.where(flat, s.stall + 1, 0),
+                               jnp.minimum(new_v, s.value), jnp.minimum(gmax, s.gbest), best,
+                               jnp.where(better, gmax, s.best_gmax), new_v,
+                               s.tol * jnp.maximum(1.0, jnp.abs(new_v)) if relative else s.gtol, start,
+                               jnp.bool_(False), s.tol,
+                               s.max_iter)
+            stay = s._replace(gmax=g0, value=jnp.minimum(value, s.value), best_gmax=g0, current=value, gtol=gtol,
+                              start=start, invalid=~jnp.isfinite(value))
+            return jax.tree.map(lambda a, b: jnp.where(done, a, b), stay, moved)
 
         return jax.lax.while_loop(cond, body, state)
 
     return opt, jax.jit(run)
 
 
+def _gmax(grad):
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(grad)]))
+
+
 class Restart(NamedTuple):
-    """Start L-BFGS afresh (empty memory) from `params`, keeping the count and the best value."""
+    """Start L-BFGS afresh (empty memory) from `params`, keeping the count, the start's objective and gtol."""
 
     params: Any
     iteration: Any
-    value: Any
+    start: Any  # +inf: not evaluated yet
+    gtol: Any  # tol x scale (absolute scale); 0 until the first evaluation (relative scale)
 
 
-def _lbfgs_chunk(ctx, host_state, settings):
+def _lbfgs_chunk(ctx, host_state, settings, limits):
     opt, run = ctx.cached(("lbfgs", settings), lambda: _build(ctx, *settings))
     if isinstance(host_state, Restart):
         params = ctx.to_global(host_state.params)
         inf = jnp.float32(np.inf)
-        state = LBFGSState(params, opt.init(params), jnp.int32(host_state.iteration), inf, jnp.int32(0),
-                           jnp.float32(host_state.value), inf, params, inf)
+        state = LBFGSState(params, opt.init(params), jnp.int32(host_state.iteration), inf, jnp.int32(0), inf, inf,
+                           params, inf, inf, jnp.float32(host_state.gtol), jnp.float32(host_state.start),
+                           jnp.bool_(False), jnp.float32(limits[0]), jnp.int32(limits[1]))
     else:
         state = ctx.to_global(host_state)
     return ctx.to_host(run(state, ctx.data))
+
+
+def _value_at(ctx, params):
+    f = ctx.cached(("potential",), lambda: jax.jit(ctx.potential))
+    return ctx.to_host(f(ctx.to_global(params), ctx.data))
 
 
 def _diverged(z: dict, supports: dict) -> str | None:
@@ -122,27 +156,98 @@ def _diverged(z: dict, supports: dict) -> str | None:
     return None
 
 
+def _invalid_sites(model: Callable, data, z: dict) -> list[str]:
+    """The sites whose log density is not finite at unconstrained `z`, observed ones marked so."""
+    from numpyro.infer.util import log_density
+
+    if data.has_sources:
+        return []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpyro warns of the out-of-support values this looks for
+            _, trace = log_density(model, (data,), {}, constrain(model, data, z))
+            lps = {name: np.asarray(site["fn"].log_prob(site["value"])) for name, site in trace.items()
+                   if site["type"] == "sample"}
+    except Exception:  # naming the cause is best effort; the error below stands without it
+        return []
+    out = []
+    for name, lp in lps.items():
+        site = trace[name]
+        bad = int(np.size(lp) - np.count_nonzero(np.isfinite(lp)))
+        if bad:
+            what = "observed" if site.get("is_observed") else "latent"
+            out.append(f"{name!r} ({what}, {bad} of {np.size(lp)} entries)")
+    return out
+
+
+def _invalid_start(model, data, z: dict, value: float) -> ModelError:
+    sites = _invalid_sites(model, data, z)
+    where = (f" The log density is not finite at: {', '.join(sites)}." if sites else "")
+    return ModelError(
+        f"MAP cannot start: the objective (potential energy) is {value} at the initial point.{where} Observations "
+        f"outside the likelihood's support (a negative or non-integer count, a 0/1 outcome outside [0, 1], "
+        f"log of a non-positive value) make the density zero everywhere; otherwise pass `init=` with a valid point.")
+
+
+def _unbounded(z: dict, bad: str, value: float) -> ModelError:
+    worst = np.ravel(z[bad])[np.argmax(np.abs(np.ravel(z[bad])))]
+    return ModelError(
+        f"MAP diverged: site {bad!r} ran off to an unconstrained value of {worst:.3g} with objective {value:.6g}. "
+        f"The joint density is unbounded (it has no mode): in a hierarchical model a group scale with a HalfNormal, "
+        f"HalfCauchy or Exponential prior lets the density grow without bound as the scale goes to 0. Give the "
+        f"scale a prior that vanishes at 0 (LogNormal, InverseGamma) or fix it.")
+
+
+def _outcome(final, max_iter: int) -> tuple[str, bool, str, Any, float, float]:
+    """(stop, converged, message, params, objective, max|grad|), agreeing with the rule that stopped the loop."""
+    gtol, gmax, stall = float(final.gtol), float(final.gmax), int(final.stall)
+    if gmax <= gtol:  # the stop rule held at the current point: that point is the answer
+        return ("tol", True, f"converged: max|grad| {gmax:.3g} <= tol x scale = {gtol:.3g}", final.params,
+                float(final.current), gmax)
+    best_g, value = float(final.best_gmax), float(final.value)
+    if stall >= STALL:
+        # float32 cannot resolve a tight tolerance on a large sum: a stall with a gradient small relative
+        # to the objective is accepted as converged at float precision; a stall with a large one is not
+        loose = STALL_GRAD_RTOL * max(1.0, abs(value))
+        if best_g <= loose:
+            return ("stall", True, f"converged at float precision: no progress for {STALL} iterations with max|grad| "
+                    f"{best_g:.3g} > tol x scale = {gtol:.3g} but <= {STALL_GRAD_RTOL:g} x |objective| = "
+                    f"{loose:.3g}", final.best, value, best_g)
+        return ("stall", False, f"not converged: no progress for {STALL} iterations with max|grad| {best_g:.3g} > "
+                f"{loose:.3g} (ill-conditioned, or no mode?)", final.best, value, best_g)
+    return ("max_iter", False, f"not converged: stopped at max_iter={max_iter} with max|grad| {best_g:.3g} > tol x "
+            f"scale = {gtol:.3g}", final.best, value, best_g)
+
+
 def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: float = 1e-6, max_iter: int = 1000,
         jacobian: bool = True, init: dict | None = None, memory_size: int = 10, chunk: int = 50,
         ftol: float = 0.0, session: Session | None = None, on_chunk: Callable | None = None,
-        ) -> MAPResult:  # noqa: A001 - cg.infer.map
+        scale: float | None = None) -> MAPResult:  # noqa: A001 - cg.infer.map
     """The maximum a posteriori point of `model(data)` by L-BFGS on the split program.
 
     By default it minimises NumPyro's potential energy (unconstrained space, log-Jacobian
-    included); jacobian=False gives the mode of the density in the constrained space.
+    included); jacobian=False gives the mode of the density in the constrained space. It stops
+    when max|gradient| <= tol x scale; scale defaults to max(1, |objective|) at the point tested, so
+    that `tol` is relative to the problem (pass scale=1.0 for an absolute tolerance).
     on_chunk(iteration, objective) is called after every checkpointed chunk (progress, test hooks).
     """
+    if max_iter < 0 or not tol >= 0:
+        raise ValueError(f"max_iter must be >= 0 and tol >= 0, got max_iter={max_iter}, tol={tol}")
     s = session or setup(model, data, runtime, cluster, split, jacobian)
     graph = s.plan.graph
     start = dict(zeros_like_params(graph), **{k: np.asarray(v) for k, v in (init or {}).items()})
-    settings = (memory_size, chunk, max_iter, float(tol), float(ftol))
+    if max_iter == 0:
+        return _not_run(model, data, s, start)
+    settings = (memory_size, chunk, scale is None, float(ftol))
+    limits = (float(tol), int(max_iter))
+    gtol0 = 0.0 if scale is None else float(tol) * float(scale)
     restarts = {"left": RESTARTS, "value": np.inf}
 
     def step(program, state):
-        out = run_spmd(program, _lbfgs_chunk, state, settings)
+        out = run_spmd(program, _lbfgs_chunk, state, settings, limits)
         if on_chunk is not None:
             on_chunk(int(out.iteration), float(out.value))
-        if int(out.iteration) >= max_iter or float(out.gmax) <= tol:
+        if bool(out.invalid) or int(out.iteration) >= max_iter or float(out.gmax) <= float(out.gtol):
             return out, True
         if int(out.stall) >= STALL:
             # stalled: once more from the best point with a fresh memory, while that still helps
@@ -150,32 +255,41 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
                 return out, True
             restarts["left"] -= 1
             restarts["value"] = float(out.value)
-            return Restart(out.best, out.iteration, np.float32(np.inf)), False
+            return Restart(out.best, out.iteration, out.start, out.gtol), False
         return out, False
 
-    final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf)))
-    # a last iterate that met tol is certified by its gradient; the best objective seen is not, where
-    # float32 rounding of the objective exceeds its differences near the optimum
-    last_met = float(final.gmax) <= tol
-    z = {k: np.asarray(v) for k, v in (final.params if last_met else final.best).items()}
+    final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf), np.float32(gtol0)))
+    if bool(final.invalid):
+        raise _invalid_start(model, data, start, float(final.current))
+    stop, converged, msg, params, objective, gmax = _outcome(final, max_iter)
+    z = {k: np.asarray(v) for k, v in params.items()}
     supports = {site.name: site.support for site in graph.meta.info.sites}
-    bad = _diverged(z, supports) or (next(iter(z)) if not np.isfinite(final.value) else None)
+    bad = _diverged(z, supports) or (next(iter(z)) if not np.isfinite(objective) else None)
     if bad is not None:
-        raise ModelError(
-            f"MAP diverged: site {bad!r} ran off to an unconstrained value of "
-            f"{np.ravel(z[bad])[np.argmax(np.abs(np.ravel(z[bad])))]:.3g} with "
-            f"objective {float(final.value):.6g}. The joint density has no mode: in a hierarchical model a group "
-            f"scale with a HalfNormal, HalfCauchy or Exponential prior lets the density grow without bound as the "
-            f"scale goes to 0. Give the scale a prior that vanishes at 0 (LogNormal, InverseGamma) or fix it.")
-    gmax, stall = float(final.gmax if last_met else final.best_gmax), int(final.stall)
-    met = gmax <= tol
-    # float32 cannot reach a tight gradient tolerance on a large sum: a stall with a gradient small
-    # relative to the objective counts as converged; a stall with a large one does not
-    loose = STALL_GRAD_RTOL * max(1.0, abs(float(final.value)))
-    converged = met or (stall >= STALL and gmax <= loose)
-    msg = (f"max|grad| {gmax:.3g} <= tol {tol:g}" if met else
-           f"objective stationary to float precision, max|grad| {gmax:.3g} <= {loose:.3g}" if converged else
-           f"no progress at float precision with max|grad| {gmax:.3g} (ill-conditioned or no mode?)"
-           if stall >= STALL else f"stopped at max_iter={max_iter} (max|grad| {gmax:.3g})")
-    return MAPResult(constrain(model, data, z), z, float(final.value), int(final.iteration), converged, gmax, msg,
-                     s.plan)
+        raise _unbounded(z, bad, objective)
+    return MAPResult(_constrained(s, model, data, z), z, objective, int(final.iteration), converged, gmax, msg,
+                     s.plan, stop)
+
+
+def _constrained(s: Session, model, data, z: dict) -> dict:
+    """`constrain`, jitted once per compiled program: the data go in as arguments that the constraints do
+    not use, so jit prunes them (the model is not run on the data, nothing is copied) and refits reuse it."""
+    jitted = getattr(getattr(s.program, "fn", None), "jitted", None)
+    if jitted is None or data.has_sources:
+        return constrain(model, data, z)
+    if "constrain" not in jitted:
+        from numpyro.infer.util import constrain_fn
+
+        # the same graph has the same sites and transforms, so a later fit's model gives the same result
+        jitted["constrain"] = jax.jit(lambda z, d: constrain_fn(model, (d,), {}, z))
+    return {k: np.asarray(v) for k, v in jitted["constrain"](z, data).items()}
+
+
+def _not_run(model, data, s: Session, start: dict) -> MAPResult:
+    """max_iter=0: the initial point, its objective and gradient, nothing optimised."""
+    value = float(run_spmd(s.program, _value_at, start))
+    if not np.isfinite(value):
+        raise _invalid_start(model, data, start, value)
+    z = {k: np.asarray(v) for k, v in start.items()}
+    return MAPResult(_constrained(s, model, data, z), z, value, 0, False, float("nan"),
+                     "not run: max_iter=0, the initial point is returned", s.plan, "max_iter")

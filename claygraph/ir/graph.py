@@ -157,9 +157,17 @@ class Graph:
         return interpret(self._order, env, lambda node, args: node.bind(*args))[self.output]
 
     def fingerprint(self) -> str:
-        """sha256 of the deterministic printing (inputs by name, nodes in topological order with
-        primitive, params, shapes, dtypes and dims, the output): equal graphs, equal fingerprints."""
-        return hashlib.sha256(str(self).encode()).hexdigest()
+        """sha256 (hex) of a deterministic printing of the graph: the listing, every node's parameters
+        and the constants' bytes (the listing shows scalar constants only)."""
+
+        h = hashlib.sha256(str(self).encode())
+        for n in self._order:
+            h.update(repr(sorted((k, str(v)) for k, v in n.params.items())).encode())
+        for vid in sorted(self.consts):
+            c = np.ascontiguousarray(self.consts[vid])
+            h.update(f"{vid}:{c.dtype}{c.shape}".encode())
+            h.update(c.tobytes())
+        return h.hexdigest()
 
     def __str__(self) -> str:
         from claygraph.ir.printing import format_graph

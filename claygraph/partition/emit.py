@@ -41,9 +41,9 @@ class Tables:
 
     layout: Mapping[str, DimLayout]
 
-    def local_mask(self, d: str) -> jax.Array:
+    def local_mask(self, d: str, index) -> jax.Array:
         lay = self.layout[d]
-        return jnp.arange(lay.local) < jnp.asarray(lay.counts)[lax.axis_index(AXIS)]
+        return jnp.arange(lay.local) < jnp.asarray(lay.counts)[index]
 
     def full_mask(self, d: str) -> np.ndarray:
         return self.layout[d].pad_mask()
@@ -52,8 +52,12 @@ class Tables:
 class _Local:
     """The shard-local interpreter: runs each node as its Decision says."""
 
-    def __init__(self, graph: Graph, prop, layout: Mapping[str, DimLayout], consts: Mapping[int, Any]):
+    def __init__(self, graph: Graph, prop, layout: Mapping[str, DimLayout], consts: Mapping[int, Any],
+                 index=None):
         self.g: Graph = graph
+        # the shard's position along the split dim: the mesh axis index, or a row block's number when
+        # one shard's rows are run block by block (claygraph.partition.fused)
+        self.index = index if index is not None else (lambda: lax.axis_index(AXIS))
         self.prop = prop
         self.layout = layout
         self.shape = shape_fn(layout)
@@ -81,14 +85,14 @@ class _Local:
             return x
         if isinstance(want, Sharded):
             local = self.layout[want.dim].local
-            return lax.dynamic_slice_in_dim(x, lax.axis_index(AXIS) * local, local, axis=v.axis_of(want.dim))
+            return lax.dynamic_slice_in_dim(x, self.index() * local, local, axis=v.axis_of(want.dim))
         if isinstance(want, Partial):  # a replicated term joins a partial sum once, on shard 0
-            return jnp.where(lax.axis_index(AXIS) == 0, x, jnp.zeros_like(x))
+            return jnp.where(self.index() == 0, x, jnp.zeros_like(x))
         return x
 
     def mask(self, x, v: Value, have: Sharding, m: Mask):
-        on = self.tables.local_mask(m.dim) if isinstance(have, Sharded) and v.axis_of(have.dim) == m.axis \
-            else self.tables.full_mask(m.dim)
+        split_here = isinstance(have, Sharded) and v.axis_of(have.dim) == m.axis
+        on = self.tables.local_mask(m.dim, self.index()) if split_here else self.tables.full_mask(m.dim)
         shape = [1] * x.ndim
         shape[m.axis] = -1
         return jnp.where(jnp.reshape(on, shape), x, jnp.asarray(m.fill, x.dtype))
@@ -130,7 +134,7 @@ class _Local:
             operand = ins[0]
             k = node.params["dimension_numbers"].start_index_map[0]
             local = self.layout[operand.dims[k]].local
-            args[1] = args[1] - (lax.axis_index(AXIS) * local).astype(args[1].dtype)
+            args[1] = args[1] - (self.index() * local).astype(args[1].dtype)
         if d.user_layout:
             args = _match_vma([self.to_user(a, v) for a, v in zip(args, ins)])
             outs = node.bind(*args)
@@ -138,6 +142,11 @@ class _Local:
         return node.bind(*_match_vma(args), **self.params(node, ins, d))
 
     def __call__(self, params: Mapping[str, Any], data: Mapping[str, Any]):
+        out, have = self.run(params, data)
+        return self.convert(out, self.g.value(self.g.output), have, REPLICATED)
+
+    def run(self, params: Mapping[str, Any], data: Mapping[str, Any]):
+        """The output as this shard holds it, and its sharding (a partial sum before the final psum)."""
         g = self.g
         sh = dict(self.prop.initial)  # the current sharding of every value, as propagate() walked it
         env: dict[int, Any] = dict(self.consts)
@@ -152,7 +161,7 @@ class _Local:
                 args.append(self.convert(env[i], g.value(i), sh[i], want))
             env.update(zip(node.outputs, self.run_node(node, args, d)))
             sh.update(zip(node.outputs, d.outs))
-        return self.convert(env[g.output], g.value(g.output), sh[g.output], REPLICATED)
+        return env[g.output], sh[g.output]
 
 
 def _varies(x) -> bool:
@@ -173,11 +182,17 @@ def relayout(x: np.ndarray, v: Value, layout: Mapping[str, DimLayout], remapped_
     """User layout -> internal layout, in NumPy (data and constants, once)."""
     x = np.asarray(x)
     for i, d in enumerate(v.dims):
-        if d in layout:
+        if d in layout and not _identity(layout[d]):
             x = np.take(x, layout[d].fill_slots(), axis=i)
     if remapped_dim is not None:
         x = layout[remapped_dim].inverse().astype(x.dtype)[x]
     return x
+
+
+def _identity(lay: DimLayout) -> bool:
+    """A layout that keeps every entry where it is (equal blocks, no padding): relayout would copy for nothing."""
+    return lay.internal == lay.size and lay.slots is not None and bool(np.all(lay.slots[1:] > lay.slots[:-1])) \
+        and (lay.size == 0 or (lay.slots[0] == 0 and lay.slots[-1] == lay.size - 1))
 
 
 def param_relayout(x, v: Value, layout: Mapping[str, DimLayout]):

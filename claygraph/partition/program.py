@@ -22,7 +22,9 @@ from jax.sharding import PartitionSpec as P
 from claygraph.errors import PartitionError
 from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph
+from claygraph.partition.cache import COMPILED, key_for
 from claygraph.partition.emit import _Local, make_mesh, param_relayout, relayout, spec
+from claygraph.partition.fused import fused_potential, host_arrays
 from claygraph.partition.layout import DimLayout
 from claygraph.partition.plan import Candidate, Plan, candidate_with_layout, layout_for
 
@@ -47,7 +49,14 @@ class SplitFunction:
             internal = {k: param_relayout(params[k], g.value(v), self.layout) for k, v in g.inputs.params.items()}
             return smap(internal, data_int)
 
-        self.fn: Callable = potential
+        # a sum over row blocks gets a fused value-and-gradient pass (claygraph.partition.fused)
+        self.plain: Callable = potential
+        self.fn: Callable = fused_potential(graph, candidate.split, self.layout, mesh, self.param_specs,
+                                            self.data_specs) or potential
+        self.jitted: dict = {}  # functions jitted from this one, shared by every program that reuses it
+        self.potential = jax.jit(self.fn)
+        self.value_and_grad = jax.jit(jax.value_and_grad(self.fn))
+
 
 def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Params as NumPy arrays of the sites' dtypes, with a clear error for a missing site or bad shape."""
@@ -87,7 +96,9 @@ def shard_blocks(specs: Mapping[str, P], internal: Mapping[str, np.ndarray], sha
             out[k] = x
         else:
             n = x.shape[axis] // shards
-            out[k] = np.ascontiguousarray(np.take(x, np.arange(shard * n, (shard + 1) * n), axis=axis))
+            block = [slice(None)] * x.ndim
+            block[axis] = slice(shard * n, (shard + 1) * n)
+            out[k] = np.ascontiguousarray(x[tuple(block)])  # a view along the first axis: no copy before ray.put
     return out
 
 
@@ -178,13 +189,18 @@ class Program:
         art = compiled.artifact
         self.artifact, self.runtime = art, runtime
         self.graph = art.verify(graph) if graph is not None else art.graph()
-        self.fn = SplitFunction(self.graph, art.candidate, make_mesh(art.devices, devices))
+        mesh = make_mesh(art.devices, devices)
+        # a refit of the same graph, split, layout and devices reuses the split function and its jits
+        self.fn = COMPILED.get(key_for(self.graph, art.candidate, mesh),
+                               lambda: SplitFunction(self.graph, art.candidate, mesh))
         self.layout = self.fn.layout
+        # the user's arrays are used in place where XLA can (claygraph.partition.fused.in_place): no copy
+        host = host_arrays(self.fn.fn, self.graph, compiled.internal, self.fn.mesh)
         self._data = {k: jax.device_put(x, NamedSharding(self.fn.mesh, self.fn.data_specs[k]))
-                      for k, x in compiled.internal.items()}
+                      for k, x in host.items()}
         self._context = None
-        self._potential = jax.jit(self.fn.fn)
-        self._value_and_grad = jax.jit(jax.value_and_grad(self.fn.fn))
+        self._potential = self.fn.potential
+        self._value_and_grad = self.fn.value_and_grad
 
     @property
     def split(self) -> tuple[str, ...]:
@@ -199,7 +215,7 @@ class Program:
         from claygraph.partition.context import Context
 
         if self._context is None:
-            self._context = Context(self.fn.fn, self._data, self.fn.mesh, multiprocess=False)
+            self._context = Context(self.fn.fn, self._data, self.fn.mesh, multiprocess=False, cache=self.fn.jitted)
         return self._context
 
     def potential(self, params: Mapping[str, Any]) -> jax.Array:

@@ -104,19 +104,22 @@ class Worker:
         import jax
         from jax.sharding import NamedSharding
 
+        from claygraph.partition.cache import COMPILED, key_for
         from claygraph.partition.program import SplitFunction
 
         graph = artifact.graph()  # PartitionError when this worker's graph is not the driver's
         ranks = tuple(ranks)
         mesh = self.submesh(ranks)
-        fn = SplitFunction(graph, artifact.candidate, mesh)
+        # a refit of the same graph, split, layout and mesh reuses the split function and its jits
+        cand = artifact.candidate
+        fn = COMPILED.get(key_for(graph, cand, mesh), lambda: SplitFunction(graph, cand, mesh))
         shard = ranks.index(self.rank)
         data = {k: jax.make_array_from_process_local_data(
                     NamedSharding(mesh, fn.data_specs[k]),
                     self._read(graph, artifact, fn.data_specs[k], k, b, shard, len(ranks)),
                     tuple(artifact.shapes[k]))
                 for k, b in blocks.items()}
-        self.programs[key] = Loaded(fn, data, jax.jit(fn.fn), jax.jit(jax.value_and_grad(fn.fn)), len(ranks) > 1)
+        self.programs[key] = Loaded(fn, data, fn.potential, fn.value_and_grad, len(ranks) > 1)
         return time.perf_counter() - t0
 
     def _read(self, graph, artifact, spec, name: str, block, shard: int, shards: int):

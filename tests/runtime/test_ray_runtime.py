@@ -72,8 +72,13 @@ def test_data_from_a_ray_dataset(tmp_path):
 
 @pytest.fixture(scope="module")
 def rt():
-    with cg.runtime.Ray(workers=2, timeout_s=120) as runtime:
-        yield runtime
+    # The scheduling tests need compile times alike on both workers. JAX writes its persistent
+    # compilation cache from process 0 only, so with the cache worker 0 loads what worker 1 compiles
+    # again; the workers (which inherit this environment) run without it.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLAYGRAPH_JAX_CACHE", "0")
+        with cg.runtime.Ray(workers=2, timeout_s=120) as runtime:
+            yield runtime
     assert not ray.is_initialized(), "closing the runtime must shut down the cluster it started"
 
 

@@ -1,0 +1,270 @@
+"""Fused loss-and-gradient: each row block of the data is read once for the value and the gradient.
+
+XLA evaluates `value_and_grad` of `sum_i f(x_i . w)` in two passes over X: X @ w forward, then
+X^T r backward, each reading all of X from memory. When the potential is a sum over the rows of
+one data dim (the row split needs no collective but the final psum, and no parameter has that
+dim), the same program can run on blocks of rows that fit in cache: each block's value and
+gradient are computed together (X_b read once), added up over blocks, then over shards.
+
+`fused_potential` wraps that as a `jax.custom_jvp` function: value-only calls run the blocked value
+pass, any derivative (reverse or forward mode, so also Hessians) uses the fused value-and-gradient,
+whose tangent is <grad, dparams>. The block values are added with a compensated (two-sum)
+accumulator, so that the float32 objective of a large sum is rounded once, not once per block.
+"""
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from claygraph.ir.graph import Graph
+from claygraph.partition.emit import AXIS, _Local
+from claygraph.partition.layout import DimLayout
+from claygraph.partition.shardings import Partial, Sharded, Split
+
+BLOCK_BYTES = 8 << 20  # data bytes per block: ~8 MiB stays in this machine's L3 (see docs/inference.md)
+MIN_BLOCKS = 4  # fewer blocks than this per shard: the plain program is as good
+
+
+@dataclass(frozen=True, slots=True)
+class Blocking:
+    """How one shard's rows of `dim` are cut: `blocks` full blocks of `rows` rows, then `tail` rows."""
+
+    dim: str
+    rows: int
+    blocks: int
+    tail: int
+    shards: int
+
+
+def row_split(graph: Graph) -> Split | None:
+    """The dim split over the data dim holding the most bytes (where blocking saves the most reads)."""
+    from claygraph.partition.plan import enumerate_splits
+
+    splits = [s for s in enumerate_splits(graph)[0] if s.kind == "dim"]
+    arrays = graph.meta.arrays
+
+    def data_bytes(s: Split) -> int:
+        return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in arrays.values()
+                   if next(iter(s.dims)) in a.dims)
+
+    return max(splits, key=lambda s: (data_bytes(s), s.name), default=None)
+
+
+def separable(graph: Graph, prop, dim: str) -> bool:
+    """The potential is a sum over `dim`'s entries: every value with `dim` stays sharded along it, the
+    only collective is the final psum, nothing is masked, remapped or run in the user's layout, and no
+    parameter or constant has `dim`."""
+    if prop is None or prop.fallbacks or not isinstance(prop.shardings[graph.output], Partial) \
+            or prop.shardings[graph.output] != Partial("sum"):
+        return False
+    if any(c.node is not None for c in prop.collectives):
+        return False
+    if any(d.masks or d.local_offset or d.user_layout for d in prop.decisions.values()):
+        return False
+    if any(dim in graph.value(v).dims for v in list(graph.inputs.params.values()) + list(graph.consts)):
+        return False
+    for vid, s in prop.shardings.items():
+        v = graph.value(vid)
+        if dim in v.dims and not (isinstance(s, Sharded) and s.dim == dim):
+            return False
+    return True
+
+
+def blocking(graph: Graph, dim: str, local_rows: int, shards: int) -> Blocking | None:
+    arrays = graph.meta.arrays
+    row_bytes = sum(int(np.prod(a.shape)) // max(1, a.shape[a.dims.index(dim)]) * np.dtype(a.dtype).itemsize
+                    for a in arrays.values() if dim in a.dims)
+    rows = max(256, BLOCK_BYTES // max(1, row_bytes))
+    blocks = local_rows // rows
+    if blocks < MIN_BLOCKS:
+        return None
+    # equal blocks where a block count up to 1.5x the target divides the rows: no tail to trace and compile
+    even = next((b for b in range(blocks, blocks + blocks // 2 + 1) if local_rows % b == 0), None)
+    if even is not None:
+        return Blocking(dim, local_rows // even, even, 0, shards)
+    return Blocking(dim, rows, blocks, local_rows - blocks * rows, shards)
+
+
+def _block_layout(dim: str, rows: int, shards: int) -> dict[str, DimLayout]:
+    """Equal blocks without padding: sizes only (no slot table; nothing here moves rows)."""
+    return {dim: DimLayout(dim, rows * shards, shards, rows, np.full(shards, rows, dtype=np.int64))}
+
+
+def _two_sum(hi, lo, x):
+    """(hi, lo) + x with the rounding error of the addition kept in lo (Knuth's TwoSum)."""
+    s = hi + x
+    bb = s - hi
+    err = (hi - (s - bb)) + (x - bb)
+    return s, lo + err
+
+
+class FusedPotential:
+    """The blocked value pass and the fused value-and-gradient pass of one split program, as shard_maps."""
+
+    def __init__(self, graph: Graph, prop, blk: Blocking, mesh: Mesh, param_specs, data_specs):
+        self.g, self.prop, self.blk = graph, prop, blk
+        self.axes = {k: _axis_of(graph, v, blk.dim) for k, v in graph.inputs.data.items()}
+        self.full = _block_layout(blk.dim, blk.rows, blk.shards * (blk.blocks + 1))
+        self.tail = _block_layout(blk.dim, blk.tail, blk.shards * (blk.blocks + 1)) if blk.tail else None
+        rep = {k: P() for k in param_specs}
+        self.value = jax.shard_map(self._local_value, mesh=mesh, in_specs=(rep, data_specs), out_specs=P())
+        self.value_and_grad = jax.shard_map(self._local_vg, mesh=mesh, in_specs=(rep, data_specs),
+                                            out_specs=(P(), rep))
+
+    def _block(self, data: Mapping[str, Any], start, rows: int) -> dict[str, Any]:
+        return {k: self._rows(k, x, start, rows) for k, x in data.items()}
+
+    def _rows(self, name: str, x, start, rows: int):
+        axis, shape = self.axes[name], self.g.value(self.g.inputs.data[name]).shape
+        if axis is None:
+            return x
+        if tuple(x.shape) == tuple(shape):
+            return lax.dynamic_slice_in_dim(x, start, rows, axis=axis)
+        # in place on the host (see in_place): flat, the array starting `off` elements in
+        off, row = x.shape[0] - int(np.prod(shape)), int(np.prod(shape[1:]))
+        return lax.dynamic_slice_in_dim(x, off + start * row, rows * row).reshape((rows, *shape[1:]))
+
+    def _partial(self, layout, params, data, index):
+        local = _Local(self.g, self.prop, layout, self.g.consts, index=lambda: index)
+        out, _ = local.run(params, data)
+        return out
+
+    def _blocks(self, params, data, one: Callable, zero):
+        """Sum of one(layout, params, block data, block index) over this shard's blocks, compensated."""
+        b = self.blk
+        first = lax.axis_index(AXIS) * (b.blocks + 1)
+
+        def body(i, carry):
+            acc, lo = carry
+            out = one(self.full, params, self._block(data, i * b.rows, b.rows), first + i)
+            v, rest = out if isinstance(out, tuple) else (out, None)
+            hi, lo = _two_sum(acc[0], lo, v)
+            return (hi, rest if rest is None else jax.tree.map(jnp.add, acc[1], rest)), lo
+
+        (acc, lo) = lax.fori_loop(0, b.blocks, body, (zero, jnp.zeros_like(zero[0])))
+        if self.tail is not None:
+            out = one(self.tail, params, self._block(data, b.blocks * b.rows, b.tail), first + b.blocks)
+            v, rest = out if isinstance(out, tuple) else (out, None)
+            hi, lo = _two_sum(acc[0], lo, v)
+            acc = (hi, rest if rest is None else jax.tree.map(jnp.add, acc[1], rest))
+        return acc[0] + lo, acc[1]
+
+    def _local_value(self, params, data):
+        params = _varying(params)
+        zero = (_varying(jnp.zeros((), self.g.value(self.g.output).dtype)), None)
+        v, _ = self._blocks(params, data, lambda lay, p, d, i: self._partial(lay, p, d, i), zero)
+        return lax.psum(v, AXIS)
+
+    def _local_vg(self, params, data):
+        params = _varying(params)
+        zero = (_varying(jnp.zeros((), self.g.value(self.g.output).dtype)), jax.tree.map(jnp.zeros_like, params))
+
+        def one(lay, p, d, i):
+            return jax.value_and_grad(lambda q: self._partial(lay, q, d, i))(p)
+
+        v, g = self._blocks(params, data, one, zero)
+        return lax.psum(v, AXIS), jax.tree.map(lambda x: lax.psum(x, AXIS), g)
+
+
+def _varying(params):
+    """Replicated parameters as per-shard copies: their per-block gradients stay local until the one psum."""
+    return jax.tree.map(lambda x: lax.pcast(x, AXIS, to="varying"), params)
+
+
+def _axis_of(graph: Graph, vid: int, dim: str) -> int | None:
+    v = graph.value(vid)
+    return v.axis_of(dim) if dim in v.dims else None
+
+
+def fused_potential(graph: Graph, split: Split, layout: Mapping[str, DimLayout], mesh: Mesh, param_specs,
+                    data_specs) -> Callable | None:
+    """The potential `(params, internal data) -> scalar` with fused derivatives, or None where the
+    model is not a sum over row blocks (then the plain program is used)."""
+    from claygraph.partition.cluster import ClusterSpec
+    from claygraph.partition.plan import candidate_with_layout
+
+    shards = int(mesh.devices.size)
+    rows = row_split(graph)
+    if rows is None or (split.dims and split.dims != rows.dims) or (not split.dims and shards != 1):
+        return None
+    dim = next(iter(rows.dims))
+    size = graph.dims[dim]
+    if size % shards:
+        return None  # padded shards: the plain program masks them
+    if split.dims:
+        lay = layout[dim]
+        if lay.internal != lay.size:
+            return None
+    cand = candidate_with_layout(graph, rows, _block_layout(dim, size // shards, shards), ClusterSpec.local(shards),
+                                 shards)
+    if not separable(graph, cand.propagation, dim):
+        return None
+    blk = blocking(graph, dim, size // shards, shards)
+    if blk is None:
+        return None
+    fp = FusedPotential(graph, cand.propagation, blk, mesh, param_specs, data_specs)
+    return _with_fused_derivative(fp)
+
+
+def _with_fused_derivative(fp: FusedPotential) -> Callable:
+    @jax.custom_jvp
+    def potential(params, data):
+        return fp.value(params, data)
+
+    @potential.defjvp
+    def _jvp(primals, tangents):
+        params, data = primals
+        dparams = tangents[0]
+        value, grad = fp.value_and_grad(params, data)
+        dot = sum((jnp.vdot(grad[k], dparams[k]) for k in grad), jnp.zeros((), value.dtype))
+        return value, dot.astype(value.dtype)
+
+    potential.fused = fp.blk
+    return potential
+
+
+
+IN_PLACE_BYTES = 16 << 20  # smaller arrays are copied to the device: the copy costs nothing worth a trick
+
+
+class _Held(np.ndarray):
+    """A view that keeps the array it was taken from alive (`_owner`)."""
+
+
+def in_place(x: np.ndarray) -> np.ndarray:
+    """`x`, or a view XLA's CPU client can use in place instead of copying.
+
+    XLA uses host memory without a copy only at 64-byte alignment; NumPy allocates at 16. The view is
+    flat and starts at the 64-byte boundary just before `x` (in the same memory page; XLA never writes
+    it), so that its first `off` elements precede x: the fused blocks read rows from `off` on.
+    """
+    ptr = x.ctypes.data
+    off = ptr % 64
+    if off == 0 or off % x.itemsize:
+        return x
+    raw = (ctypes.c_byte * (x.nbytes + off)).from_address(ptr - off)
+    view = np.frombuffer(raw, dtype=x.dtype).view(_Held)
+    view._owner = x
+    return view
+
+
+def host_arrays(fn: Callable, graph: Graph, internal: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
+    """What to hand to device_put: large row-major arrays of a fused one-device CPU program in place."""
+    blk = getattr(fn, "fused", None)
+    if blk is None or mesh.devices.size != 1 or np.ravel(mesh.devices)[0].platform != "cpu":
+        return dict(internal)
+    out = {}
+    for k, x in internal.items():
+        v = graph.value(graph.inputs.data[k])
+        ok = v.dims[:1] == (blk.dim,) and x.flags.c_contiguous and x.nbytes >= IN_PLACE_BYTES
+        out[k] = in_place(x) if ok else x
+    return out

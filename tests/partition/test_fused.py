@@ -1,0 +1,179 @@
+"""The fused loss-and-gradient (row blocks read once) equals the plain split program, and is used only
+where the potential is a sum over row blocks."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import claygraph as cg
+from claygraph.partition import fused
+
+
+def logistic(data):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
+    b = numpyro.sample("b", dist.Normal(0.0, 5.0))
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Bernoulli(logits=data.X @ w + b), obs=data.y)
+
+
+def hier(data):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
+    with numpyro.plate("group", data.size("group")):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
+
+
+def centred(data):
+    """Not a sum over rows: the data's mean is subtracted first (a reduction consumed non-linearly)."""
+    s = numpyro.sample("s", dist.LogNormal(0.0, 1.0))
+    y = data.y - jnp.mean(data.y) * jnp.max(data.y)
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("obs", dist.Normal(0.0, s), obs=y)
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(fused, "BLOCK_BYTES", 4096)  # 4 KiB blocks: tests see many blocks and a tail
+
+
+def _data(n=3001, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.random(n) < 0.4).astype(np.float32)
+    return cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
+
+
+def _program(model, data, devices, split):
+    plan = cg.partition(model, data, cluster=cg.ClusterSpec.local(devices=devices), split=split)
+    return cg.compile(plan, runtime=cg.runtime.Local(devices=devices))
+
+
+def _params(prog, seed=1):
+    rng = np.random.default_rng(seed)
+    return {k: (0.3 * rng.normal(size=s)).astype(np.float32) for k, s in prog.graph.param_shapes.items()}
+
+
+@pytest.mark.parametrize("devices,split,n", [(1, None, 3001), (2, ("row",), 3000), (4, ("row",), 6000)])
+def test_fused_equals_plain(devices, split, n):
+    data = _data(n)
+    prog = _program(logistic, data, devices, split)
+    assert getattr(prog.fn.fn, "fused", None) is not None
+    assert prog.fn.fn.fused.blocks >= fused.MIN_BLOCKS
+    params = _params(prog)
+    v, g = prog.potential_and_grad(params)
+    pj = {k: jnp.asarray(x) for k, x in params.items()}
+    v0, g0 = jax.jit(jax.value_and_grad(prog.fn.plain))(pj, prog.data)
+    assert float(v) == pytest.approx(float(v0), rel=1e-6)
+    assert float(prog.potential(params)) == pytest.approx(float(v0), rel=1e-6)
+    for k in g0:
+        np.testing.assert_allclose(np.asarray(g[k]), np.asarray(g0[k]), rtol=1e-4, atol=1e-3)
+    # second derivatives go through the fused pass too (forward over reverse)
+    h = jax.hessian(lambda b: prog.fn.fn(dict(pj, b=b), prog.data))(pj["b"])
+    h0 = jax.hessian(lambda b: prog.fn.plain(dict(pj, b=b), prog.data))(pj["b"])
+    assert float(h) == pytest.approx(float(h0), rel=1e-4)
+
+
+def test_fused_value_is_compensated():
+    """The float32 objective of a long sum, added block by block, stays within a few float32 ulps of float64."""
+    data = _data(20000, 4, seed=3)
+    prog = _program(logistic, data, 1, None)
+    params = _params(prog, 2)
+    v, _ = prog.potential_and_grad(params)
+    X, y = (np.asarray(data.arrays[k].values, np.float64) for k in ("X", "y"))
+    z = X @ params["w"].astype(np.float64) + float(params["b"])
+    ref = np.sum(np.logaddexp(0, z) - y * z)
+    ref += 0.5 * np.sum(params["w"].astype(np.float64) ** 2) + 2 * np.log(2 * np.pi)
+    ref += 0.5 * (float(params["b"]) / 5) ** 2 + 0.5 * np.log(2 * np.pi) + np.log(5.0)
+    assert abs(float(v) - ref) <= 4 * np.spacing(np.float32(ref))
+
+
+@pytest.mark.parametrize("devices,split,n", [(2, ("feature",), 3000), (2, ("row",), 3001), (2, (), 3000)])
+def test_not_fused_where_blocks_do_not_apply(devices, split, n):
+    """Feature split, padded rows, whole data on several devices: the plain program."""
+    prog = _program(logistic, _data(n), devices, split)
+    assert getattr(prog.fn.fn, "fused", None) is None
+
+
+def test_not_fused_when_not_a_sum_over_rows():
+    y = np.random.default_rng(5).normal(size=4000).astype(np.float32)
+    prog = _program(centred, cg.Data(y=cg.array(y, "row")), 1, None)
+    assert getattr(prog.fn.fn, "fused", None) is None
+
+
+def test_group_split_and_latent_per_group_params():
+    rng = np.random.default_rng(6)
+    n, groups = 4000, 17
+    data = cg.Data(X=cg.array(rng.normal(size=(n, 3)).astype(np.float32), "row", "feature"),
+                   g=cg.index(rng.integers(0, groups, n), "row", into="group", size=groups),
+                   y=cg.array((rng.random(n) < 0.5).astype(np.float32), "row"))
+    grouped = _program(hier, data, 2, ("group",))
+    assert getattr(grouped.fn.fn, "fused", None) is None
+    one = _program(hier, data, 1, None)  # a sum over rows; a[g] gathers from a replicated parameter
+    params = _params(one)
+    v, g = one.potential_and_grad(params)
+    pj = {k: jnp.asarray(x) for k, x in params.items()}
+    v0, g0 = jax.jit(jax.value_and_grad(one.fn.plain))(pj, one.data)
+    assert float(v) == pytest.approx(float(v0), rel=1e-6)
+    for k in g0:
+        np.testing.assert_allclose(np.asarray(g[k]), np.asarray(g0[k]), rtol=1e-4, atol=1e-3)
+
+
+def test_map_on_the_fused_program_equals_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(6000, 5)).astype(np.float32)
+    y = (rng.random(6000) < 1 / (1 + np.exp(-X @ rng.normal(size=5)))).astype(np.float64)
+    ref = LogisticRegression(C=1.0, fit_intercept=False, tol=1e-10, max_iter=5000).fit(X, y)
+    for devices in (1, 2):
+        m = cg.glm.LogisticRegression(C=1.0, fit_intercept=False, tol=1e-8,
+                                      runtime=cg.runtime.Local(devices=devices)).fit(X, y)
+        assert getattr(m.result_.plan, "split", None) is not None
+        np.testing.assert_allclose(m.coef_, ref.coef_, atol=1e-4)
+
+
+def _misaligned(shape, dtype=np.float32, seed=0):
+    """An array whose data start is not 64-byte aligned (as NumPy's usually is not), filled with normals."""
+    size = int(np.prod(shape))
+    buf = np.empty(size + 16, dtype)
+    k = next(k for k in range(1, 16) if (buf.ctypes.data + k * buf.itemsize) % 64)
+    x = buf[k:k + size].reshape(shape)
+    x[...] = np.random.default_rng(seed).normal(size=shape)
+    return x
+
+
+def test_in_place_data_are_not_copied_and_give_the_same_values(monkeypatch):
+    monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1)  # every array of the test goes in place
+    X = _misaligned((3001, 6))
+    y = _misaligned((3001,))  # a misaligned 1-D array too
+    y[...] = y > 0
+    data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
+    prog = _program(logistic, data, 1, None)
+    assert prog.data["X"].ndim == 1 and prog.data["y"].shape != (3001,)  # flat views, offset inside
+    assert prog.data["X"].unsafe_buffer_pointer() == X.ctypes.data - X.ctypes.data % 64  # X's own memory
+    params = _params(prog)
+    v, g = prog.potential_and_grad(params)
+    monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1 << 60)
+    copied = _program(logistic, cg.Data(X=cg.array(X.copy(), "row", "feature"), y=cg.array(y.copy(), "row")), 1,
+                      None)
+    v0, g0 = copied.potential_and_grad(params)
+    assert float(v) == float(v0)
+    for k in g0:
+        np.testing.assert_array_equal(np.asarray(g[k]), np.asarray(g0[k]))
+
+
+def test_fused_potential_under_vmap():
+    """VI evaluates the potential on a batch of draws: the fused pass batches like the plain one."""
+    prog = _program(logistic, _data(), 1, None)
+    rng = np.random.default_rng(3)
+    batch = {k: jnp.asarray((0.3 * rng.normal(size=(3, *s))).astype(np.float32))
+             for k, s in prog.graph.param_shapes.items()}
+    vg = jax.jit(jax.vmap(jax.value_and_grad(prog.fn.fn), in_axes=(0, None)))
+    vg0 = jax.jit(jax.vmap(jax.value_and_grad(prog.fn.plain), in_axes=(0, None)))
+    (v, g), (v0, g0) = vg(batch, prog.data), vg0(batch, prog.data)
+    np.testing.assert_allclose(np.asarray(v), np.asarray(v0), rtol=1e-6)
+    for k in g0:
+        np.testing.assert_allclose(np.asarray(g[k]), np.asarray(g0[k]), rtol=1e-4, atol=1e-3)
