@@ -10,7 +10,6 @@ gradient improves for STALL iterations (float precision reached), or at max_iter
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -22,7 +21,15 @@ import optax
 import optax.tree_utils as otu
 
 from claygraph.errors import ModelError
-from claygraph.infer.common import Session, constrain, run_resumable, run_spmd, setup, zeros_like_params
+from claygraph.infer.common import (
+    Session,
+    constrain,
+    invalid_sites,
+    run_resumable,
+    run_spmd,
+    setup,
+    zeros_like_params,
+)
 
 DIVERGENCE_Z = 20.0  # |log| of a constrained value (a scale) beyond which it has run off to 0 or infinity
 STALL = 10  # iterations in a row without progress in objective or gradient
@@ -156,32 +163,8 @@ def _diverged(z: dict, supports: dict) -> str | None:
     return None
 
 
-def _invalid_sites(model: Callable, data, z: dict) -> list[str]:
-    """The sites whose log density is not finite at unconstrained `z`, observed ones marked so."""
-    from numpyro.infer.util import log_density
-
-    if data.has_sources:
-        return []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpyro warns of the out-of-support values this looks for
-            _, trace = log_density(model, (data,), {}, constrain(model, data, z))
-            lps = {name: np.asarray(site["fn"].log_prob(site["value"])) for name, site in trace.items()
-                   if site["type"] == "sample"}
-    except Exception:  # naming the cause is best effort; the error below stands without it
-        return []
-    out = []
-    for name, lp in lps.items():
-        site = trace[name]
-        bad = int(np.size(lp) - np.count_nonzero(np.isfinite(lp)))
-        if bad:
-            what = "observed" if site.get("is_observed") else "latent"
-            out.append(f"{name!r} ({what}, {bad} of {np.size(lp)} entries)")
-    return out
-
-
 def _invalid_start(model, data, z: dict, value: float) -> ModelError:
-    sites = _invalid_sites(model, data, z)
+    sites = invalid_sites(model, data, z)
     where = (f" The log density is not finite at: {', '.join(sites)}." if sites else "")
     return ModelError(
         f"MAP cannot start: the objective (potential energy) is {value} at the initial point.{where} Observations "
