@@ -63,7 +63,8 @@ def test_a_failed_start_on_a_running_cluster_leaves_no_actor_or_placement_group(
         assert ray.is_initialized(), "a cluster the runtime did not start must stay up"
         assert _gone(failing_join), "worker processes outlived the failed start"
         assert {pg["state"] for pg in ray.util.placement_group_table().values()} <= {"REMOVED"}
-        assert [a for a in list_actors() if a.state != "DEAD"] == []
+        here = ray.get_runtime_context().gcs_address  # this cluster (others may run on the machine)
+        assert [a for a in list_actors(address=here) if a.state != "DEAD"] == []
         with pytest.raises(WorkerError, match="cannot place 2 workers"):  # more CPUs than the cluster has
             cg.runtime.Ray(workers=2, resources_per_worker={"CPU": 8}, address="auto", timeout_s=3).start()
         assert {pg["state"] for pg in ray.util.placement_group_table().values()} <= {"REMOVED"}
