@@ -28,6 +28,7 @@ from claygraph.infer.common import (
     run_resumable,
     run_spmd,
     setup,
+    valid_initial_points,
     zeros_like_params,
 )
 
@@ -242,6 +243,13 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
         return out, False
 
     final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf), np.float32(gtol0)))
+    if bool(final.invalid) and init is None:
+        # zeros may lie outside the density's support (Uniform(0, hi) below an observation): retry
+        # from random points, as NumPyro's initialisation does, before naming the cause
+        retry = _valid_start(s, graph)
+        if retry is not None:
+            start = retry
+            final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf), np.float32(gtol0)))
     if bool(final.invalid):
         raise _invalid_start(model, data, start, float(final.current))
     stop, converged, msg, params, objective, gmax = _outcome(final, max_iter)
@@ -266,6 +274,18 @@ def _constrained(s: Session, model, data, z: dict) -> dict:
         # the same graph has the same sites and transforms, so a later fit's model gives the same result
         jitted["constrain"] = jax.jit(lambda z, d: constrain_fn(model, (d,), {}, z))
     return {k: np.asarray(v) for k, v in jitted["constrain"](z, data).items()}
+
+
+def _valid_start(s: Session, graph) -> dict | None:
+    """A random point in (-2, 2) (unconstrained) with a finite potential and gradient, or None."""
+    from claygraph.errors import ModelError
+    from claygraph.infer.chains import initial_position
+
+    try:
+        (point,) = valid_initial_points(s, lambda k: initial_position(graph, k), [jax.random.PRNGKey(0)])
+    except ModelError:
+        return None
+    return point
 
 
 def _not_run(model, data, s: Session, start: dict) -> MAPResult:

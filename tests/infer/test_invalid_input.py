@@ -82,3 +82,16 @@ def test_empty_dim_and_string_field_are_refused():
     with pytest.raises(DataError, match="dtype <U1.*numeric"):
         cg.Data(y=cg.array(np.ones(3, np.float32), "row"), s=cg.array(np.array(["a", "b", "c"]), "row"))
     assert issubclass(DataError, ClaygraphError) and issubclass(ModelError, ClaygraphError)
+
+
+def test_map_retries_a_start_outside_the_support():
+    """hi ~ Uniform(0, 5) with observations at 2: the zero start (hi = 2.5) is valid, but with
+    observations at 3 it is not; MAP then starts from a random valid point, as NumPyro does."""
+    def bounded(data):
+        hi = numpyro.sample("hi", dist.Uniform(0.0, 5.0))
+        with numpyro.plate("row", data.size("row")):
+            numpyro.sample("y", dist.Uniform(0.0, hi), obs=data.y)
+
+    data = cg.Data(y=cg.array(np.full(20, 3.0, np.float32), "row"))
+    res = cg.infer.map(bounded, data, jacobian=False)
+    assert 3.0 <= float(res.params["hi"]) < 3.05, res.message
