@@ -278,7 +278,6 @@ def _constrained(s: Session, model, data, z: dict) -> dict:
 
 def _valid_start(s: Session, graph) -> dict | None:
     """A random point in (-2, 2) (unconstrained) with a finite potential and gradient, or None."""
-    from claygraph.errors import ModelError
     from claygraph.infer.chains import initial_position
 
     try:
