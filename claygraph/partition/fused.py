@@ -235,7 +235,10 @@ def _with_fused_derivative(fp: FusedPotential) -> Callable:
 
 
 
-IN_PLACE_BYTES = 1 << 20  # smaller arrays are copied to the device: the copy costs nothing worth a trick
+# Smaller arrays are copied to the device. The offset of an in-place view is part of its shape, so each of
+# the (at most 64 / itemsize) offsets compiles once: arrays made afresh at every fit (the estimators' y)
+# would recompile, while copying them costs little.
+IN_PLACE_BYTES = 16 << 20
 
 
 class _Held(np.ndarray):
