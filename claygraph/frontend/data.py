@@ -159,11 +159,14 @@ def _check_values(name: str, arr: Array, sizes: Mapping[str, int]) -> None:
 
 def _all_finite(v: np.ndarray) -> bool:
     """One read of `v`: a sum of finite numbers is finite, barring overflow (a False here is then cleared by
-    the exact pass). A matrix goes through one BLAS pass (every core; a temporary of one number per row)."""
+    the exact pass). A matrix goes through BLAS matrix-vector products of 64 MiB of rows each (every core;
+    a temporary of one number per row of the chunk)."""
     with np.errstate(over="ignore", invalid="ignore"):
         if v.ndim >= 2 and v.flags.c_contiguous and v.dtype.kind == "f":
             rows = v.reshape(v.shape[0], -1)
-            return bool(np.isfinite(rows @ np.ones(rows.shape[1], rows.dtype)).all())
+            ones = np.ones(rows.shape[1], rows.dtype)
+            step = max(1, (16 * BLOCK_BYTES) // max(1, rows[:1].nbytes))  # 64 MiB per BLAS call
+            return all(np.isfinite(rows[i:i + step] @ ones).all() for i in range(0, rows.shape[0], step))
         return all(np.isfinite(np.sum(block)) for _, block in _blocks(v))
 
 

@@ -127,9 +127,11 @@ class FusedPotential:
         axis, shape = self.axes[name], self.g.value(self.g.inputs.data[name]).shape
         if axis is None:
             return x
-        if tuple(x.shape) == tuple(shape):
+        # in place on the host (see in_place, one device): flat, the array starting `off` elements in. A
+        # shard's block of a split array is shorter than the whole; an in-place one is longer (or flat)
+        flat = x.ndim != len(shape) or x.shape[0] > shape[0]
+        if not flat:
             return lax.dynamic_slice_in_dim(x, start, rows, axis=axis)
-        # in place on the host (see in_place): flat, the array starting `off` elements in
         off, row = x.shape[0] - int(np.prod(shape)), int(np.prod(shape[1:]))
         return lax.dynamic_slice_in_dim(x, off + start * row, rows * row).reshape((rows, *shape[1:]))
 
@@ -233,7 +235,10 @@ def _with_fused_derivative(fp: FusedPotential) -> Callable:
 
 
 
-IN_PLACE_BYTES = 16 << 20  # smaller arrays are copied to the device: the copy costs nothing worth a trick
+# Smaller arrays are copied to the device. The offset of an in-place view is part of its shape, so each of
+# the (at most 64 / itemsize) offsets compiles once: arrays made afresh at every fit (the estimators' y)
+# would recompile, while copying them costs little.
+IN_PLACE_BYTES = 16 << 20
 
 
 class _Held(np.ndarray):

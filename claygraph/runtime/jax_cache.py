@@ -4,7 +4,8 @@ the programs an earlier one compiled instead of compiling them again.
 Folder: $CLAYGRAPH_JAX_CACHE if set to a path, else $XDG_CACHE_HOME/claygraph/jax (default
 ~/.cache/claygraph/jax). Opt out with CLAYGRAPH_JAX_CACHE=0 (or off/false/no). A cache folder the user
 already gave JAX (jax_compilation_cache_dir, JAX_COMPILATION_CACHE_DIR) is left as it is. The folder
-is capped at 1 GiB (least recently used entries go first). JAX writes the cache from process 0 only:
+is not pruned (JAX's size cap keeps access-time files that several processes sharing one folder race on):
+delete it at any time. JAX writes the cache from process 0 only:
 in a multi-process (Ray) group the other workers read what process 0 wrote and compile the rest.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 ENV = "CLAYGRAPH_JAX_CACHE"
 OFF = frozenset({"0", "off", "false", "no"})
 MIN_COMPILE_S = 0.0  # every program: a fresh process compiles nothing it compiled before
-MAX_BYTES = 1 << 30  # the folder's size cap; JAX evicts the least recently used entries beyond it
 
 
 def cache_folder() -> Path | None:
@@ -44,5 +44,4 @@ def enable() -> Path | None:
         return None  # a read-only home: run without the cache rather than fail
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
-    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     return folder
