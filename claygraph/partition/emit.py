@@ -23,7 +23,7 @@ from claygraph.ir.graph import Graph, Node, Value
 from claygraph.partition.layout import DimLayout
 from claygraph.partition.plan import shape_fn
 from claygraph.partition.propagate import sticky
-from claygraph.partition.registry import PRIMITIVES, Decision, Mask
+from claygraph.partition.registry import Decision, Mask, entry
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded, Sharding
 
 AXIS = "shards"
@@ -119,7 +119,7 @@ class _Local:
     # one node --------------------------------------------------------------------------------
     def params(self, node: Node, ins: list[Value], d: Decision) -> dict:
         """The node's params for shard-local shapes: the registry entry's rewrite, if it has one."""
-        prim = PRIMITIVES.get(node.primitive)
+        prim = entry(node.primitive)  # fills the registry in a process that never propagated (a worker)
         if prim is None or prim.local_params is None:
             return dict(node.params)
         local_ins = [self.shape(v, s) for v, s in zip(ins, d.ins)]

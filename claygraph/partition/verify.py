@@ -21,7 +21,7 @@ import os
 from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Node
 from claygraph.partition.propagate import Propagation
-from claygraph.partition.registry import CREATES_AXES, PRIMITIVES, Decision, Linearity
+from claygraph.partition.registry import CREATES_AXES, Decision, Linearity, entry
 from claygraph.partition.shardings import PARTIAL_SUM, REPLICATED, Partial, Sharded, Sharding
 
 REDUCING = {"reduce_sum", "reduce_max", "reduce_min"}
@@ -68,7 +68,7 @@ def _linearity(node: Node, graph: Graph, got: tuple[Sharding, ...], d: Decision)
     kept = [k for k, (have, want) in enumerate(zip(got, d.ins)) if isinstance(have, Partial) and have == want]
     if not kept:
         return []
-    prim = PRIMITIVES.get(node.primitive)
+    prim = entry(node.primitive)
     if prim is None:
         return [f"partial inputs {kept} reach a primitive without a registry entry"]
     out = []
