@@ -788,7 +788,8 @@ def update_readme(readme: Path, doc: dict | None) -> bool:
         return False
     before, rest = text.split(README_START, 1)
     _, after = rest.split(README_END, 1)
-    readme.write_text(before + README_START + "\n" + "\n".join(headline(doc)) + "\n" + README_END + after)
+    bullets = [line for line in headline(doc) if line.startswith("- ")]
+    readme.write_text(before + README_START + "\n" + "\n".join(bullets) + "\n" + README_END + after)
     return True
 
 
