@@ -292,14 +292,15 @@ def w1_fit(spec: dict) -> dict:
             t0 = time.perf_counter()
             if spec["method"] == "glm":
                 m = cg.glm.LogisticRegression(C=1.0, fit_intercept=False, tol=spec["tol"], runtime=rt).fit(X, y)
-                res = m.result_
+                res = m.fit_summary_
             else:
                 data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
                 res = cg.infer.map(w.logistic_model, data, runtime=rt)
             wall = time.perf_counter() - t0
             peak = _peak_bytes() if reset else None
             fits.append({"wall_s": wall, "iterations": int(res.iterations), "objective": float(res.objective),
-                         "converged": bool(res.converged), "message": res.message, "split": list(res.plan.split),
+                         "converged": bool(res.converged), "message": res.message,
+                         "split": list(res.split if spec["method"] == "glm" else res.plan.split),
                          "peak_rss_bytes": peak, **events.take()})
     walls = sorted(f["wall_s"] for f in fits)
     return {"spec": spec, "fits": fits, "median_s": walls[len(walls) // 2], "first_s": fits[0]["wall_s"],

@@ -17,7 +17,6 @@ pickles and clones; plans and compiled programs live in `PROGRAMS`, keyed by mod
 """
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -95,42 +94,20 @@ def problem_data(p: Problem):
                 weight=array(weight, "row"), penalty=array(np.float32(rows * p.l2)), **arrays)
 
 
-class _Reused:
-    """A local program whose jitted loops are shared by every program of the same plan and shapes.
-
-    Inference keeps its jitted loops in the context's `cache`; a loop takes the data as an argument,
-    so a loop built for one program runs another of the same plan, layout and shapes unchanged.
-    """
-
-    def __init__(self, program, jitted: dict):
-        self.program, self.jitted = program, jitted
-
-    @property
-    def runtime(self):
-        return self.program.runtime
-
-    @property
-    def plan(self):
-        return self.program.plan
-
-    def context(self):
-        return dataclasses.replace(self.program.context(), cache=self.jitted)
-
-
 @dataclass
 class _Compiled:
     plan: Any
-    jitted: dict
     nbytes: int  # the data the plan and the first program hold on to
 
 
 class ProgramCache:
-    """Plans and jitted loops of recent fits, least recently used first out.
+    """Plans of recent fits, least recently used first out. The programs built from them share their
+    split functions and everything jitted from those (MAP's loop included) through the partitioner's
+    compile cache (`claygraph.partition.cache.COMPILED`), so a refit of the same shapes compiles nothing.
 
-    An entry holds the data of the fit that built it (the plan keeps it; the jitted loops close over
-    that program, whose device copy of it stays alive too), so the cache is bounded in entries and in
-    bytes of such data; a fit whose data alone exceed `max_bytes` is planned and compiled afresh
-    every time.
+    An entry holds the data of the fit that built it (the plan keeps it), so the cache is bounded in
+    entries and in bytes of such data; a fit whose data alone exceed `max_bytes` is planned afresh
+    every time (its program still comes from the compile cache).
     """
 
     def __init__(self, size: int = 32, max_bytes: int = 128 << 20):
@@ -148,7 +125,7 @@ class ProgramCache:
         hit = self._entries.get(key)
         if hit is None:
             s = setup(model, data, runtime, cluster, split)
-            hit = _Compiled(s.plan, {}, sum(a.values.nbytes for a in data.arrays.values()))
+            hit = _Compiled(s.plan, sum(a.values.nbytes for a in data.arrays.values()))
             if hit.nbytes <= self.max_bytes:
                 self._entries[key] = hit
             while len(self._entries) > self.size or sum(e.nbytes for e in self._entries.values()) > self.max_bytes:
@@ -157,10 +134,7 @@ class ProgramCache:
             self._entries.move_to_end(key)
             s = None
         runtime = runtime if runtime is not None else Local(devices=1)
-        if not local:  # each Ray program holds its own data on the workers
-            program = s.program if s is not None else runtime.compile(hit.plan, data)
-        else:
-            program = _Reused(s.program if s is not None else runtime.compile(hit.plan, data), hit.jitted)
+        program = s.program if s is not None else runtime.compile(hit.plan, data)
         return Session(model, data, hit.plan, program, runtime, split)
 
     def clear(self) -> None:
