@@ -90,8 +90,12 @@ def problem_data(p: Problem):
     rows, features = padded_shape(*p.X.shape)
     weight = _pad(p.sample_weight * (rows / float(np.sum(p.sample_weight))), (rows,), np.float32)
     arrays = {k: array(_pad(v, (rows,), np.float32), *dims) for k, (v, dims) in p.targets.items()}
-    return Data(X=array(_pad(p.X, (rows, features), np.float32), "row", "feature"),
-                weight=array(weight, "row"), penalty=array(np.float32(rows * p.l2)), **arrays)
+    arrays.update(X=array(_pad(p.X, (rows, features), np.float32), "row", "feature"), weight=array(weight, "row"),
+                  penalty=array(np.float32(rows * p.l2)))
+    # scikit-learn's validate_data has checked X and y (finite, numeric, consistent lengths) and the
+    # weights are ours: Data's own pass over X would read 800 MB again for W1
+    sizes = {d: n for a in arrays.values() for d, n in zip(a.dims, a.shape)}
+    return Data._unchecked(arrays, sizes)
 
 
 @dataclass
