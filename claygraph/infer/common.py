@@ -92,19 +92,20 @@ def constrain(model: Callable, data, params: Mapping[str, Any]) -> dict[str, np.
 
 
 def constrain_draws(model: Callable, data, draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Constrain a batch of unconstrained draws (leading axis) with one jitted vmap.
+    """Constrain a batch of unconstrained draws (leading axis) with one jitted vmap, and compute the
+    model's `numpyro.deterministic` sites from them, as NumPyro's MCMC returns them.
 
-    File-backed data go in as arguments, zero-stride stand-ins for the files' arrays: jit prunes
-    arguments the constraints do not use, so the table is neither read nor copied to a device.
+    The data go in as an argument, never captured: a model that indexes its arrays with traced
+    values (`X[idx]`) traces, and file-backed data go in as zero-stride stand-ins for the files'
+    arrays, which jit prunes when the constraints do not use them (the table is neither read nor
+    copied to a device).
     """
     import jax
     from numpyro.infer.util import constrain_fn
 
-    if data.has_sources:
-        fn = jax.jit(jax.vmap(lambda z, d: constrain_fn(model, (d,), {}, z), in_axes=(0, None)))
-        return {k: np.asarray(v) for k, v in fn(dict(draws), data.stand_in()).items()}
-    fn = jax.jit(jax.vmap(lambda z: constrain_fn(model, (data,), {}, z)))
-    return {k: np.asarray(v) for k, v in fn(dict(draws)).items()}
+    fn = jax.jit(jax.vmap(lambda z, d: constrain_fn(model, (d,), {}, z, return_deterministic=True),
+                          in_axes=(0, None)))
+    return {k: np.asarray(v) for k, v in fn(dict(draws), data.stand_in() if data.has_sources else data).items()}
 
 
 def to_inference_data(graph, samples: Mapping[str, np.ndarray], sample_stats: Mapping[str, np.ndarray] | None = None):

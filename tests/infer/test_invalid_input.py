@@ -95,3 +95,18 @@ def test_map_retries_a_start_outside_the_support():
     data = cg.Data(y=cg.array(np.full(20, 3.0, np.float32), "row"))
     res = cg.infer.map(bounded, data, jacobian=False)
     assert 3.0 <= float(res.params["hi"]) < 3.05, res.message
+
+
+def test_posterior_has_deterministic_sites_and_models_may_index_data_with_traced_values():
+    """The posterior holds numpyro.deterministic sites (computed from the draws, data passed in,
+    not captured), and a model that indexes its NumPy data with traced indices runs to the end."""
+    def model(data):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        shift = numpyro.deterministic("shift", mu * 2.0)
+        idx = jnp.arange(data.y.shape[0]) % 2
+        numpyro.sample("y", dist.Normal(shift + data.y[idx] * 0.0, 1.0), obs=data.y)
+
+    data = cg.Data(y=cg.array(RNG.normal(size=20).astype(np.float32), "row"))
+    res = cg.infer.nuts(model, data, chains=1, warmup=50, draws=20, seed=1)
+    shift, mu = np.asarray(res.posterior["shift"]), np.asarray(res.posterior["mu"])
+    np.testing.assert_allclose(shift, 2.0 * mu, rtol=1e-6)
