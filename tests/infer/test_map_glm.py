@@ -7,7 +7,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
 import claygraph as cg
-from claygraph.errors import ModelError
 
 
 @pytest.fixture(scope="module")
@@ -89,23 +88,3 @@ def test_map_without_jacobian_is_the_constrained_mode():
     # with the log-Jacobian (+log s) the stationarity condition gains +1/s: (1 - n)/s + ss/s^3 - s = 0
     s2j = (-(n - 1) + np.sqrt((n - 1) ** 2 + 4 * ss)) / 2
     assert float(with_jac.params["sigma"]) == pytest.approx(np.sqrt(s2j), rel=1e-4)
-
-
-def test_map_without_a_joint_mode_says_so():
-    """A HalfNormal group scale: the density grows without bound as the scale goes to zero."""
-    rng = np.random.default_rng(4)
-    groups = 30
-    g = rng.integers(0, groups, 300)
-    y = rng.normal(0.0, 1.0, 300).astype(np.float32)
-    data = cg.Data(g=cg.index(g, "row", into="group", size=groups), y=cg.array(y, "row"))
-
-    def funnel(data):
-        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
-        tau = numpyro.sample("tau", dist.HalfNormal(1.0))
-        with numpyro.plate("group", data.size("group")):
-            a = numpyro.sample("a", dist.Normal(mu, tau))
-        with numpyro.plate("row", data.size("row")):
-            numpyro.sample("y", dist.Normal(a[data.g], 1.0), obs=data.y)
-
-    with pytest.raises(ModelError, match="no mode"):
-        cg.infer.map(funnel, data, jacobian=False, max_iter=3000)

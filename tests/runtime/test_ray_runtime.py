@@ -20,24 +20,21 @@ from claygraph.errors import WorkerError
 ray = pytest.importorskip("ray")
 
 
-def hier_model(data):
-    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
-    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
-    s = numpyro.sample("s", dist.LogNormal(-1.0, 0.5))
-    with numpyro.plate("group", data.size("group")):
-        a = numpyro.sample("a", dist.Normal(mu, s))
-    with numpyro.plate("row", data.size("row")):
-        numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
+def _hier_model(w_scale: float):
+    def model(data):
+        w = numpyro.sample("w", dist.Normal(0.0, w_scale).expand([data.X.shape[1]]).to_event(1))
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        s = numpyro.sample("s", dist.LogNormal(-1.0, 0.5))
+        with numpyro.plate("group", data.size("group")):
+            a = numpyro.sample("a", dist.Normal(mu, s))
+        with numpyro.plate("row", data.size("row")):
+            numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
+
+    return model
 
 
-def other_hier_model(data):  # hier_model with another prior scale: another graph over the same data
-    w = numpyro.sample("w", dist.Normal(0.0, 2.0).expand([data.X.shape[1]]).to_event(1))
-    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
-    s = numpyro.sample("s", dist.LogNormal(-1.0, 0.5))
-    with numpyro.plate("group", data.size("group")):
-        a = numpyro.sample("a", dist.Normal(mu, s))
-    with numpyro.plate("row", data.size("row")):
-        numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
+hier_model = _hier_model(1.0)
+other_hier_model = _hier_model(2.0)  # another prior scale: another graph over the same data
 
 
 def hier_data(n=301, groups=7, d=3, seed=0):
