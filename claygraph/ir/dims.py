@@ -22,6 +22,7 @@ class Unifier:
         self.parent: dict[Key, Key] = {}
         self.name: dict[Key, str] = {}
         self.origin: dict[Key, str] = {}
+        self.next_id = 0  # the first value id free for the values of a control-flow body
 
     def find(self, k: Key) -> Key:
         self.parent.setdefault(k, k)
@@ -98,6 +99,34 @@ class Ctx:
 
     def column_pointee_axis(self, idx: Value, column: int, operand: Value, axis: int) -> None:
         self.u.union((idx.id, ("col", column)), (operand.id, axis), self.where)
+
+    def whole(self, a: Value, b: Value) -> None:
+        """`a` and `b` are the same array (a scan's carry in and out, a body's argument): every axis
+        and the pointee."""
+        for i in range(min(a.ndim, b.ndim)):
+            self.axes(a, i, b, i, exact=True)
+        self.pointee(a, b)
+
+    def body(self, closed, args: list[Value | None]):
+        """Lower a control-flow body (scan's jaxpr) for this unifier and link its arguments to `args`
+        (outer values; None for a scanned slice, which the caller links). Returns the body's
+        argument values and the body; `run_body` then infers through it, so that a conflict is
+        reported at the body's own line. Body values get ids no graph value has."""
+        from claygraph.ir.lower import lower_body
+
+        body = lower_body(closed, self.u.next_id)
+        self.u.next_id += len(body.values)
+        inner = [body.values[v] for v in body.inputs]
+        for outer, b in zip(args, inner):
+            if outer is not None:
+                self.whole(outer, b)
+        return inner, body
+
+    def run_body(self, body) -> list[Value]:
+        """Every rule of the body's nodes; returns the body's result values."""
+        apply_rules(body.nodes, body.values.__getitem__, self.u,
+                    lambda n: f"{self.where}, in its body: `{n.primitive}` ({n.source or 'unknown source'})")
+        return [body.values[v] for v in body.outputs]
 
 
 # -- rules, by family -------------------------------------------------------------------------
@@ -277,6 +306,33 @@ def _slicing(node, ins, outs, c):
         c.axes(src, i, outs[0], i)  # only axes whose size is unchanged unify
 
 
+@dim_rule("scan")
+def _scan(node, ins, outs, c):
+    """One op whose dims come from its body: a const or carry is the body's argument, a scanned
+    input's axis j+1 is axis j of the body's slice (and alike for stacked outputs), and axis 0 of
+    every scanned input and stacked output is the one scanned axis."""
+    nc, nk = node.params["num_consts"], node.params["num_carry"]
+    xs, ys = ins[nc + nk:], outs[nk:]
+    args, body = c.body(node.params["jaxpr"], [*ins[:nc + nk], *(None for _ in xs)])
+    for v, b in zip(xs, args[nc + nk:]):
+        _stacked(c, v, b)
+    results = c.run_body(body)
+    for v, b, o in zip(ins[nc:nc + nk], results[:nk], outs[:nk]):
+        c.whole(v, b)
+        c.whole(o, b)
+    for v, b in zip(ys, results[nk:]):
+        _stacked(c, v, b)
+    for v in (*xs, *ys)[1:]:
+        c.axes((*xs, *ys)[0], 0, v, 0, exact=True)
+
+
+def _stacked(c: Ctx, v: Value, piece: Value) -> None:
+    """`v` stacks one `piece` per step along its axis 0."""
+    for j in range(piece.ndim):
+        c.axes(v, j + 1, piece, j, exact=True)
+    c.pointee(v, piece)
+
+
 # -- the pass ---------------------------------------------------------------------------------
 
 def seed(graph: Graph, u: Unifier) -> None:
@@ -293,14 +349,20 @@ def seed(graph: Graph, u: Unifier) -> None:
                 u.seed((vid, axis), d, f"plate {d!r} of site {name!r}")
 
 
-def unify(graph: Graph) -> Unifier:
-    u = Unifier()
-    seed(graph, u)
-    for node in graph.nodes():
+def apply_rules(nodes, value: Callable[[int], Value], u: Unifier, where: Callable[[Node], str]) -> None:
+    """Each node's dim rule, in order (a graph's nodes, or a control-flow body's)."""
+    for node in nodes:
         rule = DIM_RULES.get(node.primitive)
         if rule is not None:
-            where = f"`{node.primitive}` (node {node.id}, {node.source or 'unknown source'})"
-            rule(node, [graph.value(i) for i in node.inputs], [graph.value(o) for o in node.outputs], Ctx(u, where))
+            rule(node, [value(i) for i in node.inputs], [value(o) for o in node.outputs], Ctx(u, where(node)))
+
+
+def unify(graph: Graph) -> Unifier:
+    u = Unifier()
+    u.next_id = max((v.id for v in graph.values()), default=-1) + 1
+    seed(graph, u)
+    apply_rules(graph.nodes(), graph.value, u,
+                lambda n: f"`{n.primitive}` (node {n.id}, {n.source or 'unknown source'})")
     return u
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -50,13 +50,14 @@ def _source(info: Any) -> str:
 
 
 class _Builder:
-    def __init__(self):
+    def __init__(self, first_id: int = 0):
+        self.first_id = first_id  # value ids start here (a body's values must not clash with the graph's)
         self.values: dict[int, Value] = {}
         self.consts: dict[int, Any] = {}
         self.nodes: list[Node] = []
 
     def new_value(self, aval: Any) -> int:
-        vid = len(self.values)
+        vid = self.first_id + len(self.values)
         shape = tuple(int(s) for s in aval.shape)
         self.values[vid] = Value(vid, shape, np.dtype(aval.dtype), (None,) * len(shape))
         return vid
@@ -94,6 +95,24 @@ class _Builder:
         if hasattr(body, "jaxpr"):  # ClosedJaxpr
             return self.add_jaxpr(body.jaxpr, list(body.consts), ins)
         return self.add_jaxpr(body, [], ins)
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A nested jaxpr (a scan's body) as IR nodes and values, for passes that look inside it."""
+
+    nodes: tuple[Node, ...]
+    values: Mapping[int, Value]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+def lower_body(closed: Any, first_id: int) -> Body:
+    """The body of a control-flow primitive, its value ids from `first_id` on (calls inlined)."""
+    b = _Builder(first_id)
+    ins = [b.new_value(v.aval) for v in closed.jaxpr.invars]
+    outs = b.add_jaxpr(closed.jaxpr, list(closed.consts), ins)
+    return Body(tuple(b.nodes), MappingProxyType(b.values), tuple(ins), tuple(outs))
 
 
 def _dead_code_eliminated(nodes: list[Node], output: int) -> list[Node]:

@@ -217,4 +217,11 @@ def is_float(v: Value) -> bool:
 
 def import_rules() -> None:
     """Fill the registry (the rule modules register themselves on import)."""
-    from claygraph.partition import rules_elementwise, rules_indexing, rules_linalg, rules_reduce, rules_shape  # noqa: F401
+    from claygraph.partition import (  # noqa: F401
+        rules_control,
+        rules_elementwise,
+        rules_indexing,
+        rules_linalg,
+        rules_reduce,
+        rules_shape,
+    )

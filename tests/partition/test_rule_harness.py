@@ -92,6 +92,28 @@ def _scans() -> list[Term]:
     return out
 
 
+def _ar_step(carry, xt):
+    return 0.5 * carry + xt, carry * xt
+
+
+def _scan_rows(x):
+    """An AR(1)-like scan down axis 0: the carry is a row of x, the stacked output one per step."""
+    last, ys = lax.scan(_ar_step, jnp.zeros_like(x[0]), x)
+    return ys + last
+
+
+def _scan_const(x):
+    """A fixed-length loop whose body reads x as a constant (the carry has x's shape)."""
+    return lax.scan(lambda c, _: (0.9 * c + jnp.sin(x), None), jnp.zeros_like(x), None, length=3)[0]
+
+
+def _control() -> list[Term]:
+    out = [Term("scan", _scan_rows, ("S",)), Term("scan", lambda x: _scan_rows(x.T).T, ("S",)),
+           Term("scan", _scan_const, ("S",))]
+    out += [Term("scan", fn, (kind,)) for kind in KINDS[1:] for fn in (_scan_rows, _scan_const)]
+    return out
+
+
 def _dots() -> list[Term]:
     def nat(kinds, fn, out):
         return Term("dot_general", fn, kinds, out_dims=lambda d, out=out: out, broadcast=False)
@@ -153,7 +175,7 @@ def _elementwise() -> list[Term]:
     return out
 
 
-CATALOG = _elementwise() + _reductions() + _scans() + _dots() + _shapes()
+CATALOG = _elementwise() + _reductions() + _scans() + _dots() + _shapes() + _control()
 
 # Primitives with a rule that the catalog does not build, and why. Each is still covered by the
 # generic rule of its family, and by the model tests where lowering produces it.
@@ -218,7 +240,7 @@ def test_rules_equal_the_unsplit_op(index):
 def test_feature_split_rules_equal_the_unsplit_op():
     """The non-elementwise terms once more under the `k` split: Sharded(k) operands, reductions and
     scans along and across the split axis."""
-    terms = _reductions() + _scans() + _dots() + _shapes()
+    terms = _reductions() + _scans() + _dots() + _shapes() + _control()
     check_suite(Suite(terms, n=5, k=7, seed=3), ("k",), 3)
 
 
