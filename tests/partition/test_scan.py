@@ -102,3 +102,30 @@ def test_conflicting_dims_in_a_body_name_the_line():
     with pytest.raises(DimError, match=r"in its body: `mul` \(.*test_scan.py") as err:
         cg.lower(model, data)
     assert "'feature'" in str(err.value) and "'series'" in str(err.value)
+
+
+def test_dims_come_through_nested_scans():
+    """A scan inside a scan's body (fori_loop over a static range inside a time step)."""
+    def model(data):
+        with numpyro.plate("series", data.size("series")):
+            level = numpyro.sample("level", dist.Normal(0.0, 1.0))
+
+        def step(prev, y_t):
+            smoothed = jax.lax.fori_loop(0, 2, lambda i, v: 0.5 * v + 0.5 * y_t, prev)
+            return smoothed, smoothed
+
+        _, path = jax.lax.scan(step, level, data.y)
+        with numpyro.plate("series", data.size("series"), dim=-1):
+            with numpyro.plate("time", data.size("time"), dim=-2):
+                numpyro.sample("obs", dist.Normal(path, 1.0), obs=data.y)
+
+    data = _data()
+    graph = cg.lower(model, data)
+    outer = _scan_node(graph)
+    assert [graph.value(o).dims for o in outer.outputs] == [("series",), ("time", "series")]
+    params = random_params(model, data, 2)
+    ref = reference(model, data, params)
+    for split in [("time",), ("series",)]:
+        p = cg.partition(graph, data, cluster=cg.ClusterSpec.local(devices=3), split=split)
+        assert_close(cg.compile(p).potential_and_grad(params), ref, rtol_value=1e-5, rtol_grad=1e-4,
+                     where=f"nested scans under {split}")
