@@ -15,20 +15,135 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from claygraph.errors import ClusterError
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
 
-# Defaults for `ClusterSpec.local` without a profile, measured on a 2-core CPU host.
-LOCAL_FLOPS = 50e9  # FLOP/s of the whole host, jitted float32 matmul
-LOCAL_MEM_BANDWIDTH = 11.7e9  # bytes/s of the whole host, bytes copied by one large copy
-# A gloo all-reduce between two local JAX processes took 0.3 ms for one float32 and 6.2 ms for
-# 1,000,000. A ring over two devices costs 2 * latency + nbytes / bandwidth, which fits both:
-LOCAL_LATENCY = 0.15e-3  # s per message
-LOCAL_BANDWIDTH = 4e6 / 5.9e-3  # ≈ 0.68e9 bytes/s
+# Defaults for `ClusterSpec.local` without a profile, measured on a 2-core CPU host: a psum between
+# two local devices (forced host devices, one process) of 1 to 10^6 float32, fitted to the ring formula
+# 2 (S-1) latency + 2 (S-1)/S bytes / bandwidth. (Between two processes over gloo it is slower:
+# `claygraph calibrate` keeps that link as the profile's `process_link`.)
+LOCAL_LATENCY = 4.93e-05  # s per message
+LOCAL_BANDWIDTH = 6390000000.0  # bytes/s
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Curve:
+    """Seconds one kernel of a family takes against its work (bytes, FLOPs or elements), measured at a
+    few sizes. Between them the time is interpolated on log-log axes (cache effects show as a bend);
+    beyond them it scales with the work at the throughput of the nearest measured size."""
+
+    work: tuple[float, ...]
+    seconds: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.work) != len(self.seconds) or not self.work:
+            raise ClusterError(f"Curve: {len(self.work)} work sizes for {len(self.seconds)} times")
+        for w, t in zip(self.work, self.seconds):
+            _check_figure("work", w, where="Curve")
+            _check_figure("seconds", t, where="Curve")
+        if list(self.work) != sorted(set(self.work)):
+            raise ClusterError(f"Curve: work sizes must increase, got {self.work}")
+
+    @classmethod
+    def line(cls, rate: float) -> Curve:
+        """A constant throughput (a data-sheet figure)."""
+        return cls((1.0,), (1.0 / rate,))
+
+    def time(self, work: float) -> float:
+        if work <= 0:
+            return 0.0
+        w, t = self.work, self.seconds
+        if work <= w[0]:
+            return t[0] * work / w[0]
+        if work >= w[-1]:
+            return t[-1] * work / w[-1]
+        return float(np.exp(np.interp(np.log(work), np.log(w), np.log(t))))
+
+    def rate(self) -> float:
+        """Throughput at the largest measured size."""
+        return self.work[-1] / self.seconds[-1]
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"work": list(self.work), "seconds": list(self.seconds)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KernelRates:
+    """How long a kernel of each family takes on one device, and the fixed costs of running kernels.
+
+    `claygraph calibrate` measures the curves on the host; for a preset they are lines through the
+    data-sheet FLOP rate and memory bandwidth (`KernelRates.nominal`). A host split into `share`
+    local devices runs `share` kernels at once on its cores, caches and memory bus: one of them with
+    work w takes as long as the host takes for `share` x w. The cost model uses `time` per node.
+    """
+
+    matmul: Curve  # FLOPs of a compute-bound GEMM
+    matvec: Curve  # bytes of the matrix read by a memory-bound matrix-vector product
+    stream: Curve  # bytes (read + written) of a fused elementwise pass
+    transcendental: Curve  # elements through one exp, log, log1p, ... (in a fused pass)
+    gather: Curve  # bytes moved by a gather (indices read, values written)
+    scatter: Curve  # bytes moved by a scatter-add (indices and updates read)
+    reduce: Curve  # bytes read by a reduction
+    call_s: float  # s per call of a compiled program (dispatch, argument handling, waiting)
+    kernel_s: float  # s per kernel launched inside a program
+    share: int = 1
+
+    FAMILIES = ("matmul", "matvec", "stream", "transcendental", "gather", "scatter", "reduce")
+
+    def __post_init__(self) -> None:
+        _check_figure("call_s", self.call_s, where="KernelRates")
+        _check_figure("kernel_s", self.kernel_s, where="KernelRates")
+        _check_count("share", self.share)
+
+    @classmethod
+    def nominal(cls, flops: float, mem_bandwidth: float, kernel_s: float = 5e-6) -> KernelRates:
+        """Lines from a FLOP rate and a memory bandwidth alone: memory-bound families at the bandwidth
+        (a gather at half of it, a scatter-add at a quarter), one transcendental function 10 FLOPs."""
+        line = Curve.line
+        return cls(matmul=line(flops), matvec=line(mem_bandwidth), stream=line(mem_bandwidth),
+                   transcendental=line(flops / 10.0), gather=line(mem_bandwidth / 2), scatter=line(mem_bandwidth / 4),
+                   reduce=line(mem_bandwidth), call_s=20 * kernel_s, kernel_s=kernel_s)
+
+    def time(self, family: str, work: float, working_set: float = 0.0) -> float:
+        """Seconds of one kernel of `family` with `work` units on one device, at the throughput the
+        family reaches on a working set of `working_set` bytes (the program's values: where they
+        outgrow the caches, every kernel streams from memory)."""
+        curve, w = getattr(self, family), work * self.share
+        big = working_set * self.share
+        if big <= w or w <= 0:
+            return curve.time(w)
+        return w * curve.time(big) / big
+
+    def shared(self, devices: int) -> KernelRates:
+        """One of `devices` local devices cut from this host."""
+        return dataclasses.replace(self, share=self.share * devices)
+
+    def host(self, devices: int) -> KernelRates:
+        """The curves of a host of `devices` such devices (the inverse of `shared`)."""
+        factor = devices / self.share
+        scaled = {f: Curve(getattr(self, f).work, tuple(t / factor for t in getattr(self, f).seconds))
+                  for f in self.FAMILIES}
+        return dataclasses.replace(self, **scaled, share=1)
+
+    def to_json(self) -> dict:
+        return {**{f: getattr(self, f).to_json() for f in self.FAMILIES}, "call_s": self.call_s,
+                "kernel_s": self.kernel_s}
+
+    @classmethod
+    def from_json(cls, doc: dict, where: str) -> KernelRates:
+        try:
+            curves = {f: Curve(tuple(map(float, doc[f]["work"])), tuple(map(float, doc[f]["seconds"])))
+                      for f in cls.FAMILIES}
+            return cls(**curves, call_s=float(doc["call_s"]), kernel_s=float(doc["kernel_s"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusterError(f"{where}: kernel rates unreadable ({exc!r}); rerun `claygraph calibrate`") from exc
+
 
 _FIGURES = (
     "flops",
@@ -55,6 +170,7 @@ class ClusterSpec:
     inter_bandwidth: float  # bytes/s per node to other nodes, one direction
     inter_latency: float  # s per message between nodes
     name: str = "custom"
+    kernels: KernelRates | None = None  # per-family rates; None: nominal ones from flops and mem_bandwidth
 
     def __post_init__(self) -> None:
         for field in ("devices_per_node", "nodes"):
@@ -65,6 +181,11 @@ class ClusterSpec:
     @property
     def devices(self) -> int:
         return self.devices_per_node * self.nodes
+
+    @property
+    def rates(self) -> KernelRates:
+        """The per-family kernel rates of one device: measured, or nominal from the data sheet."""
+        return self.kernels if self.kernels is not None else KernelRates.nominal(self.flops, self.mem_bandwidth)
 
     @classmethod
     def preset(cls, name: str, nodes: int = 1) -> ClusterSpec:
@@ -83,30 +204,34 @@ class ClusterSpec:
         if path.is_file():
             return cls.from_profile(path, devices)
         return local_spec(
-            flops=LOCAL_FLOPS,
-            mem_bandwidth=LOCAL_MEM_BANDWIDTH,
+            flops=LOCAL_KERNELS.matmul.rate(),
+            mem_bandwidth=LOCAL_KERNELS.matvec.rate(),
             mem_capacity=total_memory(),
             latency=LOCAL_LATENCY,
             bandwidth=LOCAL_BANDWIDTH,
             devices=devices,
+            kernels=LOCAL_KERNELS,
             name="local",
         )
 
     @classmethod
     def from_profile(cls, path: str | os.PathLike[str], devices: int = 1) -> ClusterSpec:
         """The host described by a profile JSON file, split into `devices` devices."""
-        figures = read_profile(path)
-        return local_spec(**figures, devices=devices, name="local-calibrated")
+        figures, kernels = read_profile(path)
+        return local_spec(**figures, devices=devices, kernels=kernels, name="local-calibrated")
 
-    def to_profile(self) -> dict[str, float]:
+    def to_profile(self) -> dict:
         """The figures of one node as a profile: host totals and its intra-node link."""
+        n = self.devices_per_node
+        host = self.rates.host(n)
         return {
             "version": PROFILE_VERSION,
-            "flops": self.flops * self.devices_per_node,
-            "mem_bandwidth": self.mem_bandwidth * self.devices_per_node,
-            "mem_capacity": self.mem_capacity * self.devices_per_node,
+            "flops": self.flops * n,
+            "mem_bandwidth": self.mem_bandwidth * n,
+            "mem_capacity": self.mem_capacity * n,
             "latency": self.intra_latency,
             "bandwidth": self.intra_bandwidth,
+            "kernels": host.to_json(),
         }
 
     def save_profile(self, path: str | os.PathLike[str]) -> Path:
@@ -165,8 +290,9 @@ def local_spec(
     bandwidth: float,
     devices: int,
     name: str,
+    kernels: KernelRates | None = None,
 ) -> ClusterSpec:
-    """One host's totals shared out over `devices` local devices (one node)."""
+    """One host's totals (and kernel rates) shared out over `devices` local devices (one node)."""
     _check_count("devices", devices)
     # Local devices are slices of one host: they share its cores, memory bus and RAM.
     return ClusterSpec(
@@ -181,6 +307,7 @@ def local_spec(
         inter_bandwidth=bandwidth * devices,
         inter_latency=latency,
         name=name,
+        kernels=kernels.shared(devices) if kernels is not None else None,
     )
 
 
@@ -197,8 +324,9 @@ def total_memory() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def read_profile(path: str | os.PathLike[str]) -> dict[str, float]:
-    """The measured figures of a profile file, checked; extra keys (raw timings) are ignored."""
+def read_profile(path: str | os.PathLike[str]) -> tuple[dict[str, float], KernelRates]:
+    """The measured figures and kernel rates of a profile file, checked; extra keys (raw timings)
+    are ignored."""
     try:
         profile = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -213,7 +341,10 @@ def read_profile(path: str | os.PathLike[str]) -> dict[str, float]:
         raise ClusterError(f"profile {path} lacks {', '.join(missing)}; rerun `claygraph calibrate`")
     for key in PROFILE_FIGURES:
         _check_figure(key, profile[key], where=f"profile {path}")
-    return {key: float(profile[key]) for key in PROFILE_FIGURES}
+    kernels = profile.get("kernels")
+    if not isinstance(kernels, dict):
+        raise ClusterError(f"profile {path} lacks kernel rates; rerun `claygraph calibrate`")
+    return {key: float(profile[key]) for key in PROFILE_FIGURES}, KernelRates.from_json(kernels, f"profile {path}")
 
 
 def write_profile(path: str | os.PathLike[str], profile: dict[str, object]) -> Path:
@@ -294,3 +425,22 @@ _PRESETS = {
         name="g5",
     ),
 }
+
+# Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` on a 2-core CPU host
+# (2026-11-30, load average 3.8): seconds per kernel against its work, whole host.
+LOCAL_KERNELS = KernelRates(
+    matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
+              (7.95e-05, 0.000423, 0.00234, 0.015)),
+    matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+              (4.44e-05, 5.52e-05, 0.00014, 0.000436, 0.002, 0.00412, 0.00874)),
+    stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07),
+              (1.09e-05, 5.58e-05, 0.000128, 0.000105, 0.000497, 0.00115, 0.0139)),
+    transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 4.19e+06, 8.39e+06, 1.68e+07),
+                      (7.09e-05, 0.000159, 0.000729, 0.00179, 0.0052, 0.0056, 0.0302)),
+    gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07),
+              (4.24e-05, 0.000109, 0.000226, 0.000899, 0.00117, 0.00275, 0.0206)),
+    scatter=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07),
+               (7.64e-05, 0.000139, 0.000361, 0.00147, 0.00425, 0.00677, 0.0298)),
+    reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07),
+              (3.83e-05, 9.32e-05, 9.34e-05, 0.000161, 0.000157, 0.000321, 0.00159)),
+    call_s=5.16e-06, kernel_s=1e-9)

@@ -1,12 +1,14 @@
 """Faster kernels for primitives whose XLA CPU lowering is slow, bound by the emitter in their place.
 
 A matrix-vector product `X @ w` (X of shape (n, d), contracting d) has the transpose `r @ X`
-in its gradient, a dot that contracts the long row axis. XLA's CPU dot kernel for that vector-matrix
-product streams X at a fraction of the memory bandwidth (measured on 2 cores: 26 ms for a
-500,000 x 50 float32 X, against 4.2 ms for the same sum written as `sum(X * r[:, None], axis=0)`,
-which XLA fuses into one pass over X). `matvec` keeps the forward dot and writes its gradient as
-the fused multiply-and-reduce; its value is the same dot, its gradient equal to rounding.
-See docs/partition.md ("Emission").
+in its gradient, a dot that contracts the long row axis. For some widths XLA's CPU dot kernel
+for that vector-matrix product streams X at a fraction of the memory bandwidth, and the same sum
+written as `sum(X * r[:, None], axis=0)` (fused into one pass over X) is several times faster;
+for others it is the reverse. Measured on 2 cores, 100 MB of float32 X, dot / multiply-reduce:
+d = 8: 5.6 / 153 ms, 16: 15 / 120, 20: 21 / 6.9, 32: 48 / 11, 64: 43 / 6.7, 100: 57 / 25,
+128: 15 / 12, 200: 32 / 32, 500: 22 / 34. `matvec` keeps the forward dot and writes its gradient
+as the multiply-reduce for widths in FUSED_WIDTHS, on the CPU only; its value is the same dot, its
+gradient equal to rounding. See docs/partition.md ("Emission").
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 MATVEC_DIMS = (((1,), (0,)), ((), ()))
+FUSED_WIDTHS = range(20, 161)  # where the multiply-reduce beat the dot (the measurements above)
 
 
 def is_matvec(params: dict[str, Any], lhs_ndim: int, rhs_ndim: int) -> bool:
@@ -24,6 +27,11 @@ def is_matvec(params: dict[str, Any], lhs_ndim: int, rhs_ndim: int) -> bool:
     dims = params["dimension_numbers"]
     return (lhs_ndim, rhs_ndim) == (2, 1) and tuple(map(tuple, dims[0])) == MATVEC_DIMS[0] and \
         not any(dims[1])
+
+
+def fuses(x, w) -> bool:
+    """The multiply-reduce gradient is the faster one for this X (see the module's measurements)."""
+    return jax.default_backend() == "cpu" and x.shape[1] in FUSED_WIDTHS and x.dtype == w.dtype
 
 
 @jax.custom_vjp
@@ -48,7 +56,7 @@ matvec.defvjp(_matvec_fwd, _matvec_bwd)
 def bind(primitive, args: list, params: dict[str, Any]) -> list:
     """Bind `primitive` on `args`, through a faster kernel where one applies (a list of outputs)."""
     if primitive.name == "dot_general" and is_matvec(params, args[0].ndim, args[1].ndim) \
-            and params.get("preferred_element_type") in (None, args[0].dtype) and args[0].dtype == args[1].dtype:
+            and params.get("preferred_element_type") in (None, args[0].dtype) and fuses(*args):
         return [matvec(*args)]
     out = primitive.bind(*args, **params)
     return list(out) if primitive.multiple_results else [out]
