@@ -128,7 +128,7 @@ def calibrate(out: str | None = None, quick: bool = False, devices: int = 2) -> 
     coll = measure_collectives(devices, budget.message_floats, budget.message_reps)
     small, large = measure_round_trips(budget.small_trips, budget.large_trips)
     p_latency, p_bandwidth = fit_link(small, large, 4 * LARGE_MESSAGE_FLOATS)
-    rates = kernel_rates(series, call_s, kernel_s)
+    rates = dataclasses.replace(kernel_rates(series, call_s, kernel_s), spmd_call_s=coll["call_s"])
     spec = local_spec(flops=rates.matmul.rate(), mem_bandwidth=rates.matvec.rate(), mem_capacity=total_memory(),
                       latency=coll["latency"], bandwidth=coll["bandwidth"], devices=1, kernels=rates,
                       name="local-calibrated")
@@ -275,7 +275,7 @@ def measure_collectives(devices: int, floats: tuple[int, ...], reps: int) -> dic
     raw = json.loads(line[len(_COLLECTIVE_MARK):])
     latency, bandwidth = fit_ring(raw["bytes"], raw["seconds"], devices)
     return {"devices": devices, "bytes": raw["bytes"], "seconds": raw["seconds"], "latency": latency,
-            "bandwidth": bandwidth}
+            "bandwidth": bandwidth, "call_s": raw["call_s"]}
 
 
 def collectives_worker(spec: dict) -> dict:
@@ -287,7 +287,7 @@ def collectives_worker(spec: dict) -> dict:
 
     mesh = Mesh(np.array(jax.devices()), ("d",))
     s = len(jax.devices())
-    nbytes, seconds = [], []
+    nbytes, seconds, calls = [], [], []
     for n in spec["floats"]:
         x = jax.device_put(jnp.ones((s * n,), jnp.float32), NamedSharding(mesh, P("d")))
         summed = jax.jit(jax.shard_map(lambda v: jax.lax.psum(v * 2.0, "d"), mesh=mesh, in_specs=P("d"),
@@ -297,7 +297,9 @@ def collectives_worker(spec: dict) -> dict:
         without = _kernel_time(local, (x,), spec["reps"])
         nbytes.append(4 * n)
         seconds.append(max(with_psum - without, 1e-9))
-    return {"bytes": nbytes, "seconds": seconds}
+        calls.append(without)
+    # a call of the program without the psum on one float per device: the fixed cost of an SPMD call
+    return {"bytes": nbytes, "seconds": seconds, "call_s": calls[0]}
 
 
 def fit_ring(nbytes: list[float], seconds: list[float], devices: int) -> tuple[float, float]:
@@ -363,7 +365,8 @@ def summary(spec: ClusterSpec, profile: dict, path: Path) -> str:
         f"transcendental        {rate['transcendental'] / 1e9:8.3f} G elements/s",
         f"gather / scatter-add  {rate['gather'] / 1e9:8.2f} / {rate['scatter'] / 1e9:.2f} GB/s",
         f"reduction             {rate['reduce'] / 1e9:8.2f} GB/s",
-        f"call / kernel         {k.call_s * 1e6:8.1f} / {k.kernel_s * 1e6:.1f} us",
+        f"call / kernel         {k.call_s * 1e6:8.1f} / {k.kernel_s * 1e6:.1f} us "
+        f"({coll['devices']} devices: {k.call(coll['devices']) * 1e6:.0f} us per call)",
         f"memory                {spec.mem_capacity / 2**30:8.1f} GiB",
         f"collectives over {coll['devices']} local devices: latency {spec.intra_latency * 1e6:.1f} us, "
         f"bandwidth {spec.intra_bandwidth / 1e9:.2f} GB/s; psum of 1 float "

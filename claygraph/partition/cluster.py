@@ -90,15 +90,18 @@ class KernelRates:
     gather: Curve  # bytes moved by a gather (indices read, values written)
     scatter: Curve  # bytes moved by a scatter-add (indices and updates read)
     reduce: Curve  # bytes read by a reduction
-    call_s: float  # s per call of a compiled program (dispatch, argument handling, waiting)
+    call_s: float  # s per call of a compiled program on one device (dispatch, arguments, waiting)
     kernel_s: float  # s per kernel launched inside a program
     share: int = 1
+    spmd_call_s: float | None = None  # s per call of a program over several devices (None: call_s)
 
     FAMILIES = ("matmul", "matvec", "stream", "transcendental", "gather", "scatter", "reduce")
 
     def __post_init__(self) -> None:
         _check_figure("call_s", self.call_s, where="KernelRates")
         _check_figure("kernel_s", self.kernel_s, where="KernelRates")
+        if self.spmd_call_s is not None:
+            _check_figure("spmd_call_s", self.spmd_call_s, where="KernelRates")
         _check_count("share", self.share)
 
     @classmethod
@@ -109,6 +112,11 @@ class KernelRates:
         return cls(matmul=line(flops), matvec=line(mem_bandwidth), stream=line(mem_bandwidth),
                    transcendental=line(flops / 10.0), gather=line(mem_bandwidth / 2), scatter=line(mem_bandwidth / 4),
                    reduce=line(mem_bandwidth), call_s=20 * kernel_s, kernel_s=kernel_s)
+
+    def call(self, devices: int) -> float:
+        """Fixed seconds of one call of a program over `devices` devices: several devices start
+        together and meet at the collectives."""
+        return self.spmd_call_s if devices > 1 and self.spmd_call_s is not None else self.call_s
 
     def time(self, family: str, work: float, working_set: float = 0.0) -> float:
         """Seconds of one kernel of `family` with `work` units on one device, at the throughput the
@@ -133,14 +141,16 @@ class KernelRates:
 
     def to_json(self) -> dict:
         return {**{f: getattr(self, f).to_json() for f in self.FAMILIES}, "call_s": self.call_s,
-                "kernel_s": self.kernel_s}
+                "kernel_s": self.kernel_s} | ({} if self.spmd_call_s is None else {"spmd_call_s": self.spmd_call_s})
 
     @classmethod
     def from_json(cls, doc: dict, where: str) -> KernelRates:
         try:
             curves = {f: Curve(tuple(map(float, doc[f]["work"])), tuple(map(float, doc[f]["seconds"])))
                       for f in cls.FAMILIES}
-            return cls(**curves, call_s=float(doc["call_s"]), kernel_s=float(doc["kernel_s"]))
+            spmd = doc.get("spmd_call_s")
+            return cls(**curves, call_s=float(doc["call_s"]), kernel_s=float(doc["kernel_s"]),
+                       spmd_call_s=None if spmd is None else float(spmd))
         except (KeyError, TypeError, ValueError) as exc:
             raise ClusterError(f"{where}: kernel rates unreadable ({exc!r}); rerun `claygraph calibrate`") from exc
 
@@ -443,4 +453,4 @@ LOCAL_KERNELS = KernelRates(
                (7.64e-05, 0.000139, 0.000361, 0.00147, 0.00425, 0.00677, 0.0298)),
     reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07),
               (3.83e-05, 9.32e-05, 9.34e-05, 0.000161, 0.000157, 0.000321, 0.00159)),
-    call_s=5.16e-06, kernel_s=1e-9)
+    call_s=5.16e-06, kernel_s=1e-9, spmd_call_s=5.77e-05)

@@ -36,8 +36,11 @@ from claygraph.partition.propagate import Propagation
 from claygraph.partition.registry import entry, per_output
 from claygraph.partition.shardings import REPLICATED, Sharding
 
-FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "reduce", "move")
-UNFUSED = frozenset({"matmul", "gather", "scatter", "reduce"})  # each is a kernel of its own
+FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "reduce", "move")  # registry families
+# memory-bound curves: they slow to the rate of the program's working set once it outgrows the caches.
+# (A gather or scatter is a roofline of its lookups, at its own curve and size, and its streamed index
+# and values, at the stream rate of the working set; transcendental functions are bound by arithmetic.)
+STREAMING = frozenset({"stream", "reduce", "matvec"})
 COPIES = frozenset({"transpose", "pad", "concatenate", "rev", "dynamic_update_slice"})  # moves that copy
 STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 bytes read + written
 BACKWARD_ELEMENTWISE = 2.0  # an elementwise op's derivative: about two ops of the same size
@@ -104,9 +107,8 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
     `working_set`: bytes of the program's values (memory-bound kernels run at its rate)."""
     fam, f = family(node), node_flops(node, in_shapes, out_shapes)
 
-    def time(kind: str, work: float) -> float:  # the transcendental curve counts float32 elements, not bytes
-        ws = 0.0 if kind == "matmul" else working_set / 4 if kind == "transcendental" else working_set
-        return rates.time(kind, work, ws)
+    def time(kind: str, work: float) -> float:
+        return rates.time(kind, work, working_set if kind in STREAMING else 0.0)
 
     moved = sum(_nbytes(s, v) for s, v in zip(in_shapes + out_shapes, ins + outs))
     out_elems = sum(map(_size, out_shapes))
@@ -122,9 +124,10 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
         index_bytes = _nbytes(in_shapes[1], ins[1])
         touched = index_bytes + (_nbytes(out_shapes[0], outs[0]) if fam == "gather" else
                                  sum(_nbytes(s, v) for s, v in zip(in_shapes[2:], ins[2:])))
-        other = "scatter" if fam == "gather" else "gather"
-        back = time(other, touched) if grads[0] or (fam == "scatter" and any(grads[2:])) else 0.0
-        return NodeCost(time(fam, touched), back, f, 1 + (back > 0))
+        one = max(time(fam, touched), time("stream", touched))
+        other = max(time("scatter" if fam == "gather" else "gather", touched), time("stream", touched))
+        back = other if grads[0] or (fam == "scatter" and any(grads[2:])) else 0.0
+        return NodeCost(one, back, f, 1 + (back > 0))
     if fam == "reduce":
         read = _nbytes(in_shapes[0], ins[0])
         back = time("stream", STREAM_BYTES_PER_OP * _size(in_shapes[0])) if need else 0.0
@@ -268,7 +271,7 @@ def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: Cluste
     c = gradient_compute(graph, prop, shape, rates, devices)
     mem = memory_bytes(graph, prop, shape, state_copies)
     cbytes, cs, count = comm(graph, prop, cluster, devices)
-    compute_s = rates.call_s + c.seconds
+    compute_s = rates.call(devices) + c.seconds
     feasible = mem <= cluster.mem_capacity
     reason = None if feasible else (f"needs {mem / 1e9:.3g} GB per device, more than the "
                                     f"{cluster.mem_capacity / 1e9:.3g} GB it has")

@@ -39,7 +39,7 @@ def test_every_kernel_family_is_measured_at_several_increasing_sizes(quick_profi
         assert all(t > 0 and math.isfinite(t) for t in seconds), name
         assert series["unit"] == calibrate_cli.KERNELS[name]
     kernels = profile["kernels"]
-    assert set(kernels) == {*KernelRates.FAMILIES, "call_s", "kernel_s"}
+    assert set(kernels) == {*KernelRates.FAMILIES, "call_s", "kernel_s", "spmd_call_s"}
     for family, name in calibrate_cli.FAMILY_SERIES.items():
         assert kernels[family]["work"] == profile["kernels_measured"][name]["work"]
     assert kernels["call_s"] > 0 and kernels["kernel_s"] > 0
@@ -52,6 +52,7 @@ def test_collectives_are_measured_by_message_size_between_local_devices(quick_pr
     assert coll["bytes"] == [4 * n for n in calibrate_cli.QUICK.message_floats]
     assert len(coll["seconds"]) == len(coll["bytes"]) and all(t > 0 for t in coll["seconds"])
     assert (profile["latency"], profile["bandwidth"]) == (coll["latency"], coll["bandwidth"])
+    assert profile["kernels"]["spmd_call_s"] == coll["call_s"] > 0
     link = profile["process_link"]
     assert link["latency"] > 0 and link["bandwidth"] > 0
     assert profile["device_kind"].startswith("cpu") and len(profile["load_average"]) == 3

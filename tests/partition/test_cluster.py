@@ -230,3 +230,12 @@ def test_nominal_rates_follow_the_data_sheet():
     assert r.time("matmul", 67e12) == pytest.approx(1.0)
     assert r.time("stream", 3.35e12) == pytest.approx(1.0)
     assert r.time("gather", 3.35e12) == pytest.approx(2.0)
+
+
+def test_a_program_over_several_devices_pays_the_spmd_call():
+    r = KernelRates.nominal(1e12, 1e11)
+    assert r.call(1) == r.call(4) == r.call_s
+    spmd = KernelRates(**{f: getattr(r, f) for f in KernelRates.FAMILIES}, call_s=1e-5, kernel_s=1e-6,
+                       spmd_call_s=6e-5)
+    assert (spmd.call(1), spmd.call(2)) == (1e-5, 6e-5)
+    assert KernelRates.from_json(spmd.to_json(), "test") == spmd
