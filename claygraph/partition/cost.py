@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from claygraph.ir.graph import Graph, Node, Value
+from claygraph.partition import blocks
 from claygraph.partition.cluster import ClusterSpec, KernelRates
 from claygraph.partition.propagate import Propagation
 from claygraph.partition.registry import entry, per_output
-from claygraph.partition.shardings import REPLICATED, Sharding
+from claygraph.partition.shardings import REPLICATED, Sharding, Split
 
 FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "reduce", "move")  # registry families
 # memory-bound curves: they slow to the rate of the program's working set once it outgrows the caches.
@@ -228,18 +229,16 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
     return nbytes, seconds, count
 
 
-def fused_blocks(graph: Graph, prop: Propagation, shape: LocalShape, devices: int) -> tuple[str, int, int] | None:
-    """(dim, rows per block, blocks) when the runtime runs this candidate in cached row blocks."""
-    from claygraph.partition import fused
-
-    rows = fused.row_split(graph)
+def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int) -> tuple[str, int, int] | None:
+    """(dim, rows per block, blocks) when the runtime runs this candidate in cached row blocks
+    (`rows`: the graph's row split, blocks.row_split_of; the same test fused.fused_potential makes)."""
     if rows is None or (prop.split.dims and prop.split.dims != rows.dims) or (not prop.split.dims and devices != 1):
         return None
     dim = next(iter(rows.dims))
     size = graph.dims[dim]
-    if size % devices or not fused.separable(graph, prop, dim):
+    if size % devices or not blocks.separable(graph, prop, dim):
         return None
-    blk = fused.blocking(graph, dim, size // devices, devices)
+    blk = blocks.blocking(graph, dim, size // devices, devices)
     return None if blk is None else (dim, blk.rows, blk.blocks + (blk.tail > 0))
 
 
@@ -253,12 +252,12 @@ def block_shape(shape: LocalShape, dim: str, rows: int) -> LocalShape:
 
 
 def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
-                     devices: int) -> Compute:
+                     devices: int, row_split: Split | None = None) -> Compute:
     """The slowest shard's kernels of one gradient evaluation, block by block where the runtime fuses."""
-    blocks = fused_blocks(graph, prop, shape, devices)
-    if blocks is None:
+    blocked = fused_blocks(graph, prop, row_split, devices)
+    if blocked is None:
         return compute(graph, prop, shape, rates)
-    dim, rows, count = blocks
+    dim, rows, count = blocked
     one = compute(graph, prop, block_shape(shape, dim, rows), rates, dram=shape)
     # the data reads were charged at the whole shard's size in `one`: once in all; the rest per block
     return Compute((one.seconds - one.read_s) * count + one.read_s, one.flops * count, one.kernels * count,
@@ -266,9 +265,9 @@ def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: 
 
 
 def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: ClusterSpec, devices: int,
-             state_copies: float) -> CostEstimate:
+             state_copies: float, row_split: Split | None = None) -> CostEstimate:
     rates = cluster.rates
-    c = gradient_compute(graph, prop, shape, rates, devices)
+    c = gradient_compute(graph, prop, shape, rates, devices, row_split)
     mem = memory_bytes(graph, prop, shape, state_copies)
     cbytes, cs, count = comm(graph, prop, cluster, devices)
     compute_s = rates.call(devices) + c.seconds
