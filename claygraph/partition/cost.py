@@ -136,7 +136,10 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
     if fam == "move" and node.primitive not in COPIES:
         return NodeCost(0.0, 0.0, 0.0, 0)
     one = time("stream", STREAM_BYTES_PER_OP * out_elems)
-    return NodeCost(one, BACKWARD_ELEMENTWISE * one if need else 0.0, f * (1 + BACKWARD_ELEMENTWISE * need), 0)
+    # a value the backward pass needs is written once forward and read once backward (a residual)
+    residual = time("stream", 2 * sum(_nbytes(s, v) for s, v in zip(out_shapes, outs))) if need else 0.0
+    return NodeCost(one, BACKWARD_ELEMENTWISE * one + residual if need else 0.0,
+                    f * (1 + BACKWARD_ELEMENTWISE * need), 0)
 
 
 def differentiated(graph: Graph) -> set[int]:
