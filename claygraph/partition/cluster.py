@@ -28,8 +28,8 @@ PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwid
 # two local devices (forced host devices, one process) of 1 to 10^6 float32, fitted to the ring formula
 # 2 (S-1) latency + 2 (S-1)/S bytes / bandwidth. (Between two processes over gloo it is slower:
 # `claygraph calibrate` keeps that link as the profile's `process_link`.)
-LOCAL_LATENCY = 4.93e-05  # s per message
-LOCAL_BANDWIDTH = 6390000000.0  # bytes/s
+LOCAL_LATENCY = 1.95e-05  # s per message
+LOCAL_BANDWIDTH = 4.4e9  # bytes/s
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -437,20 +437,20 @@ _PRESETS = {
 }
 
 # Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` on a 2-core CPU host
-# (2026-11-30, load average 3.8): seconds per kernel against its work, whole host.
+# (2026-11-30, load average 9.5): seconds per kernel against its work, whole host.
 LOCAL_KERNELS = KernelRates(
     matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
-              (7.95e-05, 0.000423, 0.00234, 0.015)),
+              (5.88e-05, 0.000457, 0.00399, 0.0304)),
     matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-              (4.44e-05, 5.52e-05, 0.00014, 0.000436, 0.002, 0.00412, 0.00874)),
-    stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07),
-              (1.09e-05, 5.58e-05, 0.000128, 0.000105, 0.000497, 0.00115, 0.0139)),
-    transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 4.19e+06, 8.39e+06, 1.68e+07),
-                      (7.09e-05, 0.000159, 0.000729, 0.00179, 0.0052, 0.0056, 0.0302)),
-    gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07),
-              (4.24e-05, 0.000109, 0.000226, 0.000899, 0.00117, 0.00275, 0.0206)),
-    scatter=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07),
-               (7.64e-05, 0.000139, 0.000361, 0.00147, 0.00425, 0.00677, 0.0298)),
-    reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07),
-              (3.83e-05, 9.32e-05, 9.34e-05, 0.000161, 0.000157, 0.000321, 0.00159)),
-    call_s=5.16e-06, kernel_s=1e-9, spmd_call_s=5.77e-05)
+              (4.43e-05, 6.04e-05, 0.000164, 0.000647, 0.00313, 0.00484, 0.00969)),
+    stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
+              (3.59e-05, 7.86e-05, 8.83e-05, 0.000148, 0.000362, 0.00163, 0.00708)),
+    transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),
+                      (7.21e-05, 0.000227, 0.000645, 0.00139, 0.0151, 0.0467, 0.131)),
+    gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07),
+              (4.21e-05, 0.0001, 0.000206, 0.000536, 0.00552)),
+    scatter=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
+               (4.84e-05, 0.000124, 0.000261, 0.00218, 0.016, 0.0721, 0.361)),
+    reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 1.34e+08),
+              (3.94e-05, 8.29e-05, 0.000101, 8.9e-05, 0.000703, 0.00284, 0.00735)),
+    call_s=5.13e-06, kernel_s=1e-09, spmd_call_s=0.000143)
