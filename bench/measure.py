@@ -33,6 +33,11 @@ def _data(workload: str, s: dict):
         return w.logistic_model, w.w6_data(s["n"], s["d"])
     if workload == "W3":
         return w.hier_logistic_model, w.w3_data(s["n"], s["groups"], s["d"])
+    if workload == "poisson":
+        from claygraph import examples
+
+        ex = examples.make_poisson_crossed(n=s["n"], products=s["products"], stores=s["stores"], d=s["d"])
+        return examples.poisson_crossed_model, ex.data
     if workload == "W2":
         return w.w2_model, w.w2_data(s["n"], s["groups"], s["d"])
     raise ValueError(f"unknown workload {workload!r}")

@@ -30,6 +30,8 @@ class Timing:
     max_s: float
     repeats: int
     first_s: float | None = None  # the first (warm-up) call, which includes compilation where there is one
+    q1_s: float | None = None  # first and third quartiles of the repeats: the measured spread
+    q3_s: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -48,7 +50,8 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return Timing(statistics.median(times), min(times), max(times), len(times), first)
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
+    return Timing(statistics.median(times), min(times), max(times), len(times), first, q1, q3)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

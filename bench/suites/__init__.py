@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # In the order they run and appear in the report.
-SUITES = ("smoke", "partition", "layout", "setup", "w1", "w2", "posteriordb", "projection")
-DEFAULT_SUITES = ("partition", "layout", "setup", "w1", "w2", "posteriordb", "projection")
+SUITES = ("smoke", "partition", "split_choice", "layout", "setup", "w1", "w2", "posteriordb", "projection")
+DEFAULT_SUITES = ("partition", "split_choice", "layout", "setup", "w1", "w2", "posteriordb", "projection")
 DESCRIPTIONS = {
     "smoke": "tiny sizes: one partition choice, one compile and gradient, the layout kernel at 1e5 rows",
     "partition": "W3 and W6: every candidate split's measured time per gradient evaluation vs its prediction",
+    "split_choice": "13 models x sizes: the cost model's pick and predicted time against every candidate measured",
     "layout": "numba layout kernels (group_layout, lpt_owner) vs NumPy/Python baselines",
     "setup": "W5: Ray(workers=2) set-up by phase, all-reduce latency, W1 gradient on Ray",
     "w1": "W1: claygraph MAP / LogisticRegression vs scikit-learn and scipy; gradient time per runtime",

@@ -21,15 +21,17 @@ def workload_sizes(sizes: Sizes) -> dict[str, dict]:
             "W6": {"n": sizes.w6_n, "d": sizes.w6_d}}
 
 
-TIE = 1.10  # a chosen split within 10% of the measured best is a tie at this machine's timing noise
+def overlaps(chosen: dict, best: dict) -> bool:
+    """The chosen split's measured spread (first to third quartile of its repeats; the range where a
+    run has no quartiles) reaches the fastest one's: no fixed tie allowance."""
+    return chosen.get("q1_s", chosen["min_s"]) <= best.get("q3_s", best["max_s"])
 
 
 def verdict(summary: dict) -> str:
-    """'yes', 'tie' (the chosen split measured within TIE of the best) or 'no'."""
+    """'yes', 'tie' (the chosen split's measured spread overlaps the fastest's) or 'no'."""
     if summary["agree"]:
         return "yes"
-    ratio = summary.get("chosen_over_best")
-    return "tie" if ratio is not None and ratio <= TIE else "no"
+    return "tie" if summary.get("spreads_overlap") else "no"
 
 
 def summarize(result: dict) -> dict:
@@ -43,6 +45,7 @@ def summarize(result: dict) -> dict:
            "agree": bool(best and best["split"] == result["chosen"])}
     if best and chosen:
         out["chosen_over_best"] = chosen["measured"]["median_s"] / best["measured"]["median_s"]
+        out["spreads_overlap"] = overlaps(chosen["measured"], best["measured"])
     out["verdict"] = verdict(out)
     out["max_grad_rel_diff"] = max((c.get("grad_rel_diff", 0.0) for c in measured), default=0.0)
     return out

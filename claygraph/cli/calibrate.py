@@ -1,18 +1,27 @@
 """`claygraph calibrate`: measure this machine and save the profile that ClusterSpec.local reads.
 
-Three measurements, each the best (compute, memory) or median (messages) of a few repeats:
-  - float32 FLOP rate of a jitted matmul on the host CPU (all cores, as XLA uses them);
-  - memory bandwidth: bytes copied per second by one large NumPy copy;
-  - message latency and bandwidth between two local processes: round trips of a 1-float and
-    a 1,000,000-float buffer over a loopback TCP socket, the transport gloo uses between two
-    local workers.
+What the cost model uses, per device kind (the host CPU here; XLA's CPU runtime, all its threads):
+  - kernel throughput by family, each at three sizes (median of repeats, jitted, after a warm-up):
+    matmul (square float32 GEMM, FLOP/s) and matvec (X @ w over a tall X, bytes/s), fused elementwise
+    chains (bytes/s), transcendental functions (elements/s), gather and scatter-add (bytes moved/s),
+    reductions (bytes/s);
+  - per-call overhead (a jitted call on one float) and per-kernel overhead (the intercept of the
+    time-against-size lines of the kernels above, less the call overhead);
+  - collectives between `devices` local devices (`psum` in `shard_map` over forced host devices, in a
+    fresh interpreter) by message size, fitted to the ring formula's latency and bandwidth;
+  - message latency and bandwidth between two local processes (a loopback TCP echo: the transport
+    gloo uses between Ray workers on one node), kept as `process_link`.
+The whole run takes well under a minute; `--quick` a few seconds. See docs/cluster.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -24,6 +33,8 @@ import numpy as np
 
 from claygraph.partition.cluster import (
     ClusterSpec,
+    Curve,
+    KernelRates,
     default_profile_path,
     local_spec,
     total_memory,
@@ -32,26 +43,33 @@ from claygraph.partition.cluster import (
 
 LARGE_MESSAGE_FLOATS = 1_000_000
 _HEADER = struct.Struct("<qq")  # (message bytes, round trips); (0, 0) ends the echo process
+_COLLECTIVE_MARK = "CALIBRATE-COLLECTIVES "
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Budget:
-    """How much to measure: the full budget stays under ~20 s, the quick one under ~5 s."""
+    """How much to measure: sizes (elements) per kernel family, repeats, messages."""
 
-    matmul_n: int
-    matmul_reps: int
-    copy_bytes: int
-    copy_reps: int
+    elements: tuple[int, ...]  # streaming kernels (elementwise, transcendental, gather, scatter, reduce)
+    matmul_n: tuple[int, ...]  # square GEMM sides
+    matvec_rows: tuple[int, ...]  # rows of a (rows, 64) X in X @ w
+    reps: int
+    message_floats: tuple[int, ...]  # collective message sizes
+    message_reps: int
     small_trips: int
     large_trips: int
 
 
-FULL = Budget(
-    matmul_n=2048, matmul_reps=5, copy_bytes=400_000_000, copy_reps=5, small_trips=400, large_trips=20
-)
-QUICK = Budget(
-    matmul_n=1024, matmul_reps=3, copy_bytes=40_000_000, copy_reps=3, small_trips=100, large_trips=5
-)
+# streaming kernels up to 32 M float32 (128 MB): past the caches, into the memory-bound regime
+FULL = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 23, 1 << 25), matmul_n=(128, 256, 512, 1024),
+              matvec_rows=(1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 19),
+              reps=15, message_floats=(1, 1_000, 100_000, 1_000_000), message_reps=30, small_trips=200,
+              large_trips=10)
+QUICK = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20), matmul_n=(128, 256, 512),
+               matvec_rows=(1 << 10, 1 << 13, 1 << 16),
+               reps=5, message_floats=(1, 1_000, 100_000), message_reps=8, small_trips=50, large_trips=3)
+MATVEC_COLS = 64
+GATHER_MAX = 1 << 22  # elements: a larger fresh output is mapped (and faulted in) afresh on every call
 
 # The other process of the message test: a stdlib-only echo loop started with `python -I -S -c`,
 # so that it starts in tens of milliseconds. (A multiprocessing "spawn" child would re-import
@@ -79,56 +97,226 @@ while True:
 """
 
 
-def calibrate(out: str | None = None, quick: bool = False) -> dict:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Series:
+    """One kernel family measured at several sizes: `work` units (bytes, FLOPs or elements) in `seconds`."""
+
+    family: str
+    unit: str
+    work: tuple[float, ...]
+    seconds: tuple[float, ...]
+
+    def rate(self) -> float:
+        """Throughput at the largest size, where the per-kernel overhead matters least."""
+        return self.work[-1] / self.seconds[-1]
+
+    def intercept(self) -> float:
+        """Seconds at zero work of the least-squares line through (work, seconds), floored at 0."""
+        slope, icpt = np.polyfit(np.asarray(self.work), np.asarray(self.seconds), 1)
+        return max(float(icpt), 0.0) if slope > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {"unit": self.unit, "work": list(self.work), "seconds": list(self.seconds), "rate": self.rate()}
+
+
+def calibrate(out: str | None = None, quick: bool = False, devices: int = 2) -> dict:
     """Measure this machine, save the profile JSON (default: $CLAYGRAPH_PROFILE or
     ~/.cache/claygraph/profile.json), print a summary and return the profile."""
     budget = QUICK if quick else FULL
-    flops = measure_flops(budget.matmul_n, budget.matmul_reps)
-    mem_bandwidth = measure_copy_bandwidth(budget.copy_bytes, budget.copy_reps)
+    t0 = time.perf_counter()
+    call_s = measure_call_overhead(budget.reps * 20)
+    series = measure_kernels(budget)
+    kernel_s = max(statistics.median(s.intercept() for s in series.values()) - call_s, 0.0)
+    coll = measure_collectives(devices, budget.message_floats, budget.message_reps)
     small, large = measure_round_trips(budget.small_trips, budget.large_trips)
-    latency, bandwidth = fit_link(small, large, 4 * LARGE_MESSAGE_FLOATS)
-    spec = local_spec(
-        flops=flops,
-        mem_bandwidth=mem_bandwidth,
-        mem_capacity=total_memory(),
-        latency=latency,
-        bandwidth=bandwidth,
-        devices=1,
-        name="local-calibrated",
-    )
-    raw = {"round_trip_1_float_s": small, "round_trip_1e6_floats_s": large, "matmul_n": budget.matmul_n}
+    p_latency, p_bandwidth = fit_link(small, large, 4 * LARGE_MESSAGE_FLOATS)
+    rates = dataclasses.replace(kernel_rates(series, call_s, kernel_s), spmd_call_s=coll["call_s"])
+    spec = local_spec(flops=rates.matmul.rate(), mem_bandwidth=rates.matvec.rate(), mem_capacity=total_memory(),
+                      latency=coll["latency"], bandwidth=coll["bandwidth"], devices=1, kernels=rates,
+                      name="local-calibrated")
     profile = spec.to_profile() | {
+        "device_kind": _device_kind(),
         "quick": quick,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "raw": raw,
+        "load_average": list(os.getloadavg()),
+        "calibrate_s": time.perf_counter() - t0,
+        "kernels_measured": {k: s.to_json() for k, s in series.items()},
+        "collectives": coll,
+        "process_link": {"latency": p_latency, "bandwidth": p_bandwidth,
+                         "round_trip_1_float_s": small, "round_trip_1e6_floats_s": large},
     }
     path = write_profile(out if out is not None else default_profile_path(), profile)
-    print(summary(spec, path))
+    print(summary(spec, profile, path))
     return profile
 
 
-def measure_flops(n: int, reps: int) -> float:
-    """FLOP/s of a jitted float32 n x n matmul on the host CPU."""
+def kernel_rates(series: dict[str, Series], call_s: float, kernel_s: float) -> KernelRates:
+    """The host's curves (all its cores) from the measured series, each less the call overhead that
+    every timed call carried."""
+    def curve(name: str) -> Curve:
+        s = series[name]
+        return Curve(s.work, tuple(max(t - call_s, 0.05 * t) for t in s.seconds))
+
+    return KernelRates(**{family: curve(name) for family, name in FAMILY_SERIES.items()},
+                       call_s=max(call_s, 1e-9), kernel_s=max(kernel_s, 1e-9))
+
+
+# cost-model family -> the measured series it is read from
+FAMILY_SERIES = {"matmul": "matmul", "matvec": "matvec", "stream": "elementwise", "transcendental": "transcendental",
+                 "gather": "gather", "scatter": "scatter_add", "reduce": "reduce"}
+
+
+# -- kernels ---------------------------------------------------------------------------------------------
+
+def measure_call_overhead(calls: int) -> float:
+    """Median seconds of one jitted call on one float, result waited for: dispatch and return."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.device_put(np.ones((n, n), np.float32), jax.devices("cpu")[0])
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, a).block_until_ready()  # compile and warm up outside the timing
-    return 2 * n**3 / _best_time(lambda: matmul(a, a).block_until_ready(), reps)
+    f = jax.jit(lambda x: x + 1.0)
+    x = jnp.ones((1,), jnp.float32)
+    return _median_time(lambda: f(x).block_until_ready(), calls)
 
 
-def measure_copy_bandwidth(nbytes: int, reps: int) -> float:
-    """Bytes copied per second by np.copyto over `nbytes`.
+def measure_kernels(budget: Budget) -> dict[str, Series]:
+    """Every family at every size of the budget."""
+    import jax
+    import jax.numpy as jnp
 
-    Each byte is counted once although it is read and written: that is the rate at which
-    streaming kernels (a loss and gradient pass over the data) were seen to consume their input.
-    """
-    src = np.ones(nbytes // 8)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)  # first touch maps dst's pages outside the timing
-    return src.nbytes / _best_time(lambda: np.copyto(dst, src), reps)
+    rng = np.random.default_rng(0)
+    out: dict[str, list[tuple[float, float]]] = {k: [] for k in KERNELS}
+    for n in budget.matmul_n:
+        a = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+        out["matmul"].append((2.0 * n**3, _kernel_time(jax.jit(jnp.matmul), (a, a), budget.reps)))
+    for rows in budget.matvec_rows:
+        x = jnp.asarray(rng.standard_normal((rows, MATVEC_COLS), dtype=np.float32))
+        w = jnp.ones((MATVEC_COLS,), jnp.float32)
+        out["matvec"].append((4.0 * rows * MATVEC_COLS, _kernel_time(jax.jit(jnp.matmul), (x, w), budget.reps)))
+    for n in budget.elements:
+        x = jnp.asarray(rng.random(n, dtype=np.float32))
+        idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
+        table = jnp.asarray(rng.random(max(n // 16, 1), dtype=np.float32))
+        for family, (fn, args, work) in _streaming(x, idx, table).items():
+            if family == "gather" and n > GATHER_MAX:
+                continue  # its fresh n-element output would time page faults, not gathering (see _steady_time)
+            if family in STEADY:
+                out[family].append((work, _steady_time(fn, args[0], budget.reps)))
+            else:
+                out[family].append((work, _kernel_time(jax.jit(fn), args, budget.reps)))
+    return {k: Series(k, KERNELS[k], tuple(w for w, _ in v), tuple(t for _, t in v)) for k, v in out.items()}
 
+
+# family -> unit of its throughput
+KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "elementwise": "bytes/s", "transcendental": "elements/s",
+           "gather": "bytes/s", "scatter_add": "bytes/s", "reduce": "bytes/s"}
+
+
+STEADY = ("elementwise", "transcendental")  # maps of x to the shape of x, timed on a donated buffer
+
+
+def _streaming(x, idx, table) -> dict[str, tuple[Callable, tuple, float]]:
+    """(function, arguments, work) of each streaming family over the n elements of `x`."""
+    import jax.numpy as jnp
+
+    n = x.shape[0]
+    return {
+        # a fused chain of 4 simple ops: one read, one write (bounded: x in [0, 1) stays there)
+        "elementwise": (lambda v: (v * 0.5 + 0.25) * v + 0.125, (x,), 8.0 * n),
+        # two transcendental functions per element (exp, log1p): what a log-likelihood evaluates
+        "transcendental": (lambda v: jnp.log1p(jnp.exp(-v)), (x,), 2.0 * n),
+        # index read, gathered value written; the table stays in cache
+        "gather": (lambda t, i: t[i], (table, idx), 8.0 * n),
+        # index and update read; the target stays in cache
+        "scatter_add": (lambda t, i, v: jnp.zeros_like(t).at[i].add(v), (table, idx, x), 8.0 * n),
+        "reduce": (jnp.sum, (x,), 4.0 * n),
+    }
+
+
+def _steady_time(fn: Callable, x, reps: int) -> float:
+    """Median seconds of `x = fn(x)` with x's buffer donated, so the output reuses it.
+
+    A program reuses its buffers from call to call (the allocator keeps them); a kernel timed with a
+    fresh output of 32 MB or more would time the operating system faulting in new pages (glibc maps
+    such blocks afresh every call), several times the kernel itself."""
+    import jax
+
+    step = jax.jit(fn, donate_argnums=0)
+    x = jax.block_until_ready(step(x.copy()))
+    times = []
+    for _ in range(max(reps, 1)):
+        start = time.perf_counter()
+        x = jax.block_until_ready(step(x))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _kernel_time(fn: Callable, args: tuple, reps: int) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))  # compile and warm up outside the timing
+    return _median_time(lambda: jax.block_until_ready(fn(*args)), reps)
+
+
+# -- collectives between local devices ----------------------------------------------------------------
+
+def measure_collectives(devices: int, floats: tuple[int, ...], reps: int) -> dict:
+    """psum over `devices` forced host devices by message size, in a fresh interpreter (XLA reads the
+    device count once, when it starts); fitted to 2(S-1) latency + 2(S-1)/S bytes / bandwidth."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
+    env["JAX_PLATFORMS"] = "cpu"
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    cmd = [sys.executable, "-m", "claygraph.cli.calibrate", "--collectives-worker",
+           json.dumps({"floats": list(floats), "reps": reps})]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(_COLLECTIVE_MARK)), None)
+    if line is None:
+        raise RuntimeError(f"the collectives measurement failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+    raw = json.loads(line[len(_COLLECTIVE_MARK):])
+    latency, bandwidth = fit_ring(raw["bytes"], raw["seconds"], devices)
+    return {"devices": devices, "bytes": raw["bytes"], "seconds": raw["seconds"], "latency": latency,
+            "bandwidth": bandwidth, "call_s": raw["call_s"]}
+
+
+def collectives_worker(spec: dict) -> dict:
+    """In the worker interpreter: median seconds of a psum of each size, less a call without it."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    s = len(jax.devices())
+    nbytes, seconds, calls = [], [], []
+    for n in spec["floats"]:
+        x = jax.device_put(jnp.ones((s * n,), jnp.float32), NamedSharding(mesh, P("d")))
+        summed = jax.jit(jax.shard_map(lambda v: jax.lax.psum(v * 2.0, "d"), mesh=mesh, in_specs=P("d"),
+                                       out_specs=P()))
+        local = jax.jit(jax.shard_map(lambda v: v * 2.0, mesh=mesh, in_specs=P("d"), out_specs=P("d")))
+        with_psum = _kernel_time(summed, (x,), spec["reps"])
+        without = _kernel_time(local, (x,), spec["reps"])
+        nbytes.append(4 * n)
+        seconds.append(max(with_psum - without, 1e-9))
+        calls.append(without)
+    # a call of the program without the psum on one float per device: the fixed cost of an SPMD call
+    return {"bytes": nbytes, "seconds": seconds, "call_s": calls[0]}
+
+
+def fit_ring(nbytes: list[float], seconds: list[float], devices: int) -> tuple[float, float]:
+    """(latency, bandwidth) of the ring all-reduce formula fitted to measured times (least squares,
+    both figures positive)."""
+    steps = 2 * (devices - 1)
+    a = np.column_stack([np.full(len(nbytes), float(steps)), steps / devices * np.asarray(nbytes, np.float64)])
+    (latency, inv_bw), *_ = np.linalg.lstsq(a, np.asarray(seconds, np.float64), rcond=None)
+    latency = max(float(latency), min(seconds) / steps * 0.5, 1e-9)
+    if inv_bw <= 0:  # flat times: bandwidth from the largest message alone
+        inv_bw = max(seconds[-1] - steps * latency, 1e-9) / (steps / devices * nbytes[-1])
+    return latency, 1.0 / float(inv_bw)
+
+
+# -- the link between two processes ---------------------------------------------------------------------
 
 def measure_round_trips(small_trips: int, large_trips: int) -> tuple[float, float]:
     """Median round-trip seconds of a 1-float and a 1,000,000-float buffer to a local echo process."""
@@ -163,38 +351,56 @@ def fit_link(small: float, large: float, nbytes: int) -> tuple[float, float]:
     return latency, nbytes / transfer
 
 
-def summary(spec: ClusterSpec, path: Path) -> str:
-    two = local_spec(
-        flops=spec.flops,
-        mem_bandwidth=spec.mem_bandwidth,
-        mem_capacity=spec.mem_capacity,
-        latency=spec.intra_latency,
-        bandwidth=spec.intra_bandwidth,
-        devices=2,
-        name="two local devices",
-    )
-    return "\n".join(
-        [
-            f"float32 matmul        {spec.flops / 1e9:8.1f} GFLOP/s (whole host)",
-            f"memory copy           {spec.mem_bandwidth / 1e9:8.2f} GB/s (whole host)",
-            f"memory                {spec.mem_capacity / 2**30:8.1f} GiB",
-            f"message latency       {spec.intra_latency * 1e3:8.3f} ms",
-            f"message bandwidth     {spec.intra_bandwidth / 1e9:8.2f} GB/s",
-            "predicted all-reduce over 2 processes: "
-            f"1 float {two.allreduce_time(4, 2) * 1e3:.3f} ms, "
-            f"{LARGE_MESSAGE_FLOATS:,} floats {two.allreduce_time(4 * LARGE_MESSAGE_FLOATS, 2) * 1e3:.2f} ms",
-            f"profile saved to {path}",
-        ]
-    )
+# -- report ---------------------------------------------------------------------------------------------
+
+def summary(spec: ClusterSpec, profile: dict, path: Path) -> str:
+    k = spec.rates
+    rate = {f: getattr(k, f).rate() for f in k.FAMILIES}
+    coll = profile["collectives"]
+    two = dataclasses.replace(spec, devices_per_node=coll["devices"])
+    return "\n".join([
+        f"device kind           {profile['device_kind']}",
+        "throughput at the largest size measured (the profile holds every size):",
+        f"matmul (GEMM)         {rate['matmul'] / 1e9:8.1f} GFLOP/s",
+        f"matvec (X @ w)        {rate['matvec'] / 1e9:8.2f} GB/s",
+        f"elementwise (fused)   {rate['stream'] / 1e9:8.2f} GB/s",
+        f"transcendental        {rate['transcendental'] / 1e9:8.3f} G elements/s",
+        f"gather / scatter-add  {rate['gather'] / 1e9:8.2f} / {rate['scatter'] / 1e9:.2f} GB/s",
+        f"reduction             {rate['reduce'] / 1e9:8.2f} GB/s",
+        f"call / kernel         {k.call_s * 1e6:8.1f} / {k.kernel_s * 1e6:.1f} us "
+        f"({coll['devices']} devices: {k.call(coll['devices']) * 1e6:.0f} us per call)",
+        f"memory                {spec.mem_capacity / 2**30:8.1f} GiB",
+        f"collectives over {coll['devices']} local devices: latency {spec.intra_latency * 1e6:.1f} us, "
+        f"bandwidth {spec.intra_bandwidth / 1e9:.2f} GB/s; psum of 1 float "
+        f"{two.allreduce_time(4, coll['devices']) * 1e6:.0f} us predicted",
+        f"two processes (loopback TCP): latency {profile['process_link']['latency'] * 1e6:.0f} us, "
+        f"bandwidth {profile['process_link']['bandwidth'] / 1e9:.2f} GB/s",
+        f"measured in {profile['calibrate_s']:.1f} s (load average {profile['load_average'][0]:.2f}); "
+        f"profile saved to {path}",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="claygraph calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--out", metavar="PATH", help="where to save the profile JSON")
-    parser.add_argument("--quick", action="store_true", help="smaller measurements, about a second")
+    parser.add_argument("--quick", action="store_true", help="smaller measurements, a few seconds")
+    parser.add_argument("--devices", type=int, default=2, help="local devices of the collectives measurement")
+    parser.add_argument("--collectives-worker", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    calibrate(out=args.out, quick=args.quick)
+    if args.collectives_worker:
+        print(_COLLECTIVE_MARK + json.dumps(collectives_worker(json.loads(args.collectives_worker))), flush=True)
+        return 0
+    if args.devices < 2:
+        parser.error("--devices must be at least 2 (a collective needs two devices)")
+    calibrate(out=args.out, quick=args.quick, devices=args.devices)
     return 0
+
+
+def _device_kind() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    return f"{d.platform}: {getattr(d, 'device_kind', d.platform)}"
 
 
 def _round_trip(conn: socket.socket, payload: np.ndarray, trips: int) -> float:
@@ -218,14 +424,14 @@ def _recv_into(conn: socket.socket, view: memoryview) -> None:
         view = view[n:]
 
 
-def _best_time(run: Callable[[], object], reps: int) -> float:
-    """Fastest of `reps` runs: the machine's peak, not its noise."""
+def _median_time(run: Callable[[], object], reps: int) -> float:
+    """Median of `reps` runs: robust to the other load on a shared machine."""
     times = []
-    for _ in range(reps):
+    for _ in range(max(reps, 1)):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return float(np.median(times))
 
 
 if __name__ == "__main__":

@@ -15,20 +15,145 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 from claygraph.errors import ClusterError
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
 
-# Defaults for `ClusterSpec.local` without a profile, measured on a 2-core CPU host.
-LOCAL_FLOPS = 50e9  # FLOP/s of the whole host, jitted float32 matmul
-LOCAL_MEM_BANDWIDTH = 11.7e9  # bytes/s of the whole host, bytes copied by one large copy
-# A gloo all-reduce between two local JAX processes took 0.3 ms for one float32 and 6.2 ms for
-# 1,000,000. A ring over two devices costs 2 * latency + nbytes / bandwidth, which fits both:
-LOCAL_LATENCY = 0.15e-3  # s per message
-LOCAL_BANDWIDTH = 4e6 / 5.9e-3  # ≈ 0.68e9 bytes/s
+# Defaults for `ClusterSpec.local` without a profile, measured on a 2-core CPU host: a psum between
+# two local devices (forced host devices, one process) of 1 to 10^6 float32, fitted to the ring formula
+# 2 (S-1) latency + 2 (S-1)/S bytes / bandwidth. (Between two processes over gloo it is slower:
+# `claygraph calibrate` keeps that link as the profile's `process_link`.)
+LOCAL_LATENCY = 1.95e-05  # s per message
+LOCAL_BANDWIDTH = 4.4e9  # bytes/s
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Curve:
+    """Seconds one kernel of a family takes against its work (bytes, FLOPs or elements), measured at a
+    few sizes. Between them the time is interpolated on log-log axes (cache effects show as a bend);
+    beyond them it scales with the work at the throughput of the nearest measured size."""
+
+    work: tuple[float, ...]
+    seconds: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.work) != len(self.seconds) or not self.work:
+            raise ClusterError(f"Curve: {len(self.work)} work sizes for {len(self.seconds)} times")
+        for w, t in zip(self.work, self.seconds):
+            _check_figure("work", w, where="Curve")
+            _check_figure("seconds", t, where="Curve")
+        if list(self.work) != sorted(set(self.work)):
+            raise ClusterError(f"Curve: work sizes must increase, got {self.work}")
+
+    @classmethod
+    def line(cls, rate: float) -> Curve:
+        """A constant throughput (a data-sheet figure)."""
+        return cls((1.0,), (1.0 / rate,))
+
+    def time(self, work: float) -> float:
+        if work <= 0:
+            return 0.0
+        w, t = self.work, self.seconds
+        if work <= w[0]:
+            return t[0] * work / w[0]
+        if work >= w[-1]:
+            return t[-1] * work / w[-1]
+        return float(np.exp(np.interp(np.log(work), np.log(w), np.log(t))))
+
+    def rate(self) -> float:
+        """Throughput at the largest measured size."""
+        return self.work[-1] / self.seconds[-1]
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"work": list(self.work), "seconds": list(self.seconds)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KernelRates:
+    """How long a kernel of each family takes on one device, and the fixed costs of running kernels.
+
+    `claygraph calibrate` measures the curves on the host; for a preset they are lines through the
+    data-sheet FLOP rate and memory bandwidth (`KernelRates.nominal`). A host split into `share`
+    local devices runs `share` kernels at once on its cores, caches and memory bus: one of them with
+    work w takes as long as the host takes for `share` x w. The cost model uses `time` per node.
+    """
+
+    matmul: Curve  # FLOPs of a compute-bound GEMM
+    matvec: Curve  # bytes of the matrix read by a memory-bound matrix-vector product
+    stream: Curve  # bytes (read + written) of a fused elementwise pass
+    transcendental: Curve  # elements through one exp, log, log1p, ... (in a fused pass)
+    gather: Curve  # bytes moved by a gather (indices read, values written)
+    scatter: Curve  # bytes moved by a scatter-add (indices and updates read)
+    reduce: Curve  # bytes read by a reduction
+    call_s: float  # s per call of a compiled program on one device (dispatch, arguments, waiting)
+    kernel_s: float  # s per kernel launched inside a program
+    share: int = 1
+    spmd_call_s: float | None = None  # s per call of a program over several devices (None: call_s)
+
+    FAMILIES = ("matmul", "matvec", "stream", "transcendental", "gather", "scatter", "reduce")
+
+    def __post_init__(self) -> None:
+        _check_figure("call_s", self.call_s, where="KernelRates")
+        _check_figure("kernel_s", self.kernel_s, where="KernelRates")
+        if self.spmd_call_s is not None:
+            _check_figure("spmd_call_s", self.spmd_call_s, where="KernelRates")
+        _check_count("share", self.share)
+
+    @classmethod
+    def nominal(cls, flops: float, mem_bandwidth: float, kernel_s: float = 5e-6) -> KernelRates:
+        """Lines from a FLOP rate and a memory bandwidth alone: memory-bound families at the bandwidth
+        (a gather at half of it, a scatter-add at a quarter), one transcendental function 10 FLOPs."""
+        line = Curve.line
+        return cls(matmul=line(flops), matvec=line(mem_bandwidth), stream=line(mem_bandwidth),
+                   transcendental=line(flops / 10.0), gather=line(mem_bandwidth / 2), scatter=line(mem_bandwidth / 4),
+                   reduce=line(mem_bandwidth), call_s=20 * kernel_s, kernel_s=kernel_s)
+
+    def call(self, devices: int) -> float:
+        """Fixed seconds of one call of a program over `devices` devices: several devices start
+        together and meet at the collectives."""
+        return self.spmd_call_s if devices > 1 and self.spmd_call_s is not None else self.call_s
+
+    def time(self, family: str, work: float, working_set: float = 0.0) -> float:
+        """Seconds of one kernel of `family` with `work` units on one device, at the throughput the
+        family reaches on a working set of `working_set` bytes (the program's values: where they
+        outgrow the caches, every kernel streams from memory)."""
+        curve, w = getattr(self, family), work * self.share
+        big = working_set * self.share
+        if big <= w or w <= 0:
+            return curve.time(w)
+        return w * curve.time(big) / big
+
+    def shared(self, devices: int) -> KernelRates:
+        """One of `devices` local devices cut from this host."""
+        return dataclasses.replace(self, share=self.share * devices)
+
+    def host(self, devices: int) -> KernelRates:
+        """The curves of a host of `devices` such devices (the inverse of `shared`)."""
+        factor = devices / self.share
+        scaled = {f: Curve(getattr(self, f).work, tuple(t / factor for t in getattr(self, f).seconds))
+                  for f in self.FAMILIES}
+        return dataclasses.replace(self, **scaled, share=1)
+
+    def to_json(self) -> dict:
+        return {**{f: getattr(self, f).to_json() for f in self.FAMILIES}, "call_s": self.call_s,
+                "kernel_s": self.kernel_s} | ({} if self.spmd_call_s is None else {"spmd_call_s": self.spmd_call_s})
+
+    @classmethod
+    def from_json(cls, doc: dict, where: str) -> KernelRates:
+        try:
+            curves = {f: Curve(tuple(map(float, doc[f]["work"])), tuple(map(float, doc[f]["seconds"])))
+                      for f in cls.FAMILIES}
+            spmd = doc.get("spmd_call_s")
+            return cls(**curves, call_s=float(doc["call_s"]), kernel_s=float(doc["kernel_s"]),
+                       spmd_call_s=None if spmd is None else float(spmd))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusterError(f"{where}: kernel rates unreadable ({exc!r}); rerun `claygraph calibrate`") from exc
+
 
 _FIGURES = (
     "flops",
@@ -55,6 +180,7 @@ class ClusterSpec:
     inter_bandwidth: float  # bytes/s per node to other nodes, one direction
     inter_latency: float  # s per message between nodes
     name: str = "custom"
+    kernels: KernelRates | None = None  # per-family rates; None: nominal ones from flops and mem_bandwidth
 
     def __post_init__(self) -> None:
         for field in ("devices_per_node", "nodes"):
@@ -65,6 +191,11 @@ class ClusterSpec:
     @property
     def devices(self) -> int:
         return self.devices_per_node * self.nodes
+
+    @property
+    def rates(self) -> KernelRates:
+        """The per-family kernel rates of one device: measured, or nominal from the data sheet."""
+        return self.kernels if self.kernels is not None else KernelRates.nominal(self.flops, self.mem_bandwidth)
 
     @classmethod
     def preset(cls, name: str, nodes: int = 1) -> ClusterSpec:
@@ -83,30 +214,34 @@ class ClusterSpec:
         if path.is_file():
             return cls.from_profile(path, devices)
         return local_spec(
-            flops=LOCAL_FLOPS,
-            mem_bandwidth=LOCAL_MEM_BANDWIDTH,
+            flops=LOCAL_KERNELS.matmul.rate(),
+            mem_bandwidth=LOCAL_KERNELS.matvec.rate(),
             mem_capacity=total_memory(),
             latency=LOCAL_LATENCY,
             bandwidth=LOCAL_BANDWIDTH,
             devices=devices,
+            kernels=LOCAL_KERNELS,
             name="local",
         )
 
     @classmethod
     def from_profile(cls, path: str | os.PathLike[str], devices: int = 1) -> ClusterSpec:
         """The host described by a profile JSON file, split into `devices` devices."""
-        figures = read_profile(path)
-        return local_spec(**figures, devices=devices, name="local-calibrated")
+        figures, kernels = read_profile(path)
+        return local_spec(**figures, devices=devices, kernels=kernels, name="local-calibrated")
 
-    def to_profile(self) -> dict[str, float]:
+    def to_profile(self) -> dict:
         """The figures of one node as a profile: host totals and its intra-node link."""
+        n = self.devices_per_node
+        host = self.rates.host(n)
         return {
             "version": PROFILE_VERSION,
-            "flops": self.flops * self.devices_per_node,
-            "mem_bandwidth": self.mem_bandwidth * self.devices_per_node,
-            "mem_capacity": self.mem_capacity * self.devices_per_node,
+            "flops": self.flops * n,
+            "mem_bandwidth": self.mem_bandwidth * n,
+            "mem_capacity": self.mem_capacity * n,
             "latency": self.intra_latency,
             "bandwidth": self.intra_bandwidth,
+            "kernels": host.to_json(),
         }
 
     def save_profile(self, path: str | os.PathLike[str]) -> Path:
@@ -165,8 +300,9 @@ def local_spec(
     bandwidth: float,
     devices: int,
     name: str,
+    kernels: KernelRates | None = None,
 ) -> ClusterSpec:
-    """One host's totals shared out over `devices` local devices (one node)."""
+    """One host's totals (and kernel rates) shared out over `devices` local devices (one node)."""
     _check_count("devices", devices)
     # Local devices are slices of one host: they share its cores, memory bus and RAM.
     return ClusterSpec(
@@ -181,6 +317,7 @@ def local_spec(
         inter_bandwidth=bandwidth * devices,
         inter_latency=latency,
         name=name,
+        kernels=kernels.shared(devices) if kernels is not None else None,
     )
 
 
@@ -197,8 +334,9 @@ def total_memory() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def read_profile(path: str | os.PathLike[str]) -> dict[str, float]:
-    """The measured figures of a profile file, checked; extra keys (raw timings) are ignored."""
+def read_profile(path: str | os.PathLike[str]) -> tuple[dict[str, float], KernelRates]:
+    """The measured figures and kernel rates of a profile file, checked; extra keys (raw timings)
+    are ignored."""
     try:
         profile = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
@@ -213,7 +351,10 @@ def read_profile(path: str | os.PathLike[str]) -> dict[str, float]:
         raise ClusterError(f"profile {path} lacks {', '.join(missing)}; rerun `claygraph calibrate`")
     for key in PROFILE_FIGURES:
         _check_figure(key, profile[key], where=f"profile {path}")
-    return {key: float(profile[key]) for key in PROFILE_FIGURES}
+    kernels = profile.get("kernels")
+    if not isinstance(kernels, dict):
+        raise ClusterError(f"profile {path} lacks kernel rates; rerun `claygraph calibrate`")
+    return {key: float(profile[key]) for key in PROFILE_FIGURES}, KernelRates.from_json(kernels, f"profile {path}")
 
 
 def write_profile(path: str | os.PathLike[str], profile: dict[str, object]) -> Path:
@@ -294,3 +435,22 @@ _PRESETS = {
         name="g5",
     ),
 }
+
+# Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` on a 2-core CPU host
+# (2026-11-30, load average 9.5): seconds per kernel against its work, whole host.
+LOCAL_KERNELS = KernelRates(
+    matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
+              (5.88e-05, 0.000457, 0.00399, 0.0304)),
+    matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+              (4.43e-05, 6.04e-05, 0.000164, 0.000647, 0.00313, 0.00484, 0.00969)),
+    stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
+              (3.59e-05, 7.86e-05, 8.83e-05, 0.000148, 0.000362, 0.00163, 0.00708)),
+    transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),
+                      (7.21e-05, 0.000227, 0.000645, 0.00139, 0.0151, 0.0467, 0.131)),
+    gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07),
+              (4.21e-05, 0.0001, 0.000206, 0.000536, 0.00552)),
+    scatter=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
+               (4.84e-05, 0.000124, 0.000261, 0.00218, 0.016, 0.0721, 0.361)),
+    reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 1.34e+08),
+              (3.94e-05, 8.29e-05, 0.000101, 8.9e-05, 0.000703, 0.00284, 0.00735)),
+    call_s=5.13e-06, kernel_s=1e-09, spmd_call_s=0.000143)

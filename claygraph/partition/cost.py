@@ -1,9 +1,27 @@
 """The cost model: memory per device and time per gradient evaluation of one candidate.
 
-time = slowest shard's roofline (sum over nodes of max(flops / rate, bytes / bandwidth)) times
-GRAD_FACTOR (a gradient evaluation is a forward and a backward pass, about 3 forward passes),
-plus the collectives (alpha-beta, ClusterSpec's formulas). Padding to the largest shard is part
-of the local shapes, so load imbalance is counted. See docs/partition.md.
+time = one program call's overhead + the slowest shard's kernels, forward and backward, + the
+collectives (alpha-beta, ClusterSpec's formulas; the CPU runtime does not overlap them with compute).
+
+Each node costs what a kernel of its family (the registry's `family`) takes on its local shapes,
+read from the ClusterSpec's kernel curves (`claygraph calibrate` measures them per size; a preset
+has data-sheet lines):
+  matmul          a roofline: max(FLOPs on the GEMM curve, bytes moved on the matvec curve)
+  elementwise     fused by XLA into its neighbours: its elements on the fused-stream curve (2 bytes
+                  of the measured 4-op chain's traffic per op and element); a data array it reads
+                  from memory adds that array's bytes once
+  transcendental  its elements on the transcendental curve
+  gather/scatter  the bytes they really move (indices + values), on their own curves
+  reduce          the bytes it reads on the reduction curve
+  move            free where it is a view (reshape, broadcast); a copy (transpose, pad,
+                  concatenate) streams its output
+plus a per-kernel overhead for every kernel that does not fuse (matmul, gather, scatter, reduce).
+The backward pass is counted node by node where a value depends on the parameters: a dot costs one
+more dot per differentiated operand, a gather a scatter-add (and the reverse), a reduction a
+broadcast, an elementwise op twice its forward. A row-separable program that the runtime runs in
+cached row blocks (claygraph.partition.fused) is costed block by block: the data are read from
+memory once, the backward pass finds them in cache. Padding to the largest shard is part of the
+local shapes, so load imbalance is counted. See docs/partition.md.
 """
 from __future__ import annotations
 
@@ -13,12 +31,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from claygraph.ir.graph import Graph, Node, Value
-from claygraph.partition.cluster import ClusterSpec
+from claygraph.partition import blocks
+from claygraph.partition.cluster import ClusterSpec, KernelRates
 from claygraph.partition.propagate import Propagation
 from claygraph.partition.registry import entry, per_output
-from claygraph.partition.shardings import REPLICATED, Sharding
+from claygraph.partition.shardings import REPLICATED, Sharding, Split
 
-GRAD_FACTOR = 3.0
+FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "reduce", "move")  # registry families
+# memory-bound curves: they slow to the rate of the program's working set once it outgrows the caches.
+# (A gather or scatter is a roofline of its lookups, at its own curve and size, and its streamed index
+# and values, at the stream rate of the working set; transcendental functions are bound by arithmetic.)
+STREAMING = frozenset({"stream", "reduce", "matvec"})
+COPIES = frozenset({"transpose", "pad", "concatenate", "rev", "dynamic_update_slice"})  # moves that copy
+STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 bytes read + written
+BACKWARD_ELEMENTWISE = 2.0  # an elementwise op's derivative: about two ops of the same size
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,27 +75,124 @@ def node_flops(node: Node, ins: list[tuple[int, ...]], outs: list[tuple[int, ...
     return (prim.flops if prim is not None else per_output(1.0))(node, ins, outs)
 
 
+def family(node: Node) -> str:
+    prim = entry(node.primitive)
+    return prim.family if prim is not None else "elementwise"
+
+
 LocalShape = Callable[[Value, Sharding], tuple[int, ...]]
 
 
+def _size(shape: tuple[int, ...]) -> float:
+    return float(np.prod(shape, dtype=np.float64))
+
+
 def _nbytes(shape: tuple[int, ...], v: Value) -> float:
-    return float(np.prod(shape, dtype=np.float64)) * v.dtype.itemsize
+    return _size(shape) * v.dtype.itemsize
 
 
-def compute_time(graph: Graph, prop: Propagation, shape: LocalShape, cluster: ClusterSpec) -> tuple[float, float]:
-    """(seconds, flops) of one forward pass on the slowest shard: a roofline per node."""
-    total_s = total_f = 0.0
+@dataclass(frozen=True, slots=True)
+class NodeCost:
+    """One node's seconds forward and backward, its FLOPs (both passes) and its kernel launches."""
+
+    forward_s: float
+    backward_s: float
+    flops: float
+    kernels: int
+
+
+def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[tuple[int, ...]],
+              out_shapes: list[tuple[int, ...]], grads: list[bool], rates: KernelRates,
+              working_set: float = 0.0) -> NodeCost:
+    """What `node` costs on its local shapes; `grads[i]`: input i depends on the parameters;
+    `working_set`: bytes of the program's values (memory-bound kernels run at its rate)."""
+    fam, f = family(node), node_flops(node, in_shapes, out_shapes)
+
+    def time(kind: str, work: float) -> float:
+        return rates.time(kind, work, working_set if kind in STREAMING else 0.0)
+
+    moved = sum(_nbytes(s, v) for s, v in zip(in_shapes + out_shapes, ins + outs))
+    out_elems = sum(map(_size, out_shapes))
+    need = any(grads)
+    if fam == "matmul":
+        one = max(time("matmul", f), time("matvec", moved))
+        back = sum(grads)
+        return NodeCost(one, back * one, f * (1 + back), 1 + back)
+    if fam == "transcendental":
+        one = time("transcendental", out_elems)
+        return NodeCost(one, one if need else 0.0, f * (2 if need else 1), 0)
+    if fam in ("gather", "scatter"):
+        index_bytes = _nbytes(in_shapes[1], ins[1])
+        touched = index_bytes + (_nbytes(out_shapes[0], outs[0]) if fam == "gather" else
+                                 sum(_nbytes(s, v) for s, v in zip(in_shapes[2:], ins[2:])))
+        one = max(time(fam, touched), time("stream", touched))
+        other = max(time("scatter" if fam == "gather" else "gather", touched), time("stream", touched))
+        back = other if grads[0] or (fam == "scatter" and any(grads[2:])) else 0.0
+        return NodeCost(one, back, f, 1 + (back > 0))
+    if fam == "reduce":
+        read = _nbytes(in_shapes[0], ins[0])
+        back = time("stream", STREAM_BYTES_PER_OP * _size(in_shapes[0])) if need else 0.0
+        return NodeCost(time("reduce", read), back, f, 1)
+    if fam == "move" and node.primitive not in COPIES:
+        return NodeCost(0.0, 0.0, 0.0, 0)
+    one = time("stream", STREAM_BYTES_PER_OP * out_elems)
+    # a value the backward pass needs is written once forward and read once backward (a residual)
+    residual = time("stream", 2 * sum(_nbytes(s, v) for s, v in zip(out_shapes, outs))) if need else 0.0
+    return NodeCost(one, BACKWARD_ELEMENTWISE * one + residual if need else 0.0,
+                    f * (1 + BACKWARD_ELEMENTWISE * need), 0)
+
+
+def differentiated(graph: Graph) -> set[int]:
+    """The values that depend on a parameter (the backward pass runs through their nodes)."""
+    out = set(graph.inputs.params.values())
+    for node in graph.nodes():
+        if any(i in out for i in node.inputs):
+            out.update(node.outputs)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Compute:
+    """A gradient evaluation's kernels on the slowest shard."""
+
+    seconds: float  # kernels, reads of data arrays and kernel overheads
+    flops: float
+    kernels: int
+    read_s: float = 0.0  # of which reading data arrays from memory
+
+
+def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
+            dram: LocalShape | None = None) -> Compute:
+    """Seconds, FLOPs and kernels of one forward and backward pass on the local shapes `shape`.
+
+    With `dram` (a row block's shapes in `shape`, the shard's whole shapes in `dram`), the data
+    are read once from memory at the whole shard's size and then found in cache (a fused block).
+    Without it, a matmul's roofline already counts the data it reads; other consumers of a data
+    array read it from memory once."""
+    grads = differentiated(graph)
+    data = set(graph.inputs.data.values())
+    working_set = sum(_nbytes(shape(graph.value(o), s), graph.value(o)) for n in graph.nodes()
+                      for o, s in zip(n.outputs, prop.decisions[n.id].outs))
+    seconds = flops = read_s = 0.0
+    kernels = 0
+    read: set[int] = set()
     for node in graph.nodes():
         d = prop.decisions[node.id]
         ins = [graph.value(i) for i in node.inputs]
         outs = [graph.value(o) for o in node.outputs]
-        in_shapes = [shape(v, s) for v, s in zip(ins, d.ins)]
-        out_shapes = [shape(v, s) for v, s in zip(outs, d.outs)]
-        f = node_flops(node, in_shapes, out_shapes)
-        b = sum(_nbytes(s, v) for s, v in zip(in_shapes + out_shapes, ins + outs))
-        total_s += max(f / cluster.flops, b / cluster.mem_bandwidth)
-        total_f += f
-    return total_s, total_f
+        c = node_cost(node, ins, outs, [shape(v, s) for v, s in zip(ins, d.ins)],
+                      [shape(v, s) for v, s in zip(outs, d.outs)], [i in grads for i in node.inputs], rates,
+                      working_set)
+        seconds += c.forward_s + c.backward_s
+        flops += c.flops
+        kernels += c.kernels
+        if dram is None and family(node) == "matmul":
+            continue
+        for i, v, s in zip(node.inputs, ins, d.ins):
+            if i in data and i not in read:  # a data array comes from memory once per pass
+                read.add(i)
+                read_s += rates.time("matvec", _nbytes((dram or shape)(v, s), v))
+    return Compute(seconds + read_s + kernels * rates.kernel_s, flops, kernels, read_s)
 
 
 def memory_bytes(graph: Graph, prop: Propagation, shape: LocalShape, state_copies: float) -> float:
@@ -109,14 +232,50 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
     return nbytes, seconds, count
 
 
+def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int) -> tuple[str, int, int] | None:
+    """(dim, rows per block, blocks) when the runtime runs this candidate in cached row blocks
+    (`rows`: the graph's row split, blocks.row_split_of; the same test fused.fused_potential makes)."""
+    if rows is None or (prop.split.dims and prop.split.dims != rows.dims) or (not prop.split.dims and devices != 1):
+        return None
+    dim = next(iter(rows.dims))
+    size = graph.dims[dim]
+    if size % devices or not blocks.separable(graph, prop, dim):
+        return None
+    blk = blocks.blocking(graph, dim, size // devices, devices)
+    return None if blk is None else (dim, blk.rows, blk.blocks + (blk.tail > 0))
+
+
+def block_shape(shape: LocalShape, dim: str, rows: int) -> LocalShape:
+    """Local shapes with `dim` cut to one block of `rows`."""
+
+    def local(v: Value, s: Sharding) -> tuple[int, ...]:
+        return tuple(rows if d == dim else n for d, n in zip(v.dims, shape(v, s)))
+
+    return local
+
+
+def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
+                     devices: int, row_split: Split | None = None) -> Compute:
+    """The slowest shard's kernels of one gradient evaluation, block by block where the runtime fuses."""
+    blocked = fused_blocks(graph, prop, row_split, devices)
+    if blocked is None:
+        return compute(graph, prop, shape, rates)
+    dim, rows, count = blocked
+    one = compute(graph, prop, block_shape(shape, dim, rows), rates, dram=shape)
+    # the data reads were charged at the whole shard's size in `one`: once in all; the rest per block
+    return Compute((one.seconds - one.read_s) * count + one.read_s, one.flops * count, one.kernels * count,
+                   one.read_s)
+
+
 def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: ClusterSpec, devices: int,
-             state_copies: float) -> CostEstimate:
-    fwd_s, flops = compute_time(graph, prop, shape, cluster)
+             state_copies: float, row_split: Split | None = None) -> CostEstimate:
+    rates = cluster.rates
+    c = gradient_compute(graph, prop, shape, rates, devices, row_split)
     mem = memory_bytes(graph, prop, shape, state_copies)
     cbytes, cs, count = comm(graph, prop, cluster, devices)
-    compute_s = GRAD_FACTOR * fwd_s
+    compute_s = rates.call(devices) + c.seconds
     feasible = mem <= cluster.mem_capacity
     reason = None if feasible else (f"needs {mem / 1e9:.3g} GB per device, more than the "
                                     f"{cluster.mem_capacity / 1e9:.3g} GB it has")
     return CostEstimate(prop.split.name, feasible, int(mem), compute_s, int(cbytes), cs, compute_s + cs, reason,
-                        GRAD_FACTOR * flops, count)
+                        c.flops, count)

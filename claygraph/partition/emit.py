@@ -20,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Node, Value
+from claygraph.partition import kernels
 from claygraph.partition.layout import DimLayout
 from claygraph.partition.plan import shape_fn
 from claygraph.partition.propagate import sticky
@@ -139,7 +140,7 @@ class _Local:
             args = _match_vma([self.to_user(a, v) for a, v in zip(args, ins)])
             outs = node.bind(*args)
             return [self.from_user(y, self.g.value(o)) for y, o in zip(outs, node.outputs)]
-        return node.bind(*_match_vma(args), **self.params(node, ins, d))
+        return kernels.bind(node.prim, _match_vma(args), self.params(node, ins, d))
 
     def __call__(self, params: Mapping[str, Any], data: Mapping[str, Any]):
         out, have = self.run(params, data)

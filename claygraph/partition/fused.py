@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -26,72 +25,24 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from claygraph.ir.graph import Graph
+from claygraph.partition.blocks import (  # noqa: F401 - Blocking, MIN_BLOCKS and separable are part of fused's API
+    BLOCK_BYTES,
+    MIN_BLOCKS,
+    Blocking,
+    blocking,
+    row_split_of,
+    separable,
+)
 from claygraph.partition.emit import AXIS, _Local
 from claygraph.partition.layout import DimLayout
-from claygraph.partition.shardings import Partial, Sharded, Split
-
-BLOCK_BYTES = 8 << 20  # data bytes per block: ~8 MiB stays in this machine's L3 (see docs/inference.md)
-MIN_BLOCKS = 4  # fewer blocks than this per shard: the plain program is as good
-
-
-@dataclass(frozen=True, slots=True)
-class Blocking:
-    """How one shard's rows of `dim` are cut: `blocks` full blocks of `rows` rows, then `tail` rows."""
-
-    dim: str
-    rows: int
-    blocks: int
-    tail: int
-    shards: int
+from claygraph.partition.shardings import Split
 
 
 def row_split(graph: Graph) -> Split | None:
     """The dim split over the data dim holding the most bytes (where blocking saves the most reads)."""
     from claygraph.partition.plan import enumerate_splits
 
-    splits = [s for s in enumerate_splits(graph)[0] if s.kind == "dim"]
-    arrays = graph.meta.arrays
-
-    def data_bytes(s: Split) -> int:
-        return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in arrays.values()
-                   if next(iter(s.dims)) in a.dims)
-
-    return max(splits, key=lambda s: (data_bytes(s), s.name), default=None)
-
-
-def separable(graph: Graph, prop, dim: str) -> bool:
-    """The potential is a sum over `dim`'s entries: every value with `dim` stays sharded along it, the
-    only collective is the final psum, nothing is masked, remapped or run in the user's layout, and no
-    parameter or constant has `dim`."""
-    if prop is None or prop.fallbacks or not isinstance(prop.shardings[graph.output], Partial) \
-            or prop.shardings[graph.output] != Partial("sum"):
-        return False
-    if any(c.node is not None for c in prop.collectives):
-        return False
-    if any(d.masks or d.local_offset or d.user_layout for d in prop.decisions.values()):
-        return False
-    if any(dim in graph.value(v).dims for v in list(graph.inputs.params.values()) + list(graph.consts)):
-        return False
-    for vid, s in prop.shardings.items():
-        v = graph.value(vid)
-        if dim in v.dims and not (isinstance(s, Sharded) and s.dim == dim):
-            return False
-    return True
-
-
-def blocking(graph: Graph, dim: str, local_rows: int, shards: int) -> Blocking | None:
-    arrays = graph.meta.arrays
-    row_bytes = sum(int(np.prod(a.shape)) // max(1, a.shape[a.dims.index(dim)]) * np.dtype(a.dtype).itemsize
-                    for a in arrays.values() if dim in a.dims)
-    rows = max(256, BLOCK_BYTES // max(1, row_bytes))
-    blocks = local_rows // rows
-    if blocks < MIN_BLOCKS:
-        return None
-    # equal blocks where a block count up to 1.5x the target divides the rows: no tail to trace and compile
-    even = next((b for b in range(blocks, blocks + blocks // 2 + 1) if local_rows % b == 0), None)
-    if even is not None:
-        return Blocking(dim, local_rows // even, even, 0, shards)
-    return Blocking(dim, rows, blocks, local_rows - blocks * rows, shards)
+    return row_split_of(graph, enumerate_splits(graph)[0])
 
 
 def _block_layout(dim: str, rows: int, shards: int) -> dict[str, DimLayout]:
@@ -210,7 +161,7 @@ def fused_potential(graph: Graph, split: Split, layout: Mapping[str, DimLayout],
                                  shards)
     if not separable(graph, cand.propagation, dim):
         return None
-    blk = blocking(graph, dim, size // shards, shards)
+    blk = blocking(graph, dim, size // shards, shards, BLOCK_BYTES)  # this module's: tests patch it
     if blk is None:
         return None
     fp = FusedPotential(graph, cand.propagation, blk, mesh, param_specs, data_specs)

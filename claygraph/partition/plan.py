@@ -11,6 +11,7 @@ import numpy as np
 from claygraph.errors import PartitionError
 from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph, Value
+from claygraph.partition.blocks import row_split_of
 from claygraph.partition.cluster import ClusterSpec
 from claygraph.partition.cost import CostEstimate, estimate
 from claygraph.partition.layout import DimLayout, block_layout, block_sizes, group_layout, group_sizes
@@ -108,8 +109,9 @@ def candidate_with_layout(graph: Graph, split: Split, layout: Mapping[str, DimLa
     except PartitionError as e:
         bad = CostEstimate(split.name, False, 0, float("inf"), 0, float("inf"), float("inf"), str(e))
         return Candidate(split, MappingProxyType(layout), None, bad)
+    rows = row_split_of(graph, enumerate_splits(graph)[0])  # a row-separable program runs in fused blocks
     return Candidate(split, MappingProxyType(layout), prop, estimate(graph, prop, shape, cluster, devices,
-                                                                     STATE_COPIES))
+                                                                     STATE_COPIES, rows))
 
 
 class Plan:

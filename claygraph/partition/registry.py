@@ -120,6 +120,7 @@ class Primitive:
     local_params: LocalParams | None = None  # params rewritten for shard-local shapes (emission)
     carries_ids: bool = False  # laid-out index ids pass through unchanged (reshapes, copies)
     extremum: frozenset[str] = frozenset()  # Partial(max)/Partial(min) operands that may pass through
+    family: str = "elementwise"  # its kernel family in the cost model (cost.py FAMILIES)
 
     def linearity_at(self, ins: list[Value], outs: list[Value]) -> Linearity:
         """The linearity of this application (a cast is linear only when it does not round)."""

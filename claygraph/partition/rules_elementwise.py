@@ -92,4 +92,5 @@ for _name in (*ELEMENTWISE, "add_any"):
     register([_name], elementwise,
              linearity=_cast_linearity if _name == "convert_element_type" else LINEARITY.get(_name, Linearity.NONE),
              flops=per_output(TRANSCENDENTAL_FLOPS if _name in TRANSCENDENTAL else 1.0),
-             carries_ids=_name in ("copy", "copy_p"), extremum=EXTREMUM.get(_name, frozenset()))
+             carries_ids=_name in ("copy", "copy_p"), extremum=EXTREMUM.get(_name, frozenset()),
+             family="transcendental" if _name in TRANSCENDENTAL else "elementwise")

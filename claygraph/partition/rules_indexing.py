@@ -23,7 +23,7 @@ def _simple(node, operand, indices) -> int | None:
     return k if k in dn.collapsed_slice_dims else None
 
 
-@rule("gather", linearity=Linearity.FIRST, local_params=local_slice_sizes)
+@rule("gather", linearity=Linearity.FIRST, local_params=local_slice_sizes, family="gather")
 def gather(node, ins, shs, outs, ctx):
     operand, indices = ins
     so, si = shs
@@ -46,6 +46,6 @@ def gather(node, ins, shs, outs, ctx):
     return Decision((REPLICATED, si), (si,) if isinstance(si, Sharded) else (REPLICATED,))
 
 
-@rule("scatter-add", "scatter_add", "scatter", "scatter-mul", "scatter_mul")
+@rule("scatter-add", "scatter_add", "scatter", "scatter-mul", "scatter_mul", family="scatter")
 def scatter(node, ins, shs, outs, ctx):
     return fallback(node, ins, outs, ctx, f"{node.primitive} runs replicated")

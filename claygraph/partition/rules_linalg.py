@@ -24,7 +24,7 @@ def dot_flops(node, ins, outs) -> float:
     return 2.0 * float(np.prod(outs[0], dtype=np.float64)) * contract
 
 
-@rule("dot_general", linearity=Linearity.EACH, flops=dot_flops)
+@rule("dot_general", linearity=Linearity.EACH, flops=dot_flops, family="matmul")
 def dot_general(node, ins, shs, outs, ctx):
     lhs, rhs = ins
     (lc, rc), (lb, rb) = node.params["dimension_numbers"]

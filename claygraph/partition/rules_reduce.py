@@ -21,9 +21,9 @@ def _masks(src, axes, ctx, fill):
     return tuple(Mask(0, i, src.dims[i], fill) for i in axes if src.dims[i] in ctx.padded)
 
 
-@rule("reduce_sum", linearity=Linearity.JOINT, flops=per_input)
-@rule("reduce_max", extremum=frozenset({"max"}), flops=per_input)
-@rule("reduce_min", extremum=frozenset({"min"}), flops=per_input)
+@rule("reduce_sum", linearity=Linearity.JOINT, flops=per_input, family="reduce")
+@rule("reduce_max", extremum=frozenset({"max"}), flops=per_input, family="reduce")
+@rule("reduce_min", extremum=frozenset({"min"}), flops=per_input, family="reduce")
 def reduce(node, ins, shs, outs, ctx):
     src, s, p = ins[0], shs[0], node.primitive
     axes = tuple(node.params["axes"])
@@ -41,7 +41,7 @@ def reduce(node, ins, shs, outs, ctx):
     return Decision((s,), (s,), masks)
 
 
-@rule("reduce_prod", "reduce_and", "reduce_or", "argmax", "argmin", "reduce_xor", flops=per_input)
+@rule("reduce_prod", "reduce_and", "reduce_or", "argmax", "argmin", "reduce_xor", flops=per_input, family="reduce")
 def reduce_ordered(node, ins, shs, outs, ctx):
     src, s = ins[0], shs[0]
     axes = set(node.params["axes"])
@@ -50,8 +50,8 @@ def reduce_ordered(node, ins, shs, outs, ctx):
     return Decision((s,), (s,))
 
 
-@rule("cumsum", linearity=Linearity.JOINT, flops=per_input)
-@rule("cumprod", "cummax", "cummin", "cumlogsumexp", "sort", flops=per_input)
+@rule("cumsum", linearity=Linearity.JOINT, flops=per_input, family="reduce")
+@rule("cumprod", "cummax", "cummin", "cumlogsumexp", "sort", flops=per_input, family="reduce")
 def scan_like(node, ins, shs, outs, ctx):
     src = ins[0]
     axis = node.params.get("axis", node.params.get("dimension"))

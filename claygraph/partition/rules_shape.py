@@ -11,7 +11,8 @@ from claygraph.partition.local_params import local_limits, local_new_sizes, loca
 from claygraph.partition.registry import Decision, Linearity, RuleCtx, fallback, rule
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded
 
-MOVE = dict(linearity=Linearity.JOINT, extremum=frozenset({"max", "min"}))  # data movement commutes with sums and max
+# data movement commutes with sums and max
+MOVE = dict(linearity=Linearity.JOINT, extremum=frozenset({"max", "min"}), family="move")
 
 
 def _axis_moving(node, ins, shs, outs, ctx: RuleCtx, pairs: list[tuple[int, int]]) -> Decision:

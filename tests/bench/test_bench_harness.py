@@ -290,17 +290,21 @@ def test_report_from_fake_results(tmp_path):
         assert f"](results/{name})" in md
 
 
-def test_split_verdict_counts_near_ties():
+def test_split_verdict_is_a_tie_only_within_the_measured_spreads():
     from bench.suites.partition import summarize
 
-    def result(chosen_s, other_s):
-        return {"chosen": ["product"], "candidates": [_candidate(["product"], 0.02, chosen_s),
-                                                      _candidate(["row"], 0.021, other_s)]}
+    def result(chosen_s, other_s, spread=0.0):
+        cands = [_candidate(["product"], 0.02, chosen_s), _candidate(["row"], 0.021, other_s)]
+        for c in cands:
+            m = c["measured"]["median_s"]
+            c["measured"] |= {"q1_s": m * (1 - spread), "q3_s": m * (1 + spread)}
+        return {"chosen": ["product"], "candidates": cands}
 
     assert summarize(result(0.01, 0.02))["verdict"] == "yes"
-    tie = summarize(result(0.0105, 0.01))
+    tie = summarize(result(0.0105, 0.01, spread=0.03))  # 1.05x slower, quartiles 3% either side: they overlap
     assert tie["verdict"] == "tie" and not tie["agree"] and tie["chosen_over_best"] == pytest.approx(1.05)
-    assert summarize(result(0.02, 0.01))["verdict"] == "no"
+    assert summarize(result(0.0105, 0.01, spread=0.01))["verdict"] == "no"  # the same 5%, tight spreads
+    assert summarize(result(0.02, 0.01, spread=0.1))["verdict"] == "no"
 
 
 def test_report_without_results(tmp_path):

@@ -5,9 +5,16 @@ import math
 
 import pytest
 
-from claygraph.cli import calibrate as calibrate_cli
 from claygraph.errors import ClaygraphError, ClusterError
-from claygraph.partition.cluster import ClusterSpec
+from claygraph.partition.cluster import (
+    LOCAL_BANDWIDTH,
+    LOCAL_KERNELS,
+    LOCAL_LATENCY,
+    PROFILE_VERSION,
+    ClusterSpec,
+    Curve,
+    KernelRates,
+)
 
 # Data-sheet figures (docs/cluster.md): per device, SI units; NVLink figures one direction.
 PRESET_FIGURES = {
@@ -128,31 +135,49 @@ def test_describe_is_one_line():
     assert "2 node(s) x 8 device(s)" in line and "19.5 TFLOP/s" in line
 
 
-def test_local_defaults_reproduce_measured_gloo_allreduce(profile_path):
+def test_local_defaults_reproduce_measured_psum_between_local_devices(profile_path):
     assert not profile_path.exists()
     spec = ClusterSpec.local(2)
     assert (spec.devices, spec.nodes, spec.name) == (2, 1, "local")
-    # Measured between two local JAX processes: 0.3 ms for one float32, 6.2 ms for 1,000,000.
-    assert spec.allreduce_time(4, 2) == pytest.approx(0.3e-3, rel=0.05)
-    assert spec.allreduce_time(4e6, 2) == pytest.approx(6.2e-3, rel=0.05)
-    assert spec.flops == pytest.approx(50e9 / 2)
+    # the ring formula with the calibrated defaults: 2 latencies for one float on two devices
+    assert spec.allreduce_time(4, 2) == pytest.approx(2 * LOCAL_LATENCY + 4 / LOCAL_BANDWIDTH)
+    assert spec.flops == pytest.approx(LOCAL_KERNELS.matmul.rate() / 2)
+    assert spec.rates == LOCAL_KERNELS.shared(2)
+
+
+def _profile(**changes) -> dict:
+    line = {"work": [1e3, 1e6], "seconds": [1e-5, 1e-3]}
+    kernels = {f: line for f in KernelRates.FAMILIES} | {"call_s": 2e-5, "kernel_s": 1e-6}
+    return {"version": PROFILE_VERSION, "flops": 8e10, "mem_bandwidth": 2e10, "mem_capacity": 1.6e10,
+            "latency": 1e-4, "bandwidth": 2e9, "kernels": kernels, "raw": {"note": "ignored"}} | changes
 
 
 def test_local_honours_profile(profile_path):
-    figures = dict(flops=8e10, mem_bandwidth=2e10, mem_capacity=1.6e10, latency=1e-4, bandwidth=2e9)
-    profile_path.write_text(json.dumps({"version": 1, **figures, "raw": {"note": "ignored"}}))
+    profile_path.write_text(json.dumps(_profile()))
     spec = ClusterSpec.local(4)
     assert (spec.devices, spec.name) == (4, "local-calibrated")
     assert spec.flops == pytest.approx(2e10)
     assert spec.mem_bandwidth == pytest.approx(5e9)
     assert spec.mem_capacity == pytest.approx(4e9)
     assert spec.link(4) == (2e9, 1e-4)
+    # one of 4 local devices with work w takes what the host takes for 4 w
+    assert spec.rates.share == 4 and spec.rates.call_s == 2e-5
+    assert spec.rates.time("stream", 250.0) == pytest.approx(1e-5)
 
 
-def test_broken_profile_says_to_recalibrate(profile_path):
-    profile_path.write_text(json.dumps({"version": 1, "flops": 1e9}))
-    with pytest.raises(ClusterError, match="claygraph calibrate"):
+@pytest.mark.parametrize("profile", [
+    {"version": 1, "flops": 1e9},  # an old profile: no kernel curves
+    _profile(kernels={"call_s": 1e-5}),
+    _profile(kernels=_profile()["kernels"] | {"gather": {"work": [1e6, 1e3], "seconds": [1e-3, 1e-5]}}),
+    _profile(kernels=_profile()["kernels"] | {"reduce": {"work": [1e3], "seconds": [-1.0]}}),
+])
+def test_broken_profile_says_to_recalibrate(profile_path, profile):
+    profile_path.write_text(json.dumps(profile))
+    with pytest.raises(ClusterError, match="claygraph calibrate|must"):
         ClusterSpec.local()
+
+
+def test_unreadable_profile_says_to_recalibrate(profile_path):
     profile_path.write_text("{not json")
     with pytest.raises(ClusterError, match="claygraph calibrate"):
         ClusterSpec.local()
@@ -164,29 +189,53 @@ def test_profile_round_trip(tmp_path):
     again = ClusterSpec.from_profile(path, devices=8)
     for field in ("flops", "mem_bandwidth", "mem_capacity", "intra_bandwidth", "intra_latency"):
         assert getattr(again, field) == pytest.approx(getattr(spec, field)), field
-    assert again.to_profile() == pytest.approx(spec.to_profile())
+    profile, back = spec.to_profile(), again.to_profile()
+    assert {k: v for k, v in back.items() if k != "kernels"} == pytest.approx(
+        {k: v for k, v in profile.items() if k != "kernels"})
+    assert back["kernels"]["stream"]["seconds"] == pytest.approx(profile["kernels"]["stream"]["seconds"])
+    assert again.rates.time("matmul", 1e12) == pytest.approx(spec.rates.time("matmul", 1e12))
 
 
-def test_calibrate_quick_measures_and_saves(tmp_path, capsys):
-    out = tmp_path / "calibrated" / "profile.json"
-    profile = calibrate_cli.calibrate(out=str(out), quick=True)
-    for key in ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth"):
-        assert profile[key] > 0, key
-    assert json.loads(out.read_text()) == profile
-    assert ClusterSpec.from_profile(out).flops == pytest.approx(profile["flops"])
-    assert "GFLOP/s" in capsys.readouterr().out
+# -- kernel curves --------------------------------------------------------------------------------------
+
+def test_curve_interpolates_on_log_log_axes_and_extrapolates_at_the_end_rates():
+    c = Curve((1e3, 1e5), (1e-6, 1e-3))  # 1 GB/s at the small end, 0.1 GB/s at the large end
+    assert c.time(1e4) == pytest.approx(math.sqrt(1e-6 * 1e-3))  # halfway on both log axes
+    assert c.time(1e3) == pytest.approx(1e-6) and c.time(1e5) == pytest.approx(1e-3)
+    assert c.time(10.0) == pytest.approx(1e-8)  # below: the smallest size's rate
+    assert c.time(1e7) == pytest.approx(1e-1)  # above: the largest size's rate
+    assert c.time(0.0) == 0.0 and c.rate() == pytest.approx(1e8)
 
 
-def test_calibrate_main_parses_arguments(monkeypatch):
-    calls = []
-    monkeypatch.setattr(calibrate_cli, "calibrate", lambda out, quick: calls.append((out, quick)) or {})
-    assert calibrate_cli.main(["--quick", "--out", "p.json"]) == 0
-    assert calibrate_cli.main([]) == 0
-    assert calls == [("p.json", True), (None, False)]
+def test_curve_refuses_bad_points():
+    with pytest.raises(ClusterError):
+        Curve((1e3, 1e2), (1e-6, 1e-7))
+    with pytest.raises(ClusterError):
+        Curve((1e3,), (1e-6, 1e-7))
 
 
-def test_fit_link_inverts_round_trips():
-    # One message: 50 us + n / 1 GB/s; a round trip is two messages.
-    latency, bandwidth = calibrate_cli.fit_link(2 * (50e-6 + 4 / 1e9), 2 * (50e-6 + 4e6 / 1e9), 4_000_000)
-    assert latency == pytest.approx(50e-6, rel=1e-3)
-    assert bandwidth == pytest.approx(1e9, rel=1e-3)
+def test_kernel_rates_share_the_host_and_slow_to_the_working_sets_rate():
+    c = Curve((1e6, 1e8), (1e-4, 1e-1))  # 10 GB/s in cache, 1 GB/s for 100 MB
+    rates = KernelRates(**{f: c for f in KernelRates.FAMILIES}, call_s=1e-5, kernel_s=1e-6)
+    two = rates.shared(2)
+    assert two.time("stream", 5e5) == pytest.approx(1e-4)  # two devices at once: the host's time for 1e6
+    # 1 MB of work inside a 100 MB working set streams at the 100 MB rate
+    assert rates.time("stream", 1e6, working_set=1e8) == pytest.approx(1e6 / 1e9)
+    assert rates.time("stream", 1e6, working_set=1e5) == pytest.approx(1e-4)  # a smaller set changes nothing
+
+
+def test_nominal_rates_follow_the_data_sheet():
+    spec = ClusterSpec.preset("p5")
+    r = spec.rates
+    assert r.time("matmul", 67e12) == pytest.approx(1.0)
+    assert r.time("stream", 3.35e12) == pytest.approx(1.0)
+    assert r.time("gather", 3.35e12) == pytest.approx(2.0)
+
+
+def test_a_program_over_several_devices_pays_the_spmd_call():
+    r = KernelRates.nominal(1e12, 1e11)
+    assert r.call(1) == r.call(4) == r.call_s
+    spmd = KernelRates(**{f: getattr(r, f) for f in KernelRates.FAMILIES}, call_s=1e-5, kernel_s=1e-6,
+                       spmd_call_s=6e-5)
+    assert (spmd.call(1), spmd.call(2)) == (1e-5, 6e-5)
+    assert KernelRates.from_json(spmd.to_json(), "test") == spmd

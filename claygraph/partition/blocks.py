@@ -1,0 +1,76 @@
+"""Row blocks: when the runtime runs a split program in cached blocks of rows (partition/fused.py),
+and how it cuts them. Kept apart from fused.py (which builds the blocked program) so that the cost
+model can cost a candidate the way it will run without importing emission."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from claygraph.ir.graph import Graph
+from claygraph.partition.shardings import Partial, Sharded, Split
+
+BLOCK_BYTES = 8 << 20  # data bytes per block: ~8 MiB stays in this machine's L3 (see docs/inference.md)
+MIN_BLOCKS = 4  # fewer blocks than this per shard: the plain program is as good
+
+
+@dataclass(frozen=True, slots=True)
+class Blocking:
+    """How one shard's rows of `dim` are cut: `blocks` full blocks of `rows` rows, then `tail` rows."""
+
+    dim: str
+    rows: int
+    blocks: int
+    tail: int
+    shards: int
+
+
+def row_split_of(graph: Graph, candidates: list[Split]) -> Split | None:
+    """Of the candidate splits, the dim split over the data dim holding the most bytes (where
+    blocking saves the most reads)."""
+    splits = [s for s in candidates if s.kind == "dim"]
+    arrays = graph.meta.arrays
+
+    def data_bytes(s: Split) -> int:
+        return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in arrays.values()
+                   if next(iter(s.dims)) in a.dims)
+
+    return max(splits, key=lambda s: (data_bytes(s), s.name), default=None)
+
+
+def separable(graph: Graph, prop, dim: str) -> bool:
+    """The potential is a sum over `dim`'s entries: every value with `dim` stays sharded along it, the
+    only collective is the final psum, nothing is masked, remapped or run in the user's layout, and no
+    parameter or constant has `dim`."""
+    if prop is None or prop.fallbacks or not isinstance(prop.shardings[graph.output], Partial) \
+            or prop.shardings[graph.output] != Partial("sum"):
+        return False
+    if any(c.node is not None for c in prop.collectives):
+        return False
+    if any(d.masks or d.local_offset or d.user_layout for d in prop.decisions.values()):
+        return False
+    if any(dim in graph.value(v).dims for v in list(graph.inputs.params.values()) + list(graph.consts)):
+        return False
+    for vid, s in prop.shardings.items():
+        v = graph.value(vid)
+        if dim in v.dims and not (isinstance(s, Sharded) and s.dim == dim):
+            return False
+    return True
+
+
+def blocking(graph: Graph, dim: str, local_rows: int, shards: int,
+             block_bytes: int = BLOCK_BYTES) -> Blocking | None:
+    """How the runtime cuts a shard's `local_rows` rows into blocks of about `block_bytes` of data;
+    None where fewer than MIN_BLOCKS fit (the plain program is as good)."""
+    arrays = graph.meta.arrays
+    row_bytes = sum(int(np.prod(a.shape)) // max(1, a.shape[a.dims.index(dim)]) * np.dtype(a.dtype).itemsize
+                    for a in arrays.values() if dim in a.dims)
+    rows = max(256, block_bytes // max(1, row_bytes))
+    blocks = local_rows // rows
+    if blocks < MIN_BLOCKS:
+        return None
+    # equal blocks where a block count up to 1.5x the target divides the rows: no tail to trace and compile
+    even = next((b for b in range(blocks, blocks + blocks // 2 + 1) if local_rows % b == 0), None)
+    if even is not None:
+        return Blocking(dim, local_rows // even, even, 0, shards)
+    return Blocking(dim, rows, blocks, local_rows - blocks * rows, shards)

@@ -1,0 +1,70 @@
+"""The split_choice suite's judgement (pick, spread, prediction) and its report section, on made-up results."""
+from __future__ import annotations
+
+import pytest
+
+from claygraph.cli import bench as cli
+
+cli._import_bench()  # the bench/ folder of this checkout, on sys.path
+
+from bench import report  # noqa: E402
+from bench.suites import split_choice as sc  # noqa: E402
+
+
+def cand(split, predicted, median, spread=0.02):
+    return {"split": split, "feasible": True, "predicted_s": predicted, "compute_s": predicted, "comm_s": 0.0,
+            "measured": {"median_s": median, "min_s": median * 0.9, "max_s": median * 1.3, "repeats": 11,
+                         "q1_s": median * (1 - spread), "q3_s": median * (1 + spread)}}
+
+
+def result(chosen, *cands):
+    return {"chosen": chosen, "candidates": list(cands)}
+
+
+def test_the_fastest_pick_is_right_and_its_prediction_judged():
+    j = sc.judge(result(["row"], cand(["row"], 0.010, 0.012), cand(["feature"], 0.02, 0.030), cand([], 0.03, 0.05)))
+    assert j["pick_ok"] and j["measured_best"] == ["row"]
+    assert j["differ"] == pytest.approx(0.05 / 0.012)
+    assert j["chosen_measured_over_predicted"] == pytest.approx(1.2) and j["chosen_within"]
+    assert not j["all_within"]  # none: 0.05 measured against 0.03 predicted is 1.67x
+
+
+def test_a_slower_pick_is_right_only_within_the_measured_spread():
+    close = sc.judge(result(["row"], cand(["row"], 0.01, 0.0104, 0.03), cand(["feature"], 0.02, 0.0100, 0.03)))
+    assert close["pick_ok"] and close["chosen_over_best"] == pytest.approx(1.04)
+    tight = sc.judge(result(["row"], cand(["row"], 0.01, 0.0104, 0.01), cand(["feature"], 0.02, 0.0100, 0.01)))
+    assert not tight["pick_ok"]
+    far = sc.judge(result(["row"], cand(["row"], 0.01, 0.04), cand(["feature"], 0.02, 0.01)))
+    assert not far["pick_ok"] and not far["chosen_within"]  # 4x the prediction
+
+
+def test_totals_count_picks_only_where_the_candidates_differ():
+    cases = [{"status": "ok", "judge": sc.judge(r)} for r in (
+        result(["row"], cand(["row"], 0.01, 0.01), cand([], 0.02, 0.03)),  # differ 3x, right
+        result(["row"], cand(["row"], 0.01, 0.03), cand([], 0.02, 0.01)),  # differ 3x, wrong
+        result(["row"], cand(["row"], 0.01, 0.011), cand([], 0.02, 0.01)),  # differ 1.1x: no choice to make
+    )] + [{"status": "error", "note": "boom"}]
+    t = sc.totals(cases)
+    assert (t["cases"], t["measured"], t["differ"], t["picks"], t["picks_ok"]) == (4, 3, 2, 2, 1)
+    assert (t["predictions"], t["chosen_within"]) == (3, 2)
+
+
+def test_report_section_states_the_totals_and_every_case(tmp_path):
+    cases = [{"name": "W1", "workload": "W1", "sizes": {"n": 10, "d": 2}, "status": "ok",
+              "result": result(["row"], cand(["row"], 0.01, 0.012), cand([], 0.03, 0.05))},
+             {"name": "broken", "workload": "W3", "sizes": {"n": 5}, "status": "error", "note": "RuntimeError: x"}]
+    for c in cases[:1]:
+        c["judge"] = sc.judge(c["result"])
+    res = {"status": "ok", "mode": "full", "commit": "abcdef123456", "measured_at": "2026-01-01T00:00:00",
+           "elapsed_s": 60.0, "devices": 2, "repeats": 11, "differ": 1.5, "within": 1.5,
+           "profile": {"calibrate_s": 12.0, "load_average": [1.0, 1.0, 1.0]},
+           "load_average_cases": {"before": [1.5, 1, 1], "after": [2.0, 1, 1]}, "cases": cases,
+           "totals": sc.totals(cases)}
+    doc = {"suites": {"split_choice": res}}
+    path = tmp_path / "predicted_vs_measured.png"
+    assert report.plot_splits(doc, path) and path.stat().st_size > 1000
+    md = "\n".join(report.split_choice_section(doc, {"splits": path}, str))
+    assert "commit `abcdef1234`" in md and "**1 of 1** cases" in md
+    assert "W1 row predicted 10 ms, measured 12 ms (1.20x)" in md
+    assert "error: RuntimeError: x" in md and "predicted_vs_measured.png" in md
+    assert any(line.startswith("- **Split choice**") for line in report.headline(doc))

@@ -1,0 +1,92 @@
+"""`claygraph calibrate`: the profile's structure (never its timings, which depend on the machine)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from claygraph.cli import calibrate as calibrate_cli
+from claygraph.partition.cluster import ClusterSpec, KernelRates, read_profile
+
+
+@pytest.fixture(scope="module")
+def quick_profile(tmp_path_factory):
+    """One quick calibration (a few seconds, a collectives subprocess on 2 forced host devices)."""
+    out = tmp_path_factory.mktemp("calibrated") / "nested" / "profile.json"
+    profile = calibrate_cli.calibrate(out=str(out), quick=True, devices=2)
+    return out, profile
+
+
+def test_calibrate_saves_what_it_returns_and_the_spec_reads_it(quick_profile):
+    out, profile = quick_profile
+    assert json.loads(out.read_text()) == profile
+    figures, kernels = read_profile(out)
+    spec = ClusterSpec.from_profile(out, devices=2)
+    assert spec.flops == pytest.approx(profile["flops"] / 2)
+    assert spec.rates == kernels.shared(2)
+    assert spec.link(2) == (pytest.approx(profile["bandwidth"]), pytest.approx(profile["latency"]))
+
+
+def test_every_kernel_family_is_measured_at_several_increasing_sizes(quick_profile):
+    _, profile = quick_profile
+    assert set(profile["kernels_measured"]) == set(calibrate_cli.KERNELS)
+    for name, series in profile["kernels_measured"].items():
+        work, seconds = series["work"], series["seconds"]
+        assert len(work) == len(seconds) >= 3, name
+        assert work == sorted(set(work)), name
+        assert all(t > 0 and math.isfinite(t) for t in seconds), name
+        assert series["unit"] == calibrate_cli.KERNELS[name]
+    kernels = profile["kernels"]
+    assert set(kernels) == {*KernelRates.FAMILIES, "call_s", "kernel_s", "spmd_call_s"}
+    for family, name in calibrate_cli.FAMILY_SERIES.items():
+        assert kernels[family]["work"] == profile["kernels_measured"][name]["work"]
+    assert kernels["call_s"] > 0 and kernels["kernel_s"] > 0
+
+
+def test_collectives_are_measured_by_message_size_between_local_devices(quick_profile):
+    _, profile = quick_profile
+    coll = profile["collectives"]
+    assert coll["devices"] == 2
+    assert coll["bytes"] == [4 * n for n in calibrate_cli.QUICK.message_floats]
+    assert len(coll["seconds"]) == len(coll["bytes"]) and all(t > 0 for t in coll["seconds"])
+    assert (profile["latency"], profile["bandwidth"]) == (coll["latency"], coll["bandwidth"])
+    assert profile["kernels"]["spmd_call_s"] == coll["call_s"] > 0
+    link = profile["process_link"]
+    assert link["latency"] > 0 and link["bandwidth"] > 0
+    assert profile["device_kind"].startswith("cpu") and len(profile["load_average"]) == 3
+
+
+def test_fit_ring_inverts_the_ring_formula():
+    latency, bandwidth, s = 30e-6, 5e9, 4
+    nbytes = [4.0, 4e3, 4e5, 4e6]
+    seconds = [2 * (s - 1) * latency + 2 * (s - 1) / s * n / bandwidth for n in nbytes]
+    fit = calibrate_cli.fit_ring(nbytes, seconds, s)
+    assert fit == (pytest.approx(latency, rel=1e-6), pytest.approx(bandwidth, rel=1e-6))
+
+
+def test_fit_link_inverts_round_trips():
+    # One message: 50 us + n / 1 GB/s; a round trip is two messages.
+    latency, bandwidth = calibrate_cli.fit_link(2 * (50e-6 + 4 / 1e9), 2 * (50e-6 + 4e6 / 1e9), 4_000_000)
+    assert latency == pytest.approx(50e-6, rel=1e-3)
+    assert bandwidth == pytest.approx(1e9, rel=1e-3)
+
+
+def test_curves_are_the_series_less_the_call_overhead():
+    series = {name: calibrate_cli.Series(name, unit, (1e3, 1e6), (2e-5, 1e-3))
+              for name, unit in calibrate_cli.KERNELS.items()}
+    rates = calibrate_cli.kernel_rates(series, call_s=1e-5, kernel_s=2e-6)
+    assert rates.stream.seconds == pytest.approx((1e-5, 1e-3 - 1e-5))
+    assert (rates.call_s, rates.kernel_s) == (1e-5, 2e-6)
+    assert np.isclose(series["matmul"].intercept(), 2e-5 - 1e3 * (1e-3 - 2e-5) / (1e6 - 1e3))
+
+
+def test_main_parses_arguments(monkeypatch):
+    calls = []
+    monkeypatch.setattr(calibrate_cli, "calibrate", lambda out, quick, devices: calls.append((out, quick, devices)))
+    assert calibrate_cli.main(["--quick", "--out", "p.json"]) == 0
+    assert calibrate_cli.main(["--devices", "4"]) == 0
+    assert calls == [("p.json", True, 2), (None, False, 4)]
+    with pytest.raises(SystemExit):
+        calibrate_cli.main(["--devices", "1"])
