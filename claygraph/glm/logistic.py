@@ -28,8 +28,10 @@ def _few_values(y: np.ndarray, limit: int = 64) -> np.ndarray | None:
     """The distinct values of y, sorted, when there are at most `limit`, else None; where np.unique sorts
     all of y (0.36 s for 2M labels). Two labels (the usual case) take one pass in blocks, no copy."""
     lo, hi = y.min(), y.max()
-    if lo == hi or sum(np.count_nonzero((b == lo) | (b == hi)) for b in _blocks(y)) == y.size:
-        return np.unique(np.asarray([lo, hi], dtype=y.dtype))
+    if lo == hi:
+        return np.asarray([lo], dtype=y.dtype)
+    if sum(np.count_nonzero(b == lo) + np.count_nonzero(b == hi) for b in _blocks(y)) == y.size:
+        return np.asarray([lo, hi], dtype=y.dtype)
     seen, rest = [], y  # more labels: one masked pass per value
     while rest.size:
         if len(seen) == limit:
