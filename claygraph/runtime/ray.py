@@ -93,6 +93,17 @@ class Ray:
         # estimator's parameters) share the workers and are closed with them
         return self
 
+    def __getstate__(self) -> dict:
+        # a pickled handle (a fitted estimator's `runtime`) leaves this process's jitted functions and
+        # pending replies behind
+        state = dict(self.__dict__)
+        state.update(_driver_jits=None, _freeing=[])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._driver_jits = CompileCache()
+
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Ray:
         self.start()
