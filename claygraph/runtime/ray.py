@@ -31,6 +31,7 @@ from claygraph.runtime.worker import Worker
 
 DEFAULT_TIMEOUT_S = 600.0
 DEATH_GRACE_S = 10.0  # how long a failed step waits to learn whether a peer died
+MAX_PENDING_FREES = 64  # replies to program frees kept for the next compile to await
 log = logging.getLogger("claygraph.runtime")
 
 
@@ -419,6 +420,8 @@ def _release(runtime_ref: weakref.ref, generation: int, key: str, ranks: tuple[i
     if rt is None or rt._generation != generation or not ray.is_initialized():
         return
     rt._freeing.extend(a.free.remote(key) for a in rt._group(ranks))
+    if len(rt._freeing) > MAX_PENDING_FREES:  # many programs freed and no compile since: keep the unanswered
+        _, rt._freeing = ray.wait(rt._freeing, num_returns=len(rt._freeing), timeout=0)
 
 
 class RayProgram:
