@@ -2,8 +2,8 @@
 
 Every model reads the same data fields: `X` (row, feature), `weight` (row: each row's share of the
 loss, zero on padding rows; absent when every row weighs 1), `penalty` (a scalar: the L2 strength)
-and a target. The coefficients
-have flat (improper uniform) priors; the loss and the penalty enter as `numpyro.factor` terms, so
+and a target. The coefficients have flat (improper uniform) priors; the loss and the penalty enter
+as `numpyro.factor` terms, so
 
     potential = sum_i weight_i * loss_i + penalty / 2 * ||coef||^2      (the intercept unpenalised)
 
