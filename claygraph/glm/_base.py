@@ -10,7 +10,10 @@ scikit-learn's `tol` on the gradient of the mean objective. Small data (up to `S
 are padded to powers of four: rows with weight 0, features with zero columns (whose coefficients
 stay exactly 0: their gradient is the penalty's alone), so that fits of nearby shapes
 (cross-validation folds, scikit-learn's checks) share one compiled program; larger data go in as
-they are, without a copy when X is already float32.
+they are, without a copy when X is already float32. Without sample weights (and padding) every row
+weighs 1 and the program has no weight array at all; the arrays the estimators make (targets,
+weights) are allocated 64-byte aligned, so that XLA's CPU client uses them in place: a fit holds
+no full-size copy of anything the user passed.
 
 Fitted state is plain NumPy (`coef_`, `intercept_`, `n_iter_`, `fit_summary_`): an estimator
 pickles and clones; plans and compiled programs live in `PROGRAMS`, keyed by model and shapes.
@@ -54,7 +57,7 @@ class Problem:
     model: Callable
     X: np.ndarray
     targets: Mapping[str, tuple[np.ndarray, tuple[str, ...]]]  # name -> (values, dims)
-    sample_weight: np.ndarray  # s_i >= 0, some > 0
+    sample_weight: np.ndarray | None  # s_i >= 0, some > 0; None: every row weighs 1
     l2: float
     init: Mapping[str, np.ndarray] | None = None
 
@@ -72,26 +75,54 @@ def _power_of_four(n: int) -> int:
     return 1 << (bits + (bits & 1))
 
 
+ALIGN = 64  # bytes: XLA's CPU client uses host memory in place (no copy) at this alignment
+
+
+def aligned_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Zeros whose data start at a multiple of ALIGN bytes (NumPy guarantees 16)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.zeros(n + ALIGN, np.uint8)
+    skip = -raw.ctypes.data % ALIGN
+    return raw[skip:skip + n].view(dtype).reshape(shape)
+
+
 def _pad(x: np.ndarray, shape: tuple[int, ...], dtype) -> np.ndarray:
     """x as `dtype` padded with zeros to `shape` (leading axes); no copy when nothing changes."""
-    x = np.asarray(x, dtype=dtype)
+    x = np.asarray(x)
     shape = tuple(shape) + x.shape[len(shape):]
-    if x.shape == shape:
+    if x.shape == shape and x.dtype == dtype:
         return x
-    out = np.zeros(shape, dtype)
+    out = aligned_zeros(shape, dtype)
     out[tuple(slice(0, k) for k in x.shape)] = x
     return out
 
 
+def _weight(sw: np.ndarray | None, n: int, rows: int) -> np.ndarray | None:
+    """Row i's weight N s_i / sum(s) as float32, 0 on padding rows; None when every row weighs 1."""
+    if sw is None and rows == n:
+        return None
+    out = aligned_zeros((rows,), np.float32)
+    if sw is None:
+        out[:n] = rows / n
+    else:
+        np.multiply(sw, rows / float(np.sum(sw)), out=out[:n], casting="same_kind")
+    return out
+
+
 def problem_data(p: Problem):
-    """The named-dim data of a problem: X, the targets, `weight` and `penalty` (see `_models`)."""
+    """The named-dim data of a problem: X, the targets, `weight` (unless every row weighs 1) and `penalty`
+    (see `_models`)."""
     from claygraph.frontend.data import Data, array
 
+    n = p.X.shape[0]
     rows, features = padded_shape(*p.X.shape)
-    weight = _pad(p.sample_weight * (rows / float(np.sum(p.sample_weight))), (rows,), np.float32)
     arrays = {k: array(_pad(v, (rows,), np.float32), *dims) for k, (v, dims) in p.targets.items()}
-    arrays.update(X=array(_pad(p.X, (rows, features), np.float32), "row", "feature"), weight=array(weight, "row"),
+    arrays.update(X=array(_pad(p.X, (rows, features), np.float32), "row", "feature"),
                   penalty=array(np.float32(rows * p.l2)))
+    weight = _weight(p.sample_weight, n, rows)
+    if weight is not None:
+        arrays["weight"] = array(weight, "row")
     # scikit-learn's validate_data has checked X and y (finite, numeric, consistent lengths) and the
     # weights are ours: Data's own pass over X would read 800 MB again for W1
     sizes = {d: n for a in arrays.values() for d, n in zip(a.dims, a.shape)}
@@ -191,8 +222,8 @@ class GLMBase(BaseEstimator):
             if not ok(value):
                 raise ValueError(f"{type(self).__name__}: parameter {name}={value!r} must be {what}")
 
-    def _validate_fit(self, X, y, sample_weight, **y_args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """X (float32 or float64, kept without a copy when already one of them), y, and weights."""
+    def _validate_fit(self, X, y, sample_weight, **y_args) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """X (float32 or float64, kept without a copy when already one of them), y, and weights (None: all 1)."""
         self._check_parameters()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], **y_args)
         return X, y, _sample_weight(sample_weight, X)
@@ -246,10 +277,11 @@ def _integer(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _sample_weight(sample_weight, X: np.ndarray) -> np.ndarray:
-    """scikit-learn's checks (shape, finite values), then non-negative with some weight > 0."""
+def _sample_weight(sample_weight, X: np.ndarray) -> np.ndarray | None:
+    """scikit-learn's checks (shape, finite values), then non-negative with some weight > 0; None stays
+    None (every row weighs 1: no array of ones)."""
     if sample_weight is None:
-        return np.ones(X.shape[0], dtype=np.float64)
+        return None
     sw = np.array(_check_sample_weight(sample_weight, X, dtype=np.float64), dtype=np.float64)
     if np.any(sw < 0):
         i = int(np.flatnonzero(sw < 0)[0])

@@ -1,8 +1,9 @@
 """The GLMs as NumPyro models whose potential is scikit-learn's objective (times the row count).
 
 Every model reads the same data fields: `X` (row, feature), `weight` (row: each row's share of the
-loss, zero on padding rows), `penalty` (a scalar: the L2 strength) and a target. The coefficients
-have flat (improper uniform) priors; the loss and the penalty enter as `numpyro.factor` terms, so
+loss, zero on padding rows; absent when every row weighs 1), `penalty` (a scalar: the L2 strength)
+and a target. The coefficients have flat (improper uniform) priors; the loss and the penalty enter
+as `numpyro.factor` terms, so
 
     potential = sum_i weight_i * loss_i + penalty / 2 * ||coef||^2      (the intercept unpenalised)
 
@@ -35,11 +36,16 @@ def _linear(data, fit_intercept: bool, classes: int | None = None):
     return eta
 
 
+def _total(data, loss):
+    """sum_i weight_i loss_i, or sum_i loss_i when the data have no weights (every row weighs 1)."""
+    return jnp.sum(data.weight * loss) if "weight" in data.names else jnp.sum(loss)
+
+
 def binary_logistic(data, fit_intercept: bool = True):
     """Log-loss: softplus(eta) - y eta, written stably as max(eta, 0) + log1p(exp(-|eta|)) - y eta."""
     eta = _linear(data, fit_intercept)
     loss = jnp.maximum(eta, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(eta))) - data.y * eta
-    numpyro.factor("loss", -jnp.sum(data.weight * loss))
+    numpyro.factor("loss", -_total(data, loss))
 
 
 def multinomial_logistic(data, fit_intercept: bool = True):
@@ -48,19 +54,19 @@ def multinomial_logistic(data, fit_intercept: bool = True):
     top = jnp.max(eta, axis=1, keepdims=True)  # exact for any shift: the gradient is still the softmax
     lse = top[:, 0] + jnp.log(jnp.sum(jnp.exp(eta - top), axis=1))
     loss = lse - jnp.sum(data.Y * eta, axis=1)
-    numpyro.factor("loss", -jnp.sum(data.weight * loss))
+    numpyro.factor("loss", -_total(data, loss))
 
 
 def poisson(data, fit_intercept: bool = True):
     """Half the Poisson deviance with a log link, up to a constant in y: exp(eta) - y eta."""
     eta = _linear(data, fit_intercept)
-    numpyro.factor("loss", -jnp.sum(data.weight * (jnp.exp(eta) - data.y * eta)))
+    numpyro.factor("loss", -_total(data, jnp.exp(eta) - data.y * eta))
 
 
 def gamma(data, fit_intercept: bool = True):
     """Half the Gamma deviance with a log link, up to a constant in y: eta + y exp(-eta)."""
     eta = _linear(data, fit_intercept)
-    numpyro.factor("loss", -jnp.sum(data.weight * (eta + data.y * jnp.exp(-eta))))
+    numpyro.factor("loss", -_total(data, eta + data.y * jnp.exp(-eta)))
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,20 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from claygraph.errors import DataError
 from claygraph.glm import _models
-from claygraph.glm._base import GLMBase, Problem, _real
+from claygraph.glm._base import GLMBase, Problem, _real, aligned_zeros
+
+BLOCK = 1 << 20  # labels per block of the passes over y: no temporary of y's length
 
 
 def _few_values(y: np.ndarray, limit: int = 64) -> np.ndarray | None:
-    """The distinct values of y, sorted, when there are at most `limit` (one masked pass per value,
-    where np.unique sorts all of y: 0.36 s for 2M labels); None when there are more."""
-    seen, rest = [], y
+    """The distinct values of y, sorted, when there are at most `limit`, else None; where np.unique sorts
+    all of y (0.36 s for 2M labels). Two labels (the usual case) take one pass in blocks, no copy."""
+    lo, hi = y.min(), y.max()
+    if lo == hi:
+        return np.asarray([lo], dtype=y.dtype)
+    if sum(np.count_nonzero(b == lo) + np.count_nonzero(b == hi) for b in _blocks(y)) == y.size:
+        return np.asarray([lo, hi], dtype=y.dtype)
+    seen, rest = [], y  # more labels: one masked pass per value
     while rest.size:
         if len(seen) == limit:
             return None
@@ -34,13 +41,17 @@ def _few_values(y: np.ndarray, limit: int = 64) -> np.ndarray | None:
     return np.sort(np.asarray(seen, dtype=y.dtype))
 
 
-def _classes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(classes, each sample's class index), with scikit-learn's checks of the target type."""
+def _blocks(y: np.ndarray):
+    return (y[i:i + BLOCK] for i in range(0, y.size, BLOCK))
+
+
+def _classes(y: np.ndarray) -> np.ndarray:
+    """The classes (sorted distinct labels), with scikit-learn's checks of the target type."""
     few = _few_values(y) if y.dtype.kind in "biuf" else None
     if few is None or (y.dtype.kind == "f" and not np.all(few == np.floor(few))):
         check_classification_targets(y)  # scikit-learn's errors for continuous and other targets
-        return np.unique(y, return_inverse=True)
-    return few, np.searchsorted(few, y)
+        return np.unique(y)
+    return few
 
 
 class LogisticRegression(ClassifierMixin, GLMBase):
@@ -69,22 +80,24 @@ class LogisticRegression(ClassifierMixin, GLMBase):
 
     def fit(self, X, y, sample_weight=None):
         X, y, sw = self._validate_fit(X, y, sample_weight)
-        classes, codes = _classes(y)
+        classes = _classes(y)
         if len(classes) < 2:
             raise DataError(f"LogisticRegression needs samples of at least 2 classes in the data, but the data "
                             f"contains only one class: {classes[0]!r}")
         if self.class_weight is not None:
-            sw = sw * _class_weight(self.class_weight, classes, y, sw)[codes]
+            cw = _class_weight(self.class_weight, classes, y, sw)[np.searchsorted(classes, y)]
+            sw = cw if sw is None else sw * cw
             if not np.any(sw > 0):
                 raise DataError("class_weight and sample_weight give every sample zero weight")
         self.classes_ = classes
         binary = len(classes) == 2
-        loss, targets = _targets(codes, len(classes))
+        loss, targets = _targets(y, classes)
         shapes = {"coef": (X.shape[1],) if binary else (X.shape[1], len(classes))}
         if self.fit_intercept:
             shapes["intercept"] = () if binary else (len(classes),)
         model = _models.GLMModel(loss, bool(self.fit_intercept))
-        params = self._solve(Problem(model, X, targets, sw, 1.0 / (float(self.C) * sw.sum()), self._warm(shapes)))
+        total = float(y.shape[0] if sw is None else sw.sum())
+        params = self._solve(Problem(model, X, targets, sw, 1.0 / (float(self.C) * total), self._warm(shapes)))
         coef = params["coef"]
         self.coef_ = coef[None, :] if binary else np.ascontiguousarray(coef.T)
         intercept = params.get("intercept", np.zeros(1 if binary else len(classes)))
@@ -119,11 +132,18 @@ class LogisticRegression(ClassifierMixin, GLMBase):
         return self.classes_[best]
 
 
-def _targets(codes: np.ndarray, classes: int):
-    """The loss and its target: y in {0, 1} for two classes, one-hot Y (row, class) for more."""
-    if classes == 2:
-        return _models.binary_logistic, {"y": (codes.astype(np.float32), ("row",))}
-    return _models.multinomial_logistic, {"Y": (np.eye(classes, dtype=np.float32)[codes], ("row", "class"))}
+def _targets(y: np.ndarray, classes: np.ndarray):
+    """The loss and its target: y in {0, 1} for two classes (the user's y itself when it is float32 0/1),
+    one-hot Y (row, class) for more."""
+    if len(classes) == 2:
+        if y.dtype == np.float32 and classes[0] == 0 and classes[1] == 1:
+            return _models.binary_logistic, {"y": (y, ("row",))}
+        target = aligned_zeros(y.shape, np.float32)
+        for i in range(0, y.size, BLOCK):  # labels compared in blocks: no boolean copy of y
+            np.equal(y[i:i + BLOCK], classes[1], out=target[i:i + BLOCK], casting="unsafe")
+        return _models.binary_logistic, {"y": (target, ("row",))}
+    codes = np.searchsorted(classes, y)
+    return _models.multinomial_logistic, {"Y": (np.eye(len(classes), dtype=np.float32)[codes], ("row", "class"))}
 
 
 def _class_weight(class_weight, classes: np.ndarray, y: np.ndarray, sw: np.ndarray) -> np.ndarray:

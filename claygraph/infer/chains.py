@@ -20,14 +20,14 @@ class Settings:
     warmup: int = 500
 
 
-def _logdensity(ctx, data):
+def _logdensity(potential, data):
     """The log density over `data`, passed in (a jitted function may not close over global arrays
     that span other processes' devices)."""
-    return lambda z: -ctx.potential(z, data)
+    return lambda z: -potential(z, data)
 
 
-def _kernel(ctx, settings: Settings, params: dict, data):
-    ld = _logdensity(ctx, data)
+def _kernel(potential, settings: Settings, params: dict, data):
+    ld = _logdensity(potential, data)
     if settings.algorithm == "nuts":
         return blackjax.nuts(ld, **{**params, "max_num_doublings": settings.max_tree_depth})
     return blackjax.hmc(ld, **{**params, "num_integration_steps": settings.num_integration_steps})
@@ -37,14 +37,15 @@ def _no_info(state, info, adaptation_state):
     return None
 
 
-def _warmup_fn(ctx, settings: Settings):
+def _warmup_fn(potential, settings: Settings):
     algo = blackjax.nuts if settings.algorithm == "nuts" else blackjax.hmc
     extra = ({"max_num_doublings": settings.max_tree_depth} if settings.algorithm == "nuts"
              else {"num_integration_steps": settings.num_integration_steps})
 
     @jax.jit
     def run(key, position, data):
-        adapt = blackjax.window_adaptation(algo, _logdensity(ctx, data), target_acceptance_rate=settings.target_accept,
+        adapt = blackjax.window_adaptation(algo, _logdensity(potential, data),
+                                           target_acceptance_rate=settings.target_accept,
                                            adaptation_info_fn=_no_info, **extra)
         (state, params), _ = adapt.run(key, position, num_steps=settings.warmup)
         return state, params
@@ -52,10 +53,10 @@ def _warmup_fn(ctx, settings: Settings):
     return run
 
 
-def _sample_fn(ctx, settings: Settings, n: int):
+def _sample_fn(potential, settings: Settings, n: int):
     @jax.jit
     def run(key, state, params, data):
-        kernel = _kernel(ctx, settings, params, data)
+        kernel = _kernel(potential, settings, params, data)
 
         def one(s, k):
             s, info = kernel.step(k, s)
@@ -72,14 +73,14 @@ def _sample_fn(ctx, settings: Settings, n: int):
 
 def warmup_chain(ctx, key, position, settings: Settings):
     """Window adaptation for one chain; returns (state, adapted params) on the host."""
-    run = ctx.cached(("warmup", settings), lambda: _warmup_fn(ctx, settings))
+    run = ctx.cached(("warmup", settings), lambda: _warmup_fn(ctx.potential, settings))
     state, params = run(ctx.to_global(key), ctx.to_global(position), ctx.data)
     return ctx.to_host(state), ctx.to_host(params)
 
 
 def sample_segment(ctx, key, state, params, n: int, settings: Settings):
     """n draws of one chain from `state`; returns (new state, draws, stats) on the host."""
-    run = ctx.cached(("sample", settings, n), lambda: _sample_fn(ctx, settings, n))
+    run = ctx.cached(("sample", settings, n), lambda: _sample_fn(ctx.potential, settings, n))
     s, (draws, stats) = run(ctx.to_global(key), ctx.to_global(state), ctx.to_global(params), ctx.data)
     return ctx.to_host(s), ctx.to_host(draws), ctx.to_host(stats)
 

@@ -24,10 +24,12 @@ MAX_DENSE = 20_000
 
 
 def _hessian(ctx, z: dict):
+    potential = ctx.potential  # the cached function must not hold the context (its data)
+
     def build():
         def h(z, data):
             flat, unravel = ravel_pytree(z)
-            return jax.hessian(lambda x: ctx.potential(unravel(x), data))(flat)
+            return jax.hessian(lambda x: potential(unravel(x), data))(flat)
 
         return jax.jit(h)
 
@@ -36,11 +38,12 @@ def _hessian(ctx, z: dict):
 
 def _diag(ctx, z: dict, settings):
     exact, probes, seed = settings
+    potential = ctx.potential
 
     def build():
         def d(z, data):
             flat, unravel = ravel_pytree(z)
-            grad = jax.grad(lambda x: ctx.potential(unravel(x), data))
+            grad = jax.grad(lambda x: potential(unravel(x), data))
 
             def hvp(v):
                 return jax.jvp(grad, (flat,), (v,))[1]

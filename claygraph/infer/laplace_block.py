@@ -52,10 +52,11 @@ def group_dim(graph) -> str | None:
 
 def _hvps(ctx, z: dict, directions: dict):
     """H v for a batch of directions (each leaf with a leading batch axis), on the split program."""
+    potential = ctx.potential  # the cached function must not hold the context (its data)
 
     def build():
         def f(z, vs, data):
-            grad = jax.grad(lambda p: ctx.potential(p, data))
+            grad = jax.grad(lambda p: potential(p, data))
             return jax.lax.map(lambda v: jax.jvp(grad, (z,), (v,))[1], vs)
 
         return jax.jit(f)

@@ -77,11 +77,11 @@ class MAPResult:
         return "\n".join(lines)
 
 
-def _build(ctx, memory_size: int, chunk: int, relative: bool, ftol: float):
+def _build(potential, memory_size: int, chunk: int, relative: bool, ftol: float):
     opt = optax.lbfgs(memory_size=memory_size)
 
     def run(state: LBFGSState, data) -> LBFGSState:
-        f = lambda p: ctx.potential(p, data)
+        f = lambda p: potential(p, data)
         vg = optax.value_and_grad_from_state(f)
         stop_at = jnp.minimum(state.iteration + chunk, state.max_iter)
 
@@ -134,7 +134,7 @@ class Restart(NamedTuple):
 
 
 def _lbfgs_chunk(ctx, host_state, settings, limits):
-    opt, run = ctx.cached(("lbfgs", settings), lambda: _build(ctx, *settings))
+    opt, run = ctx.cached(("lbfgs", settings), lambda: _build(ctx.potential, *settings))
     if isinstance(host_state, Restart):
         params = ctx.to_global(host_state.params)
         inf = jnp.float32(np.inf)
@@ -265,7 +265,7 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
 def _constrained(s: Session, model, data, z: dict) -> dict:
     """`constrain`, jitted once per compiled program: the data go in as arguments that the constraints do
     not use, so jit prunes them (the model is not run on the data, nothing is copied) and refits reuse it."""
-    jitted = getattr(getattr(s.program, "fn", None), "jitted", None)
+    jitted = getattr(s.program, "jitted", None)
     if jitted is None or data.has_sources:
         return constrain(model, data, z)
     if "constrain" not in jitted:

@@ -88,13 +88,13 @@ def _logdet(precond: np.ndarray) -> float:
     return float(np.linalg.slogdet(p)[1] if p.ndim == 2 else np.sum(np.log(p)))
 
 
-def _build(ctx, kind: str, template: dict, particles: int, chunk: int, lr: float, steps: int):
+def _build(potential, kind: str, template: dict, particles: int, chunk: int, lr: float, steps: int):
     _, unravel = ravel_pytree(template)
     opt = optax.adam(optax.cosine_decay_schedule(lr, max(steps, 1), alpha=0.01))
 
     def loss(g, key, center, precond, data):
         w, entropy = sample_guide(kind, g, key, particles)
-        energy = jax.lax.map(lambda x: ctx.potential(unravel(center + whiten(precond, x)), data), w)
+        energy = jax.lax.map(lambda x: potential(unravel(center + whiten(precond, x)), data), w)
         return jnp.mean(energy) - entropy  # -ELBO up to a constant (without log|det precond|)
 
     def run(state: VIState, data) -> VIState:
@@ -115,7 +115,7 @@ def _build(ctx, kind: str, template: dict, particles: int, chunk: int, lr: float
 def _vi_chunk(ctx, host_state, settings):
     kind, template, particles, chunk, lr, seed, rank, steps, center, precond = settings
     opt, run = ctx.cached(("vi", kind, particles, chunk, lr, steps),
-                          lambda: _build(ctx, kind, template, particles, chunk, lr, steps))
+                          lambda: _build(ctx.potential, kind, template, particles, chunk, lr, steps))
     if host_state is None:
         g = init_guide(kind, center.size, rank)
         state = VIState(g, opt.init(g), jax.random.PRNGKey(seed), jnp.int32(0), jnp.float32(-np.inf),

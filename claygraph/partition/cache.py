@@ -37,8 +37,9 @@ def layout_fingerprint(layout: Mapping[str, Any]) -> str:
         lay = layout[d]
         h.update(f"{d}:{lay.size}:{lay.shards}:{lay.local}".encode())
         h.update(np.ascontiguousarray(lay.counts, dtype=np.int64).tobytes())
-        if lay.slots is not None:
-            h.update(np.ascontiguousarray(lay.slots, dtype=np.int64).tobytes())
+        if lay.table is not None:
+            h.update(np.ascontiguousarray(lay.table, dtype=np.int64).tobytes())
+        h.update(b"blocked" if lay.blocked else b"")
     return h.hexdigest()
 
 

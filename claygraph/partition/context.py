@@ -40,7 +40,9 @@ class Context:
         return jax.tree.map(get, tree)
 
     def cached(self, key: Any, build: Callable[[], Any]) -> Any:
-        """A jitted function built once per program and settings."""
+        """A jitted function built once per split function and settings (the cache is shared by every
+        program built from the same split function: refits trace and compile nothing). `build` must not
+        hold on to the context: what it returns outlives this program, and the context holds its data."""
         if key not in self.cache:
             self.cache[key] = build()
         return self.cache[key]

@@ -183,17 +183,11 @@ def relayout(x: np.ndarray, v: Value, layout: Mapping[str, DimLayout], remapped_
     """User layout -> internal layout, in NumPy (data and constants, once)."""
     x = np.asarray(x)
     for i, d in enumerate(v.dims):
-        if d in layout and not _identity(layout[d]):
+        if d in layout and not layout[d].identity:
             x = np.take(x, layout[d].fill_slots(), axis=i)
     if remapped_dim is not None:
         x = layout[remapped_dim].inverse().astype(x.dtype)[x]
     return x
-
-
-def _identity(lay: DimLayout) -> bool:
-    """A layout that keeps every entry where it is (equal blocks, no padding): relayout would copy for nothing."""
-    return lay.internal == lay.size and lay.slots is not None and bool(np.all(lay.slots[1:] > lay.slots[:-1])) \
-        and (lay.size == 0 or (lay.slots[0] == 0 and lay.slots[-1] == lay.size - 1))
 
 
 def param_relayout(x, v: Value, layout: Mapping[str, DimLayout]):

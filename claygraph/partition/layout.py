@@ -20,11 +20,32 @@ class DimLayout:
     shards: int
     local: int
     counts: np.ndarray  # (shards,) real entries per shard
-    slots: np.ndarray | None = None  # (shards*local,) user index per slot, -1 for padding
+    table: np.ndarray | None = None  # (shards*local,) user index per slot, -1 for padding (group splits)
+    # equal blocks in order: slot i holds entry i, padding at the end. No table is stored (one would
+    # take 8 bytes per row); `slots` computes it where it is needed
+    blocked: bool = False
 
     @property
     def internal(self) -> int:
         return self.shards * self.local
+
+    @property
+    def slots(self) -> np.ndarray | None:
+        """(shards*local,) user index per slot, -1 for padding; None for sizes only (abstract data)."""
+        if self.table is not None or not self.blocked:
+            return self.table
+        slots = np.arange(self.internal, dtype=np.int64)
+        slots[self.size:] = -1
+        return slots
+
+    @property
+    def identity(self) -> bool:
+        """Every entry stays where it is (equal blocks in order, no padding): relayout moves nothing."""
+        if self.blocked:
+            return self.internal == self.size
+        s = self.table
+        return self.internal == self.size and s is not None and bool(np.all(s[1:] > s[:-1])) \
+            and (self.size == 0 or (s[0] == 0 and s[-1] == self.size - 1))
 
     @property
     def padded(self) -> bool:
@@ -42,18 +63,20 @@ class DimLayout:
 
     def inverse(self) -> np.ndarray:
         """(size,) internal slot of each user index."""
+        if self.blocked:
+            return np.arange(self.size, dtype=np.int64)
+        slots = self.slots
         inv = np.empty(self.size, dtype=np.int64)
-        real = self.slots >= 0
-        inv[self.slots[real]] = np.flatnonzero(real)
+        real = slots >= 0
+        inv[slots[real]] = np.flatnonzero(real)
         return inv
 
 
 def block_layout(dim: str, size: int, shards: int) -> DimLayout:
+    """Equal blocks in order (a row split): shard k holds entries [k*local, (k+1)*local), the last ones padded."""
     local = max(1, -(-size // shards))
     counts = np.clip(size - np.arange(shards) * local, 0, local).astype(np.int64)
-    slots = np.arange(shards * local, dtype=np.int64)
-    slots[slots >= size] = -1
-    return DimLayout(dim, size, shards, local, counts, slots)
+    return DimLayout(dim, size, shards, local, counts, blocked=True)
 
 
 def block_sizes(dim: str, size: int, shards: int) -> DimLayout:

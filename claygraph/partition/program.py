@@ -210,6 +210,11 @@ class Program:
     def data(self) -> dict[str, jax.Array]:
         return self._data
 
+    @property
+    def jitted(self) -> dict:
+        """Driver-side functions jitted for this program's graph, shared with its refits (see Context.cached)."""
+        return self.fn.jitted
+
     def context(self):
         """The SPMD context inference code runs against (see claygraph.partition.context)."""
         from claygraph.partition.context import Context

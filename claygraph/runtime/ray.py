@@ -25,11 +25,13 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from claygraph.errors import PartitionError, WorkerError
+from claygraph.partition.cache import CompileCache
 from claygraph.partition.program import Compiled, check_params, compile_artifact, shard_blocks
 from claygraph.runtime.worker import Worker
 
 DEFAULT_TIMEOUT_S = 600.0
 DEATH_GRACE_S = 10.0  # how long a failed step waits to learn whether a peer died
+MAX_PENDING_FREES = 64  # replies to program frees kept for the next compile to await
 log = logging.getLogger("claygraph.runtime")
 
 
@@ -79,15 +81,29 @@ class Ray:
         self._extras: list[Any] = []  # workers that joined later, outside the JAX group
         self._pg = None
         self._generation = 0  # bumped whenever the workers go: programs of an older generation are gone
+        self._freeing: list = []  # replies of workers dropping programs, awaited before the next shards go out
         self.info: list[dict] = []
         self.pids: list[int] = []
         self.coordinator: str | None = None
         self._closed = True
+        # driver-side functions jitted per graph (constraining a result), shared by refits of one graph
+        self._driver_jits = CompileCache()
 
     def __deepcopy__(self, memo) -> Ray:
         # a handle to live workers, not a value: copies (scikit-learn's clone deep-copies an
         # estimator's parameters) share the workers and are closed with them
         return self
+
+    def __getstate__(self) -> dict:
+        # a pickled handle (a fitted estimator's `runtime`) leaves this process's jitted functions and
+        # pending replies behind
+        state = dict(self.__dict__)
+        state.update(_driver_jits=None, _freeing=[])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._driver_jits = CompileCache()
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Ray:
@@ -164,6 +180,8 @@ class Ray:
         """Kill the workers, remove the placement group, and stop the cluster if this runtime started
         it. Safe after a partial start and when called twice."""
         self._generation += 1
+        self._driver_jits.clear()
+        self._freeing = []
         for a in self._extras + self._actors:
             try:
                 ray.kill(a, no_restart=True)
@@ -327,6 +345,7 @@ class Ray:
             raise PartitionError(f"ranks {ranks} must be distinct workers of 0..{self._workers - 1}")
         compiled = self._compiled(plan, data, len(ranks))
         specs = compiled.artifact.specs(plan.graph)
+        self._settle()
         blocks = [ray.put({**shard_blocks(specs, compiled.internal, len(ranks), i), **compiled.files})
                   for i in range(len(ranks))]
         return self.load(compiled.artifact, plan.graph, blocks, ranks)
@@ -335,6 +354,7 @@ class Ray:
         """`plan` (one device) on every worker of the group alone: one artifact, the data sent once."""
         self._check_open()
         compiled = self._compiled(plan, data, 1)
+        self._settle()
         blocks = ray.put({**compiled.internal, **compiled.files})
         return [self.load(compiled.artifact, plan.graph, [blocks], (r,), warm=False) for r in range(self._workers)]
 
@@ -352,7 +372,8 @@ class Ray:
         """Send `artifact` (compiled from `graph`, the driver's) and each worker its block
         (`blocks[i]` to worker `ranks[i]`, or one block to all); each worker lowers the model and
         refuses the artifact unless its graph is the one compiled. With `warm`, the first gradient
-        is evaluated here (the first compile, measured)."""
+        is evaluated here when a worker built the program's split function afresh (the first compile,
+        measured); a refit that reuses the workers' compiled functions skips it."""
         self._check_open()
         key = uuid.uuid4().hex[:12]
         art = ray.put(artifact)
@@ -360,8 +381,9 @@ class Ray:
         loads = self._get([a.load.remote(key, art, blocks[i % len(blocks)], ranks)
                            for i, a in enumerate(self._group(ranks))], "loading its shard and building the program")
         self.times.shards_s.append(time.perf_counter() - t0)
-        prog = RayProgram(self, key, artifact, graph, ranks, loads)
-        if warm:
+        prog = RayProgram(self, key, artifact, graph, ranks, [s for s, _ in loads],
+                          self._driver_jits.get(artifact.fingerprint, dict))
+        if warm and any(new for _, new in loads):
             t1 = time.perf_counter()
             prog.potential_and_grad(_zeros(graph))
             self.times.compile_s.append(time.perf_counter() - t1)
@@ -370,6 +392,13 @@ class Ray:
     def free(self, program: RayProgram) -> None:
         """Drop `program` on its workers (also done when the program is garbage)."""
         program._release()
+
+    def _settle(self, timeout_s: float = 10.0) -> None:
+        """Wait until the workers have dropped the programs freed so far: their shards leave the object
+        store before new ones are put (which then reuse that memory instead of growing the store)."""
+        pending, self._freeing = self._freeing, []
+        if pending:
+            ray.wait(pending, num_returns=len(pending), timeout=timeout_s)
 
     def __repr__(self) -> str:
         return f"Ray(workers={self._workers}, resources_per_worker={self.resources}, address={self.address!r})"
@@ -390,17 +419,20 @@ def _release(runtime_ref: weakref.ref, generation: int, key: str, ranks: tuple[i
     rt = runtime_ref()
     if rt is None or rt._generation != generation or not ray.is_initialized():
         return
-    for a in rt._group(ranks):
-        a.free.remote(key)
+    rt._freeing.extend(a.free.remote(key) for a in rt._group(ranks))
+    if len(rt._freeing) > MAX_PENDING_FREES:  # many programs freed and no compile since: keep the unanswered
+        _, rt._freeing = ray.wait(rt._freeing, num_returns=len(rt._freeing), timeout=0)
 
 
 class RayProgram:
     """A program whose shards live on Ray workers; same `potential`/`potential_and_grad` as Program.
     Its workers drop it when it is garbage or freed."""
 
-    def __init__(self, runtime: Ray, key: str, artifact, graph, ranks: tuple[int, ...], load_s: list[float]):
+    def __init__(self, runtime: Ray, key: str, artifact, graph, ranks: tuple[int, ...], load_s: list[float],
+                 jitted: dict | None = None):
         self.runtime, self.key, self.artifact, self.ranks = runtime, key, artifact, tuple(ranks)
         self.graph, self.layout, self.load_s = graph, artifact.candidate.layout, load_s
+        self.jitted = {} if jitted is None else jitted  # driver-side jits of this graph (see Program.jitted)
         self._release = weakref.finalize(self, _release, weakref.ref(runtime), runtime._generation, key, self.ranks)
         self._release.atexit = False  # at exit the workers go anyway
 

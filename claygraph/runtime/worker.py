@@ -2,6 +2,7 @@
 after the environment is set, so that each actor initialises its own backend."""
 from __future__ import annotations
 
+import gc
 import os
 import re
 import socket
@@ -97,9 +98,10 @@ class Worker:
         return Mesh(np.array([devices[r] for r in ranks]), ("shards",))
 
     # -- programs --------------------------------------------------------------------------------
-    def load(self, key: str, artifact, blocks: Mapping[str, Any], ranks: tuple[int, ...]) -> float:
+    def load(self, key: str, artifact, blocks: Mapping[str, Any], ranks: tuple[int, ...]) -> tuple[float, bool]:
         """Run the driver's compiled artifact: lower the model, refuse it unless the graph is the
-        driver's, and place this shard's data; `ranks`: the workers the program spans, in shard order."""
+        driver's, and place this shard's data; `ranks`: the workers the program spans, in shard order.
+        Returns (seconds, whether the split function was built afresh: its first call compiles)."""
         t0 = time.perf_counter()
         import jax
         from jax.sharding import NamedSharding
@@ -112,6 +114,7 @@ class Worker:
         mesh = self.submesh(ranks)
         # a refit of the same graph, split, layout and mesh reuses the split function and its jits
         cand = artifact.candidate
+        misses = COMPILED.misses
         fn = COMPILED.get(key_for(graph, cand, mesh), lambda: SplitFunction(graph, cand, mesh))
         shard = ranks.index(self.rank)
         data = {k: jax.make_array_from_process_local_data(
@@ -120,7 +123,7 @@ class Worker:
                     tuple(artifact.shapes[k]))
                 for k, b in blocks.items()}
         self.programs[key] = Loaded(fn, data, fn.potential, fn.value_and_grad, len(ranks) > 1)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, COMPILED.misses > misses
 
     def _read(self, graph, artifact, spec, name: str, block, shard: int, shards: int):
         """A block as sent, or this worker's rows of a file-backed array, read here."""
@@ -138,6 +141,10 @@ class Worker:
     def free(self, key: str) -> None:
         self.programs.pop(key, None)
         self.contexts.pop(key, None)
+        # XLA hands host buffers it used in place (the shard, read from the object store without a copy)
+        # back to Python only at JAX's next garbage callback: run one now, so that the object store can
+        # reuse the shard's memory for the next program instead of faulting in fresh pages
+        gc.collect(0)
 
     def held(self) -> list[str]:
         """Keys of the programs this worker holds."""
@@ -172,7 +179,9 @@ class Worker:
         ctx = self.contexts.get(key)
         if ctx is None:
             prog = self.programs[key]
-            ctx = self.contexts[key] = Context(prog.fn.fn, prog.data, prog.fn.mesh, multiprocess=prog.multiprocess)
+            # the jitted steps (MAP's loop, NUTS's kernels) live with the split function: a refit reuses them
+            ctx = self.contexts[key] = Context(prog.fn.fn, prog.data, prog.fn.mesh, multiprocess=prog.multiprocess,
+                                               cache=prog.fn.jitted)
         return ctx
 
     def step(self, key: str, fn, *args):

@@ -252,3 +252,36 @@ def test_weighted_objective_is_the_same_on_every_split(loss):
         assert float(value) == pytest.approx(float(ref_value), rel=1e-5)
         for key in ref_grad:
             np.testing.assert_allclose(grad[key], ref_grad[key], rtol=1e-4, atol=1e-4)
+
+
+def test_large_unweighted_fit_copies_nothing_and_equals_scikit_learn():
+    """Above the padding size and without sample weights, the program takes the user's X and float32 0/1 y
+    as they are, has no weight array, and a fit makes no temporary as large as y; the result is scikit-learn's
+    and the weighted program's with unit weights."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    n, d = 70_000, 4
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ np.array([0.5, -1.0, 0.3, 0.0]) + 0.2)))).astype(np.float32)
+    assert padded_shape(n, d) == (n, d)
+    model = _models.GLMModel(_models.binary_logistic, True)
+    data = problem_data(Problem(model, X, {"y": (y, ("row",))}, None, 0.1))
+    assert "weight" not in data.names and data.X is X and data.y is y
+    _, targets = cg.glm.logistic._targets(np.where(y > 0, 7, 3), np.array([3, 7]))
+    coded = targets["y"][0]  # labels other than float32 0/1: one float32 copy, 64-byte aligned (used in place)
+    assert coded.dtype == np.float32 and coded.ctypes.data % 64 == 0 and np.array_equal(coded, y)
+
+    m = cg.glm.LogisticRegression(**TIGHT).fit(X, y)
+    ref = SkLogisticRegression(tol=1e-10, max_iter=5000).fit(X, y)
+    assert_same_fit(m, ref, X)
+    tracemalloc.start()
+    try:
+        m.fit(X, y)  # compiled already: what remains is intake, planning and the solve
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < y.nbytes, peak  # (before: float64 weights and int64 codes, each twice y's size)
+    weighted = cg.glm.LogisticRegression(**TIGHT).fit(X, y, sample_weight=np.ones(n))
+    np.testing.assert_allclose(weighted.coef_, m.coef_, atol=1e-6)
+    np.testing.assert_allclose(weighted.intercept_, m.intercept_, atol=1e-6)

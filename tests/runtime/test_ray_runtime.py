@@ -184,6 +184,32 @@ def test_programs_are_freed_when_the_run_ends(rt, problem):
     assert added() == [[], []]
 
 
+def test_a_refit_on_ray_compiles_nothing_on_the_workers(rt, problem):
+    """The workers keep what they compiled for a split function (MAP's loop included) across programs:
+    a second fit of the same shapes ships its shards again but compiles nothing there."""
+    data, _, _ = problem
+
+    def compiles(worker) -> int:  # XLA compiles (or persistent-cache loads) in this worker so far
+        import jax.monitoring
+
+        if not hasattr(worker, "compiles"):
+            worker.compiles = [0]
+
+            def on(name, seconds, **_):
+                if name == "/jax/core/compile/backend_compile_duration":
+                    worker.compiles[0] += 1
+
+            jax.monitoring.register_event_duration_secs_listener(on)
+        return worker.compiles[0]
+
+    rt.on_workers(compiles)
+    first = cg.infer.map(hier_model, data, runtime=rt, split=("row",), max_iter=30)
+    after_first = rt.on_workers(compiles)
+    second = cg.infer.map(hier_model, data, runtime=rt, split=("row",), max_iter=30)
+    assert rt.on_workers(compiles) == after_first
+    assert second.objective == first.objective and second.iterations == first.iterations
+
+
 def test_map_on_ray_matches_local(rt, problem):
     data, _, _ = problem
     local = cg.infer.map(hier_model, data)
