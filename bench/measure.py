@@ -310,13 +310,19 @@ def w1_fit(spec: dict) -> dict:
     walls = sorted(f["wall_s"] for f in fits)
     return {"spec": spec, "fits": fits, "median_s": walls[len(walls) // 2], "first_s": fits[0]["wall_s"],
             "baseline_rss_bytes": base, "x_bytes": int(X.nbytes), "data_bytes": int(data_bytes),
-            "jax_cache_dir": _jax_cache_dir()}
+            "jax_cache": _jax_cache()}
 
 
-def _jax_cache_dir() -> str | None:
+def _jax_cache() -> str:
+    """Which persistent compilation cache the fits used, without its path (results are committed)."""
+    import tempfile
+
     import jax
 
-    return jax.config.jax_compilation_cache_dir or None
+    folder = jax.config.jax_compilation_cache_dir
+    if not folder:
+        return "off"
+    return "fresh temporary folder" if folder.startswith(tempfile.gettempdir()) else "per-user default"
 
 
 TASKS = {"candidates": candidates, "nuts": nuts, "w1_fit": w1_fit}
