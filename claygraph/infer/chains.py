@@ -25,9 +25,8 @@ class Settings:
 # How the mass matrix is learnt in warm-up (docs/inference.md has the measurements):
 # "window": Stan's windows, the diagonal from the draws' variances (BlackJAX window_adaptation);
 # "fisher": the diagonal sqrt(var(draws) / var(gradients)) (nutpie's rule), Stan's windows;
-# "fisher_grow": the same with nutpie's proportional, 1.5x-growing windows;
-# "low_rank": nutpie's low-rank + diagonal metric from draws and gradients.
-ADAPTATIONS = ("window", "fisher", "fisher_grow", "low_rank")
+# "low_rank": nutpie's low-rank + diagonal metric from draws and gradients, nutpie's growing windows.
+ADAPTATIONS = ("window", "fisher", "low_rank")
 
 
 def _logdensity(ctx, data):
@@ -74,10 +73,8 @@ def _adaptation(settings: Settings, algo, logdensity, extra: dict):
     common = {"target_acceptance_rate": settings.target_accept, "adaptation_info_fn": _no_info, **extra}
     if settings.adaptation == "window":
         return blackjax.window_adaptation(algo, logdensity, **common)
-    if settings.adaptation in ("fisher", "fisher_grow"):
-        grow = settings.adaptation == "fisher_grow"
-        return blackjax.staged_adaptation(algo, logdensity, metric="fisher_diag",
-                                          schedule_fn=build_growing_window_schedule if grow else None, **common)
+    if settings.adaptation == "fisher":
+        return blackjax.staged_adaptation(algo, logdensity, metric="fisher_diag", **common)
     if settings.adaptation == "low_rank":
         # it re-centres the chain at the end of warm-up, from the adaptation states it records
         return blackjax.window_adaptation_low_rank(algo, logdensity, gradient_based_init=True,
