@@ -19,7 +19,7 @@ class Settings:
     max_tree_depth: int = 10
     num_integration_steps: int = 16
     warmup: int = 500
-    adaptation: str = "window"  # one of ADAPTATIONS
+    adaptation: str = "low_rank"  # one of ADAPTATIONS (docs/inference.md: chosen by ESS per gradient)
 
 
 # How the mass matrix is learnt in warm-up (docs/inference.md has the measurements):

@@ -321,16 +321,19 @@ def _result(model, data, session, pool, wall, mode, why, busy, draws: int | None
 
 
 def nuts(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
-         split=None, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10, **kwargs) -> MCMCResult:
-    """NUTS with window adaptation; results as ArviZ InferenceData (`.posterior`)."""
-    s = Settings("nuts", target_accept, max_tree_depth, warmup=warmup)
+         split=None, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
+         adaptation: str = "low_rank", **kwargs) -> MCMCResult:
+    """NUTS; results as ArviZ InferenceData (`.posterior`). adaptation: how warm-up learns the mass
+    matrix, "low_rank" (nutpie's low-rank + diagonal metric from draws and gradients, the default),
+    "fisher" (diagonal from draws and gradients) or "window" (Stan's, diagonal from draws)."""
+    s = Settings("nuts", target_accept, max_tree_depth, warmup=warmup, adaptation=adaptation)
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 
 
 def hmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
         split=None, seed: int = 0, num_integration_steps: int = 16, target_accept: float = 0.8,
-        **kwargs) -> MCMCResult:
-    """Static HMC with window adaptation of step size and mass matrix."""
-    s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup)
+        adaptation: str = "window", **kwargs) -> MCMCResult:
+    """Static HMC with adaptation of step size and mass matrix (as `nuts`; Stan's window by default)."""
+    s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup, adaptation=adaptation)
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 
