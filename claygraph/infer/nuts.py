@@ -1,4 +1,4 @@
-"""NUTS and HMC (BlackJAX kernels, window adaptation) on a split program, with a chain scheduler.
+"""NUTS and HMC (BlackJAX kernels; window, diagonal-from-gradients or low-rank adaptation) on a split program.
 
 Three ways to use W workers, chosen per run (`parallel=`, `shards_per_chain=`):
 - "data": every chain runs on the whole split program: all workers compute each gradient
