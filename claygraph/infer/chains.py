@@ -48,11 +48,28 @@ def _no_info(state, info, adaptation_state):
 
 class _Centre(NamedTuple):
     mu_star: Any
+    position: Any  # the chain's own position at each warm-up step
 
 
 def _adaptation_state(state, info, adaptation_state):
-    """Only what the low-rank warm-up reads back (its last centre), not every step's buffers."""
-    return blackjax.adaptation.base.AdaptationInfo(None, None, _Centre(adaptation_state.mu_star))
+    """Only what the low-rank warm-up reads back (its last centre) and the chain's position, not
+    every step's buffers."""
+    return blackjax.adaptation.base.AdaptationInfo(None, None, _Centre(adaptation_state.mu_star, state.position))
+
+
+def _finite_state(state) -> jax.Array:
+    return jnp.isfinite(state.logdensity) & jnp.all(
+        jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(state.logdensity_grad)]))
+
+
+def _keep_valid_centre(algo, logdensity, state, info):
+    """The low-rank warm-up moves the chain to its estimated centre; where that lies outside the
+    density's support (a bounded parameter whose centre estimate crosses the bound), the chain
+    stays where warm-up left it instead."""
+    last = jax.tree.map(lambda x: x[-1], info.adaptation_state.position)
+    fallback = algo.init(last, logdensity)
+    ok = _finite_state(state)
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), state, fallback)
 
 
 def _warmup_fn(ctx, settings: Settings):
@@ -63,7 +80,9 @@ def _warmup_fn(ctx, settings: Settings):
     @jax.jit
     def run(key, position, data):
         adapt = _adaptation(settings, algo, _logdensity(ctx, data), extra)
-        (state, params), _ = adapt.run(key, position, num_steps=settings.warmup)
+        (state, params), info = adapt.run(key, position, num_steps=settings.warmup)
+        if settings.adaptation == "low_rank":
+            state = _keep_valid_centre(algo, _logdensity(ctx, data), state, info)
         return state, params
 
     return run
