@@ -213,7 +213,7 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     res.shards_per_chain, res.mesh_choice = shards, options
     res.notes = chain_notes(pool, pieces=target_ess is not None)
     res.restarted = restarted
-    res.notes += [f"chain {k} was restarted from a healthy chain's adapted state: {why}"
+    res.notes += [f"chain {k} was restarted: {why}"
                   for k, why in sorted(restarted.items())]
     for note in res.notes:
         log.warning(note)

@@ -7,6 +7,10 @@ A chain counts as stuck, against the median of the other chains, when
 - its mean log density lies more than `LP_GAP_SDS` within-chain standard deviations below theirs
   (it sits in a region the others find far less probable: a minor mode or a plateau).
 Each chain is restarted at most once; a restarted chain's earlier draws are dropped.
+
+When most chains diverge that often (`adaptation_failed`), the adapted metric itself is wrong (the
+low-rank metric on a posterior with near-singular correlations, estimated in float32): the caller
+repeats warm-up with Stan's window adaptation instead.
 """
 from __future__ import annotations
 
@@ -80,7 +84,17 @@ def recover(pool: list[Chain], restarted: dict[int, str]) -> list[str]:
         if c.id in stuck and c.id not in restarted:
             c.state, c.params = donor.state, donor.params
             c.draws, c.stats, c.segment_s = [], [], []
-            restarted[c.id] = stuck[c.id]
+            restarted[c.id] = f"stuck ({stuck[c.id]}): restarted from chain {donor.id}'s adapted state"
             notes.append(f"chain {c.id} was stuck ({stuck[c.id]}): restarted from chain {donor.id}'s adapted "
                          f"state, its earlier draws dropped")
     return notes
+
+
+def adaptation_failed(pool: list[Chain]) -> str | None:
+    """Why the adapted metric is unusable: over DIVERGENT_SHARE of the last segment's draws
+    diverged in the median chain; None when not."""
+    shares = [health(c).divergent for c in pool if c.stats]
+    if not shares:
+        return None
+    share = float(np.median(shares))
+    return f"{share:.0%} of the draws diverged in the median chain" if share > DIVERGENT_SHARE else None

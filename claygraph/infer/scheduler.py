@@ -13,7 +13,7 @@ import numpy as np
 from claygraph.errors import WorkerError
 from claygraph.infer.chains import Chain, initial_position, sample_chains, sample_segment, warmup_chain, warmup_chains
 from claygraph.infer.common import run_spmd
-from claygraph.infer.recovery import recover
+from claygraph.infer.recovery import adaptation_failed, recover
 
 log = logging.getLogger("claygraph.infer")
 MAX_RESTARTS = 2
@@ -81,11 +81,33 @@ def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | 
         _share(pool, time.perf_counter() - t0, n)
         if not checked:
             checked = True
+            settings = _warm_up_again(session, pool, settings, starts, restarted) or settings
             _recover(pool, restarted)
         for c in pool:
             hook(c.id, c.n)
         if progress is not None:
             progress.update(pool)
+
+
+def _warm_up_again(session, pool, settings, starts, restarted: dict):
+    """When the adapted metric fails (most chains diverge, `adaptation_failed`) and it was not Stan's
+    window adaptation: warm every chain up again from its starting point with window adaptation,
+    drop the draws, record it per chain in `restarted`, and return the new settings (else None)."""
+    from dataclasses import replace
+
+    why = adaptation_failed(pool) if settings.adaptation != "window" else None
+    if why is None:
+        return None
+    log.warning("the %s mass matrix failed (%s): warming up again with window adaptation",
+                settings.adaptation, why)
+    window = replace(settings, adaptation="window")
+    keys = [_next_key(c) for c in pool]
+    states, params = _with_recovery(session, warmup_chains, keys, starts, window)
+    note = f"the {settings.adaptation} mass matrix failed ({why}): warmed up again with window adaptation"
+    for c, st, pa in zip(pool, states, params):
+        c.state, c.params, c.draws, c.stats, c.segment_s = st, pa, [], [], []
+        restarted[c.id] = note
+    return window
 
 
 def _recover(pool, restarted: dict) -> None:
