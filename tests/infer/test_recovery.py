@@ -8,7 +8,7 @@ import pytest
 import claygraph as cg
 from claygraph.infer.chains import Chain
 from claygraph.infer.nuts import SamplingWarning
-from claygraph.infer.recovery import Health, recover, why_stuck
+from claygraph.infer.recovery import Health, adaptation_failed, recover, why_stuck
 
 
 def _chain(i, step, lp=None, diverging=0.0, n=50):
@@ -26,6 +26,12 @@ def test_rules_flag_tiny_steps_divergences_and_a_far_lower_log_density():
     assert "diverged" in why_stuck(Health(0.5, -10.0, 1.0, 0.6), ok)
     assert "below" in why_stuck(Health(0.5, -30.0, 1.0, 0.0), ok)
     assert why_stuck(Health(0.01), []) is None  # one chain alone: nothing to compare with
+
+
+def test_a_metric_under_which_most_chains_diverge_has_failed():
+    assert adaptation_failed([_chain(i, 0.5, lp=-10.0, diverging=0.6) for i in range(3)]).startswith("60%")
+    assert adaptation_failed([_chain(i, 0.5, lp=-10.0, diverging=0.6 * (i == 0)) for i in range(3)]) is None
+    assert recover([_chain(i, 0.5, lp=-10.0, diverging=0.6) for i in range(3)], {}) == []  # no healthy donor
 
 
 def test_recover_restarts_a_stuck_chain_from_the_best_healthy_one_once():
