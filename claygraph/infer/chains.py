@@ -9,6 +9,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.adaptation.low_rank_adaptation import build_growing_window_schedule
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Settings:
 # How the mass matrix is learnt in warm-up (docs/inference.md has the measurements):
 # "window": Stan's windows, the diagonal from the draws' variances (BlackJAX window_adaptation);
 # "fisher": the diagonal sqrt(var(draws) / var(gradients)) (nutpie's rule), Stan's windows;
-# "low_rank": nutpie's low-rank + diagonal metric from draws and gradients, Stan's windows.
+# "low_rank": nutpie's low-rank + diagonal metric from draws and gradients, nutpie's growing windows.
 ADAPTATIONS = ("window", "fisher", "low_rank")
 
 
@@ -95,9 +96,8 @@ def _adaptation(settings: Settings, algo, logdensity, extra: dict):
         return blackjax.staged_adaptation(algo, logdensity, metric="fisher_diag", **common)
     if settings.adaptation == "low_rank":
         # it re-centres the chain at the end of warm-up, from the adaptation states it records
-        # Stan's windows: nutpie's growing windows cost 14x the warm-up time on W2 (28 s against 2.0 s
-        # per chain at 20,000 rows) for no better metric there
         return blackjax.window_adaptation_low_rank(algo, logdensity, gradient_based_init=True,
+                                                   schedule_fn=build_growing_window_schedule,
                                                    **{**common, "adaptation_info_fn": _adaptation_state})
     raise ValueError(f"adaptation must be one of {ADAPTATIONS}, not {settings.adaptation!r}")
 
