@@ -161,7 +161,7 @@ def nuts(spec: dict) -> dict:
 
     cache = _enable_compile_cache()
     method, s, seed = spec["method"], spec["sizes"], int(spec.get("seed", 0))
-    run = _numpyro_run if method.startswith("numpyro") else _claygraph_run
+    run = _numpyro_run if method.startswith("numpyro") else _nutpie_run if method == "nutpie" else _claygraph_run
     try:
         first = run(method, s, seed)
         if first.get("status") == "not available":
@@ -172,9 +172,15 @@ def nuts(spec: dict) -> dict:
     sites = [k for k in W2_SITES if k in second["samples"]]
     diag = diagnostics(second["samples"], sites)
     draws = s["chains"] * s["draws"]
+    first_diag = diagnostics(first["samples"], sites)
+    grads = second.get("gradients")
     return {"status": "ok", "method": method, "first_run_s": first["wall_s"], "sampling_s": second["wall_s"],
             "compile_s": max(first["wall_s"] - second["wall_s"], 0.0), "draws": draws, "sites": sites,
             **diag, "ess_per_s": diag["min_ess_bulk"] / second["wall_s"], "divergences": second.get("divergences"),
+            # compile included: the first run (compiling) with its own draws' ESS and R-hat
+            "ess_per_s_with_compile": first_diag["min_ess_bulk"] / first["wall_s"],
+            "max_rhat_first_run": first_diag["max_rhat"], "min_ess_bulk_first_run": first_diag["min_ess_bulk"],
+            "gradients": grads, "ess_per_gradient": diag["min_ess_bulk"] / grads if grads else None,
             "devices": len(jax.devices()), "note": second.get("note")}
 
 
@@ -189,14 +195,36 @@ def _numpyro_run(method: str, s: dict, seed: int) -> dict:
     mcmc = MCMC(NUTS(w2_numpyro_model), num_warmup=s["warmup"], num_samples=s["draws"], num_chains=s["chains"],
                 chain_method=chain_method, progress_bar=False)
     t0 = time.perf_counter()
-    mcmc.run(jax.random.PRNGKey(seed), a["X"], a["g"], a["y"], s["groups"], extra_fields=("diverging",))
+    mcmc.run(jax.random.PRNGKey(seed), a["X"], a["g"], a["y"], s["groups"], extra_fields=("diverging", "num_steps"))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     wall = time.perf_counter() - t0
     div = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
+    grads = int(np.sum(np.asarray(mcmc.get_extra_fields()["num_steps"])))
     note = None
     if chain_method == "parallel" and len(jax.devices()) < s["chains"]:
         note = f"only {len(jax.devices())} devices for {s['chains']} chains: NumPyro drew them sequentially"
-    return {"wall_s": wall, "samples": samples, "divergences": div, "note": note}
+    return {"wall_s": wall, "samples": samples, "divergences": div, "note": note, "gradients": grads}
+
+
+def _nutpie_run(method: str, s: dict, seed: int) -> dict:
+    """nutpie (its gradient-based diagonal adaptation, numba backend) on the PyMC version of W2; the
+    time includes building and compiling the PyMC model. Needs the `bench-peers` extra."""
+    try:
+        import nutpie
+    except ImportError:
+        return {"status": "not available", "method": method, "note": "nutpie is not installed (extra bench-peers)"}
+    from bench.workloads import w2_arrays, w2_pymc_model
+
+    a = w2_arrays(s["n"], s["groups"], s["d"])
+    t0 = time.perf_counter()
+    compiled = nutpie.compile_pymc_model(w2_pymc_model(a, s["groups"]))
+    trace = nutpie.sample(compiled, draws=s["draws"], tune=s["warmup"], chains=s["chains"], seed=seed,
+                          progress_bar=False)
+    wall = time.perf_counter() - t0
+    samples = {k: np.asarray(trace.posterior[k].values) for k in ("mu", "sigma", "z", "w")}
+    st = trace.sample_stats
+    return {"wall_s": wall, "samples": samples, "divergences": int(st["diverging"].values.sum()),
+            "gradients": int(st["n_steps"].values.sum()), "note": f"nutpie {nutpie.__version__}, numba backend"}
 
 
 def _claygraph_run(method: str, s: dict, seed: int) -> dict:
@@ -217,7 +245,9 @@ def _claygraph_run(method: str, s: dict, seed: int) -> dict:
     if stats is not None and hasattr(stats, "data_vars") and "diverging" in stats.data_vars:
         div = int(np.sum(stats["diverging"].values))
     how = [f"{k}: {getattr(res, k)}" for k in ("parallel", "stopped_because") if getattr(res, k, None)]
-    return {"wall_s": wall, "samples": samples, "divergences": div, "note": "; ".join(how) or None}
+    grads = int(sum(np.sum(st["n_steps"]) for c in res.chains for st in c.stats))
+    return {"wall_s": wall, "samples": samples, "divergences": div, "note": "; ".join(how) or None,
+            "gradients": grads}
 
 
 # -- W1 fits in a fresh process: compile share, peak memory, runtimes --------------------------------------

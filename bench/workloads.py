@@ -88,6 +88,19 @@ def w2_arrays(n: int, groups: int, d: int, seed: int = 0) -> dict[str, np.ndarra
     return {"X": X, "g": g, "y": y}
 
 
+def w2_pymc_model(a: dict[str, np.ndarray], groups: int):
+    """W2 in PyMC (for nutpie): the same priors, non-centred group effects and likelihood."""
+    import pymc as pm
+
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0.0, 1.0)
+        sigma = pm.HalfNormal("sigma", 1.0)
+        z = pm.Normal("z", 0.0, 1.0, shape=groups)
+        w = pm.Normal("w", 0.0, 1.0, shape=a["X"].shape[1])
+        pm.Bernoulli("y", logit_p=(mu + sigma * z)[a["g"]] + a["X"] @ w, observed=a["y"])
+    return model
+
+
 def w2_data(n: int, groups: int, d: int, seed: int = 0) -> cg.Data:
     a = w2_arrays(n, groups, d, seed)
     return cg.Data(X=cg.array(a["X"], "row", "feature"), g=cg.index(a["g"], "row", into="group", size=groups),

@@ -4,7 +4,9 @@ Every method runs in its own subprocess (so that NumPyro's `parallel` chains get
 device per chain) and runs twice there with JAX's persistent compilation cache on: the first
 run compiles, the second loads the compiled programs, so its wall time is the sampling time and
 the difference estimates compilation. Reported: minimum bulk ESS over every element of mu,
-sigma, z (the non-centred group effects) and w; that ESS per second of sampling; maximum R-hat.
+sigma, z (the non-centred group effects) and w; that ESS per second of sampling, and per second of
+the first run (compile included); ESS per gradient evaluation (leapfrog steps of the sampling
+phase, summed over chains); maximum R-hat. nutpie runs the PyMC version of W2 (see PEERS_ENV).
 """
 from __future__ import annotations
 
@@ -13,11 +15,29 @@ from bench.suites import SuiteEnv, not_available
 from bench.timing import run_isolated
 
 TIMEOUT_S = 3600
-METHODS = ("claygraph", "numpyro-sequential", "numpyro-parallel")
+# NumPyro's sequential chains are left out: on this machine they were never faster than its parallel
+# chains (DESIGN.md: 203 s against 198 s), and the run is long enough as it is
+METHODS = ("claygraph", "numpyro-parallel", "nutpie")
+# nutpie + PyMC pin an older numba than claygraph's: install them apart (`pip install --target DIR
+# nutpie pymc`, or the `bench-peers` extra in an environment of their own) and name DIR here
+PEERS_ENV = "CLAYGRAPH_BENCH_PEERS"
 
 
 def _devices(method: str, sizes: Sizes) -> int:
     return sizes.w2_chains if method == "numpyro-parallel" else 1
+
+
+def _extra_env(method: str) -> dict[str, str] | None:
+    """The nutpie run's import path: the peers' directory before everything else."""
+    import os
+
+    from bench import REPO
+
+    peers = os.environ.get(PEERS_ENV)
+    if method != "nutpie" or not peers:
+        return None
+    return {"PYTHONPATH": os.pathsep.join([str(REPO), peers] + [p for p in os.environ.get("PYTHONPATH", "").split(
+        os.pathsep) if p])}
 
 
 def ratios(rows: list[dict]) -> None:
@@ -25,8 +45,11 @@ def ratios(rows: list[dict]) -> None:
     ours = next((r for r in rows if r["method"] == "claygraph" and r["status"] == "ok"), None)
     if ours is None:
         return
-    ours["ess_per_s_over_peer"] = {r["method"]: ours["ess_per_s"] / r["ess_per_s"] for r in rows
-                                   if r["method"] != "claygraph" and r["status"] == "ok" and r["ess_per_s"] > 0}
+    peers = [r for r in rows if r["method"] != "claygraph" and r["status"] == "ok" and r["ess_per_s"] > 0]
+    ours["ess_per_s_over_peer"] = {r["method"]: ours["ess_per_s"] / r["ess_per_s"] for r in peers}
+    with_compile = ours["ess_per_s_with_compile"]
+    ours["ess_per_s_with_compile_over_peer"] = {r["method"]: with_compile / r["ess_per_s_with_compile"]
+                                                for r in peers if r.get("ess_per_s_with_compile")}
 
 
 def run(sizes: Sizes, env: SuiteEnv) -> dict:
@@ -42,8 +65,8 @@ def run(sizes: Sizes, env: SuiteEnv) -> dict:
         devices = _devices(method, sizes)
         env.log(f"  w2: {method} ({s['chains']} chains, {s['warmup']}+{s['draws']}) on {devices} device(s)")
         try:
-            rows.append(run_isolated("nuts", {"method": method, "sizes": s}, devices, TIMEOUT_S, env.platform)
-                        | {"method": method, "devices": devices})
+            rows.append(run_isolated("nuts", {"method": method, "sizes": s}, devices, TIMEOUT_S, env.platform,
+                                     _extra_env(method)) | {"method": method, "devices": devices})
         except Exception as e:
             rows.append({"method": method, "status": "error", "note": str(e)[-800:]})
     ratios(rows)

@@ -3,12 +3,13 @@ sampling segments against an SPMD context, and the chain's record on the driver.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.adaptation.low_rank_adaptation import build_growing_window_schedule
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,14 @@ class Settings:
     max_tree_depth: int = 10
     num_integration_steps: int = 16
     warmup: int = 500
+    adaptation: str = "window"  # one of ADAPTATIONS (docs/inference.md: the default chosen by W2's ESS/s)
+
+
+# How the mass matrix is learnt in warm-up (docs/inference.md has the measurements):
+# "window": Stan's windows, the diagonal from the draws' variances (BlackJAX window_adaptation);
+# "fisher": the diagonal sqrt(var(draws) / var(gradients)) (nutpie's rule), Stan's windows;
+# "low_rank": nutpie's low-rank + diagonal metric from draws and gradients, nutpie's growing windows.
+ADAPTATIONS = ("window", "fisher", "low_rank")
 
 
 def _logdensity(potential, data):
@@ -37,6 +46,32 @@ def _no_info(state, info, adaptation_state):
     return None
 
 
+class _Centre(NamedTuple):
+    mu_star: Any
+    position: Any  # the chain's own position at each warm-up step
+
+
+def _adaptation_state(state, info, adaptation_state):
+    """Only what the low-rank warm-up reads back (its last centre) and the chain's position, not
+    every step's buffers."""
+    return blackjax.adaptation.base.AdaptationInfo(None, None, _Centre(adaptation_state.mu_star, state.position))
+
+
+def _finite_state(state) -> jax.Array:
+    return jnp.isfinite(state.logdensity) & jnp.all(
+        jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(state.logdensity_grad)]))
+
+
+def _keep_valid_centre(algo, logdensity, state, info):
+    """The low-rank warm-up moves the chain to its estimated centre; where that lies outside the
+    density's support (a bounded parameter whose centre estimate crosses the bound), the chain
+    stays where warm-up left it instead."""
+    last = jax.tree.map(lambda x: x[-1], info.adaptation_state.position)
+    fallback = algo.init(last, logdensity)
+    ok = _finite_state(state)
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), state, fallback)
+
+
 def _warmup_fn(potential, settings: Settings):
     algo = blackjax.nuts if settings.algorithm == "nuts" else blackjax.hmc
     extra = ({"max_num_doublings": settings.max_tree_depth} if settings.algorithm == "nuts"
@@ -44,13 +79,27 @@ def _warmup_fn(potential, settings: Settings):
 
     @jax.jit
     def run(key, position, data):
-        adapt = blackjax.window_adaptation(algo, _logdensity(potential, data),
-                                           target_acceptance_rate=settings.target_accept,
-                                           adaptation_info_fn=_no_info, **extra)
-        (state, params), _ = adapt.run(key, position, num_steps=settings.warmup)
+        adapt = _adaptation(settings, algo, _logdensity(potential, data), extra)
+        (state, params), info = adapt.run(key, position, num_steps=settings.warmup)
+        if settings.adaptation == "low_rank":
+            state = _keep_valid_centre(algo, _logdensity(potential, data), state, info)
         return state, params
 
     return run
+
+
+def _adaptation(settings: Settings, algo, logdensity, extra: dict):
+    common = {"target_acceptance_rate": settings.target_accept, "adaptation_info_fn": _no_info, **extra}
+    if settings.adaptation == "window":
+        return blackjax.window_adaptation(algo, logdensity, **common)
+    if settings.adaptation == "fisher":
+        return blackjax.staged_adaptation(algo, logdensity, metric="fisher_diag", **common)
+    if settings.adaptation == "low_rank":
+        # it re-centres the chain at the end of warm-up, from the adaptation states it records
+        return blackjax.window_adaptation_low_rank(algo, logdensity, gradient_based_init=True,
+                                                   schedule_fn=build_growing_window_schedule,
+                                                   **{**common, "adaptation_info_fn": _adaptation_state})
+    raise ValueError(f"adaptation must be one of {ADAPTATIONS}, not {settings.adaptation!r}")
 
 
 def _sample_fn(potential, settings: Settings, n: int):
@@ -63,7 +112,8 @@ def _sample_fn(potential, settings: Settings, n: int):
             stats = {"diverging": info.is_divergent, "acceptance_rate": info.acceptance_rate,
                      "energy": info.energy,
                      "tree_depth": getattr(info, "num_trajectory_expansions", jnp.int32(0)),
-                     "n_steps": getattr(info, "num_integration_steps", jnp.int32(0))}
+                     "n_steps": getattr(info, "num_integration_steps", jnp.int32(0)),
+                     "lp": s.logdensity}
             return s, (s.position, stats)
 
         return jax.lax.scan(one, state, jax.random.split(key, n))
@@ -111,3 +161,31 @@ def initial_position(graph, key, radius: float = 2.0) -> dict:
         dtype = graph.value(graph.inputs.params[k]).dtype
         out[k] = np.asarray(jax.random.uniform(sub, shape, minval=-radius, maxval=radius), dtype)
     return out
+
+
+def _stack(trees: list) -> Any:
+    return jax.tree.map(lambda *xs: np.stack(xs), *trees)
+
+
+def _unstack(tree, n: int) -> list:
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
+def warmup_chains(ctx, keys, positions, settings: Settings):
+    """Warm-up of several chains at once, vectorised (`jax.vmap`) into one program: per-chain
+    adaptation, chains in lockstep, every gradient evaluation batched over chains."""
+    potential = ctx.potential
+    run = ctx.cached(("warmup-vmap", settings),
+                     lambda: jax.jit(jax.vmap(_warmup_fn(potential, settings).__wrapped__, in_axes=(0, 0, None))))
+    state, params = run(ctx.to_global(_stack(keys)), ctx.to_global(_stack(positions)), ctx.data)
+    return _unstack(ctx.to_host(state), len(keys)), _unstack(ctx.to_host(params), len(keys))
+
+
+def sample_chains(ctx, keys, states, params, n: int, settings: Settings):
+    """n draws of several chains at once (vectorised, as `warmup_chains`)."""
+    potential = ctx.potential
+    run = ctx.cached(("sample-vmap", settings, n),
+                     lambda: jax.jit(jax.vmap(_sample_fn(potential, settings, n).__wrapped__, in_axes=(0, 0, 0, None))))
+    s, (draws, stats) = run(*(ctx.to_global(_stack(x)) for x in (keys, states, params)), ctx.data)
+    m = len(keys)
+    return _unstack(ctx.to_host(s), m), _unstack(ctx.to_host(draws), m), _unstack(ctx.to_host(stats), m)

@@ -31,6 +31,7 @@ from claygraph.infer.common import (
     valid_initial_points,
     zeros_like_params,
 )
+from claygraph.infer.progress import OptimProgress
 
 DIVERGENCE_Z = 20.0  # |log| of a constrained value (a scale) beyond which it has run off to 0 or infinity
 STALL = 10  # iterations in a row without progress in objective or gradient
@@ -206,7 +207,7 @@ def _outcome(final, max_iter: int) -> tuple[str, bool, str, Any, float, float]:
 def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: float = 1e-6, max_iter: int = 1000,
         jacobian: bool = True, init: dict | None = None, memory_size: int = 10, chunk: int = 50,
         ftol: float = 0.0, session: Session | None = None, on_chunk: Callable | None = None,
-        scale: float | None = None) -> MAPResult:  # noqa: A001 - cg.infer.map
+        scale: float | None = None, progress: bool | None = None) -> MAPResult:  # noqa: A001 - cg.infer.map
     """The maximum a posteriori point of `model(data)` by L-BFGS on the split program.
 
     By default it minimises NumPyro's potential energy (unconstrained space, log-Jacobian
@@ -214,6 +215,7 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
     when max|gradient| <= tol x scale; scale defaults to max(1, |objective|) at the point tested, so
     that `tol` is relative to the problem (pass scale=1.0 for an absolute tolerance).
     on_chunk(iteration, objective) is called after every checkpointed chunk (progress, test hooks).
+    progress: show iteration, objective and max|gradient| (None: when stderr is a terminal or a notebook).
     """
     if max_iter < 0 or not tol >= 0:
         raise ValueError(f"max_iter must be >= 0 and tol >= 0, got max_iter={max_iter}, tol={tol}")
@@ -226,9 +228,11 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
     limits = (float(tol), int(max_iter))
     gtol0 = 0.0 if scale is None else float(tol) * float(scale)
     restarts = {"left": RESTARTS, "value": np.inf}
+    bar = OptimProgress("MAP (L-BFGS)", show=progress)
 
     def step(program, state):
         out = run_spmd(program, _lbfgs_chunk, state, settings, limits)
+        bar.update(int(out.iteration), float(out.value), float(out.gmax))
         if on_chunk is not None:
             on_chunk(int(out.iteration), float(out.value))
         if bool(out.invalid) or int(out.iteration) >= max_iter or float(out.gmax) <= float(out.gtol):
@@ -242,7 +246,10 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
             return Restart(out.best, out.iteration, out.start, out.gtol), False
         return out, False
 
-    final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf), np.float32(gtol0)))
+    try:
+        final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf), np.float32(gtol0)))
+    finally:
+        bar.close()
     if bool(final.invalid) and init is None:
         # zeros may lie outside the density's support (Uniform(0, hi) below an observation): retry
         # from random points, as NumPyro's initialisation does, before naming the cause

@@ -1,4 +1,4 @@
-"""NUTS and HMC (BlackJAX kernels, window adaptation) on a split program, with a chain scheduler.
+"""NUTS and HMC (BlackJAX kernels; window, diagonal-from-gradients or low-rank adaptation) on a split program.
 
 Three ways to use W workers, chosen per run (`parallel=`, `shards_per_chain=`):
 - "data": every chain runs on the whole split program: all workers compute each gradient
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ import numpy as np
 from claygraph.errors import PartitionError
 from claygraph.infer.chains import Chain, Settings, initial_position
 from claygraph.infer.common import constrain_draws, setup, to_inference_data, valid_initial_points
+from claygraph.infer.progress import ChainProgress
 from claygraph.infer.scheduler import group_plan, run_chains_local, run_chains_parallel
 
 log = logging.getLogger("claygraph.infer")
@@ -45,7 +47,14 @@ class MCMCResult:
     worker_busy_s: dict = field(default_factory=dict)  # per worker ("chains"), group ("mesh") or 0 ("data")
     shards_per_chain: int = 1
     mesh_choice: list = field(default_factory=list)  # the cost model's options, when it chose
-    notes: list = field(default_factory=list)  # chains reported as behind or slow
+    notes: list = field(default_factory=list)  # chains reported as behind, slow or restarted
+    restarted: dict = field(default_factory=dict)  # chain id -> why it was restarted (stuck)
+    problems: list = field(default_factory=list)  # failed diagnostics (R-hat, ESS, divergences)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the diagnostics passed: R-hat and ESS within bounds, no divergences."""
+        return not self.problems
 
     @property
     def posterior(self):
@@ -61,7 +70,8 @@ class MCMCResult:
                 f"{max(c.n for c in self.chains)} draws each, {self.parallel}-parallel"
                 f"{f' ({self.shards_per_chain} workers per chain)' if self.parallel == 'mesh' else ''}, "
                 f"{self.wall_s:.1f} s; "
-                f"{self.stopped_because})\n{self.summary()}")
+                f"{self.stopped_because})"
+                f"{''.join(chr(10) + 'PROBLEM: ' + p for p in self.problems)}\n{self.summary()}")
 
 
 def diagnostics(chains: list[Chain]) -> tuple[float, float]:
@@ -161,7 +171,7 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
          split=None, seed: int = 0, target_ess: float | None = None, max_rhat: float = 1.01, segment: int = 100,
          max_draws: int | None = None, parallel: str = "auto", settings: Settings | None = None,
          on_segment: Callable | None = None, shards_per_chain: int | None = None,
-         grow: bool | None = None) -> MCMCResult:
+         grow: bool | None = None, progress: bool | None = None) -> MCMCResult:
     """Run `chains` chains; see the module docstring for the modes and the stop rule.
 
     shards_per_chain: workers that compute one chain's gradient together (a chains x shards mesh);
@@ -170,6 +180,10 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     (nodes an autoscaler adds) and give them chains; default: when the runtime connected to an
     existing cluster (`Ray(address=...)`).
     on_segment(chain_id, draws_of_that_chain) is called after every segment (progress, test hooks).
+    progress: show a progress line (None: when stderr is a terminal or in a notebook).
+    On one worker (`Local`) the chains run vectorised in one program; a chain stuck after warm-up or
+    its first segment is restarted from a healthy chain's adapted state (`MCMCResult.restarted`).
+    A run whose diagnostics fail warns (`SamplingWarning`) and lists why in `MCMCResult.problems`.
     """
     settings = settings or Settings(warmup=warmup)
     t0 = time.perf_counter()
@@ -183,8 +197,14 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     hook = on_segment or (lambda chain, n: None)
     if target_ess is None:
         segment = min(segment, draws)  # a short run samples what it was asked for, not a whole segment
+    restarted: dict[int, str] = {}
     if mode == "data":
-        busy, why = run_chains_local(session, pool, settings, segment, stop, hook)
+        bar = ChainProgress(draws if target_ess is None else None, show=progress)
+        try:
+            busy, why = run_chains_local(session, pool, settings, segment, stop, hook,
+                                         draws if target_ess is None else None, restarted, bar)
+        finally:
+            bar.close()
     else:
         grow = session.runtime.elastic if grow is None else grow
         busy, why = run_chains_parallel(session, pool, settings, segment, stop, hook, shards, grow)
@@ -192,9 +212,50 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     res = _result(model, data, session, pool, wall, mode, why, busy, draws if target_ess is None else None)
     res.shards_per_chain, res.mesh_choice = shards, options
     res.notes = chain_notes(pool, pieces=target_ess is not None)
+    res.restarted = restarted
+    res.notes += [f"chain {k} was restarted: {why}"
+                  for k, why in sorted(restarted.items())]
     for note in res.notes:
         log.warning(note)
+    res.problems = problems(res.inference_data, max_rhat)
+    if res.problems:
+        warnings.warn("NUTS diagnostics failed; do not trust these draws as they are: " + "; ".join(res.problems),
+                      SamplingWarning, stacklevel=3)
     return res
+
+
+class SamplingWarning(UserWarning):
+    """The draws of a run failed their diagnostics (see `MCMCResult.problems`)."""
+
+
+MIN_ESS = 100  # ArviZ's and Stan's rule of thumb for reliable R-hat and Monte Carlo errors
+
+
+def problems(idata, max_rhat: float) -> list[str]:
+    """What is wrong with the draws: R-hat over `max_rhat` (with 2 or more chains), bulk or tail
+    ESS under MIN_ESS, divergent transitions."""
+    import arviz as az
+
+    out = []
+    post = idata.posterior
+    if post.sizes.get("chain", 1) > 1 and post.sizes.get("draw", 0) >= 4:
+        rhat = az.rhat(post)
+        worst = max(((float(np.nanmax(rhat[k].values)), k) for k in rhat.data_vars), default=(0.0, ""))
+        if worst[0] > max_rhat:
+            out.append(f"max R-hat {worst[0]:.3f} > {max_rhat} (site {worst[1]!r}): the chains disagree")
+    if post.sizes.get("draw", 0) >= 4:
+        for method in ("bulk", "tail"):
+            ess = az.ess(post, method=method)
+            low = min(((float(np.nanmin(ess[k].values)), k) for k in ess.data_vars), default=(np.inf, ""))
+            if low[0] < MIN_ESS:
+                out.append(f"min {method} ESS {low[0]:.0f} < {MIN_ESS} (site {low[1]!r}): draw more")
+    stats = getattr(idata, "sample_stats", None)
+    if stats is not None and "diverging" in stats.data_vars:
+        n = int(stats["diverging"].values.sum())
+        if n:
+            out.append(f"{n} divergent transitions after warm-up: the sampler missed part of the posterior; "
+                       f"raise target_accept or reparameterise")
+    return out
 
 
 def _seconds_per_draw(c: Chain) -> float:
@@ -260,16 +321,20 @@ def _result(model, data, session, pool, wall, mode, why, busy, draws: int | None
 
 
 def nuts(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
-         split=None, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10, **kwargs) -> MCMCResult:
-    """NUTS with window adaptation; results as ArviZ InferenceData (`.posterior`)."""
-    s = Settings("nuts", target_accept, max_tree_depth, warmup=warmup)
+         split=None, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
+         adaptation: str = "window", **kwargs) -> MCMCResult:
+    """NUTS; results as ArviZ InferenceData (`.posterior`). adaptation: how warm-up learns the mass
+    matrix, "window" (Stan's, diagonal from draws; the default), "low_rank" (nutpie's low-rank +
+    diagonal metric from draws and gradients: far fewer gradients per draw on correlated posteriors,
+    a slower warm-up) or "fisher" (diagonal from draws and gradients). docs/inference.md measures them."""
+    s = Settings("nuts", target_accept, max_tree_depth, warmup=warmup, adaptation=adaptation)
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 
 
 def hmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
         split=None, seed: int = 0, num_integration_steps: int = 16, target_accept: float = 0.8,
-        **kwargs) -> MCMCResult:
-    """Static HMC with window adaptation of step size and mass matrix."""
-    s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup)
+        adaptation: str = "window", **kwargs) -> MCMCResult:
+    """Static HMC with adaptation of step size and mass matrix (as `nuts`; Stan's window by default)."""
+    s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup, adaptation=adaptation)
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 

@@ -11,8 +11,9 @@ import jax
 import numpy as np
 
 from claygraph.errors import WorkerError
-from claygraph.infer.chains import Chain, initial_position, sample_segment, warmup_chain
+from claygraph.infer.chains import Chain, initial_position, sample_chains, sample_segment, warmup_chain, warmup_chains
 from claygraph.infer.common import run_spmd
+from claygraph.infer.recovery import adaptation_failed, recover
 
 log = logging.getLogger("claygraph.infer")
 MAX_RESTARTS = 2
@@ -44,27 +45,82 @@ def _with_recovery(session, fn, *args):
             session.rebuild()
 
 
-def run_chains_local(session, pool, settings, segment, stop, hook):
-    """Chains one after another on the session's program (one device, or data-parallel over workers)."""
+def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | None = None, restarted=None,
+                     progress=None):
+    """Every chain at once on the session's program (one device, or data-parallel over its devices),
+    vectorised into one program (`jax.vmap` over chains): warm-up, then segments of `segment` draws
+    (the last one shortened to reach exactly `draws` per chain). Chains stuck after warm-up or after
+    their first segment are restarted from a healthy chain's adapted state (claygraph.infer.recovery);
+    `restarted` collects them (chain id -> why)."""
+    restarted = {} if restarted is None else restarted
     graph = session.plan.graph
-    for c in pool:
-        t0 = time.perf_counter()
-        key = _next_key(c)
-        c.state, c.params = _with_recovery(session, warmup_chain, key, _start(c, graph, key), settings)
-        c.seconds += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    keys = [_next_key(c) for c in pool]
+    starts = [_start(c, graph, k) for c, k in zip(pool, keys)]
+    if progress is not None:
+        progress.warmup(len(pool), settings.warmup)
+    states, params = _with_recovery(session, warmup_chains, keys, starts, settings)
+    for c, st, pa in zip(pool, states, params):
+        c.state, c.params = st, pa
+    _recover(pool, restarted)
+    _share(pool, time.perf_counter() - t0, None)
+    checked = False
     while True:
         why = stop(pool)
         if why:
             return {0: sum(c.seconds for c in pool)}, why
-        for c in sorted(pool, key=lambda c: c.n):
-            t0 = time.perf_counter()
-            c.state, d, st = _with_recovery(session, sample_segment, _next_key(c), c.state, c.params, segment,
-                                            settings)
+        n = segment if draws is None else max(1, min(segment, draws - min(c.n for c in pool)))
+        t0 = time.perf_counter()
+        keys = [_next_key(c) for c in pool]
+        out = _with_recovery(session, sample_chains, keys, [c.state for c in pool], [c.params for c in pool], n,
+                             settings)
+        for c, st, d, sts in zip(pool, *out):
+            c.state = st
             c.draws.append(d)
-            c.stats.append(st)
-            c.seconds += time.perf_counter() - t0
-            c.segment_s.append(time.perf_counter() - t0)
+            c.stats.append(sts)
+        _share(pool, time.perf_counter() - t0, n)
+        if not checked:
+            checked = True
+            settings = _warm_up_again(session, pool, settings, starts, restarted) or settings
+            _recover(pool, restarted)
+        for c in pool:
             hook(c.id, c.n)
+        if progress is not None:
+            progress.update(pool)
+
+
+def _warm_up_again(session, pool, settings, starts, restarted: dict):
+    """When the adapted metric fails (most chains diverge, `adaptation_failed`) and it was not Stan's
+    window adaptation: warm every chain up again from its starting point with window adaptation,
+    drop the draws, record it per chain in `restarted`, and return the new settings (else None)."""
+    from dataclasses import replace
+
+    why = adaptation_failed(pool) if settings.adaptation != "window" else None
+    if why is None:
+        return None
+    log.warning("the %s mass matrix failed (%s): warming up again with window adaptation",
+                settings.adaptation, why)
+    window = replace(settings, adaptation="window")
+    keys = [_next_key(c) for c in pool]
+    states, params = _with_recovery(session, warmup_chains, keys, starts, window)
+    note = f"the {settings.adaptation} mass matrix failed ({why}): warmed up again with window adaptation"
+    for c, st, pa in zip(pool, states, params):
+        c.state, c.params, c.draws, c.stats, c.segment_s = st, pa, [], [], []
+        restarted[c.id] = note
+    return window
+
+
+def _recover(pool, restarted: dict) -> None:
+    for note in recover(pool, restarted):
+        log.warning(note)
+
+
+def _share(pool, seconds: float, draws: int | None) -> None:
+    """Vectorised chains share the wall time of each program run equally."""
+    for c in pool:
+        c.seconds += seconds / len(pool)
+        if draws is not None and c.draws:
+            c.segment_s.append(seconds / len(pool))
 
 
 GROW_EVERY_S = 2.0  # how often a chain-parallel run looks for room for another worker

@@ -30,6 +30,7 @@ from jax.flatten_util import ravel_pytree
 from claygraph.infer.common import constrain_draws, run_resumable, run_spmd, setup, to_inference_data, zeros_like_params
 from claygraph.infer.laplace import hessian_diag, hessian_matrix
 from claygraph.infer.map import map as map_
+from claygraph.infer.progress import OptimProgress
 
 EXACT_DIAG = 2048  # parameters up to which the Hessian diagonal is exact
 PROBES = 32  # Rademacher probes for Hutchinson's diagonal beyond that
@@ -169,13 +170,14 @@ def _start(init: str, guide: str, model, data, s, template: dict, seed: int):
 
 def vi(model: Callable, data, runtime=None, cluster=None, split=None, guide: str = "meanfield", steps: int = 2000,
        lr: float = 0.05, particles: int = 1, draws: int = 1000, seed: int = 0, chunk: int = 250, rank: int = 5,
-       init: str = "map") -> VIResult:
+       init: str = "map", progress: bool | None = None) -> VIResult:
     """Fit `guide` by ADVI; returns the Gaussian (unconstrained) and constrained draws as InferenceData.
 
     init="map" (default) starts from the MAP with the Laplace diagonal as preconditioner (the
     full-rank guide with the full Laplace factor; see the module docstring); init="zero" is plain
     ADVI from the origin. `lr` is Adam's initial learning rate, in whitened units with
-    init="map", decayed by a cosine schedule to 1% at `steps`.
+    init="map", decayed by a cosine schedule to 1% at `steps`. progress: show the iteration and the
+    objective, -ELBO (None: when stderr is a terminal or a notebook).
     """
     if guide not in ("meanfield", "lowrank", "fullrank"):
         raise ValueError(f"guide must be 'meanfield', 'lowrank' or 'fullrank', not {guide!r}")
@@ -189,13 +191,18 @@ def vi(model: Callable, data, runtime=None, cluster=None, split=None, guide: str
     chunk = min(chunk, steps)
     settings = (guide, template, particles, chunk, lr, seed, rank, steps, center, precond)
     trace: list[float] = []
+    bar = OptimProgress(f"VI ({guide})", show=progress, every_s=0.0)
 
     def step(program, state):
         out = run_spmd(program, _vi_chunk, state, settings)
         trace.append(float(out.elbo))
+        bar.update(int(out.step), -float(out.elbo))
         return out, int(out.step) >= steps
 
-    final = run_resumable(s, step, None)
+    try:
+        final = run_resumable(s, step, None)
+    finally:
+        bar.close()
     g = {k: np.asarray(v) for k, v in final.guide.items()}
     _, unravel = ravel_pytree(template)
     w, _ = sample_guide(guide, g, jax.random.PRNGKey(seed + 1), draws)

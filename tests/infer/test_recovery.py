@@ -1,0 +1,94 @@
+"""Stuck-chain recovery, failed diagnostics and the draw count: a chain far worse than the others is
+restarted from a healthy chain's adapted state; a run whose diagnostics fail says so."""
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import claygraph as cg
+from claygraph.infer.chains import Chain
+from claygraph.infer.nuts import SamplingWarning
+from claygraph.infer.recovery import Health, adaptation_failed, recover, why_stuck
+
+
+def _chain(i, step, lp=None, diverging=0.0, n=50):
+    c = Chain(i, np.zeros(2, np.uint32), state=f"state{i}", params={"step_size": np.float32(step)})
+    if lp is not None:
+        c.draws.append({"x": np.zeros(n)})
+        c.stats.append({"lp": np.random.default_rng(i).normal(lp, 1.0, n), "diverging": np.arange(n) < diverging * n})
+    return c
+
+
+def test_rules_flag_tiny_steps_divergences_and_a_far_lower_log_density():
+    ok = [Health(0.5, -10.0, 1.0, 0.0), Health(0.6, -10.5, 1.2, 0.02)]
+    assert why_stuck(Health(0.45, -11.0, 1.0, 0.04), ok) is None  # within the others' spread
+    assert "step size" in why_stuck(Health(0.01), ok)
+    assert "diverged" in why_stuck(Health(0.5, -10.0, 1.0, 0.6), ok)
+    assert "below" in why_stuck(Health(0.5, -30.0, 1.0, 0.0), ok)
+    assert why_stuck(Health(0.01), []) is None  # one chain alone: nothing to compare with
+
+
+def test_a_metric_under_which_most_chains_diverge_has_failed():
+    assert adaptation_failed([_chain(i, 0.5, lp=-10.0, diverging=0.6) for i in range(3)]).startswith("60%")
+    assert adaptation_failed([_chain(i, 0.5, lp=-10.0, diverging=0.6 * (i == 0)) for i in range(3)]) is None
+    assert recover([_chain(i, 0.5, lp=-10.0, diverging=0.6) for i in range(3)], {}) == []  # no healthy donor
+
+
+def test_recover_restarts_a_stuck_chain_from_the_best_healthy_one_once():
+    pool = [_chain(0, 0.5, lp=-10.0), _chain(1, 0.55, lp=-9.0), _chain(2, 0.5, lp=-80.0)]
+    restarted = {}
+    notes = recover(pool, restarted)
+    assert list(restarted) == [2] and "below" in restarted[2] and len(notes) == 1
+    assert pool[2].state == "state1" and pool[2].params is pool[1].params  # chain 1 has the highest lp
+    assert pool[2].draws == [] and pool[2].stats == []  # its stuck draws are dropped
+    pool[2].params = {"step_size": np.float32(1e-4)}  # stuck again: not restarted a second time
+    assert recover(pool, restarted) == [] and pool[2].params["step_size"] < 1e-3
+
+
+def conjugate_model(data):
+    beta = numpyro.sample("beta", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Normal(data.X @ beta, 1.0), obs=data.y)
+
+
+def _data(n=100):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 2)).astype(np.float32)
+    y = (X @ np.array([1.0, -0.5]) + rng.normal(0, 1.0, n)).astype(np.float32)
+    return cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
+
+
+def test_a_chain_stuck_after_warmup_is_restarted_and_the_result_says_so(monkeypatch):
+    from claygraph.infer import scheduler
+
+    real = scheduler.warmup_chains
+
+    def one_chain_stuck(ctx, keys, positions, settings):  # chain 1 adapts to a uselessly small step
+        states, params = real(ctx, keys, positions, settings)
+        params[1] = {**params[1], "step_size": params[1]["step_size"] * 1e-4}
+        return states, params
+
+    monkeypatch.setattr(scheduler, "warmup_chains", one_chain_stuck)
+    with pytest.warns(SamplingWarning):  # 3 x 40 draws: too few for the ESS bound, which it says
+        res = cg.infer.nuts(conjugate_model, _data(), chains=3, warmup=60, draws=40, seed=0, progress=False)
+    assert list(res.restarted) == [1] and "step size" in res.restarted[1]
+    assert any("chain 1 was restarted" in n for n in res.notes)
+    assert res.posterior["beta"].shape == (3, 40, 2)
+    steps = [float(c.params["step_size"]) for c in res.chains]
+    assert steps[1] in (steps[0], steps[2])  # it took a healthy chain's adapted step size
+
+
+@pytest.mark.parametrize("draws, segment", [(30, 100), (130, 100)])
+def test_exactly_the_requested_draws(draws, segment):
+    res = cg.infer.nuts(conjugate_model, _data(), chains=2, warmup=30, draws=draws, segment=segment, seed=1,
+                        progress=False)
+    assert res.posterior["beta"].shape == (2, draws, 2)
+    assert res.inference_data.sample_stats["diverging"].shape == (2, draws)
+    assert [c.n for c in res.chains] == [draws, draws]  # no draws beyond the request
+
+
+def test_failed_diagnostics_warn_and_are_in_the_result():
+    with pytest.warns(SamplingWarning, match="ESS"):
+        res = cg.infer.nuts(conjugate_model, _data(), chains=2, warmup=30, draws=20, seed=1, progress=False)
+    assert not res.ok and any("ESS" in p for p in res.problems)
+    assert "PROBLEM" in repr(res)
