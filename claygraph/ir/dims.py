@@ -11,6 +11,7 @@ import numpy as np
 
 from claygraph.errors import DimError
 from claygraph.ir.graph import Graph, Node, Value, with_dims
+from claygraph.ir.jaxpr import lower_body
 
 Key = Hashable  # (vid, axis) for an axis, (vid, "ptr") for a pointee
 
@@ -112,8 +113,6 @@ class Ctx:
         (outer values; None for a scanned slice, which the caller links). Returns the body's
         argument values and the body; `run_body` then infers through it, so that a conflict is
         reported at the body's own line. Body values get ids no graph value has."""
-        from claygraph.ir.lower import lower_body
-
         body = lower_body(closed, self.u.next_id)
         self.u.next_id += len(body.values)
         inner = [body.values[v] for v in body.inputs]

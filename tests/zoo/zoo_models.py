@@ -379,7 +379,7 @@ def gp_dense(data):
     numpyro.sample("Y", dist.MultivariateNormal(loc=jnp.zeros(data.X.shape[0]), covariance_matrix=k), obs=data.Y)
 
 
-def gp_data(rows: int = 13):
+def gp_data(rows: int = 40):  # 13 points (the example's) leave the length-scale on its prior's tails
     rng = _rng(15)
     X = np.linspace(-1, 1, rows)
     return cg.Data(X=cg.array(_f(X), "row"), Y=cg.array(_f(np.sin(4 * X) + rng.normal(0, 0.2, rows)), "row"))
