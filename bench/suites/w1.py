@@ -230,9 +230,12 @@ def gradient_times(X, y, repeats: int) -> list[dict]:
 
 
 def bandwidth(nbytes: int) -> float:
-    from claygraph.cli.calibrate import measure_copy_bandwidth
-
-    return measure_copy_bandwidth(nbytes, 3)
+    """Bytes per second of the fastest of three np.copyto over `nbytes`, each byte counted once
+    (read and written): the rate at which a streaming pass over X consumes it."""
+    src = np.ones(nbytes // 8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # the first touch maps dst's pages, outside the timing
+    return src.nbytes / measure(lambda: np.copyto(dst, src), 3).min_s
 
 
 def blas_read_s(X: np.ndarray, repeats: int) -> float:
