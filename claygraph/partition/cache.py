@@ -28,6 +28,7 @@ class CacheKey:
     split: tuple[str, ...]
     layout: str  # layout_fingerprint()
     devices: tuple[str, ...]  # platform:id of every device of the mesh, in mesh order
+    feature_major: tuple[str, ...] = ()  # data arrays also held feature-major (the emitted dots differ)
 
 
 def layout_fingerprint(layout: Mapping[str, Any]) -> str:
@@ -45,7 +46,8 @@ def layout_fingerprint(layout: Mapping[str, Any]) -> str:
 
 def key_for(graph, candidate, mesh) -> CacheKey:
     devices = tuple(f"{d.platform}:{d.id}" for d in np.ravel(mesh.devices))
-    return CacheKey(graph.fingerprint(), tuple(candidate.split.name), layout_fingerprint(candidate.layout), devices)
+    return CacheKey(graph.fingerprint(), tuple(candidate.split.name), layout_fingerprint(candidate.layout), devices,
+                    tuple(sorted(candidate.feature_major)))
 
 
 class CompileCache:

@@ -22,10 +22,12 @@ from claygraph.errors import PartitionError
 from claygraph.ir.graph import Graph, Node, Value
 from claygraph.partition import kernels
 from claygraph.partition.layout import DimLayout
+from claygraph.partition.patterns import softplus_roots
 from claygraph.partition.plan import shape_fn
 from claygraph.partition.propagate import sticky
 from claygraph.partition.registry import Decision, Mask, entry
 from claygraph.partition.shardings import REPLICATED, Partial, Sharded, Sharding
+from claygraph.partition.storage import key as stored_key
 
 AXIS = "shards"
 
@@ -54,8 +56,12 @@ class _Local:
     """The shard-local interpreter: runs each node as its Decision says."""
 
     def __init__(self, graph: Graph, prop, layout: Mapping[str, DimLayout], consts: Mapping[int, Any],
-                 index=None):
+                 index=None, stored: frozenset[str] = frozenset()):
         self.g: Graph = graph
+        # data arrays held feature-major as well (their `X @ w` reads either copy) and the softplus
+        # subgraphs computed by one kernel (claygraph.partition.storage, .patterns)
+        self.stored = stored
+        self.softplus = softplus_roots(graph)
         # the shard's position along the split dim: the mesh axis index, or a row block's number when
         # one shard's rows are run block by block (claygraph.partition.fused)
         self.index = index if index is not None else (lambda: lax.axis_index(AXIS))
@@ -127,6 +133,20 @@ class _Local:
         local_outs = [self.shape(self.g.value(o), s) for o, s in zip(node.outputs, d.outs)]
         return prim.local_params(dict(node.params), ins, local_ins, local_outs)
 
+    def kernel(self, node: Node, d: Decision, env: Mapping[int, Any], sh: Mapping[int, Sharding],
+               held: Mapping[int, Any]) -> list | None:
+        """The node's outputs from one of claygraph.partition.kernels where a faster one applies, else None.
+        Only where the node's inputs need no conversion or mask (elementwise roots, X @ w on a data X)."""
+        if d.masks or d.local_offset or d.user_layout:
+            return None
+        s = self.softplus.get(node.id)
+        if s is not None and sh[s] == d.outs[0]:
+            return [kernels.softplus(env[s])]
+        x, w = (node.inputs + (None,))[:2]
+        if x in held and node.primitive == "dot_general" and (sh[x], sh[w]) == tuple(d.ins):
+            return [kernels.matvec_stored(*_match_vma([env[x], held[x], env[w]]))]
+        return None
+
     def run_node(self, node: Node, args: list, d: Decision) -> list:
         ins = [self.g.value(i) for i in node.inputs]
         for m in d.masks:
@@ -153,8 +173,14 @@ class _Local:
         env: dict[int, Any] = dict(self.consts)
         env.update((vid, params[k]) for k, vid in g.inputs.params.items())
         env.update((vid, data[k]) for k, vid in g.inputs.data.items())
+        held = {g.inputs.data[k]: data[stored_key(k)] for k in self.stored}
         for node in g.nodes():
             d = self.prop.decisions[node.id]
+            fast = self.kernel(node, d, env, sh, held)
+            if fast is not None:
+                env.update(zip(node.outputs, fast))
+                sh.update(zip(node.outputs, d.outs))
+                continue
             args = []
             for i, want in zip(node.inputs, d.ins):
                 if sticky(sh[i], want):  # made whole once; later consumers reuse it

@@ -36,6 +36,7 @@ from claygraph.partition.blocks import (  # noqa: F401 - Blocking, MIN_BLOCKS an
 from claygraph.partition.emit import AXIS, _Local
 from claygraph.partition.layout import DimLayout
 from claygraph.partition.shardings import Split
+from claygraph.partition.storage import key as stored_key
 
 
 def row_split(graph: Graph) -> Split | None:
@@ -61,9 +62,12 @@ def _two_sum(hi, lo, x):
 class FusedPotential:
     """The blocked value pass and the fused value-and-gradient pass of one split program, as shard_maps."""
 
-    def __init__(self, graph: Graph, prop, blk: Blocking, mesh: Mesh, param_specs, data_specs):
-        self.g, self.prop, self.blk = graph, prop, blk
+    def __init__(self, graph: Graph, prop, blk: Blocking, mesh: Mesh, param_specs, data_specs,
+                 stored: frozenset[str] = frozenset()):
+        self.g, self.prop, self.blk, self.stored = graph, prop, blk, stored
         self.axes = {k: _axis_of(graph, v, blk.dim) for k, v in graph.inputs.data.items()}
+        # a feature-major copy (claygraph.partition.storage) holds the rows on its last axis
+        self.transposed = {stored_key(k): k for k in stored}
         self.full = _block_layout(blk.dim, blk.rows, blk.shards * (blk.blocks + 1))
         self.tail = _block_layout(blk.dim, blk.tail, blk.shards * (blk.blocks + 1)) if blk.tail else None
         rep = {k: P() for k in param_specs}
@@ -75,6 +79,9 @@ class FusedPotential:
         return {k: self._rows(k, x, start, rows) for k, x in data.items()}
 
     def _rows(self, name: str, x, start, rows: int):
+        if name in self.transposed:
+            axis = self.axes[self.transposed[name]]
+            return x if axis is None else lax.dynamic_slice_in_dim(x, start, rows, axis=x.ndim - 1 - axis)
         axis, shape = self.axes[name], self.g.value(self.g.inputs.data[name]).shape
         if axis is None:
             return x
@@ -87,7 +94,7 @@ class FusedPotential:
         return lax.dynamic_slice_in_dim(x, off + start * row, rows * row).reshape((rows, *shape[1:]))
 
     def _partial(self, layout, params, data, index):
-        local = _Local(self.g, self.prop, layout, self.g.consts, index=lambda: index)
+        local = _Local(self.g, self.prop, layout, self.g.consts, index=lambda: index, stored=self.stored)
         out, _ = local.run(params, data)
         return out
 
@@ -139,7 +146,7 @@ def _axis_of(graph: Graph, vid: int, dim: str) -> int | None:
 
 
 def fused_potential(graph: Graph, split: Split, layout: Mapping[str, DimLayout], mesh: Mesh, param_specs,
-                    data_specs) -> Callable | None:
+                    data_specs, stored: frozenset[str] = frozenset()) -> Callable | None:
     """The potential `(params, internal data) -> scalar` with fused derivatives, or None where the
     model is not a sum over row blocks (then the plain program is used)."""
     from claygraph.partition.cluster import ClusterSpec
@@ -164,7 +171,7 @@ def fused_potential(graph: Graph, split: Split, layout: Mapping[str, DimLayout],
     blk = blocking(graph, dim, size // shards, shards, BLOCK_BYTES)  # this module's: tests patch it
     if blk is None:
         return None
-    fp = FusedPotential(graph, cand.propagation, blk, mesh, param_specs, data_specs)
+    fp = FusedPotential(graph, cand.propagation, blk, mesh, param_specs, data_specs, stored)
     return _with_fused_derivative(fp)
 
 
@@ -220,6 +227,9 @@ def host_arrays(fn: Callable, graph: Graph, internal: Mapping[str, np.ndarray], 
         return dict(internal)
     out = {}
     for k, x in internal.items():
+        if k not in graph.inputs.data:  # a feature-major copy: its rows are not its first axis
+            out[k] = x
+            continue
         v = graph.value(graph.inputs.data[k])
         ok = v.dims[:1] == (blk.dim,) and x.flags.c_contiguous and x.nbytes >= IN_PLACE_BYTES
         out[k] = in_place(x) if ok else x

@@ -16,7 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+from jax import custom_batching, lax
 
 MATVEC_DIMS = (((1,), (0,)), ((), ()))
 FUSED_WIDTHS = range(20, 161)  # where the multiply-reduce beat the dot (the measurements above)
@@ -60,3 +60,90 @@ def bind(primitive, args: list, params: dict[str, Any]) -> list:
         return [matvec(*args)]
     out = primitive.bind(*args, **params)
     return list(out) if primitive.multiple_results else [out]
+
+
+# -- feature-major storage: X@w reading X.T --------------------------------------------------------
+#
+# A tall-skinny X (n rows, few features) is also stored feature-major (X.T, contiguous; see
+# claygraph.partition.storage). One chain's X @ w then reads X.T (a d x n by n-vector product, and its
+# gradient X.T @ r), several times faster on the CPU than the row-major pair; a batch of chains
+# (jax.vmap over w) makes both dots matrix products, where the row-major X is the faster operand.
+# `matvec_stored` picks per trace: unbatched it reads X.T, batched (custom_vmap) it reads X.
+
+ROW_DOT = (((1,), (0,)), ((), ()))  # X (n, d) . w (d,) -> (n,)
+COL_DOT = (((0,), (0,)), ((), ()))  # X.T (d, n) . w (d,) -> (n,)
+COL_VJP = (((1,), (0,)), ((), ()))  # X.T (d, n) . r (n,) -> (d,)
+
+
+def _broadcast(x, batched: bool, size: int):
+    return x if batched else jnp.broadcast_to(x, (size, *x.shape))
+
+
+@custom_batching.custom_vmap
+def _stored_fwd(x, xt, w):
+    return lax.dot_general(xt, w, COL_DOT)
+
+
+@_stored_fwd.def_vmap
+def _stored_fwd_vmap(size: int, batched, x, xt, w):
+    if not any(batched):  # reached from a JVP whose primals are not batched
+        return lax.dot_general(xt, w, COL_DOT), False
+    if batched[0] or batched[1]:  # batched data: every chain its own X
+        return jax.vmap(lambda a, b: lax.dot_general(a, b, ROW_DOT))(_broadcast(x, batched[0], size),
+                                                                    _broadcast(w, batched[2], size)), True
+    # W (k, d) . X (n, d) over d -> (k, n): one matrix product reading the row-major X
+    return lax.dot_general(_broadcast(w, batched[2], size), x, (((1,), (1,)), ((), ()))), True
+
+
+@custom_batching.custom_vmap
+def _stored_vjp(x, xt, r):
+    return lax.dot_general(xt, r, COL_VJP)
+
+
+@_stored_vjp.def_vmap
+def _stored_vjp_vmap(size: int, batched, x, xt, r):
+    if not any(batched):
+        return lax.dot_general(xt, r, COL_VJP), False
+    if batched[0] or batched[1]:
+        return jax.vmap(lambda a, b: lax.dot_general(b, a, (((0,), (0,)), ((), ()))))(
+            _broadcast(x, batched[0], size), _broadcast(r, batched[2], size)), True
+    # R (k, n) . X (n, d) over n -> (k, d)
+    return lax.dot_general(_broadcast(r, batched[2], size), x, (((1,), (0,)), ((), ()))), True
+
+
+@jax.custom_vjp
+def matvec_stored(x, xt, w):
+    """`x @ w` with x also held feature-major as `xt` (= x.T): the same value, the faster read."""
+    return _stored_fwd(x, xt, w)
+
+
+def _matvec_stored_fwd(x, xt, w):
+    return _stored_fwd(x, xt, w), (x, xt, w)
+
+
+def _matvec_stored_bwd(res, r):
+    x, xt, w = res
+    # the cotangents of the data (never differentiated in a potential) are dead code XLA removes
+    return jnp.zeros_like(x), jnp.zeros_like(xt), _stored_vjp(x, xt, r.astype(x.dtype)).astype(w.dtype)
+
+
+matvec_stored.defvjp(_matvec_stored_fwd, _matvec_stored_bwd)
+
+
+# -- softplus: value and gradient from one exp -------------------------------------------------------
+#
+# NumPyro writes softplus(s) = max(s, 0) + log1p(exp(-|s|)) (Bernoulli and binomial logits, log_sigmoid).
+# Autodiff of that expression keeps exp(-|s|) for the gradient and adds the derivatives of max, abs,
+# neg, exp and log1p; the gradient is sigmoid(s) = (1 if s >= 0 else e) / (1 + e) with the same e.
+
+@jax.custom_jvp
+def softplus(s):
+    return jnp.maximum(s, 0) + jnp.log1p(jnp.exp(-jnp.abs(s)))
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    (s,), (ds,) = primals, tangents
+    e = jnp.exp(-jnp.abs(s))
+    value = jnp.maximum(s, 0) + jnp.log1p(e)
+    return value, jnp.where(s >= 0, jnp.ones_like(e), e) / (1 + e) * ds

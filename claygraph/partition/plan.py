@@ -87,6 +87,8 @@ class Candidate:
     layout: Layout
     propagation: Propagation | None
     cost: CostEstimate
+    # data arrays also held feature-major (claygraph.partition.storage), decided when the data is laid out
+    feature_major: frozenset[str] = frozenset()
 
 
 def _bytes_fn(shape):

@@ -10,7 +10,7 @@ refuses the artifact when its graph's fingerprint differs from the driver's; it 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -27,6 +27,8 @@ from claygraph.partition.emit import _Local, make_mesh, param_relayout, relayout
 from claygraph.partition.fused import fused_potential, host_arrays
 from claygraph.partition.layout import DimLayout
 from claygraph.partition.plan import Candidate, Plan, candidate_with_layout, layout_for
+from claygraph.partition.storage import key as stored_key
+from claygraph.partition.storage import stored_feature_major
 
 
 class SplitFunction:
@@ -40,7 +42,7 @@ class SplitFunction:
         g = graph
         consts = {vid: relayout(c, g.value(vid), self.layout, None)
                   if any(d in self.layout for d in g.value(vid).dims) else c for vid, c in g.consts.items()}
-        local = _Local(graph, prop, self.layout, consts)
+        local = _Local(graph, prop, self.layout, consts, stored=candidate.feature_major)
         self.param_specs = {k: spec(g.value(v), sh[v]) for k, v in g.inputs.params.items()}
         self.data_specs = data_specs(graph, candidate)
         smap = jax.shard_map(local, mesh=mesh, in_specs=(self.param_specs, self.data_specs), out_specs=P())
@@ -52,7 +54,7 @@ class SplitFunction:
         # a sum over row blocks gets a fused value-and-gradient pass (claygraph.partition.fused)
         self.plain: Callable = potential
         self.fn: Callable = fused_potential(graph, candidate.split, self.layout, mesh, self.param_specs,
-                                            self.data_specs) or potential
+                                            self.data_specs, candidate.feature_major) or potential
         self.jitted: dict = {}  # functions jitted from this one, shared by every program that reuses it
         self.potential = jax.jit(self.fn)
         self.value_and_grad = jax.jit(jax.value_and_grad(self.fn))
@@ -74,16 +76,23 @@ def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarra
 
 
 def data_specs(graph: Graph, candidate: Candidate) -> dict[str, P]:
+    """The partition spec of every internal data entry (a feature-major copy's is its array's, transposed)."""
     sh = candidate.propagation.shardings
-    return {k: spec(graph.value(v), sh[v]) for k, v in graph.inputs.data.items()}
+    out = {k: spec(graph.value(v), sh[v]) for k, v in graph.inputs.data.items()}
+    out.update({stored_key(k): P(*reversed(tuple(out[k]) + (None,) * (2 - len(out[k]))))
+                for k in sorted(candidate.feature_major)})
+    return out
 
 
 def internal_data(graph: Graph, candidate: Candidate, data: Data) -> dict[str, np.ndarray]:
     """The whole data set in the internal layout (NumPy): permuted, padded, index columns remapped.
-    File-backed arrays are left out (their readers build their blocks)."""
+    File-backed arrays are left out (their readers build their blocks); arrays held feature-major
+    as well get their transposed copy (claygraph.partition.storage)."""
     remapped = candidate.propagation.remapped
-    return {k: relayout(data.arrays[k].values, graph.value(v), candidate.layout, remapped.get(v))
-            for k, v in graph.inputs.data.items() if data.arrays[k].source is None}
+    out = {k: relayout(data.arrays[k].values, graph.value(v), candidate.layout, remapped.get(v))
+           for k, v in graph.inputs.data.items() if data.arrays[k].source is None}
+    out.update({stored_key(k): np.ascontiguousarray(out[k].T) for k in sorted(candidate.feature_major)})
+    return out
 
 
 def shard_blocks(specs: Mapping[str, P], internal: Mapping[str, np.ndarray], shards: int,
@@ -162,8 +171,9 @@ def compile_artifact(plan: Plan, data: Data | None = None) -> Compiled:
     cand = candidate_with_layout(graph, plan.chosen.split, layout, plan.cluster, plan.devices)
     if cand.propagation is None:
         raise PartitionError(f"split {plan.split} cannot be made on this data: {cand.cost.reason}")
-    internal = internal_data(graph, cand, data)
     files = {k: data.arrays[k].source for k in graph.inputs.data if data.arrays[k].source is not None}
+    cand = replace(cand, feature_major=stored_feature_major(graph, cand.propagation.shardings, frozenset(files)))
+    internal = internal_data(graph, cand, data)
     shapes = {k: x.shape for k, x in internal.items()}
     shapes.update({k: _internal_shape(graph, k, cand.layout) for k in files})
     art = Artifact(graph.meta.model, data.abstract(), graph.meta.jacobian, graph.fingerprint(), cand, plan.devices,
