@@ -142,9 +142,10 @@ class _Local:
         s = self.softplus.get(node.id)
         if s is not None and sh[s] == d.outs[0]:
             return [kernels.softplus(env[s])]
-        x, w = (node.inputs + (None,))[:2]
-        if x in held and node.primitive == "dot_general" and (sh[x], sh[w]) == tuple(d.ins):
-            return [kernels.matvec_stored(*_match_vma([env[x], held[x], env[w]]))]
+        if node.primitive == "dot_general" and node.inputs[0] in held:
+            x, w = node.inputs
+            if (sh[x], sh[w]) == tuple(d.ins):
+                return [kernels.matvec_stored(*_match_vma([env[x], held[x], env[w]]))]
         return None
 
     def run_node(self, node: Node, args: list, d: Decision) -> list:
