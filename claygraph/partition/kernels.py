@@ -134,16 +134,24 @@ matvec_stored.defvjp(_matvec_stored_fwd, _matvec_stored_bwd)
 #
 # NumPyro writes softplus(s) = max(s, 0) + log1p(exp(-|s|)) (Bernoulli and binomial logits, log_sigmoid).
 # Autodiff of that expression keeps exp(-|s|) for the gradient and adds the derivatives of max, abs,
-# neg, exp and log1p; the gradient is sigmoid(s) = (1 if s >= 0 else e) / (1 + e) with the same e.
+# neg, exp and log1p, each its own elementwise pass. The kernel computes e = exp(-|s|) once and the same
+# derivative as JAX's autodiff of the expression, op for op, so that it agrees to the last bit:
+# max'(s) + e * (-abs'(s)) / (1 + e); at s = 0 that is 0.5 - 0.5 = 0 (JAX's convention at the kinks),
+# elsewhere sigmoid(s).
+
+def _softplus_value(s, e):
+    return jnp.maximum(s, 0) + jnp.log1p(e)
+
 
 @jax.custom_jvp
 def softplus(s):
-    return jnp.maximum(s, 0) + jnp.log1p(jnp.exp(-jnp.abs(s)))
+    return _softplus_value(s, jnp.exp(-jnp.abs(s)))
 
 
 @softplus.defjvp
 def _softplus_jvp(primals, tangents):
     (s,), (ds,) = primals, tangents
     e = jnp.exp(-jnp.abs(s))
-    value = jnp.maximum(s, 0) + jnp.log1p(e)
-    return value, jnp.where(s >= 0, jnp.ones_like(e), e) / (1 + e) * ds
+    _, dmax = jax.jvp(lambda u: jnp.maximum(u, 0), (s,), (ds,))
+    _, dabs = jax.jvp(jnp.abs, (s,), (ds,))
+    return _softplus_value(s, e), dmax + e * -dabs / (1 + e)
