@@ -58,8 +58,8 @@ class _Local:
     def __init__(self, graph: Graph, prop, layout: Mapping[str, DimLayout], consts: Mapping[int, Any],
                  index=None, stored: frozenset[str] = frozenset()):
         self.g: Graph = graph
-        # data arrays held feature-major as well (their `X @ w` reads either copy) and the softplus
-        # subgraphs computed by one kernel (claygraph.partition.storage, .patterns)
+        # data arrays held feature-major (their `X @ w` reads X.T) and the softplus subgraphs computed
+        # by one kernel (claygraph.partition.storage, .patterns)
         self.stored = stored
         self.softplus = softplus_roots(graph)
         # the shard's position along the split dim: the mesh axis index, or a row block's number when
@@ -145,7 +145,7 @@ class _Local:
         if node.primitive == "dot_general" and node.inputs[0] in held:
             x, w = node.inputs
             if (sh[x], sh[w]) == tuple(d.ins):
-                return [kernels.matvec_stored(*_match_vma([env[x], held[x], env[w]]))]
+                return [kernels.matvec_t(*_match_vma([held[x], env[w]]))]
         return None
 
     def run_node(self, node: Node, args: list, d: Decision) -> list:
@@ -173,8 +173,10 @@ class _Local:
         sh = dict(self.prop.initial)  # the current sharding of every value, as propagate() walked it
         env: dict[int, Any] = dict(self.consts)
         env.update((vid, params[k]) for k, vid in g.inputs.params.items())
-        env.update((vid, data[k]) for k, vid in g.inputs.data.items())
         held = {g.inputs.data[k]: data[stored_key(k)] for k in self.stored}
+        env.update((vid, data[k]) for k, vid in g.inputs.data.items() if vid not in held)
+        # X itself, for a use the kernel does not take (dead code, which XLA removes, where it takes all)
+        env.update((vid, jnp.transpose(xt)) for vid, xt in held.items())
         for node in g.nodes():
             d = self.prop.decisions[node.id]
             fast = self.kernel(node, d, env, sh, held)

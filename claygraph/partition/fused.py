@@ -66,7 +66,7 @@ class FusedPotential:
                  stored: frozenset[str] = frozenset()):
         self.g, self.prop, self.blk, self.stored = graph, prop, blk, stored
         self.axes = {k: _axis_of(graph, v, blk.dim) for k, v in graph.inputs.data.items()}
-        # a feature-major copy (claygraph.partition.storage) holds the rows on its last axis
+        # an array held feature-major (claygraph.partition.storage) has its rows on its last axis
         self.transposed = {stored_key(k): k for k in stored}
         self.full = _block_layout(blk.dim, blk.rows, blk.shards * (blk.blocks + 1))
         self.tail = _block_layout(blk.dim, blk.tail, blk.shards * (blk.blocks + 1)) if blk.tail else None
@@ -227,7 +227,7 @@ def host_arrays(fn: Callable, graph: Graph, internal: Mapping[str, np.ndarray], 
         return dict(internal)
     out = {}
     for k, x in internal.items():
-        if k not in graph.inputs.data:  # a feature-major copy: its rows are not its first axis
+        if k not in graph.inputs.data:  # an array held feature-major: its rows are not its first axis
             out[k] = x
             continue
         v = graph.value(graph.inputs.data[k])

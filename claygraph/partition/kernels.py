@@ -62,72 +62,69 @@ def bind(primitive, args: list, params: dict[str, Any]) -> list:
     return list(out) if primitive.multiple_results else [out]
 
 
-# -- feature-major storage: X@w reading X.T --------------------------------------------------------
+# -- feature-major storage: X @ w reading X.T ------------------------------------------------------
 #
-# A tall-skinny X (n rows, few features) is also stored feature-major (X.T, contiguous; see
-# claygraph.partition.storage). One chain's X @ w then reads X.T (a d x n by n-vector product, and its
-# gradient X.T @ r), several times faster on the CPU than the row-major pair; a batch of chains
-# (jax.vmap over w) makes both dots matrix products, where the row-major X is the faster operand.
-# `matvec_stored` picks per trace: unbatched it reads X.T, batched (custom_vmap) it reads X.
+# A tall-skinny X (n rows, few features) is stored feature-major (X.T, contiguous; see
+# claygraph.partition.storage). `matvec_t(xt, w)` is X @ w read from it: one chain's d x n by n-vector
+# products (value and gradient) run several times faster on the CPU than the row-major pair. Under
+# jax.vmap (a batch of chains) JAX's own batching would contract X.T's leading axis against W and write
+# an (n, k) result, slower than the row-major matrix product; the batching rule (custom_vmap) writes
+# W (k, d) . X.T (d, n) -> (k, n) and R (k, n) . X (n, d) -> (k, d) instead, both streaming X.T once.
 
-ROW_DOT = (((1,), (0,)), ((), ()))  # X (n, d) . w (d,) -> (n,)
 COL_DOT = (((0,), (0,)), ((), ()))  # X.T (d, n) . w (d,) -> (n,)
 COL_VJP = (((1,), (0,)), ((), ()))  # X.T (d, n) . r (n,) -> (d,)
+ROW_DOT = MATVEC_DIMS  # X (n, d) . w (d,) -> (n,)
 
 
-def _broadcast(x, batched: bool, size: int):
+def _batch(x, batched: bool, size: int):
     return x if batched else jnp.broadcast_to(x, (size, *x.shape))
 
 
 @custom_batching.custom_vmap
-def _stored_fwd(x, xt, w):
+def _t_fwd(xt, w):
     return lax.dot_general(xt, w, COL_DOT)
 
 
-@_stored_fwd.def_vmap
-def _stored_fwd_vmap(size: int, batched, x, xt, w):
+@_t_fwd.def_vmap
+def _t_fwd_vmap(size: int, batched, xt, w):
     if not any(batched):  # reached from a JVP whose primals are not batched
         return lax.dot_general(xt, w, COL_DOT), False
-    if batched[0] or batched[1]:  # batched data: every chain its own X
-        return jax.vmap(lambda a, b: lax.dot_general(a, b, ROW_DOT))(_broadcast(x, batched[0], size),
-                                                                    _broadcast(w, batched[2], size)), True
-    # W (k, d) . X (n, d) over d -> (k, n): one matrix product reading the row-major X
-    return lax.dot_general(_broadcast(w, batched[2], size), x, (((1,), (1,)), ((), ()))), True
+    if batched[0]:  # every member of the batch has its own data: one dot each
+        return jax.vmap(lambda a, b: lax.dot_general(a, b, COL_DOT))(xt, _batch(w, batched[1], size)), True
+    return lax.dot_general(w, xt, (((1,), (0,)), ((), ()))), True
 
 
 @custom_batching.custom_vmap
-def _stored_vjp(x, xt, r):
+def _t_vjp(xt, r):
     return lax.dot_general(xt, r, COL_VJP)
 
 
-@_stored_vjp.def_vmap
-def _stored_vjp_vmap(size: int, batched, x, xt, r):
+@_t_vjp.def_vmap
+def _t_vjp_vmap(size: int, batched, xt, r):
     if not any(batched):
         return lax.dot_general(xt, r, COL_VJP), False
-    if batched[0] or batched[1]:
-        return jax.vmap(lambda a, b: lax.dot_general(b, a, (((0,), (0,)), ((), ()))))(
-            _broadcast(x, batched[0], size), _broadcast(r, batched[2], size)), True
-    # R (k, n) . X (n, d) over n -> (k, d)
-    return lax.dot_general(_broadcast(r, batched[2], size), x, (((1,), (0,)), ((), ()))), True
+    if batched[0]:
+        return jax.vmap(lambda a, b: lax.dot_general(a, b, COL_VJP))(xt, _batch(r, batched[1], size)), True
+    return lax.dot_general(r, xt, (((1,), (1,)), ((), ()))), True
 
 
 @jax.custom_vjp
-def matvec_stored(x, xt, w):
-    """`x @ w` with x also held feature-major as `xt` (= x.T): the same value, the faster read."""
-    return _stored_fwd(x, xt, w)
+def matvec_t(xt, w):
+    """`X @ w` for X held feature-major as `xt` (= X.T): the same value, the faster read."""
+    return _t_fwd(xt, w)
 
 
-def _matvec_stored_fwd(x, xt, w):
-    return _stored_fwd(x, xt, w), (x, xt, w)
+def _matvec_t_fwd(xt, w):
+    return _t_fwd(xt, w), (xt, w)
 
 
-def _matvec_stored_bwd(res, r):
-    x, xt, w = res
-    # the cotangents of the data (never differentiated in a potential) are dead code XLA removes
-    return jnp.zeros_like(x), jnp.zeros_like(xt), _stored_vjp(x, xt, r.astype(x.dtype)).astype(w.dtype)
+def _matvec_t_bwd(res, r):
+    xt, w = res
+    # the cotangent of the data (never differentiated in a potential) is dead code XLA removes
+    return jnp.zeros_like(xt), _t_vjp(xt, r.astype(xt.dtype)).astype(w.dtype)
 
 
-matvec_stored.defvjp(_matvec_stored_fwd, _matvec_stored_bwd)
+matvec_t.defvjp(_matvec_t_fwd, _matvec_t_bwd)
 
 
 # -- softplus: value and gradient from one exp -------------------------------------------------------

@@ -76,22 +76,24 @@ def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarra
 
 
 def data_specs(graph: Graph, candidate: Candidate) -> dict[str, P]:
-    """The partition spec of every internal data entry (a feature-major copy's is its array's, transposed)."""
+    """The partition spec of every internal data entry (an array held feature-major: its spec, transposed)."""
     sh = candidate.propagation.shardings
     out = {k: spec(graph.value(v), sh[v]) for k, v in graph.inputs.data.items()}
-    out.update({stored_key(k): P(*reversed(tuple(out[k]) + (None,) * (2 - len(out[k]))))
-                for k in sorted(candidate.feature_major)})
+    for k in sorted(candidate.feature_major):
+        rows = tuple(out.pop(k))
+        out[stored_key(k)] = P(*reversed(rows + (None,) * (2 - len(rows))))
     return out
 
 
 def internal_data(graph: Graph, candidate: Candidate, data: Data) -> dict[str, np.ndarray]:
     """The whole data set in the internal layout (NumPy): permuted, padded, index columns remapped.
-    File-backed arrays are left out (their readers build their blocks); arrays held feature-major
-    as well get their transposed copy (claygraph.partition.storage)."""
+    File-backed arrays are left out (their readers build their blocks); an array held feature-major
+    is there transposed, under its own name (claygraph.partition.storage)."""
     remapped = candidate.propagation.remapped
     out = {k: relayout(data.arrays[k].values, graph.value(v), candidate.layout, remapped.get(v))
            for k, v in graph.inputs.data.items() if data.arrays[k].source is None}
-    out.update({stored_key(k): np.ascontiguousarray(out[k].T) for k in sorted(candidate.feature_major)})
+    for k in sorted(candidate.feature_major):
+        out[stored_key(k)] = np.ascontiguousarray(out.pop(k).T)
     return out
 
 

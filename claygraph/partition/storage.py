@@ -1,13 +1,15 @@
-"""Data held feature-major: which (row, feature) arrays get a transposed copy, and its name.
+"""Data held feature-major: which (row, feature) arrays are stored transposed, and under which name.
 
-A tall-skinny data array X (rows x few features) whose every use is `X @ w` is also stored as X.T
-(contiguous, transposed once when the data is laid out). The emitted dot then reads whichever copy
-is faster for the trace (claygraph.partition.kernels.matvec_stored): X.T for one chain, X for a
-batch of chains under jax.vmap. Measured on the CPU, 100,000 rows, float32, one gradient of
-sum(tanh(X @ w)) in us, row-major / feature-major (bench/suites/gradient.py prints this table):
-d = 2: 291 / 153, 5: 667 / 184, 10: 684 / 275, 16: 571 / 357, 20: 523 / 429, 32: 615 / 584.
-Past 16 features the gain no longer pays for a second copy of X; arrays of files stay row-major
-(their readers build row blocks). See docs/performance.md.
+A tall-skinny data array X (rows x few features) whose every use is `X @ w` is stored as X.T instead
+(contiguous, transposed once when the data is laid out; no second copy is kept), and the emitted dot
+reads it (claygraph.partition.kernels.matvec_t), for one chain and for a batch of chains under
+jax.vmap. Measured on the CPU, 100,000 rows, float32, ms per gradient of sum(tanh(X @ w)),
+row-major / feature-major (`python -m bench.suites.gradient --widths` prints this table):
+one chain: d = 2: 0.29 / 0.15, 5: 0.67 / 0.18, 10: 0.68 / 0.28, 16: 0.57 / 0.36, 20: 0.52 / 0.43,
+32: 0.62 / 0.58; a batch of 2 (4) chains: d = 5: 0.71 / 0.32 (0.73 / 0.56), 10: 0.80 / 0.64
+(1.03 / 0.83), 16: 0.99 / 0.88 (1.25 / 1.03), 32: 1.11 / 3.36 (1.51 / 3.60). Up to 16 features
+feature-major wins both ways; arrays read from files stay row-major (their readers build row
+blocks). See docs/performance.md.
 """
 from __future__ import annotations
 

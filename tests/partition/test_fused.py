@@ -147,7 +147,7 @@ def _misaligned(shape, dtype=np.float32, seed=0):
 
 def test_in_place_data_are_not_copied_and_give_the_same_values(monkeypatch):
     monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1)  # every array of the test goes in place
-    X = _misaligned((3001, 6))
+    X = _misaligned((3001, 24))  # wider than claygraph.partition.storage holds feature-major (a copy)
     y = _misaligned((3001,))  # a misaligned 1-D array too
     y[...] = y > 0
     data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))

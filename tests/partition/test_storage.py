@@ -1,4 +1,4 @@
-"""Feature-major storage (X@w reads X.T for one chain, X for a vmapped batch) and the softplus kernel:
+"""Feature-major storage (X @ w reads X.T, for one chain and a vmapped batch) and the softplus kernel:
 the split program equals the unsplit graph and NumPyro, for one chain, a batch of chains and splits."""
 import jax
 import jax.numpy as jnp
@@ -70,6 +70,7 @@ def test_few_features_read_only_by_matvec_are_held_feature_major():
     data = _data()
     prog = _program(hier, data)
     assert prog.artifact.candidate.feature_major == frozenset({"X"})
+    assert "X" not in prog.data  # no second copy
     np.testing.assert_array_equal(np.asarray(prog.data[key("X")]), np.asarray(data.arrays["X"].values).T)
     graph = prog.graph
     sh = prog.artifact.candidate.propagation.shardings
@@ -104,8 +105,8 @@ def test_split_program_equals_unsplit_graph_and_numpyro(devices, split, held):
 
 @pytest.mark.parametrize("devices,split", [(1, None), (2, ("row",))])
 def test_batched_chains_equal_each_chain(devices, split):
-    """A batch of chains (jax.vmap over params, as the NUTS chains run) reads the row-major copy and
-    gives each chain's own value and gradient; so does forward-over-reverse (a Hessian)."""
+    """A batch of chains (jax.vmap over params, as the NUTS chains run) gives each chain's own value
+    and gradient; so does forward-over-reverse (a Hessian)."""
     data = _data()
     prog = _program(hier, data, devices, split)
     pot = prog.context().potential
@@ -121,18 +122,18 @@ def test_batched_chains_equal_each_chain(devices, split):
     np.testing.assert_allclose(np.asarray(hess), np.asarray(want), rtol=1e-4, atol=1e-2)
 
 
-def test_matvec_stored_reads_the_transposed_copy_only_unbatched():
+def test_matvec_t_equals_the_row_major_product_one_chain_or_a_batch():
     x = jnp.asarray(np.arange(12.0, dtype=np.float32).reshape(4, 3))
     w = jnp.asarray([1.0, -2.0, 0.5], jnp.float32)
-    # a wrong "transposed" copy shows which copy a trace read
-    wrong = jnp.zeros((3, 4), jnp.float32)
-    np.testing.assert_array_equal(kernels.matvec_stored(x, x.T, w), x @ w)
-    assert float(jnp.max(jnp.abs(kernels.matvec_stored(x, wrong, w)))) == 0.0
-    batch = jnp.stack([w, 2 * w])
-    np.testing.assert_array_equal(jax.vmap(kernels.matvec_stored, in_axes=(None, None, 0))(x, wrong, batch),
-                                  batch @ x.T)
+    np.testing.assert_array_equal(kernels.matvec_t(x.T, w), x @ w)
+    batch = jnp.stack([w, 2 * w, -w])
+    np.testing.assert_array_equal(jax.vmap(kernels.matvec_t, in_axes=(None, 0))(x.T, batch), batch @ x.T)
     r = jnp.asarray([1.0, 2.0, 3.0, 4.0], jnp.float32)
-    np.testing.assert_array_equal(jax.grad(lambda u: kernels.matvec_stored(x, x.T, u) @ r)(w), r @ x)
+    np.testing.assert_array_equal(jax.grad(lambda u: kernels.matvec_t(x.T, u) @ r)(w), r @ x)
+    grads = jax.vmap(jax.grad(lambda u, v: kernels.matvec_t(x.T, u) @ v))(batch, jnp.stack([r, 2 * r, r]))
+    np.testing.assert_array_equal(grads, jnp.stack([r @ x, 2 * r @ x, r @ x]))
+    xs = jnp.stack([x, 2 * x])  # a batch that carries its own data
+    np.testing.assert_array_equal(jax.vmap(kernels.matvec_t, in_axes=(0, None))(jnp.swapaxes(xs, 1, 2), w), xs @ w)
 
 
 def test_softplus_subgraph_is_one_kernel_with_exact_gradient():
