@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # In the order they run and appear in the report.
-SUITES = ("smoke", "partition", "split_choice", "layout", "setup", "w1", "w2", "posteriordb", "projection")
+SUITES = ("smoke", "partition", "split_choice", "layout", "setup", "w1", "w2", "gradient", "posteriordb",
+          "projection")
 DEFAULT_SUITES = ("partition", "split_choice", "layout", "setup", "w1", "w2", "posteriordb", "projection")
 DESCRIPTIONS = {
     "smoke": "tiny sizes: one partition choice, one compile and gradient, the layout kernel at 1e5 rows",
@@ -21,6 +22,7 @@ DESCRIPTIONS = {
     "setup": "W5: Ray(workers=2) set-up by phase, all-reduce latency, W1 gradient on Ray",
     "w1": "W1: claygraph MAP / LogisticRegression vs scikit-learn and scipy; gradient time per runtime",
     "w2": "W2: claygraph NUTS vs NumPyro NUTS (sequential, parallel): ESS per second",
+    "gradient": "W2's potential and gradient for chain batches of 1, 2, 4: claygraph vs NumPyro, per chain",
     "posteriordb": "every posteriordb reference: claygraph NUTS (held to the tolerance), Laplace and VI (reported)",
     "projection": "W1, W3, W6 at nominal sizes on the p5 and g5 presets, by the cost model (projected)",
 }
