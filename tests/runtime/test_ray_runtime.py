@@ -16,6 +16,7 @@ from numpyro.infer.util import initialize_model, potential_energy
 
 import claygraph as cg
 from claygraph.errors import WorkerError
+from claygraph.partition.storage import key as stored_key
 
 ray = pytest.importorskip("ray")
 
@@ -118,7 +119,8 @@ def test_each_worker_holds_only_its_shard(rt, problem):
     per_worker = rt.on_workers(shapes, prog.key)
     rows = prog.layout["row"].local
     for held in per_worker:
-        assert held["X"] == [(rows, 3)] and held["y"] == [(rows,)]
+        # X (three features) is held feature-major: each worker has its rows as X.T's columns
+        assert held[stored_key("X")] == [(3, rows)] and held["y"] == [(rows,)]
     assert 2 * rows >= data.size("row")
 
 
