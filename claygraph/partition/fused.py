@@ -227,9 +227,6 @@ def host_arrays(fn: Callable, graph: Graph, internal: Mapping[str, np.ndarray], 
         return dict(internal)
     out = {}
     for k, x in internal.items():
-        if k not in graph.inputs.data:  # an array held feature-major: its rows are not its first axis
-            out[k] = x
-            continue
         v = graph.value(graph.inputs.data[k])
         ok = v.dims[:1] == (blk.dim,) and x.flags.c_contiguous and x.nbytes >= IN_PLACE_BYTES
         out[k] = in_place(x) if ok else x

@@ -43,7 +43,8 @@ class SplitFunction:
                   if any(d in self.layout for d in g.value(vid).dims) else c for vid, c in g.consts.items()}
         local = _Local(graph, prop, self.layout, consts, stored=candidate.feature_major)
         self.param_specs = {k: spec(g.value(v), sh[v]) for k, v in g.inputs.params.items()}
-        self.data_specs = data_specs(graph, candidate)
+        self.placed_specs = data_specs(graph, candidate)  # the arrays as laid out (row-major)
+        self.data_specs = program_specs(graph, candidate)  # as the program reads them (after `place`)
         smap = jax.shard_map(local, mesh=mesh, in_specs=(self.param_specs, self.data_specs), out_specs=P())
 
         def potential(params, data_int):
@@ -75,25 +76,49 @@ def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarra
 
 
 def data_specs(graph: Graph, candidate: Candidate) -> dict[str, P]:
-    """The partition spec of every internal data entry (an array held feature-major: its spec, transposed)."""
+    """The partition spec of every internal data array, as laid out."""
     sh = candidate.propagation.shardings
-    out = {k: spec(graph.value(v), sh[v]) for k, v in graph.inputs.data.items()}
+    return {k: spec(graph.value(v), sh[v]) for k, v in graph.inputs.data.items()}
+
+
+def program_specs(graph: Graph, candidate: Candidate) -> dict[str, P]:
+    """The partition specs of the data the program reads: an array held feature-major (see `place`)
+    under its own name, with its spec transposed."""
+    out = data_specs(graph, candidate)
     for k in sorted(candidate.feature_major):
-        rows = tuple(out.pop(k))
-        out[stored_key(k)] = P(*reversed(rows + (None,) * (2 - len(rows))))
+        rows, features = (tuple(out.pop(k)) + (None, None))[:2]
+        out[stored_key(k)] = P(features, rows)
     return out
+
+
+def place(data: Mapping[str, jax.Array], candidate: Candidate, mesh: Mesh, specs: Mapping[str, P],
+          shapes: Mapping[str, tuple[int, ...]]) -> dict:
+    """The placed data as the program reads them: each array held feature-major (claygraph.partition.storage)
+    transposed once, on its devices, from the row-major array (`shapes`: its global internal shape), which
+    is released after; no host copy is made. Every process of a program calls this on the same arrays."""
+    out = dict(data)
+    for k in sorted(candidate.feature_major):
+        sharding = NamedSharding(mesh, specs[stored_key(k)])
+        shape = tuple(shapes[k])
+        out[stored_key(k)] = jax.jit(lambda x, s=shape: _rows_of(x, s).T, out_shardings=sharding)(out.pop(k))
+    return out
+
+
+def _rows_of(x, shape: tuple[int, ...]):
+    """`x` as an array of `shape`; an array used in place (claygraph.partition.fused.in_place) comes flat,
+    starting `x.size - prod(shape)` elements in."""
+    if x.shape == shape:
+        return x
+    size = int(np.prod(shape))
+    return x[x.size - size:].reshape(shape)
 
 
 def internal_data(graph: Graph, candidate: Candidate, data: Data) -> dict[str, np.ndarray]:
     """The whole data set in the internal layout (NumPy): permuted, padded, index columns remapped.
-    File-backed arrays are left out (their readers build their blocks); an array held feature-major
-    is there transposed, under its own name (claygraph.partition.storage)."""
+    File-backed arrays are left out (their readers build their blocks)."""
     remapped = candidate.propagation.remapped
-    out = {k: relayout(data.arrays[k].values, graph.value(v), candidate.layout, remapped.get(v))
-           for k, v in graph.inputs.data.items() if data.arrays[k].source is None}
-    for k in sorted(candidate.feature_major):
-        out[stored_key(k)] = np.ascontiguousarray(out.pop(k).T)
-    return out
+    return {k: relayout(data.arrays[k].values, graph.value(v), candidate.layout, remapped.get(v))
+            for k, v in graph.inputs.data.items() if data.arrays[k].source is None}
 
 
 def shard_blocks(specs: Mapping[str, P], internal: Mapping[str, np.ndarray], shards: int,
@@ -207,8 +232,8 @@ class Program:
         self.layout = self.fn.layout
         # the user's arrays are used in place where XLA can (claygraph.partition.fused.in_place): no copy
         host = host_arrays(self.fn.fn, self.graph, compiled.internal, self.fn.mesh)
-        self._data = {k: jax.device_put(x, NamedSharding(self.fn.mesh, self.fn.data_specs[k]))
-                      for k, x in host.items()}
+        placed = {k: jax.device_put(x, NamedSharding(self.fn.mesh, self.fn.placed_specs[k])) for k, x in host.items()}
+        self._data = place(placed, art.candidate, self.fn.mesh, self.fn.data_specs, art.shapes)
         self._context = None
         self._potential = self.fn.potential
         self._value_and_grad = self.fn.value_and_grad

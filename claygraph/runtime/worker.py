@@ -107,7 +107,7 @@ class Worker:
         from jax.sharding import NamedSharding
 
         from claygraph.partition.cache import COMPILED, key_for
-        from claygraph.partition.program import SplitFunction
+        from claygraph.partition.program import SplitFunction, place
 
         graph = artifact.graph()  # PartitionError when this worker's graph is not the driver's
         ranks = tuple(ranks)
@@ -118,10 +118,11 @@ class Worker:
         fn = COMPILED.get(key_for(graph, cand, mesh), lambda: SplitFunction(graph, cand, mesh))
         shard = ranks.index(self.rank)
         data = {k: jax.make_array_from_process_local_data(
-                    NamedSharding(mesh, fn.data_specs[k]),
-                    self._read(graph, artifact, fn.data_specs[k], k, b, shard, len(ranks)),
+                    NamedSharding(mesh, fn.placed_specs[k]),
+                    self._read(graph, artifact, fn.placed_specs[k], k, b, shard, len(ranks)),
                     tuple(artifact.shapes[k]))
                 for k, b in blocks.items()}
+        data = place(data, cand, mesh, fn.data_specs, artifact.shapes)  # arrays held feature-major: transposed
         self.programs[key] = Loaded(fn, data, fn.potential, fn.value_and_grad, len(ranks) > 1)
         return time.perf_counter() - t0, COMPILED.misses > misses
 

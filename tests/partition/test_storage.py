@@ -148,3 +148,37 @@ def test_softplus_subgraph_is_one_kernel_with_exact_gradient():
     got = jax.vmap(jax.grad(kernels.softplus))(s)
     want = jax.vmap(jax.grad(plain))(s)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # JAX's value at the kink s = 0 too
+
+
+def test_an_array_used_in_place_is_transposed_on_its_device(monkeypatch):
+    """The fused one-device program takes large arrays in place (a flat view): held feature-major, the
+    view is transposed on the device, and the values equal those of a program that copied X."""
+    from claygraph.partition import fused
+
+    logistic = _glm
+    rng = np.random.default_rng(5)
+    buf = np.empty(3001 * 4 + 16, np.float32)
+    k = next(k for k in range(1, 16) if (buf.ctypes.data + 4 * k) % 64)
+    X = buf[k:k + 3001 * 4].reshape(3001, 4)
+    X[...] = rng.normal(size=X.shape)
+    y = (rng.random(3001) < 0.5).astype(np.float32)
+    params = {"w": np.asarray([0.3, -0.2, 0.1, 0.05], np.float32), "b": np.float32(0.2)}
+    monkeypatch.setattr(fused, "BLOCK_BYTES", 4096)  # blocks small enough for 3,001 rows to be fused
+    monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1)
+    prog = _program(logistic, cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row")))
+    assert getattr(prog.fn.fn, "fused", None) is not None and prog.artifact.candidate.feature_major == {"X"}
+    np.testing.assert_array_equal(np.asarray(prog.data[key("X")]), X.T)
+    got = prog.potential_and_grad(params)
+    monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1 << 60)
+    copied = _program(logistic, cg.Data(X=cg.array(X.copy(), "row", "feature"), y=cg.array(y, "row")))
+    want = copied.potential_and_grad(params)
+    assert float(got[0]) == float(want[0])
+    for name in want[1]:
+        np.testing.assert_array_equal(np.asarray(got[1][name]), np.asarray(want[1][name]))
+
+
+def _glm(data):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
+    b = numpyro.sample("b", dist.Normal(0.0, 5.0))
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Bernoulli(logits=data.X @ w + b), obs=data.y)

@@ -15,7 +15,6 @@ import claygraph as cg
 from claygraph.errors import PartitionError
 from claygraph.partition.context import Context
 from claygraph.partition.program import compile_artifact
-from claygraph.partition.storage import key as stored_key
 from claygraph.runtime.protocol import Runtime
 from claygraph.runtime.ray import Ray, coordinator_host
 
@@ -67,8 +66,7 @@ def test_the_artifact_pickles_and_refuses_another_graph(data):
     art = pickle.loads(cloudpickle.dumps(compiled.artifact))
     assert art.fingerprint == plan.graph.fingerprint() and art.split == ("row",)
     assert art.graph().fingerprint() == plan.graph.fingerprint()  # lowered again: the same graph
-    # 21 rows padded to 2 x 11; three features: X is held feature-major (claygraph.partition.storage)
-    assert art.shapes[stored_key("X")] == (3, 22) and "X" not in art.shapes
+    assert art.shapes["X"] == (22, 3)  # 21 rows padded to 2 x 11
     with pytest.raises(PartitionError, match="refusing to run it"):
         replace(art, model=wider_prior).graph()
     other = cg.partition(wider_prior, data, cluster=cg.ClusterSpec.local(devices=2), split=("row",)).graph
