@@ -9,6 +9,10 @@ d = 8: 5.6 / 153 ms, 16: 15 / 120, 20: 21 / 6.9, 32: 48 / 11, 64: 43 / 6.7, 100:
 128: 15 / 12, 200: 32 / 32, 500: 22 / 34. `matvec` keeps the forward dot and writes its gradient
 as the multiply-reduce for widths in FUSED_WIDTHS, on the CPU only; its value is the same dot, its
 gradient equal to rounding. See docs/partition.md ("Emission").
+
+`matvec_t` is `X @ w` for an X held feature-major (claygraph.partition.storage), with a batching
+rule for chains under jax.vmap; `softplus` is NumPyro's softplus expression as one kernel
+(claygraph.partition.patterns finds it). See docs/performance.md.
 """
 from __future__ import annotations
 
@@ -69,7 +73,8 @@ def bind(primitive, args: list, params: dict[str, Any]) -> list:
 # products (value and gradient) run several times faster on the CPU than the row-major pair. Under
 # jax.vmap (a batch of chains) JAX's own batching would contract X.T's leading axis against W and write
 # an (n, k) result, slower than the row-major matrix product; the batching rule (custom_vmap) writes
-# W (k, d) . X.T (d, n) -> (k, n) and R (k, n) . X (n, d) -> (k, d) instead, both streaming X.T once.
+# W (k, d) . X.T (d, n) -> (k, n) and R (k, n) . X.T (d, n) over n -> (k, d) instead, both streaming
+# X.T once (measured in claygraph.partition.storage).
 
 COL_DOT = (((0,), (0,)), ((), ()))  # X.T (d, n) . w (d,) -> (n,)
 COL_VJP = (((1,), (0,)), ((), ()))  # X.T (d, n) . r (n,) -> (d,)
@@ -130,9 +135,10 @@ matvec_t.defvjp(_matvec_t_fwd, _matvec_t_bwd)
 # -- softplus: value and gradient from one exp -------------------------------------------------------
 #
 # NumPyro writes softplus(s) = max(s, 0) + log1p(exp(-|s|)) (Bernoulli and binomial logits, log_sigmoid).
-# Autodiff of that expression keeps exp(-|s|) for the gradient and adds the derivatives of max, abs,
-# neg, exp and log1p, each its own elementwise pass. The kernel computes e = exp(-|s|) once and the same
-# derivative as JAX's autodiff of the expression, op for op, so that it agrees to the last bit:
+# Autodiff of that expression differentiates max, abs, neg, exp and log1p one by one (XLA fuses them and
+# reuses the exp; the measured gain is small, docs/performance.md). The kernel computes e = exp(-|s|)
+# once and states the derivative JAX's autodiff of the expression gives, op for op, so that it agrees
+# to the last bit:
 # max'(s) + e * (-abs'(s)) / (1 + e); at s = 0 that is 0.5 - 0.5 = 0 (JAX's convention at the kinks),
 # elsewhere sigmoid(s).
 
