@@ -59,6 +59,23 @@ class SplitFunction:
         self.potential = jax.jit(self.fn)
         self.value_and_grad = jax.jit(jax.value_and_grad(self.fn))
 
+    def place(self, data: Mapping[str, jax.Array], shapes: Mapping[str, tuple[int, ...]]) -> dict:
+        """The placed data as the program reads them: each array held feature-major (claygraph.partition.storage)
+        transposed once, on its devices, from the row-major array (`shapes`: its global internal shape), which
+        is released after; no host copy is made. Every process of a program calls this on the same arrays;
+        the transposes are jitted once per split function (a refit compiles nothing)."""
+        out = dict(data)
+        for k in sorted(self.candidate.feature_major):
+            out[stored_key(k)] = self._transpose(k, tuple(shapes[k]))(out.pop(k))
+        return out
+
+    def _transpose(self, name: str, shape: tuple[int, ...]) -> Callable:
+        key = ("feature-major", name, shape)
+        if key not in self.jitted:
+            sharding = NamedSharding(self.mesh, self.data_specs[stored_key(name)])
+            self.jitted[key] = jax.jit(lambda x: _rows_of(x, shape).T, out_shardings=sharding)
+        return self.jitted[key]
+
 
 def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Params as NumPy arrays of the sites' dtypes, with a clear error for a missing site or bad shape."""
@@ -82,25 +99,12 @@ def data_specs(graph: Graph, candidate: Candidate) -> dict[str, P]:
 
 
 def program_specs(graph: Graph, candidate: Candidate) -> dict[str, P]:
-    """The partition specs of the data the program reads: an array held feature-major (see `place`)
+    """The partition specs of the data the program reads: an array held feature-major (SplitFunction.place)
     under its own name, with its spec transposed."""
     out = data_specs(graph, candidate)
     for k in sorted(candidate.feature_major):
         rows, features = (tuple(out.pop(k)) + (None, None))[:2]
         out[stored_key(k)] = P(features, rows)
-    return out
-
-
-def place(data: Mapping[str, jax.Array], candidate: Candidate, mesh: Mesh, specs: Mapping[str, P],
-          shapes: Mapping[str, tuple[int, ...]]) -> dict:
-    """The placed data as the program reads them: each array held feature-major (claygraph.partition.storage)
-    transposed once, on its devices, from the row-major array (`shapes`: its global internal shape), which
-    is released after; no host copy is made. Every process of a program calls this on the same arrays."""
-    out = dict(data)
-    for k in sorted(candidate.feature_major):
-        sharding = NamedSharding(mesh, specs[stored_key(k)])
-        shape = tuple(shapes[k])
-        out[stored_key(k)] = jax.jit(lambda x, s=shape: _rows_of(x, s).T, out_shardings=sharding)(out.pop(k))
     return out
 
 
@@ -233,7 +237,7 @@ class Program:
         # the user's arrays are used in place where XLA can (claygraph.partition.fused.in_place): no copy
         host = host_arrays(self.fn.fn, self.graph, compiled.internal, self.fn.mesh)
         placed = {k: jax.device_put(x, NamedSharding(self.fn.mesh, self.fn.placed_specs[k])) for k, x in host.items()}
-        self._data = place(placed, art.candidate, self.fn.mesh, self.fn.data_specs, art.shapes)
+        self._data = self.fn.place(placed, art.shapes)
         self._context = None
         self._potential = self.fn.potential
         self._value_and_grad = self.fn.value_and_grad

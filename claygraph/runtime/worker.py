@@ -107,7 +107,7 @@ class Worker:
         from jax.sharding import NamedSharding
 
         from claygraph.partition.cache import COMPILED, key_for
-        from claygraph.partition.program import SplitFunction, place
+        from claygraph.partition.program import SplitFunction
 
         graph = artifact.graph()  # PartitionError when this worker's graph is not the driver's
         ranks = tuple(ranks)
@@ -122,7 +122,7 @@ class Worker:
                     self._read(graph, artifact, fn.placed_specs[k], k, b, shard, len(ranks)),
                     tuple(artifact.shapes[k]))
                 for k, b in blocks.items()}
-        data = place(data, cand, mesh, fn.data_specs, artifact.shapes)  # arrays held feature-major: transposed
+        data = fn.place(data, artifact.shapes)  # arrays held feature-major: transposed here, on the devices
         self.programs[key] = Loaded(fn, data, fn.potential, fn.value_and_grad, len(ranks) > 1)
         return time.perf_counter() - t0, COMPILED.misses > misses
 
