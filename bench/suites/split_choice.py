@@ -102,7 +102,7 @@ def run_case(name: str, workload: str, s: dict, repeats: int, env: SuiteEnv) -> 
     env.log(f"  split_choice: {name} {s} on {env.devices} devices, every candidate")
     try:
         res = run_isolated("candidates", {"workload": workload, "sizes": s, "devices": env.devices,
-                                          "repeats": repeats}, env.devices, TIMEOUT_S, env.platform,
+                                          "repeats": repeats, "together": True}, env.devices, TIMEOUT_S, env.platform,
                            extra_env={"CLAYGRAPH_PROFILE": str(profile_path(env))})
     except Exception as exc:  # one failed case is reported, the others still run
         return {"name": name, "workload": workload, "sizes": s, "status": "error", "note": str(exc)[-600:]}

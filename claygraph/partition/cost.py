@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from claygraph.ir.graph import Graph, Node, Value
-from claygraph.partition import blocks
+from claygraph.partition import blocks, kernels
 from claygraph.partition.cluster import ClusterSpec, KernelRates
 from claygraph.partition.propagate import Propagation
 from claygraph.partition.registry import entry, per_output
@@ -41,7 +41,7 @@ FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "red
 # memory-bound curves: they slow to the rate of the program's working set once it outgrows the caches.
 # (A gather or scatter is a roofline of its lookups, at its own curve and size, and its streamed index
 # and values, at the stream rate of the working set; transcendental functions are bound by arithmetic.)
-STREAMING = frozenset({"stream", "reduce", "matvec"})
+STREAMING = frozenset({"stream", "reduce", "matvec", "vecmat"})
 COPIES = frozenset({"transpose", "pad", "concatenate", "rev", "dynamic_update_slice"})  # moves that copy
 STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 bytes read + written
 BACKWARD_ELEMENTWISE = 2.0  # an elementwise op's derivative: about two ops of the same size
@@ -117,7 +117,8 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
     if fam == "matmul":
         one = max(time("matmul", f), time("matvec", moved))
         back = sum(grads)
-        return NodeCost(one, back * one, f * (1 + back), 1 + back)
+        return NodeCost(one, _dot_backward(node, in_shapes, grads, one, time("vecmat", moved)), f * (1 + back),
+                        1 + back)
     if fam == "transcendental":
         one = time("transcendental", out_elems)
         return NodeCost(one, one if need else 0.0, f * (2 if need else 1), 0)
@@ -140,6 +141,17 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
     residual = time("stream", 2 * sum(_nbytes(s, v) for s, v in zip(out_shapes, outs))) if need else 0.0
     return NodeCost(one, BACKWARD_ELEMENTWISE * one + residual if need else 0.0,
                     f * (1 + BACKWARD_ELEMENTWISE * need), 0)
+
+
+def _dot_backward(node: Node, in_shapes: list[tuple[int, ...]], grads: list[bool], one: float,
+                  vecmat: float) -> float:
+    """A dot's backward pass: one more dot per differentiated operand. The gradient of w in X @ w is
+    r @ X, a product contracting X's long axis (the vecmat curve), unless the emitter writes it as a
+    multiply-reduce that streams X like the forward dot (claygraph.partition.kernels, CPU widths)."""
+    if not (len(in_shapes) == 2 and kernels.is_matvec(node.params, len(in_shapes[0]), len(in_shapes[1]))):
+        return sum(grads) * one
+    w_grad = one if in_shapes[0][1] in kernels.FUSED_WIDTHS else max(one, vecmat)
+    return (one if grads[0] else 0.0) + (w_grad if grads[1] else 0.0)
 
 
 def differentiated(graph: Graph) -> set[int]:
