@@ -35,7 +35,7 @@ from claygraph.partition import blocks, kernels
 from claygraph.partition.cluster import ClusterSpec, KernelRates
 from claygraph.partition.propagate import Propagation
 from claygraph.partition.registry import entry, per_output
-from claygraph.partition.shardings import REPLICATED, Sharding, Split
+from claygraph.partition.shardings import REPLICATED, Sharded, Sharding, Split
 
 FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "reduce", "move")  # registry families
 # memory-bound curves: they slow to the rate of the program's working set once it outgrows the caches.
@@ -244,9 +244,18 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
     return nbytes, seconds, count
 
 
-def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int) -> tuple[str, int, int] | None:
+def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int,
+                 shape: LocalShape | None = None) -> tuple[str, int, int] | None:
     """(dim, rows per block, blocks) when the runtime runs this candidate in cached row blocks
-    (`rows`: the graph's row split, blocks.row_split_of; the same test fused.fused_potential makes)."""
+    (`rows`: the graph's row split, blocks.row_split_of; the same test fused.fused_potential makes;
+    `shape`: the candidate's local shapes, which give a group split's rows per shard)."""
+    if prop.split.kind == "group":
+        dim = next(r for r, _ in prop.split.copartition)
+        local = _local_rows(graph, dim, shape)
+        if local is None or not blocks.group_separable(graph, prop, dim):
+            return None
+        blk = blocks.blocking(graph, dim, local, devices)
+        return None if blk is None else (dim, blk.rows, blk.blocks + (blk.tail > 0))
     if rows is None or (prop.split.dims and prop.split.dims != rows.dims) or (not prop.split.dims and devices != 1):
         return None
     dim = next(iter(rows.dims))
@@ -255,6 +264,15 @@ def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: i
         return None
     blk = blocks.blocking(graph, dim, size // devices, devices)
     return None if blk is None else (dim, blk.rows, blk.blocks + (blk.tail > 0))
+
+
+def _local_rows(graph: Graph, dim: str, shape: LocalShape | None) -> int | None:
+    """Rows of `dim` per shard (padded to the largest), read from a data array split along it."""
+    for vid in graph.inputs.data.values():
+        v = graph.value(vid)
+        if shape is not None and dim in v.dims:
+            return shape(v, Sharded(dim))[v.axis_of(dim)]
+    return None
 
 
 def block_shape(shape: LocalShape, dim: str, rows: int) -> LocalShape:
@@ -269,7 +287,7 @@ def block_shape(shape: LocalShape, dim: str, rows: int) -> LocalShape:
 def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
                      devices: int, row_split: Split | None = None) -> Compute:
     """The slowest shard's kernels of one gradient evaluation, block by block where the runtime fuses."""
-    blocked = fused_blocks(graph, prop, row_split, devices)
+    blocked = fused_blocks(graph, prop, row_split, devices, shape)
     if blocked is None:
         return compute(graph, prop, shape, rates)
     dim, rows, count = blocked
