@@ -44,6 +44,10 @@ FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "red
 STREAMING = frozenset({"stream", "reduce", "matvec", "vecmat"})
 COPIES = frozenset({"transpose", "pad", "concatenate", "rev", "dynamic_update_slice"})  # moves that copy
 STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 bytes read + written
+# widths of X whose r @ X runs at the vecmat rate, not the forward's (2 cores, float32 X of 100-500 MB,
+# forward / r @ X in GB/s: d = 500: 8.3 / 4.2, 1000: 14.7 / 6.1, 5000: 6.9 / 4.9, 10000: 16.3 / 11.7,
+# 25000: 17.8 / 13.4; below 20 XLA's dot is fast, 20-160 the emitter's multiply-reduce is)
+VECMAT_WIDTHS = range(kernels.FUSED_WIDTHS.stop, 8192)
 BACKWARD_ELEMENTWISE = 2.0  # an elementwise op's derivative: about two ops of the same size
 
 
@@ -146,11 +150,12 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
 def _dot_backward(node: Node, in_shapes: list[tuple[int, ...]], grads: list[bool], one: float,
                   vecmat: float) -> float:
     """A dot's backward pass: one more dot per differentiated operand. The gradient of w in X @ w is
-    r @ X, a product contracting X's long axis (the vecmat curve), unless the emitter writes it as a
-    multiply-reduce that streams X like the forward dot (claygraph.partition.kernels, CPU widths)."""
+    r @ X, a product contracting X's long axis: for widths in VECMAT_WIDTHS at its own rate (the
+    vecmat curve); narrower X is a multiply-reduce (claygraph.partition.kernels) or a dot as fast as
+    the forward one, and much wider X streams like the forward dot too."""
     if not (len(in_shapes) == 2 and kernels.is_matvec(node.params, len(in_shapes[0]), len(in_shapes[1]))):
         return sum(grads) * one
-    w_grad = one if in_shapes[0][1] in kernels.FUSED_WIDTHS else max(one, vecmat)
+    w_grad = max(one, vecmat) if in_shapes[0][1] in VECMAT_WIDTHS else one
     return (one if grads[0] else 0.0) + (w_grad if grads[1] else 0.0)
 
 
