@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from claygraph.ir.graph import Graph
+from claygraph.partition.layout import LANES
 from claygraph.partition.shardings import Partial, Sharded, Split
 
 BLOCK_BYTES = 8 << 20  # data bytes per block: ~8 MiB stays in this machine's L3 (see docs/inference.md)
@@ -106,12 +107,14 @@ def blocking(graph: Graph, dim: str, local_rows: int, shards: int,
     arrays = graph.meta.arrays
     row_bytes = sum(int(np.prod(a.shape)) // max(1, a.shape[a.dims.index(dim)]) * np.dtype(a.dtype).itemsize
                     for a in arrays.values() if dim in a.dims)
-    rows = max(256, block_bytes // max(1, row_bytes))
+    rows = max(256, block_bytes // max(1, row_bytes)) // LANES * LANES  # whole vectors (layout.LANES)
     blocks = local_rows // rows
     if blocks < MIN_BLOCKS:
         return None
-    # equal blocks where a block count up to 1.5x the target divides the rows: no tail to trace and compile
-    even = next((b for b in range(blocks, blocks + blocks // 2 + 1) if local_rows % b == 0), None)
+    # equal blocks where a block count up to 1.5x the target divides the rows into whole vectors: no tail
+    # to trace and compile
+    even = next((b for b in range(blocks, blocks + blocks // 2 + 1)
+                 if local_rows % b == 0 and (local_rows // b) % LANES == 0), None)
     if even is not None:
         return Blocking(dim, local_rows // even, even, 0, shards)
     return Blocking(dim, rows, blocks, local_rows - blocks * rows, shards)

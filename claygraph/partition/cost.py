@@ -20,7 +20,8 @@ The backward pass is counted node by node where a value depends on the parameter
 more dot per differentiated operand, a gather a scatter-add (and the reverse), a reduction a
 broadcast, an elementwise op twice its forward. A row-separable program that the runtime runs in
 cached row blocks (claygraph.partition.fused) is costed block by block: the data are read from
-memory once, the backward pass finds them in cache. Padding to the largest shard is part of the
+memory once, while the blocks' forward kernels run (the slower of the two counts), and the backward
+pass finds them in cache. Padding to the largest shard is part of the
 local shapes, so load imbalance is counted. See docs/partition.md.
 """
 from __future__ import annotations
@@ -176,6 +177,7 @@ class Compute:
     flops: float
     kernels: int
     read_s: float = 0.0  # of which reading data arrays from memory
+    forward_s: float = 0.0  # of which the forward pass's kernels
 
 
 def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
@@ -190,7 +192,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
     data = set(graph.inputs.data.values())
     working_set = sum(_nbytes(shape(graph.value(o), s), graph.value(o)) for n in graph.nodes()
                       for o, s in zip(n.outputs, prop.decisions[n.id].outs))
-    seconds = flops = read_s = 0.0
+    seconds = flops = read_s = forward_s = 0.0
     kernels = 0
     read: set[int] = set()
     for node in graph.nodes():
@@ -201,6 +203,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
                       [shape(v, s) for v, s in zip(outs, d.outs)], [i in grads for i in node.inputs], rates,
                       working_set)
         seconds += c.forward_s + c.backward_s
+        forward_s += c.forward_s
         flops += c.flops
         kernels += c.kernels
         if dram is None and family(node) == "matmul":
@@ -209,7 +212,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
             if i in data and i not in read:  # a data array comes from memory once per pass
                 read.add(i)
                 read_s += rates.time("matvec", _nbytes((dram or shape)(v, s), v))
-    return Compute(seconds + read_s + kernels * rates.kernel_s, flops, kernels, read_s)
+    return Compute(seconds + read_s + kernels * rates.kernel_s, flops, kernels, read_s, forward_s)
 
 
 def memory_bytes(graph: Graph, prop: Propagation, shape: LocalShape, state_copies: float) -> float:
@@ -297,9 +300,13 @@ def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: 
         return compute(graph, prop, shape, rates)
     dim, rows, count = blocked
     one = compute(graph, prop, block_shape(shape, dim, rows), rates, dram=shape)
-    # the data reads were charged at the whole shard's size in `one`: once in all; the rest per block
-    return Compute((one.seconds - one.read_s) * count + one.read_s, one.flops * count, one.kernels * count,
-                   one.read_s)
+    # the data reads were charged at the whole shard's size in `one`: once in all. Each block's forward
+    # kernels run as its data stream in from memory (the slower of the two), its backward ones on the
+    # block in cache
+    forward = max(one.read_s, one.forward_s * count)
+    rest = one.seconds - one.read_s - one.forward_s
+    return Compute(forward + rest * count, one.flops * count, one.kernels * count, one.read_s,
+                   one.forward_s * count)
 
 
 def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: ClusterSpec, devices: int,
