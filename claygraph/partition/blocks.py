@@ -13,6 +13,7 @@ from claygraph.partition.shardings import Partial, Sharded, Split
 
 BLOCK_BYTES = 8 << 20  # data bytes per block: ~8 MiB stays in this machine's L3 (see docs/inference.md)
 MIN_BLOCKS = 4  # fewer blocks than this per shard: the plain program is as good
+MIN_ROWS = 256  # rows per block at least (a block of wider rows than BLOCK_BYTES / MIN_ROWS outgrows the cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +104,16 @@ def once_per_shard(graph: Graph, prop, dim: str) -> frozenset[int]:
 def blocking(graph: Graph, dim: str, local_rows: int, shards: int,
              block_bytes: int = BLOCK_BYTES) -> Blocking | None:
     """How the runtime cuts a shard's `local_rows` rows into blocks of about `block_bytes` of data;
-    None where fewer than MIN_BLOCKS fit (the plain program is as good)."""
+    None where fewer than MIN_BLOCKS fit, or where MIN_ROWS rows hold more than twice `block_bytes`
+    (a block would not stay in cache; its slice would be one more pass over memory): the plain
+    program is as good or better."""
     arrays = graph.meta.arrays
     row_bytes = sum(int(np.prod(a.shape)) // max(1, a.shape[a.dims.index(dim)]) * np.dtype(a.dtype).itemsize
                     for a in arrays.values() if dim in a.dims)
-    rows = max(256, block_bytes // max(1, row_bytes)) // LANES * LANES  # whole vectors (layout.LANES)
+    rows = max(MIN_ROWS, block_bytes // max(1, row_bytes)) // LANES * LANES  # whole vectors (layout.LANES)
     blocks = local_rows // rows
-    if blocks < MIN_BLOCKS:
-        return None
+    if blocks < MIN_BLOCKS or rows * row_bytes > 2 * block_bytes:
+        return None  # too few blocks, or rows too wide for a block to stay in cache: nothing to save
     # equal blocks where a block count up to 1.5x the target divides the rows into whole vectors: no tail
     # to trace and compile
     even = next((b for b in range(blocks, blocks + blocks // 2 + 1)

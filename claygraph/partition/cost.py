@@ -26,6 +26,7 @@ local shapes, so load imbalance is counted. See docs/partition.md.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -253,17 +254,18 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
 
 
 def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int,
-                 shape: LocalShape | None = None) -> tuple[str, int, int] | None:
-    """(dim, rows per block, blocks) when the runtime runs this candidate in cached row blocks
-    (`rows`: the graph's row split, blocks.row_split_of; the same test fused.fused_potential makes;
-    `shape`: the candidate's local shapes, which give a group split's rows per shard)."""
+                 shape: LocalShape | None = None) -> tuple[str, int, float] | None:
+    """(dim, rows per block, blocks: the tail block counted by its share of a full one) when the
+    runtime runs this candidate in cached row blocks (`rows`: the graph's row split,
+    blocks.row_split_of; the same test fused.fused_potential makes; `shape`: the candidate's local
+    shapes, which give a group split's rows per shard)."""
     if prop.split.kind == "group":
         dim = next(r for r, _ in prop.split.copartition)
         local = _local_rows(graph, dim, shape)
         if local is None or not blocks.group_separable(graph, prop, dim):
             return None
         blk = blocks.blocking(graph, dim, local, devices)
-        return None if blk is None else (dim, blk.rows, blk.blocks + (blk.tail > 0))
+        return None if blk is None else (dim, blk.rows, blk.blocks + blk.tail / blk.rows)
     if rows is None or (prop.split.dims and prop.split.dims != rows.dims) or (not prop.split.dims and devices != 1):
         return None
     dim = next(iter(rows.dims))
@@ -271,7 +273,7 @@ def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: i
     if size % devices or not blocks.separable(graph, prop, dim):
         return None
     blk = blocks.blocking(graph, dim, size // devices, devices)
-    return None if blk is None else (dim, blk.rows, blk.blocks + (blk.tail > 0))
+    return None if blk is None else (dim, blk.rows, blk.blocks + blk.tail / blk.rows)
 
 
 def _local_rows(graph: Graph, dim: str, shape: LocalShape | None) -> int | None:
@@ -305,7 +307,7 @@ def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: 
     # block in cache
     forward = max(one.read_s, one.forward_s * count)
     rest = one.seconds - one.read_s - one.forward_s
-    return Compute(forward + rest * count, one.flops * count, one.kernels * count, one.read_s,
+    return Compute(forward + rest * count, one.flops * count, one.kernels * math.ceil(count), one.read_s,
                    one.forward_s * count)
 
 
