@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from bench.timing import RESULT_MARK, measure
+from bench.timing import RESULT_MARK, measure, measure_together
 
 
 def _data(workload: str, s: dict):
@@ -67,9 +67,29 @@ def candidates(spec: dict) -> dict:
     cluster = cg.ClusterSpec.local(devices=devices)
     plan = cg.partition(graph, data, cluster=cluster)
     wanted = None if spec.get("splits") is None else {tuple(s) for s in spec["splits"]}
+    if spec.get("together"):
+        rows = _measure_together(cg, graph, data, cluster, devices, plan, wanted, repeats)
+    else:
+        rows = _measure_each(cg, graph, data, cluster, devices, plan, wanted, repeats)
+    out = {"workload": spec["workload"], "sizes": spec["sizes"], "devices": devices, "data_s": data_s,
+           "lower_s": lower_s, "cluster": cluster.describe(), "chosen": list(plan.split), "candidates": rows,
+           "jax_devices": len(jax.devices()), "together": bool(spec.get("together"))}
+    if spec.get("map"):
+        out["map"] = _map(cg, model, data, devices, spec.get("map_tol", 1e-6))
+    return out
+
+
+def _row(est) -> dict:
+    return {"split": list(est.split), **{k: v for k, v in est.to_json().items() if k != "split"}}
+
+
+def _measure_each(cg, graph, data, cluster, devices: int, plan, wanted, repeats: int) -> list[dict]:
+    """Each candidate compiled and timed in turn, cheapest predicted first."""
+    import jax
+
     rows, ref = [], None
     for est in sorted(plan.candidates, key=lambda c: c.predicted_s):
-        row = {"split": list(est.split), **{k: v for k, v in est.to_json().items() if k != "split"}}
+        row = _row(est)
         if wanted is not None and tuple(est.split) not in wanted:
             continue
         if not est.feasible or est.predicted_s == float("inf"):
@@ -83,12 +103,44 @@ def candidates(spec: dict) -> dict:
         row["grad_rel_diff"] = float(np.max(np.abs(grad - ref[1])) / max(np.max(np.abs(ref[1])), 1e-30))
         rows.append(row)
         jax.clear_caches()
-    out = {"workload": spec["workload"], "sizes": spec["sizes"], "devices": devices, "data_s": data_s,
-           "lower_s": lower_s, "cluster": cluster.describe(), "chosen": list(plan.split), "candidates": rows,
-           "jax_devices": len(jax.devices())}
-    if spec.get("map"):
-        out["map"] = _map(cg, model, data, devices, spec.get("map_tol", 1e-6))
-    return out
+    return rows
+
+
+def _measure_together(cg, graph, data, cluster, devices: int, plan, wanted, repeats: int) -> list[dict]:
+    """Every feasible candidate compiled first, then timed in turns (bench.timing.measure_together)."""
+    import jax
+
+    ests = [e for e in sorted(plan.candidates, key=lambda c: c.predicted_s)
+            if wanted is None or tuple(e.split) in wanted]
+    live = [e for e in ests if e.feasible and e.predicted_s != float("inf")]
+    params = _zeros(graph)
+    progs, place = [], []
+    for est in live:
+        t0 = time.perf_counter()
+        progs.append(cg.compile(cg.partition(graph, data, cluster=cluster, split=tuple(est.split)),
+                                runtime=cg.runtime.Local(devices=devices)))
+        place.append(time.perf_counter() - t0)
+    outs: list = [None] * len(progs)
+
+    def step(i):
+        def run():
+            outs[i] = jax.block_until_ready(progs[i].potential_and_grad(params))
+        return run
+
+    timings = measure_together([step(i) for i in range(len(progs))], repeats, warmup=1)
+    rows, ref = [], None
+    for est in ests:
+        if est not in live:
+            rows.append(_row(est) | {"measured": None, "note": est.reason or "not feasible"})
+            continue
+        i = live.index(est)
+        value, grad = float(outs[i][0]), _flat_grad(outs[i][1])
+        ref = ref or (value, grad)
+        rows.append(_row(est) | {"measured": timings[i].to_json(), "place_s": place[i], "compile_s": timings[i].first_s,
+                                 "value_rel_diff": abs(value - ref[0]) / max(abs(ref[0]), 1e-30),
+                                 "grad_rel_diff": float(np.max(np.abs(grad - ref[1])) /
+                                                        max(np.max(np.abs(ref[1])), 1e-30))})
+    return rows
 
 
 def _measure_split(cg, graph, data, cluster, devices: int, split, repeats: int) -> dict:

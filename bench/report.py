@@ -283,8 +283,9 @@ def partition_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> lis
         return lines + bad
     lines += [_run_line(res), "",
               f"Every candidate split compiled on Local(devices={res['devices']}) (forced host devices in a "
-              "fresh process) and timed per gradient evaluation (median); the prediction is the cost model's "
-              "for `ClusterSpec.local`. ✓ marks the split the cost model chose, ★ the fastest measured. "
+              "fresh process), then all timed per gradient evaluation in turns (median); the prediction is the "
+              "cost model's for `ClusterSpec.local`, with the profile the split_choice suite calibrated. "
+              "✓ marks the split the cost model chose, ★ the fastest measured. "
               "The potential and gradient of every split are compared with the first one measured.", ""]
     for name, w in res["workloads"].items():
         multi, single, summ = w["multi"], w["single"], w["summary"]
@@ -353,8 +354,9 @@ def split_choice_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> 
     lines += [_run_line(res), "",
               f"`claygraph calibrate` ran first ({prof.get('calibrate_s', 0):.0f} s, load average "
               f"{(prof.get('load_average') or [0])[0]:.1f}); every prediction uses that profile. Each case ran in a "
-              f"fresh process on Local(devices={res['devices']}); every feasible candidate was compiled and timed per "
-              f"gradient evaluation ({res['repeats']} repeats after a compiling warm-up: median, quartiles). Load "
+              f"fresh process on Local(devices={res['devices']}); every feasible candidate was compiled, then all were "
+              f"timed per gradient evaluation in turns, so that passing load falls on each alike ({res['repeats']} "
+              f"rounds after a compiling warm-up: median, quartiles). Load "
               f"average {load['before'][0]:.1f} before the cases, {load['after'][0]:.1f} after (2 cores): the "
               "timings carry that load. A pick counts as right when the chosen split is the fastest or their "
               "quartile ranges overlap; there is no other tie allowance.", "",

@@ -50,6 +50,30 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    return _timing(times, first)
+
+
+def measure_together(fns: list[Callable[[], Any]], repeats: int, warmup: int = 1) -> list[Timing]:
+    """`measure` for several functions in turns: round r times each function once, so that load that
+    comes and goes on a shared machine falls on all of them alike (no function is timed in a quiet
+    minute and another in a busy one)."""
+    first = []
+    for fn in fns:
+        t0 = time.perf_counter()
+        fn()
+        first.append(time.perf_counter() - t0)
+        for _ in range(warmup - 1):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(1, repeats)):
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [_timing(t, f) for t, f in zip(times, first)]
+
+
+def _timing(times: list[float], first: float | None) -> Timing:
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
     return Timing(statistics.median(times), min(times), max(times), len(times), first, q1, q3)
 

@@ -24,13 +24,13 @@ BYTES_PER_ROW = 64  # peak working set per row of one comparison (int64 index, k
 
 def numpy_group_layout(idx: np.ndarray, groups: int, shards: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(owner per group, rows per shard, row slots) as group_layout computes them, with NumPy's argsort."""
-    from claygraph.partition.layout import lpt_owner
+    from claygraph.partition.layout import lanes, lpt_owner
 
     owner = lpt_owner(np.bincount(idx, minlength=groups), shards)
     keys = owner[idx]
     order = np.argsort(keys, kind="stable")
     rcount = np.bincount(keys, minlength=shards)
-    local = max(1, int(rcount.max()))
+    local = lanes(max(1, int(rcount.max())))  # shards padded to whole vectors, as group_layout pads them
     slots = np.full(shards * local, -1, dtype=np.int64)
     start = np.concatenate([[0], np.cumsum(rcount)])
     for s in range(shards):

@@ -1,8 +1,9 @@
 """The split choice (W3, W6): every candidate's measured time per gradient evaluation next to its prediction.
 
 For each workload one subprocess with `env.devices` forced host devices lowers the model, asks
-the cost model for every candidate, compiles each feasible one on Local(devices=N) and times
-`potential_and_grad` (median of `repeats` after one warm-up call that compiles). A second
+the cost model for every candidate (with the profile the split_choice suite calibrated, where there is
+one), compiles each feasible one on Local(devices=N) and times `potential_and_grad` in turns (median of
+`repeats` after one warm-up call that compiles). A second
 subprocess with one device times the unsplit program, for the time-vs-devices plot. The suite
 says whether the predicted best split is the measured best, and checks that every split gives
 the same potential and gradient (to float32 rounding).
@@ -51,13 +52,23 @@ def summarize(result: dict) -> dict:
     return out
 
 
+def profile_env(env: SuiteEnv) -> dict[str, str]:
+    """Predict with the profile the split_choice suite calibrated on this machine, where there is one."""
+    from bench.suites.split_choice import profile_path
+
+    path = profile_path(env)
+    return {"CLAYGRAPH_PROFILE": str(path)} if path.is_file() else {}
+
+
 def measure_workload(name: str, s: dict, sizes: Sizes, env: SuiteEnv) -> dict:
     env.log(f"  partition: {name} {s} on {env.devices} devices, every candidate")
-    multi = run_isolated("candidates", {"workload": name, "sizes": s, "devices": env.devices,
-                                        "repeats": sizes.repeats}, env.devices, TIMEOUT_S, env.platform)
+    multi = run_isolated("candidates", {"workload": name, "sizes": s, "devices": env.devices, "together": True,
+                                        "repeats": sizes.repeats}, env.devices, TIMEOUT_S, env.platform,
+                         extra_env=profile_env(env))
     env.log(f"  partition: {name} on 1 device, unsplit")
     single = run_isolated("candidates", {"workload": name, "sizes": s, "devices": 1, "splits": [[]],
-                                         "repeats": sizes.repeats}, 1, TIMEOUT_S, env.platform)
+                                         "repeats": sizes.repeats}, 1, TIMEOUT_S, env.platform,
+                          extra_env=profile_env(env))
     return {"sizes": s, "multi": multi, "single": single, "summary": summarize(multi)}
 
 

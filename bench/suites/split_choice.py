@@ -5,8 +5,10 @@ The suite first runs `claygraph calibrate` (the full budget, well under a minute
 bench/results/profile-<device>.json and predicts with that profile (CLAYGRAPH_PROFILE), so that
 predictions and measurements come from the same machine at the same time. Then, per case, a fresh
 interpreter with `env.devices` forced host devices lowers the model, asks the cost model for every
-candidate, compiles each feasible one on Local(devices=N) and times `potential_and_grad` (median
-and quartiles of the repeats after one warm-up call that compiles).
+candidate, compiles every feasible one on Local(devices=N), then times `potential_and_grad` of all of
+them in turns (bench.timing.measure_together: round r times each candidate once, so that load that
+comes and goes falls on all alike; median and quartiles of the rounds after one warm-up call that
+compiles).
 
 A pick is right when the chosen split is the measured fastest, or when their measured spreads
 (first to third quartile of the repeats) overlap: no fixed tie allowance. A case counts toward
@@ -102,7 +104,7 @@ def run_case(name: str, workload: str, s: dict, repeats: int, env: SuiteEnv) -> 
     env.log(f"  split_choice: {name} {s} on {env.devices} devices, every candidate")
     try:
         res = run_isolated("candidates", {"workload": workload, "sizes": s, "devices": env.devices,
-                                          "repeats": repeats}, env.devices, TIMEOUT_S, env.platform,
+                                          "repeats": repeats, "together": True}, env.devices, TIMEOUT_S, env.platform,
                            extra_env={"CLAYGRAPH_PROFILE": str(profile_path(env))})
     except Exception as exc:  # one failed case is reported, the others still run
         return {"name": name, "workload": workload, "sizes": s, "status": "error", "note": str(exc)[-600:]}

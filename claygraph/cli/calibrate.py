@@ -2,7 +2,8 @@
 
 What the cost model uses, per device kind (the host CPU here; XLA's CPU runtime, all its threads):
   - kernel throughput by family, each at three sizes (median of repeats, jitted, after a warm-up):
-    matmul (square float32 GEMM, FLOP/s) and matvec (X @ w over a tall X, bytes/s), fused elementwise
+    matmul (square float32 GEMM, FLOP/s), matvec (X @ w over a tall X, bytes/s) and vecmat (its
+    gradient's r @ X, contracting the long axis, on an X as wide as XLA runs as a dot), fused elementwise
     chains (bytes/s), transcendental functions (elements/s), gather and scatter-add (bytes moved/s),
     reductions (bytes/s);
   - per-call overhead (a jitted call on one float) and per-kernel overhead (the intercept of the
@@ -69,6 +70,7 @@ QUICK = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20), matmul_n=(128, 256
                matvec_rows=(1 << 10, 1 << 13, 1 << 16),
                reps=5, message_floats=(1, 1_000, 100_000), message_reps=8, small_trips=50, large_trips=3)
 MATVEC_COLS = 64
+VECMAT_COLS = 512  # wider than the widths whose r @ X the emitter writes as a multiply-reduce (kernels.py)
 GATHER_MAX = 1 << 22  # elements: a larger fresh output is mapped (and faulted in) afresh on every call
 
 # The other process of the message test: a stdlib-only echo loop started with `python -I -S -c`,
@@ -162,8 +164,8 @@ def kernel_rates(series: dict[str, Series], call_s: float, kernel_s: float) -> K
 
 
 # cost-model family -> the measured series it is read from
-FAMILY_SERIES = {"matmul": "matmul", "matvec": "matvec", "stream": "elementwise", "transcendental": "transcendental",
-                 "gather": "gather", "scatter": "scatter_add", "reduce": "reduce"}
+FAMILY_SERIES = {"matmul": "matmul", "matvec": "matvec", "vecmat": "vecmat", "stream": "elementwise",
+                 "transcendental": "transcendental", "gather": "gather", "scatter": "scatter_add", "reduce": "reduce"}
 
 
 # -- kernels ---------------------------------------------------------------------------------------------
@@ -192,6 +194,10 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
         x = jnp.asarray(rng.standard_normal((rows, MATVEC_COLS), dtype=np.float32))
         w = jnp.ones((MATVEC_COLS,), jnp.float32)
         out["matvec"].append((4.0 * rows * MATVEC_COLS, _kernel_time(jax.jit(jnp.matmul), (x, w), budget.reps)))
+        wide = rows * MATVEC_COLS // VECMAT_COLS
+        x = jnp.asarray(rng.standard_normal((wide, VECMAT_COLS), dtype=np.float32))
+        r = jnp.ones((wide,), jnp.float32)
+        out["vecmat"].append((4.0 * wide * VECMAT_COLS, _kernel_time(jax.jit(jnp.matmul), (r, x), budget.reps)))
     for n in budget.elements:
         x = jnp.asarray(rng.random(n, dtype=np.float32))
         idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
@@ -207,8 +213,8 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
 
 
 # family -> unit of its throughput
-KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "elementwise": "bytes/s", "transcendental": "elements/s",
-           "gather": "bytes/s", "scatter_add": "bytes/s", "reduce": "bytes/s"}
+KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "elementwise": "bytes/s",
+           "transcendental": "elements/s", "gather": "bytes/s", "scatter_add": "bytes/s", "reduce": "bytes/s"}
 
 
 STEADY = ("elementwise", "transcendental")  # maps of x to the shape of x, timed on a donated buffer
@@ -363,6 +369,7 @@ def summary(spec: ClusterSpec, profile: dict, path: Path) -> str:
         "throughput at the largest size measured (the profile holds every size):",
         f"matmul (GEMM)         {rate['matmul'] / 1e9:8.1f} GFLOP/s",
         f"matvec (X @ w)        {rate['matvec'] / 1e9:8.2f} GB/s",
+        f"vecmat (r @ X)        {rate['vecmat'] / 1e9:8.2f} GB/s",
         f"elementwise (fused)   {rate['stream'] / 1e9:8.2f} GB/s",
         f"transcendental        {rate['transcendental'] / 1e9:8.3f} G elements/s",
         f"gather / scatter-add  {rate['gather'] / 1e9:8.2f} / {rate['scatter'] / 1e9:.2f} GB/s",

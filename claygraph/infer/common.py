@@ -39,8 +39,8 @@ def setup(model: Callable, data, runtime: Runtime | None = None, cluster=None, s
 
     runtime = runtime if runtime is not None else Local(devices=1)
     devices = runtime.devices
-    if cluster is None:
-        cluster = ClusterSpec.local(devices=devices)
+    if cluster is None:  # a runtime of several processes (Ray) crosses the process link
+        cluster = ClusterSpec.local(devices=devices, link=getattr(runtime, "link", "devices"))
     elif cluster.devices != devices:
         raise ValueError(f"cluster has {cluster.devices} devices but the runtime has {devices}")
     plan = partition(model, data, cluster=cluster, split=split, jacobian=jacobian)

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from claygraph.ir.graph import Graph
+from claygraph.partition.layout import LANES
 from claygraph.partition.shardings import Partial, Sharded, Split
 
 BLOCK_BYTES = 8 << 20  # data bytes per block: ~8 MiB stays in this machine's L3 (see docs/inference.md)
 MIN_BLOCKS = 4  # fewer blocks than this per shard: the plain program is as good
+MIN_ROWS = 256  # rows per block at least (a block of wider rows than BLOCK_BYTES / MIN_ROWS outgrows the cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +60,64 @@ def separable(graph: Graph, prop, dim: str) -> bool:
     return True
 
 
+def row_dependent(graph: Graph, dim: str) -> set[int]:
+    """The values computed from data arrays that have `dim` (they differ from one row block to the next)."""
+    out = {vid for vid in graph.inputs.data.values() if dim in graph.value(vid).dims}
+    for node in graph.nodes():
+        if any(i in out for i in node.inputs):
+            out.update(node.outputs)
+    return out
+
+
+def group_separable(graph: Graph, prop, dim: str) -> bool:
+    """A group split whose potential is a sum over the co-partitioned rows `dim` of each shard: as
+    `separable`, except that rows may be padded (masked) and gathers remap to local ids; every value
+    computed from the rows either keeps `dim` or is a partial sum (nothing per group is built from
+    rows, such as a scatter-add into groups, which a block would see only part of)."""
+    split = prop.split if prop is not None else None
+    if split is None or split.kind != "group" or dim not in {r for r, _ in split.copartition}:
+        return False
+    if prop.fallbacks or prop.shardings[graph.output] != Partial("sum"):
+        return False
+    if any(c.node is not None for c in prop.collectives) or any(d.user_layout for d in prop.decisions.values()):
+        return False
+    if any(dim in graph.value(v).dims for v in list(graph.inputs.params.values()) + list(graph.consts)):
+        return False
+    if any(isinstance(s, Partial) and s.op != "sum" for s in prop.shardings.values()):
+        return False
+    for vid in row_dependent(graph, dim):
+        s, v = prop.shardings[vid], graph.value(vid)
+        if s != (Sharded(dim) if dim in v.dims else Partial("sum")):
+            return False
+    return True
+
+
+def once_per_shard(graph: Graph, prop, dim: str) -> frozenset[int]:
+    """Nodes whose partial sum does not depend on the rows `dim` (a per-group prior's sum): run once per
+    row block, their value must count in one block of each shard only."""
+    rows = row_dependent(graph, dim)
+    return frozenset(n.id for n in graph.nodes()
+                     if not any(o in rows for o in n.outputs)
+                     and any(isinstance(prop.shardings[o], Partial) for o in n.outputs))
+
+
 def blocking(graph: Graph, dim: str, local_rows: int, shards: int,
              block_bytes: int = BLOCK_BYTES) -> Blocking | None:
     """How the runtime cuts a shard's `local_rows` rows into blocks of about `block_bytes` of data;
-    None where fewer than MIN_BLOCKS fit (the plain program is as good)."""
+    None where fewer than MIN_BLOCKS fit, or where MIN_ROWS rows hold more than twice `block_bytes`
+    (a block would not stay in cache; its slice would be one more pass over memory): the plain
+    program is as good or better."""
     arrays = graph.meta.arrays
     row_bytes = sum(int(np.prod(a.shape)) // max(1, a.shape[a.dims.index(dim)]) * np.dtype(a.dtype).itemsize
                     for a in arrays.values() if dim in a.dims)
-    rows = max(256, block_bytes // max(1, row_bytes))
+    rows = max(MIN_ROWS, block_bytes // max(1, row_bytes)) // LANES * LANES  # whole vectors (layout.LANES)
     blocks = local_rows // rows
-    if blocks < MIN_BLOCKS:
-        return None
-    # equal blocks where a block count up to 1.5x the target divides the rows: no tail to trace and compile
-    even = next((b for b in range(blocks, blocks + blocks // 2 + 1) if local_rows % b == 0), None)
+    if blocks < MIN_BLOCKS or rows * row_bytes > 2 * block_bytes:
+        return None  # too few blocks, or rows too wide for a block to stay in cache: nothing to save
+    # equal blocks where a block count up to 1.5x the target divides the rows into whole vectors: no tail
+    # to trace and compile
+    even = next((b for b in range(blocks, blocks + blocks // 2 + 1)
+                 if local_rows % b == 0 and (local_rows // b) % LANES == 0), None)
     if even is not None:
         return Blocking(dim, local_rows // even, even, 0, shards)
     return Blocking(dim, rows, blocks, local_rows - blocks * rows, shards)

@@ -20,7 +20,7 @@ import numpy as np
 from claygraph.errors import ClusterError
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 2
+PROFILE_VERSION = 3  # 3: the vecmat family
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
 
@@ -30,6 +30,12 @@ PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwid
 # `claygraph calibrate` keeps that link as the profile's `process_link`.)
 LOCAL_LATENCY = 1.95e-05  # s per message
 LOCAL_BANDWIDTH = 4.4e9  # bytes/s
+# Between two processes on this host (Ray workers, gloo over loopback TCP): an all-reduce between two
+# Ray workers measured 90.7 us for 1 float and 3.3 ms for 10^6 floats (W5 in BENCHMARKS.md), fitted
+# to the same ring formula (2 latencies and one message of the bytes for S = 2).
+PROCESS_LATENCY = 4.5e-05
+PROCESS_BANDWIDTH = 1.25e9
+LINKS = ("devices", "processes")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,6 +91,7 @@ class KernelRates:
 
     matmul: Curve  # FLOPs of a compute-bound GEMM
     matvec: Curve  # bytes of the matrix read by a memory-bound matrix-vector product
+    vecmat: Curve  # bytes of the matrix read by r @ X, contracting its long axis (a matvec's gradient)
     stream: Curve  # bytes (read + written) of a fused elementwise pass
     transcendental: Curve  # elements through one exp, log, log1p, ... (in a fused pass)
     gather: Curve  # bytes moved by a gather (indices read, values written)
@@ -95,7 +102,7 @@ class KernelRates:
     share: int = 1
     spmd_call_s: float | None = None  # s per call of a program over several devices (None: call_s)
 
-    FAMILIES = ("matmul", "matvec", "stream", "transcendental", "gather", "scatter", "reduce")
+    FAMILIES = ("matmul", "matvec", "vecmat", "stream", "transcendental", "gather", "scatter", "reduce")
 
     def __post_init__(self) -> None:
         _check_figure("call_s", self.call_s, where="KernelRates")
@@ -109,7 +116,8 @@ class KernelRates:
         """Lines from a FLOP rate and a memory bandwidth alone: memory-bound families at the bandwidth
         (a gather at half of it, a scatter-add at a quarter), one transcendental function 10 FLOPs."""
         line = Curve.line
-        return cls(matmul=line(flops), matvec=line(mem_bandwidth), stream=line(mem_bandwidth),
+        return cls(matmul=line(flops), matvec=line(mem_bandwidth), vecmat=line(mem_bandwidth),
+                   stream=line(mem_bandwidth),
                    transcendental=line(flops / 10.0), gather=line(mem_bandwidth / 2), scatter=line(mem_bandwidth / 4),
                    reduce=line(mem_bandwidth), call_s=20 * kernel_s, kernel_s=kernel_s)
 
@@ -208,27 +216,43 @@ class ClusterSpec:
         return dataclasses.replace(_PRESETS[name], nodes=nodes)
 
     @classmethod
-    def local(cls, devices: int = 1) -> ClusterSpec:
-        """This machine split into `devices` CPU devices: calibrated if a profile exists."""
+    def local(cls, devices: int = 1, link: str = "devices") -> ClusterSpec:
+        """This machine split into `devices` CPU devices: calibrated if a profile exists.
+
+        `link`: what a collective crosses: "devices" (devices of one process, the Local runtime) or
+        "processes" (one process per device talking over loopback, the Ray runtime): the profile's
+        `process_link`, else PROCESS_LATENCY and PROCESS_BANDWIDTH."""
+        if link not in LINKS:
+            raise ClusterError(f"ClusterSpec.local: link must be one of {LINKS}, got {link!r}")
         path = default_profile_path()
         if path.is_file():
-            return cls.from_profile(path, devices)
+            return cls.from_profile(path, devices, link)
+        latency, bandwidth = (LOCAL_LATENCY, LOCAL_BANDWIDTH) if link == "devices" else \
+            (PROCESS_LATENCY, PROCESS_BANDWIDTH)
         return local_spec(
             flops=LOCAL_KERNELS.matmul.rate(),
             mem_bandwidth=LOCAL_KERNELS.matvec.rate(),
             mem_capacity=total_memory(),
-            latency=LOCAL_LATENCY,
-            bandwidth=LOCAL_BANDWIDTH,
+            latency=latency,
+            bandwidth=bandwidth,
             devices=devices,
             kernels=LOCAL_KERNELS,
-            name="local",
+            name="local" if link == "devices" else "local-processes",
         )
 
     @classmethod
-    def from_profile(cls, path: str | os.PathLike[str], devices: int = 1) -> ClusterSpec:
-        """The host described by a profile JSON file, split into `devices` devices."""
+    def from_profile(cls, path: str | os.PathLike[str], devices: int = 1, link: str = "devices") -> ClusterSpec:
+        """The host described by a profile JSON file, split into `devices` devices (`link`: see `local`)."""
         figures, kernels = read_profile(path)
-        return local_spec(**figures, devices=devices, kernels=kernels, name="local-calibrated")
+        name = "local-calibrated"
+        if link == "processes":
+            process = read_process_link(path)
+            if process is not None:
+                figures = figures | process
+            else:  # a profile without the process link: the defaults
+                figures = figures | {"latency": PROCESS_LATENCY, "bandwidth": PROCESS_BANDWIDTH}
+            name = "local-calibrated-processes"
+        return local_spec(**figures, devices=devices, kernels=kernels, name=name)
 
     def to_profile(self) -> dict:
         """The figures of one node as a profile: host totals and its intra-node link."""
@@ -357,6 +381,16 @@ def read_profile(path: str | os.PathLike[str]) -> tuple[dict[str, float], Kernel
     return {key: float(profile[key]) for key in PROFILE_FIGURES}, KernelRates.from_json(kernels, f"profile {path}")
 
 
+def read_process_link(path: str | os.PathLike[str]) -> dict[str, float] | None:
+    """The profile's link between two local processes ({"latency", "bandwidth"}), or None without one."""
+    link = json.loads(Path(path).read_text()).get("process_link")
+    if not isinstance(link, dict):
+        return None
+    for key in ("latency", "bandwidth"):
+        _check_figure(key, link.get(key), where=f"profile {path}: process_link")
+    return {"latency": float(link["latency"]), "bandwidth": float(link["bandwidth"])}
+
+
 def write_profile(path: str | os.PathLike[str], profile: dict[str, object]) -> Path:
     """Write a profile as sorted, indented JSON, creating its folder."""
     path = Path(path).expanduser()
@@ -443,6 +477,8 @@ LOCAL_KERNELS = KernelRates(
               (5.88e-05, 0.000457, 0.00399, 0.0304)),
     matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
               (4.43e-05, 6.04e-05, 0.000164, 0.000647, 0.00313, 0.00484, 0.00969)),
+    vecmat=Curve((2.62e+05, 4.19e+06, 6.71e+07, 2.68e+08),
+              (4.5e-05, 0.00045, 0.0112, 0.0448)),
     stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
               (3.59e-05, 7.86e-05, 8.83e-05, 0.000148, 0.000362, 0.00163, 0.00708)),
     transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),

@@ -20,30 +20,36 @@ The backward pass is counted node by node where a value depends on the parameter
 more dot per differentiated operand, a gather a scatter-add (and the reverse), a reduction a
 broadcast, an elementwise op twice its forward. A row-separable program that the runtime runs in
 cached row blocks (claygraph.partition.fused) is costed block by block: the data are read from
-memory once, the backward pass finds them in cache. Padding to the largest shard is part of the
+memory once, while the blocks' forward kernels run (the slower of the two counts), and the backward
+pass finds them in cache. Padding to the largest shard is part of the
 local shapes, so load imbalance is counted. See docs/partition.md.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from claygraph.ir.graph import Graph, Node, Value
-from claygraph.partition import blocks
+from claygraph.partition import blocks, kernels
 from claygraph.partition.cluster import ClusterSpec, KernelRates
 from claygraph.partition.propagate import Propagation
 from claygraph.partition.registry import entry, per_output
-from claygraph.partition.shardings import REPLICATED, Sharding, Split
+from claygraph.partition.shardings import REPLICATED, Sharded, Sharding, Split
 
 FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "reduce", "move")  # registry families
 # memory-bound curves: they slow to the rate of the program's working set once it outgrows the caches.
 # (A gather or scatter is a roofline of its lookups, at its own curve and size, and its streamed index
 # and values, at the stream rate of the working set; transcendental functions are bound by arithmetic.)
-STREAMING = frozenset({"stream", "reduce", "matvec"})
+STREAMING = frozenset({"stream", "reduce", "matvec", "vecmat"})
 COPIES = frozenset({"transpose", "pad", "concatenate", "rev", "dynamic_update_slice"})  # moves that copy
 STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 bytes read + written
+# widths of X whose r @ X runs at the vecmat rate, not the forward's (2 cores, float32 X of 100-500 MB,
+# forward / r @ X in GB/s: d = 500: 8.3 / 4.2, 1000: 14.7 / 6.1, 5000: 6.9 / 4.9, 10000: 16.3 / 11.7,
+# 25000: 17.8 / 13.4; below 20 XLA's dot is fast, 20-160 the emitter's multiply-reduce is)
+VECMAT_WIDTHS = range(kernels.FUSED_WIDTHS.stop, 8192)
 BACKWARD_ELEMENTWISE = 2.0  # an elementwise op's derivative: about two ops of the same size
 
 
@@ -117,7 +123,8 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
     if fam == "matmul":
         one = max(time("matmul", f), time("matvec", moved))
         back = sum(grads)
-        return NodeCost(one, back * one, f * (1 + back), 1 + back)
+        return NodeCost(one, _dot_backward(node, in_shapes, grads, one, time("vecmat", moved)), f * (1 + back),
+                        1 + back)
     if fam == "transcendental":
         one = time("transcendental", out_elems)
         return NodeCost(one, one if need else 0.0, f * (2 if need else 1), 0)
@@ -142,6 +149,18 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
                     f * (1 + BACKWARD_ELEMENTWISE * need), 0)
 
 
+def _dot_backward(node: Node, in_shapes: list[tuple[int, ...]], grads: list[bool], one: float,
+                  vecmat: float) -> float:
+    """A dot's backward pass: one more dot per differentiated operand. The gradient of w in X @ w is
+    r @ X, a product contracting X's long axis: for widths in VECMAT_WIDTHS at its own rate (the
+    vecmat curve); narrower X is a multiply-reduce (claygraph.partition.kernels) or a dot as fast as
+    the forward one, and much wider X streams like the forward dot too."""
+    if not (len(in_shapes) == 2 and kernels.is_matvec(node.params, len(in_shapes[0]), len(in_shapes[1]))):
+        return sum(grads) * one
+    w_grad = max(one, vecmat) if in_shapes[0][1] in VECMAT_WIDTHS else one
+    return (one if grads[0] else 0.0) + (w_grad if grads[1] else 0.0)
+
+
 def differentiated(graph: Graph) -> set[int]:
     """The values that depend on a parameter (the backward pass runs through their nodes)."""
     out = set(graph.inputs.params.values())
@@ -159,6 +178,7 @@ class Compute:
     flops: float
     kernels: int
     read_s: float = 0.0  # of which reading data arrays from memory
+    forward_s: float = 0.0  # of which the forward pass's kernels
 
 
 def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
@@ -173,7 +193,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
     data = set(graph.inputs.data.values())
     working_set = sum(_nbytes(shape(graph.value(o), s), graph.value(o)) for n in graph.nodes()
                       for o, s in zip(n.outputs, prop.decisions[n.id].outs))
-    seconds = flops = read_s = 0.0
+    seconds = flops = read_s = forward_s = 0.0
     kernels = 0
     read: set[int] = set()
     for node in graph.nodes():
@@ -184,6 +204,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
                       [shape(v, s) for v, s in zip(outs, d.outs)], [i in grads for i in node.inputs], rates,
                       working_set)
         seconds += c.forward_s + c.backward_s
+        forward_s += c.forward_s
         flops += c.flops
         kernels += c.kernels
         if dram is None and family(node) == "matmul":
@@ -192,7 +213,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
             if i in data and i not in read:  # a data array comes from memory once per pass
                 read.add(i)
                 read_s += rates.time("matvec", _nbytes((dram or shape)(v, s), v))
-    return Compute(seconds + read_s + kernels * rates.kernel_s, flops, kernels, read_s)
+    return Compute(seconds + read_s + kernels * rates.kernel_s, flops, kernels, read_s, forward_s)
 
 
 def memory_bytes(graph: Graph, prop: Propagation, shape: LocalShape, state_copies: float) -> float:
@@ -232,9 +253,19 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
     return nbytes, seconds, count
 
 
-def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int) -> tuple[str, int, int] | None:
-    """(dim, rows per block, blocks) when the runtime runs this candidate in cached row blocks
-    (`rows`: the graph's row split, blocks.row_split_of; the same test fused.fused_potential makes)."""
+def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int,
+                 shape: LocalShape | None = None) -> tuple[str, int, float] | None:
+    """(dim, rows per block, blocks: the tail block counted by its share of a full one) when the
+    runtime runs this candidate in cached row blocks (`rows`: the graph's row split,
+    blocks.row_split_of; the same test fused.fused_potential makes; `shape`: the candidate's local
+    shapes, which give a group split's rows per shard)."""
+    if prop.split.kind == "group":
+        dim = next(r for r, _ in prop.split.copartition)
+        local = _local_rows(graph, dim, shape)
+        if local is None or not blocks.group_separable(graph, prop, dim):
+            return None
+        blk = blocks.blocking(graph, dim, local, devices)
+        return None if blk is None else (dim, blk.rows, blk.blocks + blk.tail / blk.rows)
     if rows is None or (prop.split.dims and prop.split.dims != rows.dims) or (not prop.split.dims and devices != 1):
         return None
     dim = next(iter(rows.dims))
@@ -242,7 +273,16 @@ def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: i
     if size % devices or not blocks.separable(graph, prop, dim):
         return None
     blk = blocks.blocking(graph, dim, size // devices, devices)
-    return None if blk is None else (dim, blk.rows, blk.blocks + (blk.tail > 0))
+    return None if blk is None else (dim, blk.rows, blk.blocks + blk.tail / blk.rows)
+
+
+def _local_rows(graph: Graph, dim: str, shape: LocalShape | None) -> int | None:
+    """Rows of `dim` per shard (padded to the largest), read from a data array split along it."""
+    for vid in graph.inputs.data.values():
+        v = graph.value(vid)
+        if shape is not None and dim in v.dims:
+            return shape(v, Sharded(dim))[v.axis_of(dim)]
+    return None
 
 
 def block_shape(shape: LocalShape, dim: str, rows: int) -> LocalShape:
@@ -257,14 +297,18 @@ def block_shape(shape: LocalShape, dim: str, rows: int) -> LocalShape:
 def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
                      devices: int, row_split: Split | None = None) -> Compute:
     """The slowest shard's kernels of one gradient evaluation, block by block where the runtime fuses."""
-    blocked = fused_blocks(graph, prop, row_split, devices)
+    blocked = fused_blocks(graph, prop, row_split, devices, shape)
     if blocked is None:
         return compute(graph, prop, shape, rates)
     dim, rows, count = blocked
     one = compute(graph, prop, block_shape(shape, dim, rows), rates, dram=shape)
-    # the data reads were charged at the whole shard's size in `one`: once in all; the rest per block
-    return Compute((one.seconds - one.read_s) * count + one.read_s, one.flops * count, one.kernels * count,
-                   one.read_s)
+    # the data reads were charged at the whole shard's size in `one`: once in all. Each block's forward
+    # kernels run as its data stream in from memory (the slower of the two), its backward ones on the
+    # block in cache
+    forward = max(one.read_s, one.forward_s * count)
+    rest = one.seconds - one.read_s - one.forward_s
+    return Compute(forward + rest * count, one.flops * count, one.kernels * math.ceil(count), one.read_s,
+                   one.forward_s * count)
 
 
 def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: ClusterSpec, devices: int,

@@ -62,9 +62,10 @@ class _Local:
         # by one kernel (claygraph.partition.storage, .patterns)
         self.stored = stored
         self.softplus = softplus_roots(graph)
-        # the shard's position along the split dim: the mesh axis index, or a row block's number when
-        # one shard's rows are run block by block (claygraph.partition.fused)
-        self.index = index if index is not None else (lambda: lax.axis_index(AXIS))
+        # index(dim): the shard's position along split dim `dim` (None: the position that decides which
+        # shard adds a replicated term once): the mesh axis index, or a row block's number when one
+        # shard's rows are run block by block (claygraph.partition.fused)
+        self.index = index if index is not None else (lambda dim=None: lax.axis_index(AXIS))
         self.prop = prop
         self.layout = layout
         self.shape = shape_fn(layout)
@@ -92,14 +93,14 @@ class _Local:
             return x
         if isinstance(want, Sharded):
             local = self.layout[want.dim].local
-            return lax.dynamic_slice_in_dim(x, self.index() * local, local, axis=v.axis_of(want.dim))
+            return lax.dynamic_slice_in_dim(x, self.index(want.dim) * local, local, axis=v.axis_of(want.dim))
         if isinstance(want, Partial):  # a replicated term joins a partial sum once, on shard 0
-            return jnp.where(self.index() == 0, x, jnp.zeros_like(x))
+            return jnp.where(self.index(None) == 0, x, jnp.zeros_like(x))
         return x
 
     def mask(self, x, v: Value, have: Sharding, m: Mask):
         split_here = isinstance(have, Sharded) and v.axis_of(have.dim) == m.axis
-        on = self.tables.local_mask(m.dim, self.index()) if split_here else self.tables.full_mask(m.dim)
+        on = self.tables.local_mask(m.dim, self.index(m.dim)) if split_here else self.tables.full_mask(m.dim)
         shape = [1] * x.ndim
         shape[m.axis] = -1
         return jnp.where(jnp.reshape(on, shape), x, jnp.asarray(m.fill, x.dtype))
@@ -155,8 +156,8 @@ class _Local:
         if d.local_offset:
             operand = ins[0]
             k = node.params["dimension_numbers"].start_index_map[0]
-            local = self.layout[operand.dims[k]].local
-            args[1] = args[1] - (self.index() * local).astype(args[1].dtype)
+            dim = operand.dims[k]
+            args[1] = args[1] - (self.index(dim) * self.layout[dim].local).astype(args[1].dtype)
         if d.user_layout:
             args = _match_vma([self.to_user(a, v) for a, v in zip(args, ins)])
             outs = node.bind(*args)

@@ -30,6 +30,8 @@ from claygraph.partition.blocks import (  # noqa: F401 - Blocking, MIN_BLOCKS an
     MIN_BLOCKS,
     Blocking,
     blocking,
+    group_separable,
+    once_per_shard,
     row_split_of,
     separable,
 )
@@ -59,21 +61,42 @@ def _two_sum(hi, lo, x):
     return s, lo + err
 
 
+class _BlockLocal(_Local):
+    """The shard-local interpreter on one row block: partial sums that do not depend on the rows
+    (`gated`, blocks.once_per_shard) count in the shard's first block only."""
+
+    def __init__(self, graph: Graph, prop, layout, consts, index, gated: frozenset[int], first,
+                 stored: frozenset[str] = frozenset()):
+        super().__init__(graph, prop, layout, consts, index=index, stored=stored)
+        self.gated, self.first = gated, first
+
+    def run_node(self, node, args, d):
+        outs = super().run_node(node, args, d)
+        if node.id in self.gated:
+            outs = [jnp.where(self.first, y, jnp.zeros_like(y)) for y in outs]
+        return outs
+
+
 class FusedPotential:
-    """The blocked value pass and the fused value-and-gradient pass of one split program, as shard_maps."""
+    """The blocked value pass and the fused value-and-gradient pass of one split program, as shard_maps.
+
+    `layouts`: the layout a full block runs under and the tail block's (None without a tail): the
+    blocked dim's layout counts every block of every shard as one shard of its own (block i of shard
+    s is number s*(blocks+1)+i), so that masks and the add-once rule see a block's real rows; other
+    split dims (a group split's groups) keep the shard's layout. Parameters sharded along those dims
+    stay sharded; the gradients of replicated ones are all-reduced once."""
 
     def __init__(self, graph: Graph, prop, blk: Blocking, mesh: Mesh, param_specs, data_specs,
-                 stored: frozenset[str] = frozenset()):
-        self.g, self.prop, self.blk, self.stored = graph, prop, blk, stored
+                 layouts: tuple, gated: frozenset[int] = frozenset(), stored: frozenset[str] = frozenset()):
+        self.g, self.prop, self.blk, self.gated, self.stored = graph, prop, blk, gated, stored
         self.axes = {k: _axis_of(graph, v, blk.dim) for k, v in graph.inputs.data.items()}
         # an array held feature-major (claygraph.partition.storage) has its rows on its last axis
         self.transposed = {stored_key(k): k for k in stored}
-        self.full = _block_layout(blk.dim, blk.rows, blk.shards * (blk.blocks + 1))
-        self.tail = _block_layout(blk.dim, blk.tail, blk.shards * (blk.blocks + 1)) if blk.tail else None
-        rep = {k: P() for k in param_specs}
-        self.value = jax.shard_map(self._local_value, mesh=mesh, in_specs=(rep, data_specs), out_specs=P())
-        self.value_and_grad = jax.shard_map(self._local_vg, mesh=mesh, in_specs=(rep, data_specs),
-                                            out_specs=(P(), rep))
+        self.full, self.tail = layouts
+        self.replicated = frozenset(k for k, s in param_specs.items() if s == P())
+        self.value = jax.shard_map(self._local_value, mesh=mesh, in_specs=(param_specs, data_specs), out_specs=P())
+        self.value_and_grad = jax.shard_map(self._local_vg, mesh=mesh, in_specs=(param_specs, data_specs),
+                                            out_specs=(P(), dict(param_specs)))
 
     def _block(self, data: Mapping[str, Any], start, rows: int) -> dict[str, Any]:
         return {k: self._rows(k, x, start, rows) for k, x in data.items()}
@@ -94,7 +117,13 @@ class FusedPotential:
         return lax.dynamic_slice_in_dim(x, off + start * row, rows * row).reshape((rows, *shape[1:]))
 
     def _partial(self, layout, params, data, index):
-        local = _Local(self.g, self.prop, layout, self.g.consts, index=lambda: index, stored=self.stored)
+        dim, per_shard = self.blk.dim, self.blk.blocks + 1
+
+        def position(d=None):  # the block's number along the blocked dim; the shard's along the others
+            return index if d is None or d == dim else lax.axis_index(AXIS)
+
+        local = _BlockLocal(self.g, self.prop, layout, self.g.consts, position, self.gated, index % per_shard == 0,
+                            self.stored)
         out, _ = local.run(params, data)
         return out
 
@@ -118,26 +147,29 @@ class FusedPotential:
             acc = (hi, rest if rest is None else jax.tree.map(jnp.add, acc[1], rest))
         return acc[0] + lo, acc[1]
 
+    def _varying(self, params):
+        """Replicated parameters as per-shard copies: their per-block gradients stay local until the one psum."""
+        return {k: lax.pcast(x, AXIS, to="varying") if k in self.replicated else x for k, x in params.items()}
+
     def _local_value(self, params, data):
-        params = _varying(params)
+        params = self._varying(params)
         zero = (_varying(jnp.zeros((), self.g.value(self.g.output).dtype)), None)
         v, _ = self._blocks(params, data, lambda lay, p, d, i: self._partial(lay, p, d, i), zero)
         return lax.psum(v, AXIS)
 
     def _local_vg(self, params, data):
-        params = _varying(params)
+        params = self._varying(params)
         zero = (_varying(jnp.zeros((), self.g.value(self.g.output).dtype)), jax.tree.map(jnp.zeros_like, params))
 
         def one(lay, p, d, i):
             return jax.value_and_grad(lambda q: self._partial(lay, q, d, i))(p)
 
         v, g = self._blocks(params, data, one, zero)
-        return lax.psum(v, AXIS), jax.tree.map(lambda x: lax.psum(x, AXIS), g)
+        return lax.psum(v, AXIS), {k: lax.psum(x, AXIS) if k in self.replicated else x for k, x in g.items()}
 
 
-def _varying(params):
-    """Replicated parameters as per-shard copies: their per-block gradients stay local until the one psum."""
-    return jax.tree.map(lambda x: lax.pcast(x, AXIS, to="varying"), params)
+def _varying(x):
+    return lax.pcast(x, AXIS, to="varying")
 
 
 def _axis_of(graph: Graph, vid: int, dim: str) -> int | None:
@@ -145,13 +177,16 @@ def _axis_of(graph: Graph, vid: int, dim: str) -> int | None:
     return v.axis_of(dim) if dim in v.dims else None
 
 
-def fused_potential(graph: Graph, split: Split, layout: Mapping[str, DimLayout], mesh: Mesh, param_specs,
-                    data_specs, stored: frozenset[str] = frozenset()) -> Callable | None:
-    """The potential `(params, internal data) -> scalar` with fused derivatives, or None where the
-    model is not a sum over row blocks (then the plain program is used)."""
+def fused_potential(graph: Graph, candidate, mesh: Mesh, param_specs, data_specs,
+                    stored: frozenset[str] = frozenset()) -> Callable | None:
+    """The potential `(params in the internal layout, internal data) -> scalar` with fused derivatives,
+    or None where the model is not a sum over row blocks (then the plain program is used)."""
+    if candidate.split.kind == "group":
+        return _group_fused(graph, candidate, mesh, param_specs, data_specs, stored)
     from claygraph.partition.cluster import ClusterSpec
     from claygraph.partition.plan import candidate_with_layout
 
+    split, layout = candidate.split, candidate.layout
     shards = int(mesh.devices.size)
     rows = row_split(graph)
     if rows is None or (split.dims and split.dims != rows.dims) or (not split.dims and shards != 1):
@@ -171,8 +206,37 @@ def fused_potential(graph: Graph, split: Split, layout: Mapping[str, DimLayout],
     blk = blocking(graph, dim, size // shards, shards, BLOCK_BYTES)  # this module's: tests patch it
     if blk is None:
         return None
-    fp = FusedPotential(graph, cand.propagation, blk, mesh, param_specs, data_specs, stored)
-    return _with_fused_derivative(fp)
+    every = shards * (blk.blocks + 1)
+    layouts = (_block_layout(dim, blk.rows, every), _block_layout(dim, blk.tail, every) if blk.tail else None)
+    return _with_fused_derivative(FusedPotential(graph, cand.propagation, blk, mesh, param_specs, data_specs,
+                                                 layouts, stored=stored))
+
+
+def _group_fused(graph: Graph, candidate, mesh: Mesh, param_specs, data_specs,
+                 stored: frozenset[str]) -> Callable | None:
+    """A group split's shards run in row blocks: each block's rows gather from the shard's groups."""
+    rows = next((r for r, _ in candidate.split.copartition), None)
+    prop, shards = candidate.propagation, int(mesh.devices.size)
+    if rows is None or not group_separable(graph, prop, rows):
+        return None
+    lay = candidate.layout[rows]
+    blk = blocking(graph, rows, lay.local, shards, BLOCK_BYTES)
+    if blk is None:
+        return None
+    layouts = (dict(candidate.layout, **{rows: _blocks_of(lay, blk, blk.rows)}),
+               dict(candidate.layout, **{rows: _blocks_of(lay, blk, blk.tail)})
+               if blk.tail else None)
+    return _with_fused_derivative(FusedPotential(graph, prop, blk, mesh, param_specs, data_specs, layouts,
+                                                 once_per_shard(graph, prop, rows), stored))
+
+
+def _blocks_of(lay: DimLayout, blk: Blocking, rows: int) -> DimLayout:
+    """`lay`'s shards cut in blocks of `rows` (the full blocks' or the tail's), each block one shard of
+    the result, sizes only: block i of shard s is number s*(blocks+1)+i and starts at row i*blk.rows of
+    the shard; its real rows are what is left of the shard's there (padding sits at a shard's end)."""
+    per = blk.blocks + 1
+    real = np.repeat(lay.counts, per) - np.arange(lay.shards * per) % per * blk.rows
+    return DimLayout(lay.dim, lay.size, lay.shards * per, rows, np.clip(real, 0, rows).astype(np.int64))
 
 
 def _with_fused_derivative(fp: FusedPotential) -> Callable:

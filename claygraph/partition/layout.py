@@ -2,7 +2,8 @@
 
 Shard s owns slots [s*local, (s+1)*local); its first counts[s] slots are real, the rest padding.
 A row split cuts rows into equal blocks; a group split assigns groups to shards by row count
-(longest-processing-time greedy) and routes every row to its group's shard. The kernels are
+(longest-processing-time greedy) and routes every row to its group's shard, and pads each shard to
+a whole number of LANES. The kernels are
 numba loops, linear in rows (groups are sorted once by size).
 """
 from __future__ import annotations
@@ -11,6 +12,17 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+
+# A group split's shards are padded to a whole number of LANES entries: XLA's CPU loops run an
+# elementwise fusion over a length that is not a multiple of the vector width several times slower
+# (a Poisson log-likelihood's lgamma over 150,000 float32: 0.9 ms; over 150,007: 6.0 ms; 1,000,000:
+# 5.2 ms, 1,000,003: 60 ms, on 2 cores). 16 float32 are one 512-bit vector.
+LANES = 16
+
+
+def lanes(n: int) -> int:
+    """`n` rounded up to a whole number of LANES."""
+    return -(-n // LANES) * LANES
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -151,7 +163,7 @@ def group_layout(group: str, row: str, idx: np.ndarray, groups: int, shards: int
     owner = lpt_owner(np.bincount(idx, minlength=groups), shards)
     gcount, gpos = bucket(owner, shards)
     rcount, rpos = bucket(_gather_keys(owner, idx), shards)
-    glocal, rlocal = max(1, int(gcount.max())), max(1, int(rcount.max()))
+    glocal, rlocal = lanes(max(1, int(gcount.max()))), lanes(max(1, int(rcount.max())))
     return (DimLayout(group, groups, shards, glocal, gcount, scatter_slots(gpos, gcount, glocal)),
             DimLayout(row, idx.shape[0], shards, rlocal, rcount, scatter_slots(rpos, rcount, rlocal)))
 
@@ -165,5 +177,5 @@ def group_sizes(group: str, row: str, counts: np.ndarray | None, groups: int, ro
     owner = lpt_owner(np.asarray(counts, dtype=np.int64), shards)
     gcount = np.bincount(owner, minlength=shards)
     rcount = np.bincount(owner, weights=counts, minlength=shards).astype(np.int64)
-    return (DimLayout(group, groups, shards, max(1, int(gcount.max())), gcount),
-            DimLayout(row, rows, shards, max(1, int(rcount.max())), rcount))
+    return (DimLayout(group, groups, shards, lanes(max(1, int(gcount.max()))), gcount),
+            DimLayout(row, rows, shards, lanes(max(1, int(rcount.max()))), rcount))

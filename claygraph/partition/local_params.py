@@ -22,7 +22,10 @@ def local_limits(params, ins, local_ins, local_outs):
 
 
 def local_slice_sizes(params, ins, local_ins, local_outs):
-    """A slice that takes a whole (split) axis takes the whole local axis."""
-    sizes = tuple(loc if (n == full and loc != full) else n
-                  for n, full, loc in zip(params["slice_sizes"], ins[0].shape, local_ins[0]))
+    """A slice that takes a whole (split) axis takes the whole local axis; a collapsed axis keeps its
+    slice of 1 (also where the axis has one entry, which a padded local axis outgrows)."""
+    dn = params.get("dimension_numbers")
+    one = set(getattr(dn, "collapsed_slice_dims", ())) | set(getattr(dn, "operand_batching_dims", ()))
+    sizes = tuple(loc if (n == full and loc != full and i not in one) else n
+                  for i, (n, full, loc) in enumerate(zip(params["slice_sizes"], ins[0].shape, local_ins[0])))
     return {**params, "slice_sizes": sizes}

@@ -53,8 +53,8 @@ class SplitFunction:
 
         # a sum over row blocks gets a fused value-and-gradient pass (claygraph.partition.fused)
         self.plain: Callable = potential
-        self.fn: Callable = fused_potential(graph, candidate.split, self.layout, mesh, self.param_specs,
-                                            self.data_specs, candidate.feature_major) or potential
+        self.fn: Callable = _user_params(graph, self.layout, fused_potential(
+            graph, candidate, mesh, self.param_specs, self.data_specs, candidate.feature_major)) or potential
         self.jitted: dict = {}  # functions jitted from this one, shared by every program that reuses it
         self.potential = jax.jit(self.fn)
         self.value_and_grad = jax.jit(jax.value_and_grad(self.fn))
@@ -75,6 +75,19 @@ class SplitFunction:
             sharding = NamedSharding(self.mesh, self.data_specs[stored_key(name)])
             self.jitted[key] = jax.jit(lambda x: _rows_of(x, shape).T, out_shardings=sharding)
         return self.jitted[key]
+
+
+def _user_params(graph: Graph, layout: Mapping[str, DimLayout], fn: Callable | None) -> Callable | None:
+    """`fn` (params in the internal layout) taking params in the user's layout; keeps its `fused` blocking."""
+    if fn is None or not any(d in layout for v in graph.inputs.params.values() for d in graph.value(v).dims):
+        return fn
+
+    def potential(params, data_int):
+        return fn({k: param_relayout(params[k], graph.value(v), layout) for k, v in graph.inputs.params.items()},
+                  data_int)
+
+    potential.fused = fn.fused
+    return potential
 
 
 def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarray]:

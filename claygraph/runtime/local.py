@@ -21,6 +21,8 @@ class Done:
 class Local:
     """Run programs in this process on `devices` devices (default 1). One worker: steps run at once."""
 
+    link = "devices"  # what its collectives cross: ClusterSpec.local(link=...) plans for it
+
     def __init__(self, devices: int = 1):
         self._devices = int(devices)
 

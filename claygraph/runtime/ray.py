@@ -69,6 +69,8 @@ class Ray:
     to a running one (left running on close). strategy: "PACK" (default) or "SPREAD".
     """
 
+    link = "processes"  # what its collectives cross: ClusterSpec.local(link=...) plans for it
+
     def __init__(self, workers: int = 2, resources_per_worker: Mapping[str, float] | None = None,
                  address: str | None = None, strategy: str = "PACK", timeout_s: float = DEFAULT_TIMEOUT_S):
         self._workers = int(workers)

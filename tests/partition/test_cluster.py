@@ -10,6 +10,8 @@ from claygraph.partition.cluster import (
     LOCAL_BANDWIDTH,
     LOCAL_KERNELS,
     LOCAL_LATENCY,
+    PROCESS_BANDWIDTH,
+    PROCESS_LATENCY,
     PROFILE_VERSION,
     ClusterSpec,
     Curve,
@@ -165,8 +167,31 @@ def test_local_honours_profile(profile_path):
     assert spec.rates.time("stream", 250.0) == pytest.approx(1e-5)
 
 
+def test_processes_link_plans_for_ray(profile_path):
+    """A runtime of several processes (Ray) plans with the profile's process link, or the defaults."""
+    profile_path.write_text(json.dumps(_profile(process_link={"latency": 3e-4, "bandwidth": 1e9})))
+    spec = ClusterSpec.local(2, link="processes")
+    assert spec.link(2) == (1e9, 3e-4) and spec.name == "local-calibrated-processes"
+    assert ClusterSpec.local(2).link(2) == (2e9, 1e-4)  # the devices of one process: the psum fit
+    profile_path.write_text(json.dumps(_profile()))
+    assert ClusterSpec.local(2, link="processes").link(2) == (PROCESS_BANDWIDTH, PROCESS_LATENCY)
+    profile_path.write_text(json.dumps(_profile(process_link={"latency": -1.0, "bandwidth": 1e9})))
+    with pytest.raises(ClusterError, match="process_link"):
+        ClusterSpec.local(2, link="processes")
+    with pytest.raises(ClusterError, match="link must be one of"):
+        ClusterSpec.local(2, link="network")
+
+
+def test_ray_and_local_runtimes_name_their_link():
+    from claygraph.runtime.local import Local
+    from claygraph.runtime.ray import Ray
+
+    assert (Local.link, Ray.link) == ("devices", "processes")
+
+
 @pytest.mark.parametrize("profile", [
     {"version": 1, "flops": 1e9},  # an old profile: no kernel curves
+    {"version": 2, "flops": 1e9},  # before the vecmat family
     _profile(kernels={"call_s": 1e-5}),
     _profile(kernels=_profile()["kernels"] | {"gather": {"work": [1e6, 1e3], "seconds": [1e-3, 1e-5]}}),
     _profile(kernels=_profile()["kernels"] | {"reduce": {"work": [1e3], "seconds": [-1.0]}}),

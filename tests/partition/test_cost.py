@@ -264,3 +264,40 @@ def test_an_all_gather_costs_itself_and_its_transpose():
     assert c.comm_s == pytest.approx(2 * gather_s + sum(ring_allreduce(p.nbytes, 4, 1e9, 1e-5) for p in psums)
                                      + ring_allreduce(F32, 4, 1e9, 1e-5), rel=1e-12)
     assert c.collectives == 2 + len(psums) + 1
+
+
+@pytest.mark.parametrize("width,slow", [(10, False), (64, False), (500, True), (5000, True), (20_000, False)])
+def test_a_matvec_gradient_runs_at_the_vecmat_rate_only_where_it_was_measured_slower(width, slow):
+    """r @ X (w's gradient in X @ w): the vecmat curve for widths of hundreds to thousands; a narrow X's
+    gradient is a multiply-reduce or a fast dot, a very wide one streams like the forward dot."""
+    from types import SimpleNamespace
+
+    node = SimpleNamespace(params={"dimension_numbers": (((1,), (0,)), ((), ()))})
+    back = cost._dot_backward(node, [(1000, width), (width,)], [False, True], one=1.0, vecmat=3.0)
+    assert back == (3.0 if slow else 1.0)
+    assert cost._dot_backward(node, [(1000, width), (width,)], [False, False], one=1.0, vecmat=3.0) == 0.0
+
+
+def hier(data):
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
+    with numpyro.plate("group", data.size("group")):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
+
+
+def test_a_group_split_that_runs_in_row_blocks_is_costed_per_block():
+    """Its shards' rows are blocked as the row split's are (fused.py): the same blocks, about the same time."""
+    n, groups = 2_000_000, 20_000
+    data = cg.Data(X=cg.array(SDS((n, 10), np.float32), "row", "feature"), y=cg.array(SDS((n,), np.float32), "row"),
+                   g=cg.index(SDS((n,), np.int32), "row", into="group", size=groups))
+    plan = cg.partition(hier, data, cluster=cg.ClusterSpec.local(devices=2))
+    from claygraph.partition.blocks import row_split_of
+    from claygraph.partition.plan import enumerate_splits, shape_fn
+
+    rows = row_split_of(plan.graph, enumerate_splits(plan.graph)[0])
+    group, row = plan.candidate(("group",)), plan.candidate(("row",))
+    blocked = cost.fused_blocks(plan.graph, group.propagation, rows, 2, shape_fn(group.layout))
+    assert blocked is not None and blocked[0] == "row" and blocked[2] >= 4
+    assert blocked[1:] == cost.fused_blocks(plan.graph, row.propagation, rows, 2, shape_fn(row.layout))[1:]
+    assert group.cost.compute_s == pytest.approx(row.cost.compute_s, rel=0.1)

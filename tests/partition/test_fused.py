@@ -103,22 +103,57 @@ def test_not_fused_when_not_a_sum_over_rows():
     assert getattr(prog.fn.fn, "fused", None) is None
 
 
-def test_group_split_and_latent_per_group_params():
-    rng = np.random.default_rng(6)
-    n, groups = 4000, 17
-    data = cg.Data(X=cg.array(rng.normal(size=(n, 3)).astype(np.float32), "row", "feature"),
-                   g=cg.index(rng.integers(0, groups, n), "row", into="group", size=groups),
+def _grouped_data(n=4003, groups=17, seed=6):
+    """Skewed group sizes: the shards' row counts differ, so rows are padded (masked) in the last blocks."""
+    rng = np.random.default_rng(seed)
+    return cg.Data(X=cg.array(rng.normal(size=(n, 3)).astype(np.float32), "row", "feature"),
+                   g=cg.index(rng.zipf(1.5, n) % groups, "row", into="group", size=groups),
                    y=cg.array((rng.random(n) < 0.5).astype(np.float32), "row"))
-    grouped = _program(hier, data, 2, ("group",))
-    assert getattr(grouped.fn.fn, "fused", None) is None
-    one = _program(hier, data, 1, None)  # a sum over rows; a[g] gathers from a replicated parameter
-    params = _params(one)
-    v, g = one.potential_and_grad(params)
+
+
+def _same_as(prog, ref):
+    params = _params(ref)
+    v, g = prog.potential_and_grad(params)
     pj = {k: jnp.asarray(x) for k, x in params.items()}
-    v0, g0 = jax.jit(jax.value_and_grad(one.fn.plain))(pj, one.data)
+    v0, g0 = jax.jit(jax.value_and_grad(ref.fn.plain))(pj, ref.data)
     assert float(v) == pytest.approx(float(v0), rel=1e-6)
+    assert float(prog.potential(params)) == pytest.approx(float(v0), rel=1e-6)
     for k in g0:
         np.testing.assert_allclose(np.asarray(g[k]), np.asarray(g0[k]), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("devices", [2, 4])
+def test_group_split_runs_in_row_blocks(devices):
+    """Each shard's co-partitioned rows run in blocks that gather from the shard's groups; the per-group
+    prior counts once per shard, padded rows not at all; `a`'s gradient stays sharded."""
+    data = _grouped_data()
+    grouped = _program(hier, data, devices, ("group",))
+    blk = grouped.fn.fn.fused
+    assert blk is not None and blk.dim == "row" and blk.blocks >= fused.MIN_BLOCKS
+    assert grouped.layout["row"].padded
+    _same_as(grouped, _program(hier, data, 1, None))
+
+
+def per_group_mean(data):
+    """Not a sum over row blocks: each group's mean of y (a scatter-add of rows into groups) enters non-linearly."""
+    with numpyro.plate("group", data.size("group")):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    mean = jnp.zeros(data.size("group")).at[data.g].add(data.y)
+    numpyro.factor("fit", -jnp.sum((a - mean) ** 2))
+
+
+def test_group_split_not_fused_when_rows_build_per_group_values():
+    data = _grouped_data()
+    grouped = _program(per_group_mean, data, 2, ("group",))
+    assert getattr(grouped.fn.fn, "fused", None) is None
+    _same_as(grouped, _program(per_group_mean, data, 1, None))
+
+
+def test_latent_per_group_params_on_one_device():
+    data = _grouped_data()
+    one = _program(hier, data, 1, None)  # a sum over rows; a[g] gathers from a replicated parameter
+    assert one.fn.fn.fused is not None
+    _same_as(one, _program(hier, data, 1, None))
 
 
 def test_map_on_the_fused_program_equals_scikit_learn():
@@ -147,6 +182,7 @@ def _misaligned(shape, dtype=np.float32, seed=0):
 
 def test_in_place_data_are_not_copied_and_give_the_same_values(monkeypatch):
     monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1)  # every array of the test goes in place
+    monkeypatch.setattr(fused, "BLOCK_BYTES", 1 << 16)  # blocks of 640 rows of 24 features: the fused path
     X = _misaligned((3001, 24))  # wider than claygraph.partition.storage holds feature-major (a copy)
     y = _misaligned((3001,))  # a misaligned 1-D array too
     y[...] = y > 0
