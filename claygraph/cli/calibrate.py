@@ -70,6 +70,7 @@ QUICK = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20), matmul_n=(128, 256
                matvec_rows=(1 << 10, 1 << 13, 1 << 16),
                reps=5, message_floats=(1, 1_000, 100_000), message_reps=8, small_trips=50, large_trips=3)
 MATVEC_COLS = 64
+FEATURE_MAJOR_COLS = 8  # features of a feature-major X (storage.FEATURE_MAJOR_WIDTHS)
 VECMAT_COLS = 512  # wider than the widths whose r @ X the emitter writes as a multiply-reduce (kernels.py)
 GATHER_MAX = 1 << 22  # elements: a larger fresh output is mapped (and faulted in) afresh on every call
 
@@ -164,7 +165,8 @@ def kernel_rates(series: dict[str, Series], call_s: float, kernel_s: float) -> K
 
 
 # cost-model family -> the measured series it is read from
-FAMILY_SERIES = {"matmul": "matmul", "matvec": "matvec", "vecmat": "vecmat", "stream": "elementwise",
+FAMILY_SERIES = {"matmul": "matmul", "matvec": "matvec", "vecmat": "vecmat", "matvec_t": "matvec_t",
+                 "vecmat_t": "vecmat_t", "stream": "elementwise",
                  "transcendental": "transcendental", "gather": "gather", "scatter": "scatter_add", "reduce": "reduce"}
 
 
@@ -185,6 +187,8 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
     import jax
     import jax.numpy as jnp
 
+    from claygraph.partition import kernels
+
     rng = np.random.default_rng(0)
     out: dict[str, list[tuple[float, float]]] = {k: [] for k in KERNELS}
     for n in budget.matmul_n:
@@ -198,6 +202,13 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
         x = jnp.asarray(rng.standard_normal((wide, VECMAT_COLS), dtype=np.float32))
         r = jnp.ones((wide,), jnp.float32)
         out["vecmat"].append((4.0 * wide * VECMAT_COLS, _kernel_time(jax.jit(jnp.matmul), (r, x), budget.reps)))
+        # X held feature-major (storage.py): X.T of FEATURE_MAJOR_COLS rows, its X @ w and r @ X as emitted
+        tall = rows * MATVEC_COLS // FEATURE_MAJOR_COLS
+        xt = jnp.asarray(rng.standard_normal((FEATURE_MAJOR_COLS, tall), dtype=np.float32))
+        w, r = jnp.ones((FEATURE_MAJOR_COLS,), jnp.float32), jnp.ones((tall,), jnp.float32)
+        work = 4.0 * tall * FEATURE_MAJOR_COLS
+        out["matvec_t"].append((work, _kernel_time(jax.jit(_dot(kernels.COL_DOT)), (xt, w), budget.reps)))
+        out["vecmat_t"].append((work, _kernel_time(jax.jit(_dot(kernels.COL_VJP)), (xt, r), budget.reps)))
     for n in budget.elements:
         x = jnp.asarray(rng.random(n, dtype=np.float32))
         idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
@@ -213,11 +224,18 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
 
 
 # family -> unit of its throughput
-KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "elementwise": "bytes/s",
+KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "matvec_t": "bytes/s", "vecmat_t": "bytes/s",
+           "elementwise": "bytes/s",
            "transcendental": "elements/s", "gather": "bytes/s", "scatter_add": "bytes/s", "reduce": "bytes/s"}
 
 
 STEADY = ("elementwise", "transcendental")  # maps of x to the shape of x, timed on a donated buffer
+
+
+def _dot(dims) -> Callable:
+    import jax
+
+    return lambda a, b: jax.lax.dot_general(a, b, dims)
 
 
 def _streaming(x, idx, table) -> dict[str, tuple[Callable, tuple, float]]:
@@ -370,6 +388,7 @@ def summary(spec: ClusterSpec, profile: dict, path: Path) -> str:
         f"matmul (GEMM)         {rate['matmul'] / 1e9:8.1f} GFLOP/s",
         f"matvec (X @ w)        {rate['matvec'] / 1e9:8.2f} GB/s",
         f"vecmat (r @ X)        {rate['vecmat'] / 1e9:8.2f} GB/s",
+        f"feature-major X @ w   {rate['matvec_t'] / 1e9:8.2f} GB/s (r @ X {rate['vecmat_t'] / 1e9:.2f} GB/s)",
         f"elementwise (fused)   {rate['stream'] / 1e9:8.2f} GB/s",
         f"transcendental        {rate['transcendental'] / 1e9:8.3f} G elements/s",
         f"gather / scatter-add  {rate['gather'] / 1e9:8.2f} / {rate['scatter'] / 1e9:.2f} GB/s",

@@ -20,7 +20,7 @@ import numpy as np
 from claygraph.errors import ClusterError
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 3  # 3: the vecmat family
+PROFILE_VERSION = 4  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
 
@@ -92,6 +92,8 @@ class KernelRates:
     matmul: Curve  # FLOPs of a compute-bound GEMM
     matvec: Curve  # bytes of the matrix read by a memory-bound matrix-vector product
     vecmat: Curve  # bytes of the matrix read by r @ X, contracting its long axis (a matvec's gradient)
+    matvec_t: Curve  # bytes of X read by X @ w with X held feature-major (X.T stored; storage.py)
+    vecmat_t: Curve  # bytes of X read by r @ X with X held feature-major (matvec_t's gradient)
     stream: Curve  # bytes (read + written) of a fused elementwise pass
     transcendental: Curve  # elements through one exp, log, log1p, ... (in a fused pass)
     gather: Curve  # bytes moved by a gather (indices read, values written)
@@ -102,7 +104,8 @@ class KernelRates:
     share: int = 1
     spmd_call_s: float | None = None  # s per call of a program over several devices (None: call_s)
 
-    FAMILIES = ("matmul", "matvec", "vecmat", "stream", "transcendental", "gather", "scatter", "reduce")
+    FAMILIES = ("matmul", "matvec", "vecmat", "matvec_t", "vecmat_t", "stream", "transcendental", "gather", "scatter",
+                "reduce")
 
     def __post_init__(self) -> None:
         _check_figure("call_s", self.call_s, where="KernelRates")
@@ -117,6 +120,7 @@ class KernelRates:
         (a gather at half of it, a scatter-add at a quarter), one transcendental function 10 FLOPs."""
         line = Curve.line
         return cls(matmul=line(flops), matvec=line(mem_bandwidth), vecmat=line(mem_bandwidth),
+                   matvec_t=line(mem_bandwidth), vecmat_t=line(mem_bandwidth),
                    stream=line(mem_bandwidth),
                    transcendental=line(flops / 10.0), gather=line(mem_bandwidth / 2), scatter=line(mem_bandwidth / 4),
                    reduce=line(mem_bandwidth), call_s=20 * kernel_s, kernel_s=kernel_s)
@@ -479,6 +483,10 @@ LOCAL_KERNELS = KernelRates(
               (4.43e-05, 6.04e-05, 0.000164, 0.000647, 0.00313, 0.00484, 0.00969)),
     vecmat=Curve((2.62e+05, 4.19e+06, 6.71e+07, 2.68e+08),
               (4.5e-05, 0.00045, 0.0112, 0.0448)),
+    matvec_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                (2.9e-05, 5.47e-05, 0.000153, 0.000381, 0.00119, 0.00666, 0.00646)),
+    vecmat_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                (3.84e-05, 8.96e-05, 0.000123, 0.000831, 0.00121, 0.00265, 0.00682)),
     stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
               (3.59e-05, 7.86e-05, 8.83e-05, 0.000148, 0.000362, 0.00163, 0.00708)),
     transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),

@@ -38,12 +38,13 @@ from claygraph.partition.cluster import ClusterSpec, KernelRates
 from claygraph.partition.propagate import Propagation
 from claygraph.partition.registry import entry, per_output
 from claygraph.partition.shardings import REPLICATED, Sharded, Sharding, Split
+from claygraph.partition.storage import stored_feature_major
 
 FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "reduce", "move")  # registry families
 # memory-bound curves: they slow to the rate of the program's working set once it outgrows the caches.
 # (A gather or scatter is a roofline of its lookups, at its own curve and size, and its streamed index
 # and values, at the stream rate of the working set; transcendental functions are bound by arithmetic.)
-STREAMING = frozenset({"stream", "reduce", "matvec", "vecmat"})
+STREAMING = frozenset({"stream", "reduce", "matvec", "vecmat", "matvec_t", "vecmat_t"})
 COPIES = frozenset({"transpose", "pad", "concatenate", "rev", "dynamic_update_slice"})  # moves that copy
 STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 bytes read + written
 # widths of X whose r @ X runs at the vecmat rate, not the forward's (2 cores, float32 X of 100-500 MB,
@@ -109,9 +110,10 @@ class NodeCost:
 
 def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[tuple[int, ...]],
               out_shapes: list[tuple[int, ...]], grads: list[bool], rates: KernelRates,
-              working_set: float = 0.0) -> NodeCost:
+              working_set: float = 0.0, feature_major: bool = False) -> NodeCost:
     """What `node` costs on its local shapes; `grads[i]`: input i depends on the parameters;
-    `working_set`: bytes of the program's values (memory-bound kernels run at its rate)."""
+    `working_set`: bytes of the program's values (memory-bound kernels run at its rate);
+    `feature_major`: the node is X @ w with X held feature-major (storage.py), its own kernels."""
     fam, f = family(node), node_flops(node, in_shapes, out_shapes)
 
     def time(kind: str, work: float) -> float:
@@ -120,6 +122,9 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
     moved = sum(_nbytes(s, v) for s, v in zip(in_shapes + out_shapes, ins + outs))
     out_elems = sum(map(_size, out_shapes))
     need = any(grads)
+    if fam == "matmul" and feature_major:  # kernels.matvec_t and its gradient, on their own curves
+        one, w_grad = time("matvec_t", moved), time("vecmat_t", moved)
+        return NodeCost(one, w_grad if grads[1] else 0.0, f * (1 + grads[1]), 1 + grads[1])
     if fam == "matmul":
         one = max(time("matmul", f), time("matvec", moved))
         back = sum(grads)
@@ -182,12 +187,13 @@ class Compute:
 
 
 def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
-            dram: LocalShape | None = None) -> Compute:
+            dram: LocalShape | None = None, transposed: frozenset[int] = frozenset()) -> Compute:
     """Seconds, FLOPs and kernels of one forward and backward pass on the local shapes `shape`.
 
     With `dram` (a row block's shapes in `shape`, the shard's whole shapes in `dram`), the data
     are read once from memory at the whole shard's size and then found in cache (a fused block).
-    Without it, a matmul's roofline already counts the data it reads; other consumers of a data
+    `transposed`: the data values held feature-major (their X @ w runs kernels.matvec_t).
+    Without `dram`, a matmul's roofline already counts the data it reads; other consumers of a data
     array read it from memory once."""
     grads = differentiated(graph)
     data = set(graph.inputs.data.values())
@@ -202,7 +208,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
         outs = [graph.value(o) for o in node.outputs]
         c = node_cost(node, ins, outs, [shape(v, s) for v, s in zip(ins, d.ins)],
                       [shape(v, s) for v, s in zip(outs, d.outs)], [i in grads for i in node.inputs], rates,
-                      working_set)
+                      working_set, family(node) == "matmul" and node.inputs[0] in transposed)
         seconds += c.forward_s + c.backward_s
         forward_s += c.forward_s
         flops += c.flops
@@ -296,12 +302,14 @@ def block_shape(shape: LocalShape, dim: str, rows: int) -> LocalShape:
 
 def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
                      devices: int, row_split: Split | None = None) -> Compute:
-    """The slowest shard's kernels of one gradient evaluation, block by block where the runtime fuses."""
+    """The slowest shard's kernels of one gradient evaluation, block by block where the runtime fuses;
+    the data arrays that compile_artifact holds feature-major (storage.py) on their own kernels."""
+    transposed = frozenset(graph.inputs.data[k] for k in stored_feature_major(graph, prop.shardings))
     blocked = fused_blocks(graph, prop, row_split, devices, shape)
     if blocked is None:
-        return compute(graph, prop, shape, rates)
+        return compute(graph, prop, shape, rates, transposed=transposed)
     dim, rows, count = blocked
-    one = compute(graph, prop, block_shape(shape, dim, rows), rates, dram=shape)
+    one = compute(graph, prop, block_shape(shape, dim, rows), rates, dram=shape, transposed=transposed)
     # the data reads were charged at the whole shard's size in `one`: once in all. Each block's forward
     # kernels run as its data stream in from memory (the slower of the two), its backward ones on the
     # block in cache

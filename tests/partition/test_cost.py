@@ -301,3 +301,21 @@ def test_a_group_split_that_runs_in_row_blocks_is_costed_per_block():
     assert blocked is not None and blocked[0] == "row" and blocked[2] >= 4
     assert blocked[1:] == cost.fused_blocks(plan.graph, row.propagation, rows, 2, shape_fn(row.layout))[1:]
     assert group.cost.compute_s == pytest.approx(row.cost.compute_s, rel=0.1)
+
+
+def test_a_feature_major_matvec_is_costed_on_its_own_curves():
+    """Up to 16 features, X @ w reads X held feature-major (storage.py): the dot and w's gradient are
+    read from the matvec_t and vecmat_t curves; wider X keeps the row-major curves."""
+    from dataclasses import replace
+
+    from claygraph.partition.cluster import Curve, KernelRates
+
+    base = KernelRates.nominal(1e12, 1e11)
+    slow = replace(base, matvec_t=Curve.line(1e10), vecmat_t=Curve.line(1e10))
+
+    def unsplit(rates, features):
+        return estimates(features=features, cluster=spec(kernels=rates))[()].compute_s
+
+    moved = (N * 8 + 8 + N) * F32  # X, w and the logits
+    assert unsplit(slow, 8) - unsplit(base, 8) == pytest.approx(2 * moved * (1 / 1e10 - 1 / 1e11), rel=1e-6)
+    assert unsplit(slow, 32) == unsplit(base, 32)
