@@ -475,7 +475,8 @@ _PRESETS = {
 }
 
 # Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` on a 2-core CPU host
-# (2026-11-30, load average 9.5): seconds per kernel against its work, whole host.
+# (2026-11-30, load average 9.5; matvec_t and vecmat_t at load average 4): seconds per kernel against
+# its work, whole host.
 LOCAL_KERNELS = KernelRates(
     matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
               (5.88e-05, 0.000457, 0.00399, 0.0304)),
