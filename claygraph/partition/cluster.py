@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -229,7 +230,13 @@ class ClusterSpec:
         if link not in LINKS:
             raise ClusterError(f"ClusterSpec.local: link must be one of {LINKS}, got {link!r}")
         path = default_profile_path()
-        if path.is_file():
+        version = _profile_version(path) if path.is_file() else None
+        if isinstance(version, int) and version != PROFILE_VERSION:
+            # another claygraph's profile lacks (or names differently) curves this cost model reads
+            warnings.warn(f"profile {path} was written by another claygraph version (profile version {version}, "
+                          f"this one reads {PROFILE_VERSION}): using built-in figures; rerun `claygraph calibrate`",
+                          stacklevel=2)
+        elif path.is_file():  # this version's profile, or one that cannot be read (a clear error)
             return cls.from_profile(path, devices, link)
         latency, bandwidth = (LOCAL_LATENCY, LOCAL_BANDWIDTH) if link == "devices" else \
             (PROCESS_LATENCY, PROCESS_BANDWIDTH)
@@ -383,6 +390,15 @@ def read_profile(path: str | os.PathLike[str]) -> tuple[dict[str, float], Kernel
     if not isinstance(kernels, dict):
         raise ClusterError(f"profile {path} lacks kernel rates; rerun `claygraph calibrate`")
     return {key: float(profile[key]) for key in PROFILE_FIGURES}, KernelRates.from_json(kernels, f"profile {path}")
+
+
+def _profile_version(path: Path) -> object:
+    """The version a profile file says it has (None where it cannot be read or says none)."""
+    try:
+        profile = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return profile.get("version") if isinstance(profile, dict) else None
 
 
 def read_process_link(path: str | os.PathLike[str]) -> dict[str, float] | None:

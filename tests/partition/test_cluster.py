@@ -189,9 +189,14 @@ def test_ray_and_local_runtimes_name_their_link():
     assert (Local.link, Ray.link) == ("devices", "processes")
 
 
+@pytest.mark.parametrize("old", [{"version": 1, "flops": 1e9}, {"version": 2, "flops": 1e9}])
+def test_an_old_profile_named_explicitly_says_to_recalibrate(profile_path, old):
+    profile_path.write_text(json.dumps(old))  # before the kernel curves / the vecmat family
+    with pytest.raises(ClusterError, match="claygraph calibrate"):
+        ClusterSpec.from_profile(profile_path)
+
+
 @pytest.mark.parametrize("profile", [
-    {"version": 1, "flops": 1e9},  # an old profile: no kernel curves
-    {"version": 2, "flops": 1e9},  # before the vecmat family
     _profile(kernels={"call_s": 1e-5}),
     _profile(kernels=_profile()["kernels"] | {"gather": {"work": [1e6, 1e3], "seconds": [1e-3, 1e-5]}}),
     _profile(kernels=_profile()["kernels"] | {"reduce": {"work": [1e3], "seconds": [-1.0]}}),
@@ -264,3 +269,19 @@ def test_a_program_over_several_devices_pays_the_spmd_call():
                        spmd_call_s=6e-5)
     assert (spmd.call(1), spmd.call(2)) == (1e-5, 6e-5)
     assert KernelRates.from_json(spmd.to_json(), "test") == spmd
+
+
+def test_an_older_profile_at_the_default_path_warns_and_uses_built_in_figures(tmp_path, monkeypatch):
+    import json
+
+    from claygraph.partition import cluster
+
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps({"version": cluster.PROFILE_VERSION - 1}))
+    monkeypatch.setenv(cluster.PROFILE_ENV, str(path))
+    with pytest.warns(UserWarning, match="rerun `claygraph calibrate`"):
+        spec = cluster.ClusterSpec.local(devices=2)
+    assert spec.name == "local"
+    path.write_text("{not json")  # unreadable: an error that says so, not a silent fallback
+    with pytest.raises(ClusterError, match="cannot read profile"):
+        cluster.ClusterSpec.local(devices=2)
