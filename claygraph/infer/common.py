@@ -58,6 +58,16 @@ def run_spmd(program, fn: Callable, *args) -> Any:
     return program.runtime.run(program, fn, *args)
 
 
+def hvp(grad: Callable, x, v):
+    """The Hessian-vector product H v of the function whose gradient is `grad`, at `x`, by reverse mode
+    over reverse mode: the split programs' kernels (claygraph.partition.kernels) define their gradients
+    with custom_vjp, which JAX cannot differentiate in forward mode (jax.jvp, jax.hessian)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.grad(lambda y: sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(grad(y)), jax.tree.leaves(v))))(x)
+
+
 def zeros_like_params(graph) -> dict[str, np.ndarray]:
     return {k: np.zeros(s, graph.value(graph.inputs.params[k]).dtype) for k, s in graph.param_shapes.items()}
 

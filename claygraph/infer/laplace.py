@@ -16,7 +16,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from claygraph.errors import ModelError
-from claygraph.infer.common import constrain_draws, run_spmd, setup, to_inference_data
+from claygraph.infer.common import constrain_draws, hvp, run_spmd, setup, to_inference_data
 from claygraph.infer.map import MAPResult
 from claygraph.infer.map import map as map_
 
@@ -29,7 +29,8 @@ def _hessian(ctx, z: dict):
     def build():
         def h(z, data):
             flat, unravel = ravel_pytree(z)
-            return jax.hessian(lambda x: potential(unravel(x), data))(flat)
+            # reverse over reverse (see common.hvp): the kernels' gradients are custom_vjp
+            return jax.jacrev(jax.grad(lambda x: potential(unravel(x), data)))(flat)
 
         return jax.jit(h)
 
@@ -45,15 +46,12 @@ def _diag(ctx, z: dict, settings):
             flat, unravel = ravel_pytree(z)
             grad = jax.grad(lambda x: potential(unravel(x), data))
 
-            def hvp(v):
-                return jax.jvp(grad, (flat,), (v,))[1]
-
             if exact:  # e_i . H e_i for every i, one Hessian-vector product each
-                return jax.lax.map(lambda i: hvp(jax.nn.one_hot(i, flat.size, dtype=flat.dtype))[i],
+                return jax.lax.map(lambda i: hvp(grad, flat, jax.nn.one_hot(i, flat.size, dtype=flat.dtype))[i],
                                    jnp.arange(flat.size))
             # Hutchinson: E[v * Hv] = diag H for Rademacher v
             vs = jax.random.rademacher(jax.random.PRNGKey(seed), (probes, flat.size), dtype=flat.dtype)
-            return jnp.mean(jax.lax.map(lambda v: v * hvp(v), vs), axis=0)
+            return jnp.mean(jax.lax.map(lambda v: v * hvp(grad, flat, v), vs), axis=0)
 
         return jax.jit(d)
 

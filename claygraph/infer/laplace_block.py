@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from claygraph.errors import ModelError
-from claygraph.infer.common import run_spmd
+from claygraph.infer.common import hvp, run_spmd
 
 CHECK_RTOL = 1e-3
 
@@ -57,7 +57,7 @@ def _hvps(ctx, z: dict, directions: dict):
     def build():
         def f(z, vs, data):
             grad = jax.grad(lambda p: potential(p, data))
-            return jax.lax.map(lambda v: jax.jvp(grad, (z,), (v,))[1], vs)
+            return jax.lax.map(lambda v: hvp(grad, z, v), vs)
 
         return jax.jit(f)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import custom_batching, lax
+from jax import lax
 
 MATVEC_DIMS = (((1,), (0,)), ((), ()))
 FUSED_WIDTHS = range(20, 161)  # where the multiply-reduce beat the dot (the measurements above)
@@ -71,62 +71,39 @@ def bind(primitive, args: list, params: dict[str, Any]) -> list:
 # A tall-skinny X (n rows, few features) is stored feature-major (X.T, contiguous; see
 # claygraph.partition.storage). `matvec_t(xt, w)` is X @ w read from it: one chain's d x n by n-vector
 # products (value and gradient) run several times faster on the CPU than the row-major pair. Under
-# jax.vmap (a batch of chains) JAX's own batching would contract X.T's leading axis against W and write
-# an (n, k) result, slower than the row-major matrix product; the batching rule (custom_vmap) writes
-# W (k, d) . X.T (d, n) -> (k, n) and R (k, n) . X.T (d, n) over n -> (k, d) instead, both streaming
-# X.T once (measured in claygraph.partition.storage).
+# jax.vmap (a batch of chains) the products are written so that JAX's own batching rule gives the fast
+# form: w . X.T (w's axis against X.T's leading one) batches to W (k, d) . X.T (d, n) -> (k, n), and
+# r . X.T over n to R (k, n) . X.T (d, n) -> (k, d), both streaming X.T once (measured in
+# claygraph.partition.storage). Plain dot_generals, not a custom batching rule, so that the pair can be
+# differentiated again (reverse over reverse: Hessians for Laplace and VI, claygraph.infer.common.hvp).
 
-COL_DOT = (((0,), (0,)), ((), ()))  # X.T (d, n) . w (d,) -> (n,)
-COL_VJP = (((1,), (0,)), ((), ()))  # X.T (d, n) . r (n,) -> (d,)
+T_DOT = (((0,), (0,)), ((), ()))  # w (d,) . X.T (d, n) -> (n,)
+T_VJP = (((0,), (1,)), ((), ()))  # r (n,) . X.T (d, n) -> (d,)
 ROW_DOT = MATVEC_DIMS  # X (n, d) . w (d,) -> (n,)
 
 
-def _batch(x, batched: bool, size: int):
-    return x if batched else jnp.broadcast_to(x, (size, *x.shape))
+def _t_dot(xt, w):
+    return lax.dot_general(w, xt, T_DOT)
 
 
-@custom_batching.custom_vmap
-def _t_fwd(xt, w):
-    return lax.dot_general(xt, w, COL_DOT)
-
-
-@_t_fwd.def_vmap
-def _t_fwd_vmap(size: int, batched, xt, w):
-    if not any(batched):  # reached from a JVP whose primals are not batched
-        return lax.dot_general(xt, w, COL_DOT), False
-    if batched[0]:  # every member of the batch has its own data: one dot each
-        return jax.vmap(lambda a, b: lax.dot_general(a, b, COL_DOT))(xt, _batch(w, batched[1], size)), True
-    return lax.dot_general(w, xt, (((1,), (0,)), ((), ()))), True
-
-
-@custom_batching.custom_vmap
-def _t_vjp(xt, r):
-    return lax.dot_general(xt, r, COL_VJP)
-
-
-@_t_vjp.def_vmap
-def _t_vjp_vmap(size: int, batched, xt, r):
-    if not any(batched):
-        return lax.dot_general(xt, r, COL_VJP), False
-    if batched[0]:
-        return jax.vmap(lambda a, b: lax.dot_general(a, b, COL_VJP))(xt, _batch(r, batched[1], size)), True
-    return lax.dot_general(r, xt, (((1,), (1,)), ((), ()))), True
+def matvec_t_transpose(xt, r):
+    return lax.dot_general(r, xt, T_VJP)
 
 
 @jax.custom_vjp
 def matvec_t(xt, w):
     """`X @ w` for X held feature-major as `xt` (= X.T): the same value, the faster read."""
-    return _t_fwd(xt, w)
+    return _t_dot(xt, w)
 
 
 def _matvec_t_fwd(xt, w):
-    return _t_fwd(xt, w), (xt, w)
+    return _t_dot(xt, w), (xt, w)
 
 
 def _matvec_t_bwd(res, r):
     xt, w = res
     # the cotangent of the data (never differentiated in a potential) is dead code XLA removes
-    return jnp.zeros_like(xt), _t_vjp(xt, r.astype(xt.dtype)).astype(w.dtype)
+    return jnp.zeros_like(xt), matvec_t_transpose(xt, r.astype(xt.dtype)).astype(w.dtype)
 
 
 matvec_t.defvjp(_matvec_t_fwd, _matvec_t_bwd)

@@ -57,6 +57,29 @@ def test_laplace_is_exact_on_a_gaussian_posterior():
     assert "parameters" in repr(res)
 
 
+@pytest.mark.parametrize("d", [3, 24])
+def test_laplace_through_the_split_programs_kernels(d):
+    """3 features: X held feature-major (kernels.matvec_t); 24: the multiply-reduce gradient
+    (kernels.matvec). Both define their gradients with custom_vjp, which forward mode cannot
+    differentiate: the Hessian (dense and its diagonal) must come out exact all the same."""
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(400, d)).astype(np.float32)
+    y = (X @ rng.normal(size=d) + SIGMA * rng.normal(size=400)).astype(np.float32)
+    data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
+
+    def model(data):
+        with numpyro.plate("feature", data.size("feature")):
+            w = numpyro.sample("w", dist.Normal(0.0, PRIOR))
+        with numpyro.plate("row", data.size("row")):
+            numpyro.sample("y", dist.Normal(data.X @ w, SIGMA), obs=data.y)
+
+    precision = X.T.astype(np.float64) @ X / SIGMA ** 2 + np.eye(d) / PRIOR ** 2
+    res = cg.infer.laplace(model, data, draws=10)
+    np.testing.assert_allclose(res.cov, np.linalg.inv(precision), rtol=2e-3, atol=1e-8)
+    z = {"w": np.zeros(d, np.float32)}
+    np.testing.assert_allclose(hessian_diag(setup(model, data).program, z), np.diag(precision), rtol=1e-4)
+
+
 @pytest.mark.parametrize("guide", ["fullrank", "lowrank"])
 def test_vi_recovers_a_gaussian_posterior(guide):
     model, data, mean, cov, _ = GAUSS
