@@ -373,6 +373,9 @@ def hmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 
         split=None, seed: int = 0, num_integration_steps: int = 16, target_accept: float = 0.8,
         adaptation: str = "window", **kwargs) -> MCMCResult:
     """Static HMC with adaptation of step size and mass matrix (as `nuts`; Stan's window by default)."""
-    s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup, adaptation=adaptation)
+    # Stan's first windows: a static path costs the same per iteration whatever the metric, so the
+    # early metric that saves NUTS its deep early trees saves HMC nothing
+    s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup, adaptation=adaptation,
+                 window_start=(75, 25))
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 
