@@ -2,7 +2,8 @@
 
 Three ways to use W workers, chosen per run (`parallel=`, `shards_per_chain=`):
 - "data": every chain runs on the whole split program: all workers compute each gradient
-  together (SPMD), chains one after another.
+  together (SPMD). On one worker (Local) the chains are laid out as vectorised batches x threads,
+  chosen by `scheduler.choose_layout` (`MCMCResult.layout`, `.ran`).
 - "chains": each worker holds the whole data and runs its own chains (chain-parallel).
 - "mesh": chains x shards, W/s groups of s workers; each group holds the split program for s
   devices and runs one chain at a time, the groups in parallel.
