@@ -180,7 +180,11 @@ def _unstack(tree, n: int) -> list:
 
 def warmup_chains(ctx, keys, positions, settings: Settings):
     """Warm-up of several chains at once, vectorised (`jax.vmap`) into one program: per-chain
-    adaptation, chains in lockstep, every gradient evaluation batched over chains."""
+    adaptation, chains in lockstep, every gradient evaluation batched over chains. One chain runs
+    the plain (not vectorised) program."""
+    if len(keys) == 1:
+        state, params = warmup_chain(ctx, keys[0], positions[0], settings)
+        return [state], [params]
     potential = ctx.potential
     run = ctx.cached(("warmup-vmap", settings),
                      lambda: jax.jit(jax.vmap(_warmup_fn(potential, settings).__wrapped__, in_axes=(0, 0, None))))
@@ -189,7 +193,9 @@ def warmup_chains(ctx, keys, positions, settings: Settings):
 
 
 def sample_chains(ctx, keys, states, params, n: int, settings: Settings):
-    """n draws of several chains at once (vectorised, as `warmup_chains`)."""
+    """n draws of several chains at once (vectorised, as `warmup_chains`; one chain: not vectorised)."""
+    if len(keys) == 1:
+        return tuple([x] for x in sample_segment(ctx, keys[0], states[0], params[0], n, settings))
     potential = ctx.potential
     run = ctx.cached(("sample-vmap", settings, n),
                      lambda: jax.jit(jax.vmap(_sample_fn(potential, settings, n).__wrapped__, in_axes=(0, 0, 0, None))))

@@ -2,7 +2,8 @@
 
 Three ways to use W workers, chosen per run (`parallel=`, `shards_per_chain=`):
 - "data": every chain runs on the whole split program: all workers compute each gradient
-  together (SPMD), chains one after another.
+  together (SPMD). On one worker (Local) the chains are laid out as vectorised batches x threads,
+  chosen by `scheduler.choose_layout` (`MCMCResult.layout`, `.ran`).
 - "chains": each worker holds the whole data and runs its own chains (chain-parallel).
 - "mesh": chains x shards, W/s groups of s workers; each group holds the split program for s
   devices and runs one chain at a time, the groups in parallel.
@@ -27,11 +28,18 @@ from typing import Any
 import jax
 import numpy as np
 
-from claygraph.errors import PartitionError
+from claygraph.errors import ClusterError, PartitionError
 from claygraph.infer.chains import Chain, Settings, initial_position
 from claygraph.infer.common import constrain_draws, setup, to_inference_data, valid_initial_points
 from claygraph.infer.progress import ChainProgress
-from claygraph.infer.scheduler import group_plan, run_chains_local, run_chains_parallel
+from claygraph.infer.scheduler import (
+    Layout,
+    chain_costs,
+    choose_layout,
+    group_plan,
+    run_chains_local,
+    run_chains_parallel,
+)
 
 log = logging.getLogger("claygraph.infer")
 
@@ -47,6 +55,9 @@ class MCMCResult:
     worker_busy_s: dict = field(default_factory=dict)  # per worker ("chains"), group ("mesh") or 0 ("data")
     shards_per_chain: int = 1
     mesh_choice: list = field(default_factory=list)  # the cost model's options, when it chose
+    layout: Any = None  # how one process ran its chains ("data" mode): scheduler.Layout
+    layout_choice: list = field(default_factory=list)  # the options weighed, when the cost model chose
+    ran: str = ""  # how the chains ran, in words
     notes: list = field(default_factory=list)  # chains reported as behind, slow or restarted
     restarted: dict = field(default_factory=dict)  # chain id -> why it was restarted (stuck)
     problems: list = field(default_factory=list)  # failed diagnostics (R-hat, ESS, divergences)
@@ -67,7 +78,7 @@ class MCMCResult:
 
     def __repr__(self) -> str:
         return (f"MCMCResult({len(self.chains)} chains, {min(c.n for c in self.chains)}-"
-                f"{max(c.n for c in self.chains)} draws each, {self.parallel}-parallel"
+                f"{max(c.n for c in self.chains)} draws each, {self.ran or self.parallel + '-parallel'}"
                 f"{f' ({self.shards_per_chain} workers per chain)' if self.parallel == 'mesh' else ''}, "
                 f"{self.wall_s:.1f} s; "
                 f"{self.stopped_because})"
@@ -167,11 +178,32 @@ def _mode(parallel: str, session, chains: int, shards: int | None) -> tuple[str,
     return ("data" if s == w else "chains" if s == 1 else "mesh"), s, options
 
 
+def local_layout(session, chains: int, batch: int | None = None,
+                 threads: int | None = None) -> tuple[Layout, list[dict]]:
+    """How a "data"-mode run lays out its chains: the user's `batch` / `threads`, else the cost
+    model's choice (`scheduler.choose_layout`, on the plan's predicted gradient time). Threads only
+    on one worker: on Ray every worker must run the same SPMD programs in the same order."""
+    for name, v in (("batch", batch), ("threads", threads)):
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a positive int, not {v!r}")
+    if _workers(session) > 1:
+        if threads not in (None, 1):
+            raise ClusterError(f"threads={threads} needs one worker (Local): on a runtime with {_workers(session)} "
+                               f"workers every worker must run the same programs in the same order")
+        return Layout(min(batch or chains, chains), 1), []
+    if batch is not None or threads is not None:
+        b = min(batch or -(-chains // (threads or 1)), chains)
+        return Layout(b, threads or -(-chains // b)), []
+    layout, options = choose_layout(chains, chain_costs(session.plan.devices), session.plan.chosen.cost.predicted_s)
+    return layout, options
+
+
 def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
          split=None, seed: int = 0, target_ess: float | None = None, max_rhat: float = 1.01, segment: int = 100,
          max_draws: int | None = None, parallel: str = "auto", settings: Settings | None = None,
          on_segment: Callable | None = None, shards_per_chain: int | None = None,
-         grow: bool | None = None, progress: bool | None = None) -> MCMCResult:
+         grow: bool | None = None, progress: bool | None = None, batch: int | None = None,
+         threads: int | None = None) -> MCMCResult:
     """Run `chains` chains; see the module docstring for the modes and the stop rule.
 
     shards_per_chain: workers that compute one chain's gradient together (a chains x shards mesh);
@@ -179,9 +211,11 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     grow: in chain-parallel runs, start extra workers where the cluster gains room while sampling
     (nodes an autoscaler adds) and give them chains; default: when the runtime connected to an
     existing cluster (`Ray(address=...)`).
+    batch, threads: on one worker (`Local`), chains vectorised (`jax.vmap`) per program and programs
+    run at once in threads; by default the cost model chooses (`local_layout`, docs/inference.md).
     on_segment(chain_id, draws_of_that_chain) is called after every segment (progress, test hooks).
     progress: show a progress line (None: when stderr is a terminal or in a notebook).
-    On one worker (`Local`) the chains run vectorised in one program; a chain stuck after warm-up or
+    On one worker (`Local`) a chain stuck after warm-up or
     its first segment is restarted from a healthy chain's adapted state (`MCMCResult.restarted`).
     A run whose diagnostics fail warns (`SamplingWarning`) and lists why in `MCMCResult.problems`.
     """
@@ -198,11 +232,13 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     if target_ess is None:
         segment = min(segment, draws)  # a short run samples what it was asked for, not a whole segment
     restarted: dict[int, str] = {}
+    layout, layout_options = None, []
     if mode == "data":
+        layout, layout_options = local_layout(session, chains, batch, threads)
         bar = ChainProgress(draws if target_ess is None else None, show=progress)
         try:
             busy, why = run_chains_local(session, pool, settings, segment, stop, hook,
-                                         draws if target_ess is None else None, restarted, bar)
+                                         draws if target_ess is None else None, restarted, bar, layout)
         finally:
             bar.close()
     else:
@@ -211,6 +247,9 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
     wall = time.perf_counter() - t0
     res = _result(model, data, session, pool, wall, mode, why, busy, draws if target_ess is None else None)
     res.shards_per_chain, res.mesh_choice = shards, options
+    res.layout, res.layout_choice = layout, layout_options
+    res.ran = (layout.describe(chains, session.plan.devices) if layout is not None
+               else f"{mode}-parallel over {_workers(session)} workers")
     res.notes = chain_notes(pool, pieces=target_ess is not None)
     res.restarted = restarted
     res.notes += [f"chain {k} was restarted: {why}"
@@ -335,6 +374,9 @@ def hmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 
         split=None, seed: int = 0, num_integration_steps: int = 16, target_accept: float = 0.8,
         adaptation: str = "window", **kwargs) -> MCMCResult:
     """Static HMC with adaptation of step size and mass matrix (as `nuts`; Stan's window by default)."""
-    s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup, adaptation=adaptation)
+    # Stan's first windows: a static path costs the same per iteration whatever the metric, so the
+    # early metric that saves NUTS its deep early trees saves HMC nothing
+    s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup, adaptation=adaptation,
+                 window_start=(75, 25))
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 

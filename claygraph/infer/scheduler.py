@@ -5,7 +5,11 @@ through `run`, `submit`, `wait` and `gather`, `restart` after a loss."""
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -45,43 +49,143 @@ def _with_recovery(session, fn, *args):
             session.rebuild()
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How one process runs its chains: `batch` chains vectorised (`jax.vmap`) into one program,
+    up to `threads` such programs at once in threads (chains of different threads are not in lockstep)."""
+
+    batch: int
+    threads: int
+
+    def groups(self, chains: int) -> list[list[int]]:
+        """The chains (by position) of each program: consecutive runs of `batch`."""
+        return [list(range(i, min(i + self.batch, chains))) for i in range(0, chains, self.batch)]
+
+    def describe(self, chains: int, devices: int) -> str:
+        """How the chains ran, in words (results and the bench report show it)."""
+        on = f"{devices} device{'s' if devices > 1 else ''}"
+        groups = len(self.groups(chains))
+        if groups == 1:
+            return f"{chains} chain{'s vectorised' if chains > 1 else ''} on {on}"
+        each = "one chain" if self.batch == 1 else f"{self.batch} chains vectorised"
+        at_once = min(self.threads, groups)
+        how = "one after another" if at_once == 1 else f"{at_once} threads at once"
+        return f"{chains} chains on {on}: {groups} programs of {each}, {how}"
+
+
+@dataclass(frozen=True)
+class ChainCosts:
+    """What the layout choice weighs (measured figures; docs/inference.md):
+    batch_marginal: the cost of one more chain in a vectorised gradient, as a share of one chain's
+    (1: batching saves nothing; near 0: the chains ride along for free);
+    depth_spread: the inflation of a vectorised NUTS step per doubling of the batch (each step of the
+    batch lasts as long as its deepest tree: the expected deepest of b trees over the mean tree is
+    taken as 1 + depth_spread * log2(b));
+    concurrency: how many programs run at once without slowing each other (free cores)."""
+
+    batch_marginal: float
+    depth_spread: float
+    concurrency: int
+
+    def seconds(self, layout: Layout, chains: int, gradient_s: float = 1.0) -> float:
+        """Predicted time of one NUTS step of every chain: rounds of programs (at most `threads` at
+        once, and no more than `concurrency` at full speed) x the batch's gradient x its inflation."""
+        programs = len(layout.groups(chains))
+        rounds = max(math.ceil(programs / layout.threads), programs / self.concurrency)
+        batch = 1 + self.batch_marginal * (layout.batch - 1)
+        deepest = 1 + self.depth_spread * math.log2(layout.batch)
+        return rounds * gradient_s * batch * deepest
+
+
+# Measured on W2 (docs/inference.md): on CPU a vectorised gradient costs about as much per chain as
+# one chain's; accelerators are assumed to batch nearly for free (not measured here).
+BATCH_MARGINAL = {"cpu": 0.9}
+BATCH_MARGINAL_ACCELERATOR = 0.1
+DEPTH_SPREAD = 0.1
+
+
+def chain_costs(devices: int) -> ChainCosts:
+    """The figures for this process: its backend, and its free cores over the devices one program uses."""
+    backend = jax.default_backend()
+    if backend == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return ChainCosts(BATCH_MARGINAL["cpu"], DEPTH_SPREAD, max(1, cores // devices))
+    return ChainCosts(BATCH_MARGINAL.get(backend, BATCH_MARGINAL_ACCELERATOR), DEPTH_SPREAD, 1)
+
+
+def choose_layout(chains: int, costs: ChainCosts, gradient_s: float = 1.0) -> tuple[Layout, list[dict]]:
+    """The layout of least predicted time (ChainCosts.seconds) among every batch size and thread
+    count; ties go to more threads (no chain waits for another's tree), then to smaller batches.
+    Returns it and the options weighed."""
+    options = []
+    for batch in range(1, chains + 1):
+        programs = math.ceil(chains / batch)
+        for threads in range(1, programs + 1):
+            layout = Layout(batch, threads)
+            options.append({"batch": batch, "threads": threads,
+                            "score_s": costs.seconds(layout, chains, gradient_s)})
+    best = min(options, key=lambda o: (round(o["score_s"], 9), -o["threads"], o["batch"]))
+    return Layout(best["batch"], best["threads"]), options
+
+
+def _in_groups(session, layout: Layout, fn, columns: list[list], *shared) -> tuple[list[list], list[float]]:
+    """fn(context, *per-chain columns of one group, *shared) for every group of the layout, groups in
+    threads; returns fn's outputs per chain (in pool order) and each chain's share of its group's seconds."""
+    groups = layout.groups(len(columns[0]))
+
+    def one(idx):
+        t0 = time.perf_counter()
+        out = _with_recovery(session, fn, *[[col[i] for i in idx] for col in columns], *shared)
+        return out, time.perf_counter() - t0
+
+    if layout.threads > 1 and len(groups) > 1:
+        with ThreadPoolExecutor(min(layout.threads, len(groups)), thread_name_prefix="claygraph-chain") as ex:
+            results = list(ex.map(one, groups))
+    else:
+        results = [one(idx) for idx in groups]
+    outputs = [sum((list(out[k]) for out, _ in results), []) for k in range(len(results[0][0]))]
+    seconds = [t / len(idx) for (_, t), idx in zip(results, groups) for _ in idx]
+    return outputs, seconds
+
+
 def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | None = None, restarted=None,
-                     progress=None):
+                     progress=None, layout: Layout | None = None):
     """Every chain at once on the session's program (one device, or data-parallel over its devices),
-    vectorised into one program (`jax.vmap` over chains): warm-up, then segments of `segment` draws
+    in `layout`'s groups: each group's chains vectorised into one program (`jax.vmap`), the groups in
+    threads (default: all chains vectorised in one group). Warm-up, then segments of `segment` draws
     (the last one shortened to reach exactly `draws` per chain). Chains stuck after warm-up or after
     their first segment are restarted from a healthy chain's adapted state (claygraph.infer.recovery);
     `restarted` collects them (chain id -> why)."""
     restarted = {} if restarted is None else restarted
+    layout = layout or Layout(len(pool), 1)
     graph = session.plan.graph
-    t0 = time.perf_counter()
     keys = [_next_key(c) for c in pool]
     starts = [_start(c, graph, k) for c, k in zip(pool, keys)]
     if progress is not None:
         progress.warmup(len(pool), settings.warmup)
-    states, params = _with_recovery(session, warmup_chains, keys, starts, settings)
-    for c, st, pa in zip(pool, states, params):
+    (states, params), seconds = _in_groups(session, layout, warmup_chains, [keys, starts], settings)
+    for c, st, pa, t in zip(pool, states, params, seconds):
         c.state, c.params = st, pa
+        c.seconds += t
     _recover(pool, restarted)
-    _share(pool, time.perf_counter() - t0, None)
     checked = False
     while True:
         why = stop(pool)
         if why:
             return {0: sum(c.seconds for c in pool)}, why
         n = segment if draws is None else max(1, min(segment, draws - min(c.n for c in pool)))
-        t0 = time.perf_counter()
         keys = [_next_key(c) for c in pool]
-        out = _with_recovery(session, sample_chains, keys, [c.state for c in pool], [c.params for c in pool], n,
-                             settings)
-        for c, st, d, sts in zip(pool, *out):
+        out, seconds = _in_groups(session, layout, sample_chains,
+                                  [keys, [c.state for c in pool], [c.params for c in pool]], n, settings)
+        for c, st, d, sts, t in zip(pool, *out, seconds):
             c.state = st
             c.draws.append(d)
             c.stats.append(sts)
-        _share(pool, time.perf_counter() - t0, n)
+            c.seconds += t
+            c.segment_s.append(t)
         if not checked:
             checked = True
-            settings = _warm_up_again(session, pool, settings, starts, restarted) or settings
+            settings = _warm_up_again(session, pool, settings, starts, restarted, layout) or settings
             _recover(pool, restarted)
         for c in pool:
             hook(c.id, c.n)
@@ -89,7 +193,7 @@ def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | 
             progress.update(pool)
 
 
-def _warm_up_again(session, pool, settings, starts, restarted: dict):
+def _warm_up_again(session, pool, settings, starts, restarted: dict, layout: Layout):
     """When the adapted metric fails (most chains diverge, `adaptation_failed`) and it was not Stan's
     window adaptation: warm every chain up again from its starting point with window adaptation,
     drop the draws, record it per chain in `restarted`, and return the new settings (else None)."""
@@ -102,7 +206,7 @@ def _warm_up_again(session, pool, settings, starts, restarted: dict):
                 settings.adaptation, why)
     window = replace(settings, adaptation="window")
     keys = [_next_key(c) for c in pool]
-    states, params = _with_recovery(session, warmup_chains, keys, starts, window)
+    (states, params), _ = _in_groups(session, layout, warmup_chains, [keys, starts], window)
     note = f"the {settings.adaptation} mass matrix failed ({why}): warmed up again with window adaptation"
     for c, st, pa in zip(pool, states, params):
         c.state, c.params, c.draws, c.stats, c.segment_s = st, pa, [], [], []
@@ -113,14 +217,6 @@ def _warm_up_again(session, pool, settings, starts, restarted: dict):
 def _recover(pool, restarted: dict) -> None:
     for note in recover(pool, restarted):
         log.warning(note)
-
-
-def _share(pool, seconds: float, draws: int | None) -> None:
-    """Vectorised chains share the wall time of each program run equally."""
-    for c in pool:
-        c.seconds += seconds / len(pool)
-        if draws is not None and c.draws:
-            c.segment_s.append(seconds / len(pool))
 
 
 GROW_EVERY_S = 2.0  # how often a chain-parallel run looks for room for another worker

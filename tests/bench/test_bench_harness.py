@@ -212,7 +212,13 @@ def fake_doc() -> dict:
           "methods": [{"method": "claygraph", "status": "not available", "note": "claygraph.infer has no `nuts` yet"},
                       {"method": "numpyro-sequential", "status": "ok", "devices": 1, "first_run_s": 40.0,
                        "sampling_s": 9.0, "compile_s": 31.0, "min_ess_bulk": 66.0, "ess_per_s": 7.3,
-                       "max_rhat": 1.04, "divergences": 0, "note": None}]}
+                       "max_rhat": 1.04, "divergences": 0, "note": None},
+                      {"method": "numpyro-parallel", "status": "ok", "devices": 2, "first_run_s": 300.0,
+                       "sampling_s": None, "compile_s": None, "min_ess_bulk": 60.0, "ess_per_s": None,
+                       "ess_per_s_with_compile": 0.2, "max_rhat": 1.02, "divergences": 0,
+                       "note": "run once: the first run took 300 s of a 420 s limit"},
+                      {"method": "nutpie", "devices": 1, "status": "timed out",
+                       "note": "no result within its 480 s limit (killed)"}]}
     partition = {"status": "ok", **_run_meta(), "devices": 2, "workloads": {
         "W3": _partition_workload(["product"], [_candidate(["product"], 0.019, 0.027), _candidate(["row"], 0.0193,
                                                                                                   0.0056)]),
@@ -276,6 +282,9 @@ def test_report_from_fake_results(tmp_path):
     assert "Ray(workers=2) fit ≤ 1.2× Local(devices=2) | not measured | — |" in md
     assert "RuntimeError: no Ray here" in md
     assert "claygraph.infer has no `nuts` yet" in md and "not available" in md
+    # W2: a method run once leaves its second-run columns empty; a method past its limit says so
+    assert "| numpyro-parallel | 2 | 300 s | — | — | 60 | — | 0.2 |" in md
+    assert "| nutpie | timed out |" in md and "no result within its 480 s limit (killed)" in md
     assert "measured best: **row**; the same: **no**" in md  # W3: chosen product, row faster
     assert "projected by the cost model, not measured" in md and "does not fit" in md
     assert "no GPU is present (test)" in md

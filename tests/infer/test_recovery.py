@@ -58,19 +58,25 @@ def _data(n=100):
     return cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
 
 
-def test_a_chain_stuck_after_warmup_is_restarted_and_the_result_says_so(monkeypatch):
+@pytest.mark.parametrize("batch", [3, 1])  # chains vectorised in one program; one program per chain
+def test_a_chain_stuck_after_warmup_is_restarted_and_the_result_says_so(monkeypatch, batch):
     from claygraph.infer import scheduler
 
     real = scheduler.warmup_chains
+    seen = []
 
     def one_chain_stuck(ctx, keys, positions, settings):  # chain 1 adapts to a uselessly small step
         states, params = real(ctx, keys, positions, settings)
-        params[1] = {**params[1], "step_size": params[1]["step_size"] * 1e-4}
+        first = len(seen)
+        seen.extend(keys)
+        if first <= 1 < len(seen):
+            params[1 - first] = {**params[1 - first], "step_size": params[1 - first]["step_size"] * 1e-4}
         return states, params
 
     monkeypatch.setattr(scheduler, "warmup_chains", one_chain_stuck)
     with pytest.warns(SamplingWarning):  # 3 x 40 draws: too few for the ESS bound, which it says
-        res = cg.infer.nuts(conjugate_model, _data(), chains=3, warmup=60, draws=40, seed=0, progress=False)
+        res = cg.infer.nuts(conjugate_model, _data(), chains=3, warmup=60, draws=40, seed=0, progress=False,
+                            batch=batch, threads=1)
     assert list(res.restarted) == [1] and "step size" in res.restarted[1]
     assert any("chain 1 was restarted" in n for n in res.notes)
     assert res.posterior["beta"].shape == (3, 40, 2)
