@@ -35,7 +35,7 @@ import numpy as np
 from claygraph.ir.graph import Graph, Node, Value
 from claygraph.partition import blocks, kernels
 from claygraph.partition.cluster import ClusterSpec, KernelRates
-from claygraph.partition.propagate import Propagation
+from claygraph.partition.propagate import Propagation, propagate
 from claygraph.partition.registry import entry, per_output
 from claygraph.partition.shardings import REPLICATED, Sharded, Sharding, Split
 from claygraph.partition.storage import stored_feature_major
@@ -276,6 +276,8 @@ def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: i
         return None
     dim = next(iter(rows.dims))
     size = graph.dims[dim]
+    if not prop.split.dims:  # one device, unsplit: the runtime runs the row split's program in blocks
+        prop = propagate(graph, rows, frozenset(), lambda v, s: 0)  # (fused.fused_potential tests the same)
     if size % devices or not blocks.separable(graph, prop, dim):
         return None
     blk = blocks.blocking(graph, dim, size // devices, devices)

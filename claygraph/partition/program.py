@@ -249,6 +249,10 @@ class Program:
         self.layout = self.fn.layout
         # the user's arrays are used in place where XLA can (claygraph.partition.fused.in_place): no copy
         host = host_arrays(self.fn.fn, self.graph, compiled.internal, self.fn.mesh)
+        # an array used in place comes flat: only where the program reads it whole (unsplit; a split
+        # forced on one device reads it by its shards' spec, so it is handed over as it is)
+        host = {k: x if x.ndim == compiled.internal[k].ndim or self.fn.placed_specs[k] == P()
+                else compiled.internal[k] for k, x in host.items()}
         placed = {k: jax.device_put(x, NamedSharding(self.fn.mesh, self.fn.placed_specs[k])) for k, x in host.items()}
         self._data = self.fn.place(placed, art.shapes)
         self._context = None

@@ -213,3 +213,19 @@ def test_fused_potential_under_vmap():
     np.testing.assert_allclose(np.asarray(v), np.asarray(v0), rtol=1e-6)
     for k in g0:
         np.testing.assert_allclose(np.asarray(g[k]), np.asarray(g0[k]), rtol=1e-4, atol=1e-3)
+
+
+def test_a_row_split_forced_on_one_device_with_data_in_place(monkeypatch):
+    monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1)
+    monkeypatch.setattr(fused, "BLOCK_BYTES", 1 << 16)  # the fused path, whose data go in place
+    X = _misaligned((3000, 24))
+    y = _misaligned((3000,))
+    y[...] = y > 0
+    data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
+    forced, plain = _program(logistic, data, 1, ("row",)), _program(logistic, data, 1, None)
+    assert plain.split == () and forced.split == ("row",)  # on one device the tie goes to no split
+    params = _params(plain)
+    v1, g1 = forced.potential_and_grad(params)
+    v0, g0 = plain.potential_and_grad(params)
+    np.testing.assert_allclose(float(v1), float(v0), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(g1["w"]), np.asarray(g0["w"]), rtol=1e-5, atol=1e-5)
