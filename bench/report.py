@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -494,6 +495,50 @@ def posteriordb_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> l
     return lines + [""]
 
 
+def _adaptation_baseline(runs: list[dict], res: dict) -> str:
+    names = {r.get("adaptation") for r in runs}
+    return res.get("baseline") or ("stan_window" if "stan_window" in names else "window")
+
+
+def adaptation_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "adaptation")
+    if res is None:
+        return []
+    lines = ["## Mass-matrix adaptation on posteriordb — ESS per gradient evaluation", ""]
+    bad = _status_lines(res, "adaptation")
+    if bad:
+        return lines + bad
+    runs = [r for r in res["runs"] if "error" not in r]
+    base = _adaptation_baseline(runs, res)
+    order = list(dict.fromkeys(r["adaptation"] for r in res["runs"]))
+    by = {(r["name"], r["adaptation"]): r for r in runs}
+    names = list(dict.fromkeys(r["name"] for r in res["runs"]))
+    lines += [_run_line(res), "",
+              f"NUTS with {res['chains']} chains, {res['warmup']} warm-up and {res['draws']} draws each, same seed, "
+              "under each adaptation; *ESS/gradient* is the minimum bulk ESS over every parameter divided by the "
+              "gradient evaluations of the sampling phase (leapfrog steps, all chains); *passed* is the posteriordb "
+              f"check NUTS is held to. Ratios are ESS/gradient ÷ `{base}`'s on the same posterior (above 1 is "
+              "better); the median is over the posteriors where both ran.", ""]
+    summary = []
+    for a in order:
+        ratios = [by[n, a]["ess_per_gradient"] / by[n, base]["ess_per_gradient"] for n in names
+                  if (n, a) in by and (n, base) in by and by[n, base]["ess_per_gradient"] > 0]
+        passed = sum(bool(by[n, a]["passed"]) for n in names if (n, a) in by)
+        summary.append([f"`{a}`", f"{passed} of {len(names)}", fmt_x(statistics.median(ratios)) if ratios else "—",
+                        sum(1 for r in res["runs"] if r.get("adaptation") == a and "error" in r)])
+    lines += table(["adaptation", "passed", f"median ESS/gradient ÷ {base}", "errors"], summary) + [""]
+    body = []
+    for n in names:
+        cells = [n]
+        for a in order:
+            r = by.get((n, a))
+            cells.append("error" if r is None else f"{'✓' if r['passed'] else '✗'} {r['min_ess_bulk']:.0f} / "
+                         f"{r['gradients']:,} = {r['ess_per_gradient']:.3g}")
+        body.append(cells)
+    lines += table(["posterior"] + [f"`{a}`: passed, ESS / gradients" for a in order], body)
+    return lines + [""]
+
+
 def projection_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
     res = _suite(doc, "projection")
     lines = ["## Scaling beyond this machine, on paper", ""]
@@ -883,8 +928,8 @@ def render(cpu: dict | None, gpu: dict | None, md_path: Path, plots: dict[str, P
         lines += [f"Last run: `{COMMAND} --suite {' '.join(lr.get('suites', []))}` ({lr.get('mode')}), "
                   f"{lr.get('started_at')}, {fmt_s(lr.get('elapsed_s'))}.", ""]
         lines += headline(cpu) + machine_section(cpu)
-        for fn in (w1_section, w2_section, posteriordb_section, partition_section, split_choice_section,
-                   layout_section, setup_section, smoke_section, projection_section):
+        for fn in (w1_section, w2_section, posteriordb_section, adaptation_section, partition_section,
+                   split_choice_section, layout_section, setup_section, smoke_section, projection_section):
             lines += fn(cpu, plots, rel)
     lines += gpu_section(gpu)
     lines += ["## Reproduce", "", "```", f"make bench ARGS=--quick      # or: {COMMAND} --quick",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 # In the order they run and appear in the report.
 SUITES = ("smoke", "partition", "split_choice", "layout", "setup", "w1", "w2", "gradient", "posteriordb",
-          "projection")
+          "adaptation", "projection")
 DEFAULT_SUITES = ("partition", "split_choice", "layout", "setup", "w1", "w2", "posteriordb", "projection")
 DESCRIPTIONS = {
     "smoke": "tiny sizes: one partition choice, one compile and gradient, the layout kernel at 1e5 rows",
@@ -24,6 +24,7 @@ DESCRIPTIONS = {
     "w2": "W2: claygraph NUTS vs NumPyro NUTS (sequential, parallel): ESS per second",
     "gradient": "W2's potential and gradient for chain batches of 1, 2, 4: claygraph vs NumPyro, per chain",
     "posteriordb": "every posteriordb reference: claygraph NUTS (held to the tolerance), Laplace and VI (reported)",
+    "adaptation": "every posteriordb reference under each mass-matrix adaptation: ESS per gradient vs the baseline",
     "projection": "W1, W3, W6 at nominal sizes on the p5 and g5 presets, by the cost model (projected)",
 }
 

@@ -316,6 +316,24 @@ def test_split_verdict_is_a_tie_only_within_the_measured_spreads():
     assert summarize(result(0.02, 0.01, spread=0.1))["verdict"] == "no"
 
 
+def test_adaptation_section_ratios_against_the_baseline():
+    def run(name, adaptation, ess, grads, passed=True):
+        return {"name": name, "adaptation": adaptation, "passed": passed, "min_ess_bulk": ess, "gradients": grads,
+                "ess_per_gradient": ess / grads}
+
+    runs = [run("a", "stan_window", 500, 10_000), run("a", "window", 600, 10_000),
+            run("b", "stan_window", 500, 10_000), run("b", "window", 1500, 10_000, passed=False),
+            run("c", "stan_window", 400, 8_000), {"name": "c", "adaptation": "window", "error": "boom"}]
+    doc = {"suites": {"adaptation": {"status": "ok", **_run_meta(), "chains": 2, "warmup": 500, "draws": 500,
+                                     "runs": runs}}}
+    md = "\n".join(report.adaptation_section(doc, {}, str))
+    assert "÷ stan_window" in md
+    assert "| `window` | 1 of 3 | 2.1× | 1 |" in md  # ratios 1.2 and 3 (c errored): median 2.1
+    assert "| `stan_window` | 3 of 3 | 1× | 0 |" in md
+    assert "✗ 1500 / 10,000 = 0.15" in md
+    assert report.adaptation_section({"suites": {}}, {}, str) == []
+
+
 def test_report_without_results(tmp_path):
     md = report.write_report(tmp_path / "results", tmp_path / "BENCHMARKS.md").read_text()
     assert "No CPU results yet" in md and "No `claygraph bench --device gpu` run recorded" in md
