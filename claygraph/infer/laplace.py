@@ -72,41 +72,45 @@ def _value_and_grad(ctx, z: dict):
     return ctx.to_host(f(ctx.to_global(z), ctx.data))
 
 
-def _dense_hessian(program, z: dict) -> np.ndarray:
+def _dense_curvature(program, z: dict):
+    """The dense Hessian at z and H^-1 g for a flat g (LinAlgError where H is not positive definite)."""
     H = hessian_matrix(program, z)
-    return 0.5 * (H + H.T)
+    H = 0.5 * (H + H.T)
 
-
-def _newton_step(program, z: dict, H: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """The Newton step -H^-1 g at z (flat, float64), its length in posterior sd (the Newton decrement
-    sqrt(g' H^-1 g)) and the potential at z; NaNs when H is not positive definite."""
-    value, grad = run_spmd(program, _value_and_grad, z)
-    g = np.asarray(ravel_pytree({k: np.asarray(v, np.float64) for k, v in grad.items()})[0])
-    try:
+    def solve(g: np.ndarray) -> np.ndarray:
         L = np.linalg.cholesky(H)
-    except np.linalg.LinAlgError:
-        return np.full_like(g, np.nan), np.nan, float(value)
-    step = -np.linalg.solve(L.T, np.linalg.solve(L, g))
-    return step, float(np.sqrt(max(-g @ step, 0.0))), float(value)
+        return np.linalg.solve(L.T, np.linalg.solve(L, g))
+
+    return H, solve
 
 
-def polish_mode(program, z: dict) -> tuple[dict, np.ndarray, int, float]:
-    """Newton's method from an L-BFGS optimum on the dense Hessian: (mode, Hessian there, Newton steps
-    taken, the last step's length in posterior sd).
+def polish_mode(program, z: dict, curvature=_dense_curvature) -> tuple[dict, object, int, float]:
+    """Newton's method from an L-BFGS optimum: (mode, the Hessian there as `curvature` gives it, Newton
+    steps taken, the last step's length in posterior sd; NaN where the Hessian is not positive definite).
 
     L-BFGS stops on the size of the gradient, which says little about the distance to the mode when the
     posterior is badly scaled (a regression on raw heights and earnings: a gradient of 0.003 was 6 posterior
-    sd from the mode). Laplace needs the mode itself: the Newton decrement measures the distance in the
-    posterior's own sd, and Newton converges in a step or two from near the mode (in one on a Gaussian).
-    A step that does not lower the potential is halved (a backtracking line search)."""
+    sd from the mode). Laplace needs the mode itself: the Newton decrement sqrt(g' H^-1 g) measures the
+    distance in the posterior's own sd, and Newton converges in a step or two from near the mode (in one on
+    a Gaussian). A step that does not lower the potential is halved (a backtracking line search).
+    curvature(program, z) -> (hessian, solve) with solve(flat g) = H^-1 g over ravel_pytree's order."""
     flat, unravel = ravel_pytree({k: np.asarray(v, np.float64) for k, v in z.items()})
     dtypes = {k: np.asarray(v).dtype for k, v in z.items()}
 
     def point(x):
         return {k: np.asarray(v, dtypes[k]) for k, v in unravel(x).items()}
 
-    H = _dense_hessian(program, z)
-    step, size, value = _newton_step(program, z, H)
+    def newton(z):
+        H, solve = curvature(program, z)
+        value, grad = run_spmd(program, _value_and_grad, z)
+        g = np.asarray(ravel_pytree({k: np.asarray(v, np.float64) for k, v in grad.items()})[0])
+        try:
+            step = -solve(g)
+        except np.linalg.LinAlgError:
+            return H, None, np.nan, float(value)
+        return H, step, float(np.sqrt(max(-g @ step, 0.0))), float(value)
+
+    H, step, size, value = newton(z)
     taken = 0
     while taken < POLISH_STEPS and np.isfinite(size) and size > POLISH_SD:
         t, moved = 1.0, False
@@ -120,8 +124,7 @@ def polish_mode(program, z: dict) -> tuple[dict, np.ndarray, int, float]:
         if not moved:
             break
         taken += 1
-        H = _dense_hessian(program, z)
-        step, size, value = _newton_step(program, z, H)
+        H, step, size, value = newton(z)
     return z, H, taken, size
 
 
@@ -144,8 +147,8 @@ class LaplaceResult:
     map: MAPResult
     sd: dict | None = None  # marginal sd per site, unconstrained
     block: Any = None  # the BlockHessian, for hessian="block"
-    newton_steps: int = 0  # Newton steps from the MAP to the mode (dense Hessian only)
-    mode_error_sd: float | None = None  # the last Newton step's length in posterior sd (dense only)
+    newton_steps: int = 0  # Newton steps from the MAP to the mode
+    mode_error_sd: float | None = None  # the last Newton step's length in posterior sd
 
     @property
     def posterior(self):
@@ -155,6 +158,13 @@ class LaplaceResult:
         n = sum(int(np.size(v)) for v in self.mean.values())
         kind = "dense" if self.block is None else f"block over {self.block.dim!r} ({self.block.groups} groups)"
         return f"LaplaceResult({n} parameters, {kind} Hessian, MAP objective {self.map.objective:.6g})"
+
+
+def _warn_off_mode(steps: int, off: float) -> None:
+    if np.isfinite(off) and off > WARN_SD:
+        warnings.warn(f"Laplace: the centre is {off:.3g} posterior sd from the mode after {steps} Newton steps "
+                      f"from the MAP (L-BFGS's optimum); the approximation's means may be off by that much",
+                      LaplaceWarning, stacklevel=3)
 
 
 def laplace(model: Callable, data, runtime=None, cluster=None, split=None, draws: int = 1000, seed: int = 0,
@@ -178,20 +188,18 @@ def laplace(model: Callable, data, runtime=None, cluster=None, split=None, draws
         raise ModelError("hessian='block' needs sites with a per-group leading dim (a plate over a dim of the "
                          "data); this model has none")
     if hessian == "block" or (hessian == "auto" and dim is not None and flat.size > 2000):
-        bh = laplace_block.block_hessian(s.program, s.plan.graph, z, dim, seed)
+        z, bh, steps, off = polish_mode(s.program, z, laplace_block.curvature(s.plan.graph, dim, seed))
+        _warn_off_mode(steps, off)
         x, sd = laplace_block.sample(bh, z, draws, seed)
         batch = {k: v.astype(np.float32) for k, v in x.items()}
         post = {k: v[None] for k, v in constrain_draws(model, data, batch).items()}
-        return LaplaceResult(z, None, to_inference_data(s.plan.graph, post), m, sd, bh)
+        return LaplaceResult(z, None, to_inference_data(s.plan.graph, post), m, sd, bh, steps, off)
     if flat.size > MAX_DENSE:
         raise ModelError(f"the model has {flat.size} parameters; a dense Laplace Hessian beyond {MAX_DENSE} is not "
                          f"supported" + (f"; hessian='block' works over {dim!r}" if dim else ""))
     z, H, steps, off = polish_mode(s.program, z)
     flat, unravel = ravel_pytree(z)
-    if np.isfinite(off) and off > WARN_SD:
-        warnings.warn(f"Laplace: the centre is {off:.3g} posterior sd from the mode after {steps} Newton steps "
-                      f"from the MAP (L-BFGS's optimum); the approximation's means may be off by that much",
-                      LaplaceWarning, stacklevel=2)
+    _warn_off_mode(steps, off)
     try:
         L = np.linalg.cholesky(H)
     except np.linalg.LinAlgError:

@@ -123,6 +123,56 @@ def block_hessian(program, graph, z: dict, dim: str, seed: int = 0) -> BlockHess
     return BlockHessian(dim, gsites, osites, blocks, cross, hgg)
 
 
+def solve(bh: BlockHessian, g: dict) -> dict:
+    """H^-1 g per site through the block structure (Schur complement on the globals); LinAlgError where a
+    block or the complement is not positive definite.
+
+    [[H_GG, C], [C^T, B]] [x_G; x_j] = [g_G; g_j]:  S x_G = g_G - sum_j C_j B_j^-1 g_j,
+    x_j = B_j^-1 (g_j - C_j^T x_G)."""
+    J, k, _ = bh.blocks.shape
+    gj = (np.concatenate([np.asarray(g[s], np.float64).reshape(J, -1) for s in bh.group_sites], axis=1)
+          if bh.group_sites else np.zeros((J, 0)))
+    gG = (np.concatenate([np.asarray(g[s], np.float64).ravel() for s in bh.global_sites]) if bh.global_sites
+          else np.zeros(0))
+    np.linalg.cholesky(bh.blocks)  # positive definite, or LinAlgError
+    binv_g = np.linalg.solve(bh.blocks, gj[..., None])[..., 0]  # (J, k)
+    if gG.size:
+        bc = np.linalg.solve(bh.blocks, bh.cross.transpose(1, 2, 0))  # B_j^-1 C_j^T: (J, k, G)
+        S = bh.globals_block - np.einsum("gja,jah->gh", bh.cross, bc)
+        L = np.linalg.cholesky(0.5 * (S + S.T))
+        xG = np.linalg.solve(L.T, np.linalg.solve(L, gG - np.einsum("gja,ja->g", bh.cross, binv_g)))
+        xj = binv_g - np.einsum("jag,g->ja", bc, xG)
+    else:
+        xG, xj = gG, binv_g
+    out, c = {}, 0
+    for s in bh.group_sites:
+        shape = np.shape(g[s])
+        w = int(np.prod(shape[1:]))
+        out[s], c = xj[:, c:c + w].reshape(shape), c + w
+    c = 0
+    for s in bh.global_sites:
+        shape = np.shape(g[s])
+        w = int(np.prod(shape))
+        out[s], c = xG[c:c + w].reshape(shape), c + w
+    return out
+
+
+def curvature(graph, dim: str, seed: int = 0):
+    """For laplace.polish_mode: the block Hessian at z and H^-1 g over the flattened (sorted) sites."""
+    from jax.flatten_util import ravel_pytree
+
+    def at(program, z: dict):
+        bh = block_hessian(program, graph, z, dim, seed)
+        _, unravel = ravel_pytree({k: np.asarray(v, np.float64) for k, v in z.items()})
+
+        def flat_solve(g: np.ndarray) -> np.ndarray:
+            return np.asarray(ravel_pytree(solve(bh, unravel(g)))[0])
+
+        return bh, flat_solve
+
+    return at
+
+
 def sample(bh: BlockHessian, center: dict, draws: int, seed: int) -> tuple[dict, dict]:
     """Draws (leading axis) of every site, and each site's marginal sd."""
     J, k, _ = bh.blocks.shape
@@ -168,4 +218,4 @@ def sample(bh: BlockHessian, center: dict, draws: int, seed: int) -> tuple[dict,
     return out, sd
 
 
-__all__ = ["BlockHessian", "block_hessian", "group_dim", "sample"]
+__all__ = ["BlockHessian", "block_hessian", "curvature", "group_dim", "sample", "solve"]
