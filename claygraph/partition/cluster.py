@@ -21,7 +21,7 @@ import numpy as np
 from claygraph.errors import ClusterError
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 4  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t
+PROFILE_VERSION = 5  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
 
