@@ -21,7 +21,9 @@ more dot per differentiated operand, a gather a scatter-add (and the reverse), a
 broadcast, an elementwise op twice its forward. A row-separable program that the runtime runs in
 cached row blocks (claygraph.partition.fused) is costed block by block: the data are read from
 memory once, while the blocks' forward kernels run (the slower of the two counts), and the backward
-pass finds them in cache. Padding to the largest shard is part of the
+pass finds them in cache. A parameter laid out along a split dim (`relaid`) is moved into the
+internal layout and its gradient back on every call (a gather and a scatter of its local entries),
+and that gradient joins the all-reduce. Padding to the largest shard is part of the
 local shapes, so load imbalance is counted. See docs/partition.md.
 """
 from __future__ import annotations
@@ -236,7 +238,10 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
 
     Forward psums cost an all-reduce each; an all-gather costs itself and its transpose (a
     reduce-scatter) in the backward pass; the gradients of replicated parameters that meet
-    split values are all-reduced once, combined into one message.
+    split values are all-reduced once, combined into one message, and so are those of the parameters
+    laid out along a split dim (`relaid`): the program returns them in the user's layout, each shard
+    scattering its part into zeros (the compiled program's HLO: a feature split's w, a group split's
+    per-group parameters join an all-reduce).
     """
     if devices <= 1 or not prop.split.name:
         return 0.0, 0.0, 0
@@ -251,12 +256,33 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
             nbytes += c.nbytes
             seconds += cluster.allreduce_time(c.nbytes, devices)
             count += 1
-    grads = sum(graph.value(v).nbytes for v in graph.inputs.params.values() if prop.shardings[v] == REPLICATED)
+    # a laid-out parameter's gradient goes back to the user's layout whole on every device: it joins the
+    # all-reduce (a group split's per-group gradients: each shard scatters its groups' into zeros)
+    grads = sum(graph.value(v).nbytes for v in graph.inputs.params.values()
+                if prop.shardings[v] == REPLICATED or v in relaid(graph, prop))
     if grads:
         nbytes += grads
         seconds += cluster.allreduce_time(grads, devices)
         count += 1
     return nbytes, seconds, count
+
+
+def relaid(graph: Graph, prop: Propagation) -> frozenset[int]:
+    """The parameters the program moves into its internal layout on every call (emit.param_relayout:
+    those with a split dim; a group split's per-group parameters are permuted and padded)."""
+    return frozenset(v for v in graph.inputs.params.values() if set(graph.value(v).dims) & prop.split.dims)
+
+
+def relayout_s(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates) -> float:
+    """Seconds of moving the laid-out parameters in and their gradients out, once per call: a gather of
+    each into the internal layout (an int32 slot and a value per local entry) and the scatter of its
+    gradient back, each a kernel of its own."""
+    total = 0.0
+    for vid in relaid(graph, prop):
+        v = graph.value(vid)
+        moved = _size(shape(v, prop.shardings[vid])) * (4 + v.dtype.itemsize)
+        total += rates.time("gather", moved) + rates.time("scatter", moved) + 2 * rates.kernel_s
+    return total
 
 
 def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int,
@@ -327,7 +353,7 @@ def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: Cluste
     c = gradient_compute(graph, prop, shape, rates, devices, row_split)
     mem = memory_bytes(graph, prop, shape, state_copies)
     cbytes, cs, count = comm(graph, prop, cluster, devices)
-    compute_s = rates.call(devices) + c.seconds
+    compute_s = rates.call(devices) + c.seconds + relayout_s(graph, prop, shape, rates)
     feasible = mem <= cluster.mem_capacity
     reason = None if feasible else (f"needs {mem / 1e9:.3g} GB per device, more than the "
                                     f"{cluster.mem_capacity / 1e9:.3g} GB it has")
