@@ -140,6 +140,26 @@ def test_a_fused_row_split_reads_the_data_once_and_runs_blocks_from_cache():
     assert c.compute_s == pytest.approx(CALL_S + x_read + dots + row_sum + kernels, abs=blocks * SMALL_SECONDS)
 
 
+def test_the_backward_elementwise_work_runs_inside_a_multiply_reduce_gradient(monkeypatch):
+    """Where the gradient of X @ w is the emitter's multiply-reduce (kernels.FUSED_WIDTHS), XLA fuses the
+    elementwise chain that computes r into that loop over X: the backward pass costs the slower of the
+    two. Other widths run r @ X as a dot of its own after the chain: their sum."""
+    from claygraph.partition.plan import shape_fn
+
+    plan, _ = logistic_estimates(100_000, 200)  # the feature split over 4 devices: X of width 50 per device
+    cand = plan.candidate(("feature",))
+    graph, prop, shape, rates = plan.graph, cand.propagation, shape_fn(cand.layout), plan.cluster.rates
+    dot = next(n for n in graph.nodes() if cost.family(n) == "matmul")
+    assert cost._multiply_reduce_gradient(dot, [(100_000, 50), (50,)], [False, True])
+    assert not cost._multiply_reduce_gradient(dot, [(100_000, 500), (500,)], [False, True])
+    assert not cost._multiply_reduce_gradient(dot, [(100_000, 50), (50,)], [False, False])
+    hidden = cost.compute(graph, prop, shape, rates)
+    monkeypatch.setattr(cost.kernels, "FUSED_WIDTHS", range(0))
+    summed = cost.compute(graph, prop, shape, rates)
+    assert hidden.forward_s == summed.forward_s and hidden.flops == summed.flops
+    assert hidden.seconds < summed.seconds
+
+
 def test_gather_and_scatter_count_the_bytes_they_move():
     """a[g] over 1e6 rows: the gather writes 4 bytes and reads a 4-byte index per row; its backward
     (a depends on the parameters) is a scatter-add of the same bytes."""
