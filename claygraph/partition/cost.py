@@ -282,8 +282,9 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
             count += 1
     # a laid-out parameter's gradient goes back to the user's layout whole on every device: it joins the
     # all-reduce (a group split's per-group gradients: each shard scatters its groups' into zeros)
+    laid = relaid(graph, prop)
     grads = sum(graph.value(v).nbytes for v in graph.inputs.params.values()
-                if prop.shardings[v] == REPLICATED or v in relaid(graph, prop))
+                if prop.shardings[v] == REPLICATED or v in laid)
     if grads:
         nbytes += grads
         seconds += cluster.allreduce_time(grads, devices)
