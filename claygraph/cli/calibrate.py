@@ -6,7 +6,7 @@ What the cost model uses, per device kind (the host CPU here; XLA's CPU runtime,
     gradient's r @ X, contracting the long axis, on an X as wide as XLA runs as a dot), fused elementwise
     chains (bytes/s), transcendental functions (elements/s), gather and scatter-add (bytes moved/s),
     reductions (bytes/s); the families a program runs fused or over cached row blocks (elementwise,
-    transcendental, matvec, vecmat: IN_LOOP) are timed as many iterations inside one compiled
+    transcendental and the four matrix-vector products: IN_LOOP) are timed as many iterations inside one compiled
     loop, the others one call each;
   - per-call overhead (a jitted call on one float) and per-kernel overhead (the intercept of the
     time-against-size lines of the kernels above, less the call overhead);
@@ -213,8 +213,10 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
         xt = jnp.asarray(rng.standard_normal((FEATURE_MAJOR_COLS, tall), dtype=np.float32))
         w, r = jnp.ones((FEATURE_MAJOR_COLS,), jnp.float32), jnp.ones((tall,), jnp.float32)
         work = 4.0 * tall * FEATURE_MAJOR_COLS
-        out["matvec_t"].append((work, _kernel_time(jax.jit(kernels.matvec_t), (xt, w), budget.reps)))
-        out["vecmat_t"].append((work, _kernel_time(jax.jit(kernels.matvec_t_transpose), (xt, r), budget.reps)))
+        out["matvec_t"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(kernels.matvec_t(m, v)), w, work,
+                                                 budget.reps, xt)))
+        out["vecmat_t"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(kernels.matvec_t_transpose(m, v)), r,
+                                                 work, budget.reps, xt)))
     for n in budget.elements:
         x = jnp.asarray(rng.random(n, dtype=np.float32))
         idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
@@ -239,9 +241,12 @@ KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "matvec
 # (_loop_time), not one call each. Elementwise and transcendental ops are fused by XLA into the
 # kernels around them, so a standalone call's dispatch and thread start-up (tens of microseconds,
 # more than the kernel itself below a megabyte) is not theirs to pay; the matrix-vector products
-# of a fused row block (fused.py) run on a block in cache, many times over, in one loop. The
+# of a fused row block (fused.py) run on a block in cache, many times over, in one loop (and all
+# four are timed alike, so that the model compares like with like when it weighs a feature-major X
+# against a row-major one). Each loop step also sums the product into the carried vector: a pass
+# over the output, 1/64 of X's bytes for matvec, 1/8 for the feature-major pair (8 features). The
 # other families (gathers, scatters, reductions, GEMMs) are timed one call each.
-IN_LOOP = frozenset({"elementwise", "transcendental", "matvec", "vecmat"})
+IN_LOOP = frozenset({"elementwise", "transcendental", "matvec", "vecmat", "matvec_t", "vecmat_t"})
 LOOP_BYTES = 1 << 26  # iterations per timed loop: enough for about this much work (at least 2, at most 64)
 
 

@@ -91,6 +91,15 @@ def test_one_giant_group_makes_the_group_split_lose():
     assert cands[("product",)].memory_per_device_bytes > 4 * uniform[("product",)].memory_per_device_bytes
 
 
+def test_one_device_runs_the_unsplit_program():
+    """A split over one device is the same kernels on the same shapes: the unsplit candidate is chosen."""
+    for model, data in ((examples.logistic_model, logistic_data(3_000, 6)), (examples.hier_logistic_model,
+                                                                          hier_data(4_000, 17))):
+        plan = cg.partition(model, data, cluster=cg.ClusterSpec.local(devices=1))
+        assert plan.split == (), plan.explain()
+        assert len(plan.candidates) > 1
+
+
 def test_tiny_model_chooses_no_split():
     for cluster in (cg.ClusterSpec.local(devices=4), cg.ClusterSpec.preset("g5", nodes=8),
                     cg.ClusterSpec.preset("p4d")):
