@@ -5,7 +5,9 @@ What the cost model uses, per device kind (the host CPU here; XLA's CPU runtime,
     matmul (square float32 GEMM, FLOP/s), matvec (X @ w over a tall X, bytes/s) and vecmat (its
     gradient's r @ X, contracting the long axis, on an X as wide as XLA runs as a dot), fused elementwise
     chains (bytes/s), transcendental functions (elements/s), gather and scatter-add (bytes moved/s),
-    reductions (bytes/s);
+    reductions (bytes/s); the families a program runs fused or over cached row blocks (elementwise,
+    transcendental and the four matrix-vector products: IN_LOOP) are timed as many iterations inside one compiled
+    loop, the others one call each;
   - per-call overhead (a jitted call on one float) and per-kernel overhead (the intercept of the
     time-against-size lines of the kernels above, less the call overhead);
   - collectives between `devices` local devices (`psum` in `shard_map` over forced host devices, in a
@@ -129,7 +131,7 @@ def calibrate(out: str | None = None, quick: bool = False, devices: int = 2) -> 
     t0 = time.perf_counter()
     call_s = measure_call_overhead(budget.reps * 20)
     series = measure_kernels(budget)
-    kernel_s = max(statistics.median(s.intercept() for s in series.values()) - call_s, 0.0)
+    kernel_s = max(statistics.median(s.intercept() for k, s in series.items() if k not in IN_LOOP) - call_s, 0.0)
     coll = measure_collectives(devices, budget.message_floats, budget.message_reps)
     small, large = measure_round_trips(budget.small_trips, budget.large_trips)
     p_latency, p_bandwidth = fit_link(small, large, 4 * LARGE_MESSAGE_FLOATS)
@@ -155,9 +157,11 @@ def calibrate(out: str | None = None, quick: bool = False, devices: int = 2) -> 
 
 def kernel_rates(series: dict[str, Series], call_s: float, kernel_s: float) -> KernelRates:
     """The host's curves (all its cores) from the measured series, each less the call overhead that
-    every timed call carried."""
+    every timed call carried (a series timed in a loop, IN_LOOP, is already net of it)."""
     def curve(name: str) -> Curve:
         s = series[name]
+        if name in IN_LOOP:
+            return Curve(s.work, s.seconds)
         return Curve(s.work, tuple(max(t - call_s, 0.05 * t) for t in s.seconds))
 
     return KernelRates(**{family: curve(name) for family, name in FAMILY_SERIES.items()},
@@ -197,27 +201,31 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
     for rows in budget.matvec_rows:
         x = jnp.asarray(rng.standard_normal((rows, MATVEC_COLS), dtype=np.float32))
         w = jnp.ones((MATVEC_COLS,), jnp.float32)
-        out["matvec"].append((4.0 * rows * MATVEC_COLS, _kernel_time(jax.jit(jnp.matmul), (x, w), budget.reps)))
+        work = 4.0 * rows * MATVEC_COLS
+        out["matvec"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(m @ v), w, work, budget.reps, x)))
         wide = rows * MATVEC_COLS // VECMAT_COLS
         x = jnp.asarray(rng.standard_normal((wide, VECMAT_COLS), dtype=np.float32))
         r = jnp.ones((wide,), jnp.float32)
-        out["vecmat"].append((4.0 * wide * VECMAT_COLS, _kernel_time(jax.jit(jnp.matmul), (r, x), budget.reps)))
+        work = 4.0 * wide * VECMAT_COLS
+        out["vecmat"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(v @ m), r, work, budget.reps, x)))
         # X held feature-major (storage.py): X.T of FEATURE_MAJOR_COLS rows, its X @ w and r @ X as emitted
         tall = rows * MATVEC_COLS // FEATURE_MAJOR_COLS
         xt = jnp.asarray(rng.standard_normal((FEATURE_MAJOR_COLS, tall), dtype=np.float32))
         w, r = jnp.ones((FEATURE_MAJOR_COLS,), jnp.float32), jnp.ones((tall,), jnp.float32)
         work = 4.0 * tall * FEATURE_MAJOR_COLS
-        out["matvec_t"].append((work, _kernel_time(jax.jit(kernels.matvec_t), (xt, w), budget.reps)))
-        out["vecmat_t"].append((work, _kernel_time(jax.jit(kernels.matvec_t_transpose), (xt, r), budget.reps)))
+        out["matvec_t"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(kernels.matvec_t(m, v)), w, work,
+                                                 budget.reps, xt)))
+        out["vecmat_t"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(kernels.matvec_t_transpose(m, v)), r,
+                                                 work, budget.reps, xt)))
     for n in budget.elements:
         x = jnp.asarray(rng.random(n, dtype=np.float32))
         idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
         table = jnp.asarray(rng.random(max(n // 16, 1), dtype=np.float32))
         for family, (fn, args, work) in _streaming(x, idx, table).items():
             if family == "gather" and n > GATHER_MAX:
-                continue  # its fresh n-element output would time page faults, not gathering (see _steady_time)
-            if family in STEADY:
-                out[family].append((work, _steady_time(fn, args[0], budget.reps)))
+                continue  # its fresh n-element output would time page faults, not gathering (see _loop_time)
+            if family in IN_LOOP:
+                out[family].append((work, _loop_time(fn, args[0], work, budget.reps)))
             else:
                 out[family].append((work, _kernel_time(jax.jit(fn), args, budget.reps)))
     return {k: Series(k, KERNELS[k], tuple(w for w, _ in v), tuple(t for _, t in v)) for k, v in out.items()}
@@ -229,7 +237,17 @@ KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "matvec
            "transcendental": "elements/s", "gather": "bytes/s", "scatter_add": "bytes/s", "reduce": "bytes/s"}
 
 
-STEADY = ("elementwise", "transcendental")  # maps of x to the shape of x, timed on a donated buffer
+# Families timed as a program runs them: many iterations of the kernel inside one compiled loop
+# (_loop_time), not one call each. Elementwise and transcendental ops are fused by XLA into the
+# kernels around them, so a standalone call's dispatch and thread start-up (tens of microseconds,
+# more than the kernel itself below a megabyte) is not theirs to pay; the matrix-vector products
+# of a fused row block (fused.py) run on a block in cache, many times over, in one loop (and all
+# four are timed alike, so that the model compares like with like when it weighs a feature-major X
+# against a row-major one). Each loop step also sums the product into the carried vector: a pass
+# over the output, 1/64 of X's bytes for matvec, 1/8 for the feature-major pair (8 features). The
+# other families (gathers, scatters, reductions, GEMMs) are timed one call each.
+IN_LOOP = frozenset({"elementwise", "transcendental", "matvec", "vecmat", "matvec_t", "vecmat_t"})
+LOOP_BYTES = 1 << 26  # iterations per timed loop: enough for about this much work (at least 2, at most 64)
 
 
 def _streaming(x, idx, table) -> dict[str, tuple[Callable, tuple, float]]:
@@ -250,22 +268,23 @@ def _streaming(x, idx, table) -> dict[str, tuple[Callable, tuple, float]]:
     }
 
 
-def _steady_time(fn: Callable, x, reps: int) -> float:
-    """Median seconds of `x = fn(x)` with x's buffer donated, so the output reuses it.
+def _loop_time(step: Callable, x, work: float, reps: int, *consts) -> float:
+    """Median seconds of one `x = step(x, *consts)` inside a compiled fori_loop, less the call's overhead.
 
-    A program reuses its buffers from call to call (the allocator keeps them); a kernel timed with a
-    fresh output of 32 MB or more would time the operating system faulting in new pages (glibc maps
-    such blocks afresh every call), several times the kernel itself."""
+    The carried value makes each iteration depend on the last (nothing is hoisted out of the loop)
+    and reuses its buffers as a program does: a kernel timed with a fresh output of 32 MB or more
+    would time the operating system faulting in new pages (glibc maps such blocks afresh every
+    call), several times the kernel itself."""
     import jax
+    from jax import lax
 
-    step = jax.jit(fn, donate_argnums=0)
-    x = jax.block_until_ready(step(x.copy()))
-    times = []
-    for _ in range(max(reps, 1)):
-        start = time.perf_counter()
-        x = jax.block_until_ready(step(x))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    iters = int(min(max(LOOP_BYTES // max(work, 1.0), 2), 64))
+    run = jax.jit(lambda v, *k: lax.fori_loop(0, iters, lambda i, c: step(c, *k), v))
+    jax.block_until_ready(run(x, *consts))  # compile and warm up outside the timing
+    base = jax.jit(lambda v, *k: lax.fori_loop(0, 1, lambda i, c: c, v))
+    jax.block_until_ready(base(x, *consts))
+    call = _median_time(lambda: jax.block_until_ready(base(x, *consts)), reps)
+    return max(_median_time(lambda: jax.block_until_ready(run(x, *consts)), reps) - call, 1e-9) / iters
 
 
 def _kernel_time(fn: Callable, args: tuple, reps: int) -> float:

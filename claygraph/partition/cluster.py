@@ -21,7 +21,7 @@ import numpy as np
 from claygraph.errors import ClusterError
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 4  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t
+PROFILE_VERSION = 5  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
 
@@ -490,28 +490,28 @@ _PRESETS = {
     ),
 }
 
-# Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` on a 2-core CPU host
-# (2026-11-30, load average 9.5; matvec_t and vecmat_t at load average 4): seconds per kernel against
-# its work, whole host.
+# Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` (profile version 5: the
+# stream, transcendental and matrix-vector curves timed in a loop) on a 2-core CPU host (2026-11-30,
+# load average 2.1): seconds per kernel against its work, whole host.
 LOCAL_KERNELS = KernelRates(
     matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
-              (5.88e-05, 0.000457, 0.00399, 0.0304)),
+                 (6.95e-05, 0.000417, 0.00247, 0.0205)),
     matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-              (4.43e-05, 6.04e-05, 0.000164, 0.000647, 0.00313, 0.00484, 0.00969)),
-    vecmat=Curve((2.62e+05, 4.19e+06, 6.71e+07, 2.68e+08),
-              (4.5e-05, 0.00045, 0.0112, 0.0448)),
+                 (3.95e-06, 1.32e-05, 8.07e-05, 0.000543, 0.00275, 0.00365, 0.00711)),
+    vecmat=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                 (3.08e-06, 1.18e-05, 8.95e-05, 0.000683, 0.00209, 0.00557, 0.0151)),
     matvec_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                (2.9e-05, 5.47e-05, 0.000153, 0.000381, 0.00119, 0.00666, 0.00646)),
+                   (3.84e-06, 1.55e-05, 8.94e-05, 0.00044, 0.00121, 0.00291, 0.00585)),
     vecmat_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                (3.84e-05, 8.96e-05, 0.000123, 0.000831, 0.00121, 0.00265, 0.00682)),
+                   (3.67e-06, 1.53e-05, 0.00011, 0.000429, 0.00184, 0.00303, 0.00593)),
     stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-              (3.59e-05, 7.86e-05, 8.83e-05, 0.000148, 0.000362, 0.00163, 0.00708)),
+                 (1.57e-06, 8.57e-06, 2.22e-05, 7.51e-05, 5e-10, 0.00118, 0.00354)),
     transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),
-                      (7.21e-05, 0.000227, 0.000645, 0.00139, 0.0151, 0.0467, 0.131)),
+                         (3.65e-05, 0.000163, 0.000605, 0.00233, 0.0093, 0.0183, 0.0764)),
     gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07),
-              (4.21e-05, 0.0001, 0.000206, 0.000536, 0.00552)),
+                 (4.17e-05, 0.000101, 0.000224, 0.000765, 0.00431)),
     scatter=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-               (4.84e-05, 0.000124, 0.000261, 0.00218, 0.016, 0.0721, 0.361)),
+                  (5.18e-05, 0.00011, 0.000311, 0.00113, 0.00639, 0.0306, 0.144)),
     reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 1.34e+08),
-              (3.94e-05, 8.29e-05, 0.000101, 8.9e-05, 0.000703, 0.00284, 0.00735)),
-    call_s=5.13e-06, kernel_s=1e-09, spmd_call_s=0.000143)
+                 (3.85e-05, 8.08e-05, 0.000103, 0.000135, 0.00041, 0.00115, 0.00621)),
+    call_s=5.17e-06, kernel_s=1e-09, spmd_call_s=3.16e-05)

@@ -20,9 +20,13 @@ The backward pass is counted node by node where a value depends on the parameter
 more dot per differentiated operand, a gather a scatter-add (and the reverse), a reduction a
 broadcast, an elementwise op twice its forward. A row-separable program that the runtime runs in
 cached row blocks (claygraph.partition.fused) is costed block by block: the data are read from
-memory once, while the blocks' forward kernels run (the slower of the two counts), and the backward
-pass finds them in cache. Padding to the largest shard is part of the
-local shapes, so load imbalance is counted. See docs/partition.md.
+memory once (each block copied out of the shard), then the block's forward and backward kernels run
+on it in cache. Where the gradient of X @ w is the emitter's multiply-reduce, the backward pass's
+elementwise work runs inside that loop over X: the pass costs the slower of the two, not their sum.
+A parameter laid out along a split dim (`relaid`) is moved into the internal layout and its gradient
+back on every call (a gather and a scatter of its local entries), and that gradient joins the
+all-reduce. Padding to the largest shard is part of the local shapes, so load imbalance is counted.
+See docs/partition.md.
 """
 from __future__ import annotations
 
@@ -199,18 +203,24 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
     data = set(graph.inputs.data.values())
     working_set = sum(_nbytes(shape(graph.value(o), s), graph.value(o)) for n in graph.nodes()
                       for o, s in zip(n.outputs, prop.decisions[n.id].outs))
-    seconds = flops = read_s = forward_s = 0.0
+    flops = read_s = 0.0
     kernels = 0
     read: set[int] = set()
+    dots, fused, other = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]  # (forward, backward) seconds of each kind
+    hides = False  # the backward elementwise work runs inside a multiply-reduce gradient
     for node in graph.nodes():
         d = prop.decisions[node.id]
         ins = [graph.value(i) for i in node.inputs]
         outs = [graph.value(o) for o in node.outputs]
-        c = node_cost(node, ins, outs, [shape(v, s) for v, s in zip(ins, d.ins)],
-                      [shape(v, s) for v, s in zip(outs, d.outs)], [i in grads for i in node.inputs], rates,
-                      working_set, family(node) == "matmul" and node.inputs[0] in transposed)
-        seconds += c.forward_s + c.backward_s
-        forward_s += c.forward_s
+        in_shapes = [shape(v, s) for v, s in zip(ins, d.ins)]
+        need = [i in grads for i in node.inputs]
+        major = family(node) == "matmul" and node.inputs[0] in transposed
+        c = node_cost(node, ins, outs, in_shapes, [shape(v, s) for v, s in zip(outs, d.outs)], need, rates,
+                      working_set, major)
+        kind = dots if family(node) == "matmul" else fused if family(node) in FUSED else other
+        kind[0] += c.forward_s
+        kind[1] += c.backward_s
+        hides = hides or (not major and _multiply_reduce_gradient(node, in_shapes, need))
         flops += c.flops
         kernels += c.kernels
         if dram is None and family(node) == "matmul":
@@ -219,7 +229,23 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
             if i in data and i not in read:  # a data array comes from memory once per pass
                 read.add(i)
                 read_s += rates.time("matvec", _nbytes((dram or shape)(v, s), v))
-    return Compute(seconds + read_s + kernels * rates.kernel_s, flops, kernels, read_s, forward_s)
+    # unblocked, the data reads of other consumers are part of the forward pass's memory traffic
+    forward_s = dots[0] + fused[0] + other[0] + (read_s if dram is None else 0.0)
+    backward_s = (max(dots[1], fused[1]) if hides else dots[1] + fused[1]) + other[1]
+    seconds = forward_s + backward_s + (read_s if dram is not None else 0.0)
+    return Compute(seconds + kernels * rates.kernel_s, flops, kernels, read_s, forward_s)
+
+
+FUSED = frozenset({"elementwise", "transcendental", "move"})  # the families XLA fuses into loops
+
+
+def _multiply_reduce_gradient(node: Node, in_shapes: list[tuple[int, ...]], grads: list[bool]) -> bool:
+    """`X @ w` whose gradient of w the emitter writes as sum(X * r[:, None], axis=0) (kernels.py): XLA
+    fuses the elementwise chain that computes r into that loop over X, so the backward pass's
+    elementwise and transcendental work runs while X streams in (a roofline, not a sum)."""
+    return (family(node) == "matmul" and len(in_shapes) == 2 and grads[1]
+            and kernels.is_matvec(node.params, len(in_shapes[0]), len(in_shapes[1]))
+            and in_shapes[0][1] in kernels.FUSED_WIDTHS)
 
 
 def memory_bytes(graph: Graph, prop: Propagation, shape: LocalShape, state_copies: float) -> float:
@@ -236,7 +262,10 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
 
     Forward psums cost an all-reduce each; an all-gather costs itself and its transpose (a
     reduce-scatter) in the backward pass; the gradients of replicated parameters that meet
-    split values are all-reduced once, combined into one message.
+    split values are all-reduced once, combined into one message, and so are those of the parameters
+    laid out along a split dim (`relaid`): the program returns them in the user's layout, each shard
+    scattering its part into zeros (the compiled program's HLO: a feature split's w, a group split's
+    per-group parameters join an all-reduce).
     """
     if devices <= 1 or not prop.split.name:
         return 0.0, 0.0, 0
@@ -251,12 +280,34 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
             nbytes += c.nbytes
             seconds += cluster.allreduce_time(c.nbytes, devices)
             count += 1
-    grads = sum(graph.value(v).nbytes for v in graph.inputs.params.values() if prop.shardings[v] == REPLICATED)
+    # a laid-out parameter's gradient goes back to the user's layout whole on every device: it joins the
+    # all-reduce (a group split's per-group gradients: each shard scatters its groups' into zeros)
+    laid = relaid(graph, prop)
+    grads = sum(graph.value(v).nbytes for v in graph.inputs.params.values()
+                if prop.shardings[v] == REPLICATED or v in laid)
     if grads:
         nbytes += grads
         seconds += cluster.allreduce_time(grads, devices)
         count += 1
     return nbytes, seconds, count
+
+
+def relaid(graph: Graph, prop: Propagation) -> frozenset[int]:
+    """The parameters the program moves into its internal layout on every call (emit.param_relayout:
+    those with a split dim; a group split's per-group parameters are permuted and padded)."""
+    return frozenset(v for v in graph.inputs.params.values() if set(graph.value(v).dims) & prop.split.dims)
+
+
+def relayout_s(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates) -> float:
+    """Seconds of moving the laid-out parameters in and their gradients out, once per call: a gather of
+    each into the internal layout (an int32 slot and a value per local entry) and the scatter of its
+    gradient back, each a kernel of its own."""
+    total = 0.0
+    for vid in relaid(graph, prop):
+        v = graph.value(vid)
+        moved = _size(shape(v, prop.shardings[vid])) * (4 + v.dtype.itemsize)
+        total += rates.time("gather", moved) + rates.time("scatter", moved) + 2 * rates.kernel_s
+    return total
 
 
 def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int,
@@ -312,10 +363,11 @@ def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: 
         return compute(graph, prop, shape, rates, transposed=transposed)
     dim, rows, count = blocked
     one = compute(graph, prop, block_shape(shape, dim, rows), rates, dram=shape, transposed=transposed)
-    # the data reads were charged at the whole shard's size in `one`: once in all. Each block's forward
-    # kernels run as its data stream in from memory (the slower of the two), its backward ones on the
-    # block in cache
-    forward = max(one.read_s, one.forward_s * count)
+    # the data reads were charged at the whole shard's size in `one`: once in all. Each block's rows are
+    # first copied out of the shard (the loop's dynamic slice, a kernel of its own: the compiled HLO's
+    # `dynamic-slice` fusion of (rows, d)), then its forward and backward kernels run on the block in
+    # cache; a device runs its kernels one after another, so the copy and the kernels add up
+    forward = one.read_s + one.forward_s * count
     rest = one.seconds - one.read_s - one.forward_s
     return Compute(forward + rest * count, one.flops * count, one.kernels * math.ceil(count), one.read_s,
                    one.forward_s * count)
@@ -327,7 +379,7 @@ def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: Cluste
     c = gradient_compute(graph, prop, shape, rates, devices, row_split)
     mem = memory_bytes(graph, prop, shape, state_copies)
     cbytes, cs, count = comm(graph, prop, cluster, devices)
-    compute_s = rates.call(devices) + c.seconds
+    compute_s = rates.call(devices) + c.seconds + relayout_s(graph, prop, shape, rates)
     feasible = mem <= cluster.mem_capacity
     reason = None if feasible else (f"needs {mem / 1e9:.3g} GB per device, more than the "
                                     f"{cluster.mem_capacity / 1e9:.3g} GB it has")

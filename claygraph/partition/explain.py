@@ -52,7 +52,8 @@ def explain(plan: Plan) -> str:
             why = f"  ({col.reason})" if col.reason else ""
             lines.append(f"  {col.kind:<10}{_bytes(col.nbytes):>10}  {where}{why}")
     if plan.devices > 1 and plan.split:
-        lines.append("  + one all-reduce of the replicated parameters' gradients (backward pass)")
+        lines.append("  + one all-reduce of the gradients of the replicated and the laid-out parameters (backward "
+                     "pass; a laid-out one's goes back to the user's layout whole)")
     if c.propagation and c.propagation.fallbacks:
         lines += ["", "replicated fallbacks:", *(f"  {f}" for f in c.propagation.fallbacks)]
     return "\n".join(lines)

@@ -163,12 +163,18 @@ class Plan:
         return f"<Plan split={self.split or '()'} devices={self.devices} cost={self.chosen.cost.predicted_s:.3g}s>"
 
 
-def _pick(cands: list[Candidate]) -> Candidate:
+def _pick(cands: list[Candidate], devices: int) -> Candidate:
     feasible = [c for c in cands if c.cost.feasible]
     if not feasible:
         rows = "; ".join(f"{c.split}: {c.cost.reason}" for c in cands)
         raise PartitionError(f"no candidate split fits in device memory: {rows}. Use more devices or a "
                              f"cluster with more memory per device")
+    # one device: a split runs the unsplit program's kernels on the same shapes, its parameters relaid;
+    # the figures of two different kernels for one product (a feature-major X @ w against a row-major
+    # one) must not decide between them
+    unsplit = [c for c in feasible if not c.split.name]
+    if devices == 1 and unsplit:
+        return unsplit[0]
     return min(feasible, key=lambda c: (c.cost.predicted_s, _ORDER[c.split.kind], c.split.name))
 
 
@@ -183,7 +189,7 @@ def partition(model: Callable | Graph, data: Data, cluster: ClusterSpec | None =
     splits, refused = enumerate_splits(graph)
     cands = [evaluate_candidate(graph, s, data, cluster, devices) for s in splits]
     if split is None:
-        return Plan(graph, data, cluster, devices, _pick(cands), cands, refused)
+        return Plan(graph, data, cluster, devices, _pick(cands, devices), cands, refused)
     want = (split,) if isinstance(split, str) else tuple(split)
     match = [c for c in cands if c.split.name == want]
     if not match:

@@ -71,11 +71,12 @@ def test_report_section_states_the_totals_and_every_case(tmp_path):
 
 
 def test_candidates_are_timed_in_turns():
-    """measure_together: a warm-up call each, then rounds that call every function once, in order."""
+    """measure_together: a warm-up call each, then rounds that call every function once, each round
+    starting one function later (each follows every other equally often)."""
     from bench.timing import measure_together
 
     calls = []
     timings = measure_together([lambda i=i: calls.append(i) for i in range(3)], repeats=4, warmup=1)
-    assert calls == [0, 1, 2] + [0, 1, 2] * 4
+    assert calls == [0, 1, 2] + [0, 1, 2] + [1, 2, 0] + [2, 0, 1] + [0, 1, 2]
     assert [t.repeats for t in timings] == [4, 4, 4]
     assert all(t.min_s <= t.q1_s <= t.median_s <= t.q3_s <= t.max_s for t in timings)

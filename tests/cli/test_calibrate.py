@@ -77,7 +77,9 @@ def test_curves_are_the_series_less_the_call_overhead():
     series = {name: calibrate_cli.Series(name, unit, (1e3, 1e6), (2e-5, 1e-3))
               for name, unit in calibrate_cli.KERNELS.items()}
     rates = calibrate_cli.kernel_rates(series, call_s=1e-5, kernel_s=2e-6)
-    assert rates.stream.seconds == pytest.approx((1e-5, 1e-3 - 1e-5))
+    assert rates.reduce.seconds == pytest.approx((1e-5, 1e-3 - 1e-5))
+    # timed inside a loop: one iteration's seconds, already without the call
+    assert rates.stream.seconds == rates.matvec.seconds == pytest.approx((2e-5, 1e-3))
     assert (rates.call_s, rates.kernel_s) == (1e-5, 2e-6)
     assert np.isclose(series["matmul"].intercept(), 2e-5 - 1e3 * (1e-3 - 2e-5) / (1e6 - 1e3))
 
@@ -90,3 +92,19 @@ def test_main_parses_arguments(monkeypatch):
     assert calls == [("p.json", True, 2), (None, False, 4)]
     with pytest.raises(SystemExit):
         calibrate_cli.main(["--devices", "1"])
+
+
+def test_a_kernel_timed_in_a_loop_counts_each_iteration_once():
+    import jax.numpy as jnp
+
+    calls = []
+
+    def step(v, m):
+        calls.append(v.shape)  # traced once: one iteration's kernel
+        return v + 1e-9 * jnp.sum(m @ v)
+
+    x, w = jnp.ones((256, 8), jnp.float32), jnp.ones((8,), jnp.float32)
+    t = calibrate_cli._loop_time(step, w, 4.0 * x.size, 3, x)
+    assert calls == [(8,)]
+    assert 0 < t < 1.0
+    assert calibrate_cli.IN_LOOP <= set(calibrate_cli.KERNELS)

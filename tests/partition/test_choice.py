@@ -66,9 +66,12 @@ def test_tens_of_millions_of_groups_on_a_slow_network_choose_the_group_split():
                         cluster=cg.ClusterSpec.preset("g5", nodes=8))
     assert tuple(plan.split) == ("product",), plan.explain()
     cands = by_split(plan)
-    # the row split all-reduces the gradients of 2 x 2e7 per-group parameters every evaluation
+    # both all-reduce the gradients of 2 x 2e7 per-group parameters every evaluation: the row split's
+    # are replicated, the group split's go back to the user's layout whole (emit.param_relayout's
+    # gradient, scattered into zeros on each shard and all-reduced, as the compiled program does)
     assert cands[("row",)].comm_bytes >= 2 * 20_000_000 * 4
-    assert cands[("product",)].comm_bytes < 1000
+    assert cands[("product",)].comm_bytes >= 2 * 20_000_000 * 4
+    assert cands[("product",)].predicted_s < cands[("row",)].predicted_s
     shardings = plan.param_shardings()
     assert shardings["a"] == Sharded("product") == shardings["b"]
 
@@ -88,6 +91,15 @@ def test_one_giant_group_makes_the_group_split_lose():
     assert cands[("product",)].memory_per_device_bytes > 4 * uniform[("product",)].memory_per_device_bytes
 
 
+def test_one_device_runs_the_unsplit_program():
+    """A split over one device is the same kernels on the same shapes: the unsplit candidate is chosen."""
+    for model, data in ((examples.logistic_model, logistic_data(3_000, 6)), (examples.hier_logistic_model,
+                                                                          hier_data(4_000, 17))):
+        plan = cg.partition(model, data, cluster=cg.ClusterSpec.local(devices=1))
+        assert plan.split == (), plan.explain()
+        assert len(plan.candidates) > 1
+
+
 def test_tiny_model_chooses_no_split():
     for cluster in (cg.ClusterSpec.local(devices=4), cg.ClusterSpec.preset("g5", nodes=8),
                     cg.ClusterSpec.preset("p4d")):
@@ -96,15 +108,17 @@ def test_tiny_model_chooses_no_split():
         assert plan.param_shardings() == {"w": Replicated()}
 
 
-def test_very_wide_model_on_a_slow_network_chooses_the_feature_split():
+def test_very_wide_model_on_a_slow_network_pays_the_gradient_of_w_on_either_split():
+    """The row split all-reduces the gradient of a million weights; the feature split sends the logits
+    and, as the compiled program returns w's gradient in the user's layout whole, all-reduces it too:
+    the feature split saves no communication, so it does not win on the network."""
     plan = cg.partition(examples.logistic_model, logistic_data(10_000, 1_000_000),
                         cluster=cg.ClusterSpec.preset("g5", nodes=8))
-    assert tuple(plan.split) == ("feature",), plan.explain()
     cands = by_split(plan)
     assert not cands[()].feasible  # 40 GB of X
-    # the row split all-reduces the gradient of a million weights; the feature split sends logits
     assert cands[("row",)].comm_bytes >= 4_000_000
-    assert cands[("feature",)].comm_bytes < cands[("row",)].comm_bytes
+    assert cands[("feature",)].comm_bytes == cands[("row",)].comm_bytes + 10_000 * 4
+    assert tuple(plan.split) == min((("row",), ("feature",)), key=lambda k: cands[k].predicted_s), plan.explain()
 
 
 

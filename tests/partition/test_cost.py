@@ -140,6 +140,26 @@ def test_a_fused_row_split_reads_the_data_once_and_runs_blocks_from_cache():
     assert c.compute_s == pytest.approx(CALL_S + x_read + dots + row_sum + kernels, abs=blocks * SMALL_SECONDS)
 
 
+def test_the_backward_elementwise_work_runs_inside_a_multiply_reduce_gradient(monkeypatch):
+    """Where the gradient of X @ w is the emitter's multiply-reduce (kernels.FUSED_WIDTHS), XLA fuses the
+    elementwise chain that computes r into that loop over X: the backward pass costs the slower of the
+    two. Other widths run r @ X as a dot of its own after the chain: their sum."""
+    from claygraph.partition.plan import shape_fn
+
+    plan, _ = logistic_estimates(100_000, 200)  # the feature split over 4 devices: X of width 50 per device
+    cand = plan.candidate(("feature",))
+    graph, prop, shape, rates = plan.graph, cand.propagation, shape_fn(cand.layout), plan.cluster.rates
+    dot = next(n for n in graph.nodes() if cost.family(n) == "matmul")
+    assert cost._multiply_reduce_gradient(dot, [(100_000, 50), (50,)], [False, True])
+    assert not cost._multiply_reduce_gradient(dot, [(100_000, 500), (500,)], [False, True])
+    assert not cost._multiply_reduce_gradient(dot, [(100_000, 50), (50,)], [False, False])
+    hidden = cost.compute(graph, prop, shape, rates)
+    monkeypatch.setattr(cost.kernels, "FUSED_WIDTHS", range(0))
+    summed = cost.compute(graph, prop, shape, rates)
+    assert hidden.forward_s == summed.forward_s and hidden.flops == summed.flops
+    assert hidden.seconds < summed.seconds
+
+
 def test_gather_and_scatter_count_the_bytes_they_move():
     """a[g] over 1e6 rows: the gather writes 4 bytes and reads a 4-byte index per row; its backward
     (a depends on the parameters) is a scatter-add of the same bytes."""
@@ -192,11 +212,14 @@ def test_row_split_communication():
     assert c.predicted_s == pytest.approx(c.compute_s + c.comm_s, rel=1e-12)
 
 
-def test_feature_split_of_a_linear_potential_sends_only_the_scalar():
-    """The partial logits are only summed (linear), so they stay partial until the output."""
+def test_feature_split_of_a_linear_potential_sends_the_scalar_and_the_gradient_of_w():
+    """The partial logits are only summed (linear), so they stay partial until the output; w is laid
+    out along the features, and its gradient goes back to the user's layout whole on every device
+    (scattered into zeros and all-reduced, as the compiled program does)."""
     c = estimates()[("feature",)]
-    assert c.comm_bytes == F32 and c.collectives == 1
-    assert c.comm_s == pytest.approx(ring_allreduce(F32, 4, 1e9, 1e-5), rel=1e-12)
+    assert c.comm_bytes == F32 + D * F32 and c.collectives == 2
+    assert c.comm_s == pytest.approx(ring_allreduce(F32, 4, 1e9, 1e-5) + ring_allreduce(D * F32, 4, 1e9, 1e-5),
+                                     rel=1e-12)
 
 
 def test_no_split_communicates_nothing():
@@ -233,14 +256,15 @@ def test_logistic_feature_split_charges_what_it_lists():
     assert all(c.kind == "psum" for c in prop.collectives)
     assert {c.nbytes for c in prop.collectives} == {1000 * F32, F32}  # the logits, and the potential
     c = est[("feature",)]
-    assert c.comm_bytes == sum(col.nbytes for col in prop.collectives)  # w is sharded: no gradient all-reduce
-    assert c.comm_s == pytest.approx(sum(ring_allreduce(col.nbytes, 4, 1e9, 1e-5) for col in prop.collectives),
-                                     rel=1e-12)
+    grad_w = 12 * F32  # back to the user's layout whole: one all-reduce
+    assert c.comm_bytes == sum(col.nbytes for col in prop.collectives) + grad_w
+    assert c.comm_s == pytest.approx(sum(ring_allreduce(col.nbytes, 4, 1e9, 1e-5) for col in prop.collectives)
+                                     + ring_allreduce(grad_w, 4, 1e9, 1e-5), rel=1e-12)
 
 
 def test_logistic_feature_split_all_reduces_the_partial_logits_once():
     _, est = logistic_estimates(1000, 12)
-    assert est[("feature",)].comm_bytes == 1000 * F32 + F32
+    assert est[("feature",)].comm_bytes == 1000 * F32 + F32 + 12 * F32  # logits, potential, w's gradient
 
 
 def test_an_all_gather_costs_itself_and_its_transpose():
@@ -301,6 +325,29 @@ def test_a_group_split_that_runs_in_row_blocks_is_costed_per_block():
     assert blocked is not None and blocked[0] == "row" and blocked[2] >= 4
     assert blocked[1:] == cost.fused_blocks(plan.graph, row.propagation, rows, 2, shape_fn(row.layout))[1:]
     assert group.cost.compute_s == pytest.approx(row.cost.compute_s, rel=0.1)
+
+
+def test_a_laid_out_parameter_pays_its_relayout_and_joins_the_gradient_all_reduce():
+    """A group split's per-group parameter is moved into the internal layout on every call (a gather of
+    each shard's groups) and its gradient back (a scatter into zeros, then the one all-reduce)."""
+    n, groups = 100_000, 5_000
+    data = cg.Data(X=cg.array(SDS((n, 10), np.float32), "row", "feature"), y=cg.array(SDS((n,), np.float32), "row"),
+                   g=cg.index(SDS((n,), np.int32), "row", into="group", size=groups))
+    plan = cg.partition(hier, data, cluster=spec())
+    from claygraph.partition.plan import shape_fn
+
+    group, row = plan.candidate(("group",)), plan.candidate(("row",))
+    a = plan.graph.inputs.params["a"]
+    assert cost.relaid(plan.graph, group.propagation) == {a}
+    assert cost.relaid(plan.graph, row.propagation) == frozenset()
+    rates = plan.cluster.rates
+    local = group.layout["group"].local
+    moved = local * (4 + F32)
+    want = rates.time("gather", moved) + rates.time("scatter", moved) + 2 * rates.kernel_s
+    assert cost.relayout_s(plan.graph, group.propagation, shape_fn(group.layout), rates) == pytest.approx(want)
+    assert cost.relayout_s(plan.graph, row.propagation, shape_fn(row.layout), rates) == 0.0
+    # a's gradient (the user's groups x 4 bytes) is all-reduced on either split
+    assert group.cost.comm_bytes >= groups * F32 and row.cost.comm_bytes >= groups * F32
 
 
 def test_a_feature_major_matvec_is_costed_on_its_own_curves():
