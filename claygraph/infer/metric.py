@@ -43,8 +43,9 @@ MAX_BUFFER_ENTRIES = 20_000_000
 class LowRankRule:
     max_rank: int = 10  # directions in the correction
     cutoff: float = 2.0  # eigenvalues in [1/cutoff, cutoff] are left at 1
-    prior_draws: float = 10.0  # pseudo-draws of the identity in each projected covariance
-    min_draws: int = 20  # fewer draws in a window: the diagonal alone (also at least 2 x Q's width)
+    prior_draws: float = 0.1  # pseudo-draws of the identity in each projected covariance
+    min_draws: int = 20  # fewer draws in a window: the diagonal alone
+    draws_per_direction: float = 2.0  # nor fewer than this many per direction of Q
     clip: float = 1e6  # eigenvalues are clipped to [1/clip, clip]
 
 
@@ -130,7 +131,7 @@ def low_rank(x: jax.Array, g: jax.Array, m: jax.Array, sigma: jax.Array, rule: L
     lam = jnp.clip(lam, 1.0 / rule.clip, rule.clip)
     order = jnp.argsort(-jnp.abs(jnp.log(lam)))[:k]
     u, lam = (q @ v)[:, order], lam[order]
-    trusted = (m >= max(rule.min_draws, 2 * width)) & jnp.all(jnp.isfinite(lam)) & jnp.all(jnp.isfinite(u))
+    trusted = (m >= max(rule.min_draws, rule.draws_per_direction * width)) & jnp.all(jnp.isfinite(lam)) & jnp.all(jnp.isfinite(u))
     keep = trusted & ((lam < 1.0 / rule.cutoff) | (lam > rule.cutoff))
     lam = jnp.where(keep, lam, 1.0)
     u = jnp.where(keep[None, :], u, 0.0)
