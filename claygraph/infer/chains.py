@@ -15,6 +15,10 @@ from blackjax.adaptation.staged_adaptation import build_schedule
 
 from claygraph.infer import metric
 
+# NUTS's default mass-matrix adaptation (docs/inference.md: chosen by posteriordb's ESS per gradient
+# and W2's ESS per second)
+DEFAULT_ADAPTATION = "window_low_rank"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -23,9 +27,10 @@ class Settings:
     max_tree_depth: int = 10
     num_integration_steps: int = 16
     warmup: int = 500
-    adaptation: str = "window"  # one of ADAPTATIONS (docs/inference.md: the default chosen by W2's ESS/s)
-    # "window"'s first windows: iterations that adapt the step size alone, then the first window whose
-    # draws give the mass matrix (Stan's are 75 and 25; docs/inference.md measures why 10 and 10)
+    adaptation: str = DEFAULT_ADAPTATION  # one of ADAPTATIONS
+    # the windows' start ("window", "window_low_rank"): iterations that adapt the step size alone,
+    # then the first window whose draws give the mass matrix (Stan's are 75 and 25;
+    # docs/inference.md measures why 10 and 10)
     window_start: tuple[int, int] = (10, 10)
 
 

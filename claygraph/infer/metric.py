@@ -131,7 +131,8 @@ def low_rank(x: jax.Array, g: jax.Array, m: jax.Array, sigma: jax.Array, rule: L
     lam = jnp.clip(lam, 1.0 / rule.clip, rule.clip)
     order = jnp.argsort(-jnp.abs(jnp.log(lam)))[:k]
     u, lam = (q @ v)[:, order], lam[order]
-    trusted = (m >= max(rule.min_draws, rule.draws_per_direction * width)) & jnp.all(jnp.isfinite(lam)) & jnp.all(jnp.isfinite(u))
+    enough = m >= max(rule.min_draws, rule.draws_per_direction * width)
+    trusted = enough & jnp.all(jnp.isfinite(lam)) & jnp.all(jnp.isfinite(u))
     keep = trusted & ((lam < 1.0 / rule.cutoff) | (lam > rule.cutoff))
     lam = jnp.where(keep, lam, 1.0)
     u = jnp.where(keep[None, :], u, 0.0)

@@ -1,6 +1,8 @@
 """The low-rank + diagonal metric learnt in Stan's windows (claygraph.infer.metric)."""
 from __future__ import annotations
 
+import inspect
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -19,11 +21,11 @@ def _inverse_mass(imm: LowRankInverseMassMatrix) -> np.ndarray:
     return s[:, None] * inner * s[None, :]
 
 
-def _learn(cov: np.ndarray, n: int, seed: int = 0, rule: metric.LowRankRule = metric.LowRankRule()):
+def _learn(cov: np.ndarray, n: int, seed: int = 0, rule: metric.LowRankRule | None = None):
     """One window of n exact Gaussian draws and their gradients through the MetricCore."""
     x = np.random.default_rng(seed).multivariate_normal(np.zeros(len(cov)), cov, size=n).astype(np.float32)
     g = -(x @ np.linalg.inv(cov)).astype(np.float32)
-    core = metric.low_rank_core(n, rule)
+    core = metric.low_rank_core(n, rule or metric.LowRankRule())
     state = core.init(len(cov))
     for xi, gi in zip(x, g):
         state = core.update(state, jnp.asarray(xi), jnp.asarray(gi))
@@ -113,4 +115,5 @@ def test_window_low_rank_nuts_on_a_bounded_posterior_does_not_freeze():
 
 
 def test_default_adaptation_is_named_in_settings():
-    assert Settings().adaptation in ADAPTATIONS
+    assert Settings().adaptation == "window_low_rank" in ADAPTATIONS
+    assert inspect.signature(cg.infer.nuts).parameters["adaptation"].default == Settings().adaptation
