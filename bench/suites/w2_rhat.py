@@ -6,7 +6,7 @@ what explains the R-hat: ArviZ's rank-normalised R-hat split into its bulk part 
 split R-hat of the draws) and its tail part (the same of the folded draws |x - median|), the
 parameter where each is largest, sigma's ESS, and the gradients of the sampling phase.
 
-Run alone: `python -m bench.suites.w2_rhat [adaptation] [seed] [rows groups]` (one JSON line).
+Run alone: `python -m bench.suites.w2_rhat [adaptation] [seed] [rows groups [target_accept]]` (one JSON line).
 """
 from __future__ import annotations
 
@@ -45,18 +45,23 @@ def run(adaptation: str = "window", seed: int = 0, n: int = 100_000, groups: int
                             adaptation=adaptation, progress=False, **nuts_kwargs)
     wall = time.perf_counter() - t0
     post = res.posterior[[k for k in ("mu", "sigma", "w", "z") if k in res.posterior]]
-    ess = az.ess(post, method="bulk")
+    ess, ess_tail = az.ess(post, method="bulk"), az.ess(post, method="tail")
+    folded = np.asarray(az.ess(post["z"], method="folded").values) if "z" in post else np.zeros(1)
+    z_bulk = np.asarray(ess["z"].values) if "z" in ess else np.zeros(1)
     min_ess = min(float(np.min(ess[k].values)) for k in ess.data_vars)
     rank, bulk, tail = (_worst(az.rhat(post, method=m)) for m in ("rank", "split", "folded"))
     grads = int(sum(np.sum(s["n_steps"]) for c in res.chains for s in c.stats))
-    sigma_ess = float(ess["sigma"].values) if "sigma" in ess else None
     return {"adaptation": adaptation, "seed": seed, "n": n, "groups": groups, "wall_s": round(wall, 1),
             "min_ess_bulk": round(min_ess, 1), "ess_per_s": round(min_ess / wall, 2),
             "max_rhat": round(rank[0], 4), "max_rhat_at": rank[1],
             "max_rhat_bulk": round(bulk[0], 4), "bulk_at": bulk[1],
             "max_rhat_tail": round(tail[0], 4), "tail_at": tail[1],
-            "sigma_ess_bulk": sigma_ess, "sigma_ess_tail": float(az.ess(post["sigma"], method="tail").values)
-            if "sigma" in post else None,
+            "sigma_ess_bulk": round(float(ess["sigma"].values), 1),
+            "sigma_ess_tail": round(float(ess_tail["sigma"].values), 1),
+            "z_ess_bulk_median": round(float(np.median(z_bulk)), 1),
+            "z_ess_folded_min": round(float(folded.min()), 1),
+            "z_ess_folded_median": round(float(np.median(folded)), 1),
+            "min_ess_tail": round(min(float(np.min(ess_tail[k].values)) for k in ess_tail.data_vars), 1),
             "gradients": grads, "step_sizes": [round(float(np.asarray(c.params["step_size"])), 4) for c in res.chains],
             "divergences": int(res.inference_data.sample_stats["diverging"].values.sum()),
             "restarted": res.restarted, "ran": res.ran}
@@ -67,4 +72,6 @@ if __name__ == "__main__":
     kw = {"adaptation": a[0] if a else "window", "seed": int(a[1]) if len(a) > 1 else 0}
     if len(a) > 3:
         kw |= {"n": int(a[2]), "groups": int(a[3])}
+    if len(a) > 4:
+        kw |= {"target_accept": float(a[4])}
     print(json.dumps(run(**kw)), flush=True)
