@@ -46,7 +46,7 @@ def run(adaptation: str = "window", seed: int = 0, n: int = 100_000, groups: int
     wall = time.perf_counter() - t0
     post = res.posterior[[k for k in ("mu", "sigma", "w", "z") if k in res.posterior]]
     ess, ess_tail = az.ess(post, method="bulk"), az.ess(post, method="tail")
-    folded = np.asarray(az.ess(post["z"], method="folded").values) if "z" in post else np.zeros(1)
+    folded = np.asarray(az.ess(post[["z"]], method="folded")["z"].values) if "z" in post else np.zeros(1)
     z_bulk = np.asarray(ess["z"].values) if "z" in ess else np.zeros(1)
     min_ess = min(float(np.min(ess[k].values)) for k in ess.data_vars)
     rank, bulk, tail = (_worst(az.rhat(post, method=m)) for m in ("rank", "split", "folded"))
