@@ -2,9 +2,11 @@
 
 The W2 suite's claygraph run (4 chains x 500 warm-up + 500 draws by default, compile included),
 reporting what the suite reports (wall, minimum bulk ESS over mu, sigma, w, z, max R-hat) and
-what explains the R-hat: ArviZ's rank-normalised R-hat split into its bulk part (rank-normalised
-split R-hat of the draws) and its tail part (the same of the folded draws |x - median|), the
-parameter where each is largest, sigma's ESS, and the gradients of the sampling phase.
+what explains the R-hat: ArviZ's rank-normalised R-hat (the larger of two parts) split into a bulk
+part (split R-hat of the draws, ArviZ's "split") and a tail part (the same of the folded draws
+|x - median|, ArviZ's "folded"), the parameter where each is largest, sigma's ESS, z's bulk and
+folded ESS, the gradients of the sampling phase, and each chain's mean seconds of warm-up (compile
+included) and of sampling (the chains run at once, so these overlap).
 
 Run alone: `python -m bench.suites.w2_rhat [adaptation] [seed] [rows groups [target_accept]]` (one JSON line).
 """
@@ -62,6 +64,8 @@ def run(adaptation: str = "window", seed: int = 0, n: int = 100_000, groups: int
             "z_ess_folded_min": round(float(folded.min()), 1),
             "z_ess_folded_median": round(float(np.median(folded)), 1),
             "min_ess_tail": round(min(float(np.min(ess_tail[k].values)) for k in ess_tail.data_vars), 1),
+            "warmup_s": round(float(np.mean([c.seconds - sum(c.segment_s) for c in res.chains])), 1),
+            "sampling_s": round(float(np.mean([sum(c.segment_s) for c in res.chains])), 1),
             "gradients": grads, "step_sizes": [round(float(np.asarray(c.params["step_size"])), 4) for c in res.chains],
             "divergences": int(res.inference_data.sample_stats["diverging"].values.sum()),
             "restarted": res.restarted, "ran": res.ran}
