@@ -136,9 +136,10 @@ def low_rank(x: jax.Array, g: jax.Array, m: jax.Array, sigma: jax.Array, rule: L
     keep = trusted & ((lam < 1.0 / rule.cutoff) | (lam > rule.cutoff))
     lam = jnp.where(keep, lam, 1.0)
     u = jnp.where(keep[None, :], u, 0.0)
-    if k < rule.max_rank:  # fewer dimensions than the rank: pad with directions that change nothing
-        u = jnp.concatenate([u, jnp.zeros((d, rule.max_rank - k), u.dtype)], axis=1)
-        lam = jnp.concatenate([lam, jnp.ones(rule.max_rank - k, lam.dtype)])
+    r = lam.shape[0]
+    if r < rule.max_rank:  # fewer dimensions (or buffer rows) than the rank: pad with directions that change nothing
+        u = jnp.concatenate([u, jnp.zeros((d, rule.max_rank - r), u.dtype)], axis=1)
+        lam = jnp.concatenate([lam, jnp.ones(rule.max_rank - r, lam.dtype)])
     return u, lam
 
 

@@ -117,3 +117,14 @@ def test_window_low_rank_nuts_on_a_bounded_posterior_does_not_freeze():
 def test_default_adaptation_is_named_in_settings():
     assert Settings().adaptation == "window_low_rank" in ADAPTATIONS
     assert inspect.signature(cg.infer.nuts).parameters["adaptation"].default == Settings().adaptation
+
+
+@pytest.mark.parametrize("d,rows", [(1, 20), (3, 40), (50, 3)])
+def test_metric_keeps_its_shape_when_dimensions_or_buffer_rows_are_fewer_than_the_rank(d, rows):
+    core = metric.low_rank_core(rows)
+    state = core.init(d)
+    for x in np.random.default_rng(0).normal(size=(30, d)).astype(np.float32):
+        state = core.update(state, jnp.asarray(x), jnp.asarray(-x))
+    imm = core.final(state).inverse_mass_matrix
+    assert imm.U.shape == (d, 10) and imm.lam.shape == (10,)
+    assert np.all(np.isfinite(np.asarray(imm.sigma)))
