@@ -1,13 +1,14 @@
 """Mass-matrix adaptation on every posteriordb reference: effective samples per gradient evaluation.
 
-Each posterior runs with each of claygraph's adaptations (`Settings.adaptation`: Stan's window
-adaptation, nutpie's diagonal from draw and gradient variances in Stan's windows, and nutpie's
-low-rank + diagonal metric), same seed, chains, warm-up and draws. Reported per posterior
-and adaptation: whether the draws pass the reference check (`posteriordb.check_mcmc`), the minimum
-bulk ESS, the gradient evaluations of the sampling phase (leapfrog steps summed over chains), their
-ratio, and the median over posteriors of each adaptation's ESS per gradient over window adaptation's.
+Each posterior runs with each of the rows of ROWS, same seed, chains, warm-up and draws: the
+baseline "stan_window" (Stan's window adaptation as it was before the cheaper first windows: 75
+iterations of step size alone, then windows from 25 draws), then claygraph's adaptations
+(`Settings.adaptation`) with their own first windows. Reported per posterior and row: whether the
+draws pass the reference check (`posteriordb.check_mcmc`), the minimum bulk ESS, the gradient
+evaluations of the sampling phase (leapfrog steps summed over chains), their ratio, and the median
+over posteriors of each row's ESS per gradient over the baseline's (a failed check counts as 0).
 
-Run alone: `python -m bench.suites.adaptation [quick|full]` (writes JSON lines to stdout).
+Run alone: `python -m bench.suites.adaptation [quick|full] [row,row,...]` (JSON lines to stdout).
 """
 from __future__ import annotations
 
@@ -18,13 +19,21 @@ import time
 from bench.sizes import Sizes
 from bench.suites import SuiteEnv, not_available
 
-ADAPTATIONS = ("window", "fisher", "low_rank")
+BASELINE = "stan_window"
+# row name -> Settings fields (the adaptation and, where it differs from the default, its first windows)
+ROWS = {
+    BASELINE: {"adaptation": "window", "window_start": (75, 25)},
+    "window": {"adaptation": "window"},
+    "fisher": {"adaptation": "fisher"},
+    "low_rank": {"adaptation": "low_rank"},
+    "window_low_rank": {"adaptation": "window_low_rank"},
+}
 STEPS = {"smoke": (200, 200), "quick": (500, 500), "full": (1000, 1000), "gpu": (1000, 1000)}
 CHAINS = 2
 SLOW = ("diamonds-diamonds",)  # tree depth 10 under every adaptation: minutes each
 
 
-def one(name: str, adaptation: str, warmup: int, draws: int, seed: int = 0) -> dict:
+def one(name: str, row: str, warmup: int, draws: int, seed: int = 0) -> dict:
     import warnings
 
     import numpy as np
@@ -38,30 +47,31 @@ def one(name: str, adaptation: str, warmup: int, draws: int, seed: int = 0) -> d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = mcmc(ref.model, ref.data, chains=CHAINS, warmup=warmup, draws=draws, seed=seed,
-                   settings=Settings(warmup=warmup, adaptation=adaptation), progress=False)
+                   settings=Settings(warmup=warmup, **ROWS[row]), progress=False)
     grads = int(sum(np.sum(s["n_steps"]) for c in res.chains for s in c.stats))
     ess = float(res.summary()["ess_bulk"].min())
-    return {"name": name, "adaptation": adaptation, "passed": pdb.check_mcmc(ref, res.posterior).ok,
+    return {"name": name, "adaptation": row, "passed": pdb.check_mcmc(ref, res.posterior).ok,
             "min_ess_bulk": ess, "gradients": grads, "ess_per_gradient": ess / max(grads, 1),
             "divergences": int(res.inference_data.sample_stats["diverging"].values.sum()),
             "wall_s": time.perf_counter() - t}
 
 
 def medians(rows: list[dict]) -> dict:
-    """Per adaptation: the median over posteriors of ESS/gradient divided by window adaptation's."""
+    """Per row: the median over posteriors of ESS/gradient divided by the baseline's (a posterior
+    whose draws failed the check, or that raised, counts as 0)."""
     import numpy as np
 
-    base = {r["name"]: r["ess_per_gradient"] for r in rows if r.get("adaptation") == "window" and "error" not in r}
+    base = {r["name"]: r["ess_per_gradient"] for r in rows if r.get("adaptation") == BASELINE and "error" not in r}
     out = {}
-    for a in ADAPTATIONS:
-        ratios = [r["ess_per_gradient"] / base[r["name"]] for r in rows
-                  if r.get("adaptation") == a and "error" not in r and base.get(r["name"])]
+    for a in dict.fromkeys(r.get("adaptation") for r in rows):
+        ratios = [(r["ess_per_gradient"] / base[r["name"]] if r.get("passed") else 0.0) for r in rows
+                  if r.get("adaptation") == a and base.get(r["name"])]
         passed = sum(bool(r.get("passed")) for r in rows if r.get("adaptation") == a)
         out[a] = {"median_ratio": float(np.median(ratios)) if ratios else None, "passed": passed}
     return out
 
 
-def run(sizes: Sizes, env: SuiteEnv, emit=None) -> dict:
+def run(sizes: Sizes, env: SuiteEnv, emit=None, rows_wanted: tuple[str, ...] = tuple(ROWS)) -> dict:
     from support import posteriordb as pdb
 
     if not pdb.default_root().is_dir():
@@ -70,7 +80,7 @@ def run(sizes: Sizes, env: SuiteEnv, emit=None) -> dict:
     rows = []
     names = sorted(pdb.POSTERIORS, key=lambda n: (n in SLOW, n))  # the slowest last
     for name in names:
-        for a in ADAPTATIONS:
+        for a in rows_wanted:
             env.log(f"  adaptation: {name} {a}")
             try:
                 rows.append(one(name, a, warmup, draws))
@@ -86,5 +96,6 @@ if __name__ == "__main__":
     from bench.sizes import FULL, QUICK
 
     size = {"quick": QUICK, "full": FULL}[sys.argv[1] if len(sys.argv) > 1 else "quick"]
-    out = run(size, SuiteEnv(), emit=lambda r: print(json.dumps(r), flush=True))
+    wanted = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else tuple(ROWS)
+    out = run(size, SuiteEnv(), emit=lambda r: print(json.dumps(r), flush=True), rows_wanted=wanted)
     print(json.dumps({"summary": out.get("summary")}), flush=True)

@@ -13,6 +13,12 @@ import numpy as np
 from blackjax.adaptation.low_rank_adaptation import build_growing_window_schedule
 from blackjax.adaptation.staged_adaptation import build_schedule
 
+from claygraph.infer import metric
+
+# NUTS's default mass-matrix adaptation (docs/inference.md: chosen by posteriordb's ESS per gradient
+# and W2's ESS per second)
+DEFAULT_ADAPTATION = "window_low_rank"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -21,17 +27,20 @@ class Settings:
     max_tree_depth: int = 10
     num_integration_steps: int = 16
     warmup: int = 500
-    adaptation: str = "window"  # one of ADAPTATIONS (docs/inference.md: the default chosen by W2's ESS/s)
-    # "window"'s first windows: iterations that adapt the step size alone, then the first window whose
-    # draws give the mass matrix (Stan's are 75 and 25; docs/inference.md measures why 10 and 10)
+    adaptation: str = DEFAULT_ADAPTATION  # one of ADAPTATIONS
+    # the windows' start ("window", "window_low_rank"): iterations that adapt the step size alone,
+    # then the first window whose draws give the mass matrix (Stan's are 75 and 25;
+    # docs/inference.md measures why 10 and 10)
     window_start: tuple[int, int] = (10, 10)
 
 
 # How the mass matrix is learnt in warm-up (docs/inference.md has the measurements):
 # "window": Stan's windows, the diagonal from the draws' variances (BlackJAX window_adaptation);
 # "fisher": the diagonal sqrt(var(draws) / var(gradients)) (nutpie's rule), Stan's windows;
-# "low_rank": nutpie's low-rank + diagonal metric from draws and gradients, nutpie's growing windows.
-ADAPTATIONS = ("window", "fisher", "low_rank")
+# "low_rank": nutpie's low-rank + diagonal metric from draws and gradients, nutpie's growing windows;
+# "window_low_rank": a low-rank + diagonal metric from draws and gradients learnt in Stan's windows
+# (claygraph.infer.metric: regularised for short windows).
+ADAPTATIONS = ("window", "fisher", "low_rank", "window_low_rank")
 
 
 def _logdensity(potential, data):
@@ -84,7 +93,7 @@ def _warmup_fn(potential, settings: Settings):
 
     @jax.jit
     def run(key, position, data):
-        adapt = _adaptation(settings, algo, _logdensity(potential, data), extra)
+        adapt = _adaptation(settings, algo, _logdensity(potential, data), extra, position)
         (state, params), info = adapt.run(key, position, num_steps=settings.warmup)
         if settings.adaptation == "low_rank":
             state = _keep_valid_centre(algo, _logdensity(potential, data), state, info)
@@ -93,12 +102,19 @@ def _warmup_fn(potential, settings: Settings):
     return run
 
 
-def _adaptation(settings: Settings, algo, logdensity, extra: dict):
+def _adaptation(settings: Settings, algo, logdensity, extra: dict, position):
     common = {"target_acceptance_rate": settings.target_accept, "adaptation_info_fn": _no_info, **extra}
-    if settings.adaptation == "window":  # Stan's windows, the metric from the first window's draws early
-        schedule = partial(build_schedule, initial_buffer_size=settings.window_start[0],
-                           first_window_size=settings.window_start[1])
+    # Stan's windows, the metric from the first window's draws early
+    schedule = partial(build_schedule, initial_buffer_size=settings.window_start[0],
+                       first_window_size=settings.window_start[1])
+    if settings.adaptation == "window":
         return blackjax.staged_adaptation(algo, logdensity, "welford_diag", schedule_fn=schedule, **common)
+    if settings.adaptation == "window_low_rank":
+        d = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(position))
+        with jax.ensure_compile_time_eval():  # the schedule is static (warm-up runs inside a jit)
+            rows = metric.buffer_size(metric.longest_window(schedule(settings.warmup)), d)
+        return blackjax.staged_adaptation(algo, logdensity, metric.low_rank_core(rows), schedule_fn=schedule,
+                                          **common)
     if settings.adaptation == "fisher":
         return blackjax.staged_adaptation(algo, logdensity, metric="fisher_diag", **common)
     if settings.adaptation == "low_rank":

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from claygraph.errors import ClusterError, PartitionError
-from claygraph.infer.chains import Chain, Settings, initial_position
+from claygraph.infer.chains import DEFAULT_ADAPTATION, Chain, Settings, initial_position
 from claygraph.infer.common import constrain_draws, setup, to_inference_data, valid_initial_points
 from claygraph.infer.progress import ChainProgress
 from claygraph.infer.scheduler import (
@@ -361,11 +361,12 @@ def _result(model, data, session, pool, wall, mode, why, busy, draws: int | None
 
 def nuts(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
          split=None, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
-         adaptation: str = "window", **kwargs) -> MCMCResult:
+         adaptation: str = DEFAULT_ADAPTATION, **kwargs) -> MCMCResult:
     """NUTS; results as ArviZ InferenceData (`.posterior`). adaptation: how warm-up learns the mass
-    matrix, "window" (Stan's, diagonal from draws; the default), "low_rank" (nutpie's low-rank +
-    diagonal metric from draws and gradients: far fewer gradients per draw on correlated posteriors,
-    a slower warm-up) or "fisher" (diagonal from draws and gradients). docs/inference.md measures them."""
+    matrix: "window_low_rank" (the default: a low-rank + diagonal metric from draws and gradients,
+    learnt in Stan's windows, `claygraph.infer.metric`), "window" (Stan's, diagonal from draws),
+    "low_rank" (nutpie's metric in nutpie's growing windows: a slower warm-up) or "fisher" (diagonal
+    from draws and gradients). docs/inference.md measures them."""
     s = Settings("nuts", target_accept, max_tree_depth, warmup=warmup, adaptation=adaptation)
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 
