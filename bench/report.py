@@ -519,11 +519,11 @@ def adaptation_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> li
               "under each adaptation; *ESS/gradient* is the minimum bulk ESS over every parameter divided by the "
               "gradient evaluations of the sampling phase (leapfrog steps, all chains); *passed* is the posteriordb "
               f"check NUTS is held to. Ratios are ESS/gradient ÷ `{base}`'s on the same posterior (above 1 is "
-              "better); the median is over the posteriors where both ran.", ""]
+              "better; draws that fail the check count as 0); the median is over the posteriors where both ran.", ""]
     summary = []
     for a in order:
-        ratios = [by[n, a]["ess_per_gradient"] / by[n, base]["ess_per_gradient"] for n in names
-                  if (n, a) in by and (n, base) in by and by[n, base]["ess_per_gradient"] > 0]
+        ratios = [(by[n, a]["ess_per_gradient"] if by[n, a]["passed"] else 0.0) / by[n, base]["ess_per_gradient"]
+                  for n in names if (n, a) in by and (n, base) in by and by[n, base]["ess_per_gradient"] > 0]
         passed = sum(bool(by[n, a]["passed"]) for n in names if (n, a) in by)
         summary.append([f"`{a}`", f"{passed} of {len(names)}", fmt_x(statistics.median(ratios)) if ratios else "—",
                         sum(1 for r in res["runs"] if r.get("adaptation") == a and "error" in r)])

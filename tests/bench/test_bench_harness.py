@@ -328,7 +328,7 @@ def test_adaptation_section_ratios_against_the_baseline():
                                      "runs": runs}}}
     md = "\n".join(report.adaptation_section(doc, {}, str))
     assert "÷ stan_window" in md
-    assert "| `window` | 1 of 3 | 2.1× | 1 |" in md  # ratios 1.2 and 3 (c errored): median 2.1
+    assert "| `window` | 1 of 3 | 0.6× | 1 |" in md  # ratios 1.2 and 0 (b failed its check; c errored): median 0.6
     assert "| `stan_window` | 3 of 3 | 1× | 0 |" in md
     assert "✗ 1500 / 10,000 = 0.15" in md
     assert report.adaptation_section({"suites": {}}, {}, str) == []
