@@ -185,8 +185,9 @@ def w1_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
                          fits)]
     rts = report_w1.runtime_rows(res) if "fresh" in res else []
     if rts:
-        lines += ["MAP (`cg.infer.map`, defaults) by runtime, set-up included (median of repeats; the first "
-                  "compiles). The objective is the potential `map` reports, which includes the prior's normalising "
+        lines += ["MAP (`cg.infer.map`, defaults) by runtime, set-up included (wall time: the median of the "
+                  "fits after the first, which compiles and is shown as first call). The objective is the "
+                  "potential `map` reports, which includes the prior's normalising "
                   "constant (D/2·log 2π):", "",
                   *table(["runtime", "split", "wall time", "first call", "iterations", "potential reported"], rts)]
     if plots.get("w1"):
