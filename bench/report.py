@@ -497,11 +497,6 @@ def posteriordb_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> l
     return lines + [""]
 
 
-def _adaptation_baseline(runs: list[dict], res: dict) -> str:
-    names = {r.get("adaptation") for r in runs}
-    return res.get("baseline") or ("stan_window" if "stan_window" in names else "window")
-
-
 def adaptation_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
     res = _suite(doc, "adaptation")
     if res is None:
@@ -511,7 +506,7 @@ def adaptation_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> li
     if bad:
         return lines + bad
     runs = [r for r in res["runs"] if "error" not in r]
-    base = _adaptation_baseline(runs, res)
+    base = res.get("baseline", "stan_window")
     order = list(dict.fromkeys(r["adaptation"] for r in res["runs"]))
     by = {(r["name"], r["adaptation"]): r for r in runs}
     names = list(dict.fromkeys(r["name"] for r in res["runs"]))

@@ -276,14 +276,18 @@ def _loop_time(step: Callable, x, work: float, reps: int, *consts) -> float:
     would time the operating system faulting in new pages (glibc maps such blocks afresh every
     call), several times the kernel itself."""
     import jax
+    import jax.numpy as jnp
     from jax import lax
 
     iters = int(min(max(LOOP_BYTES // max(work, 1.0), 2), 64))
     run = jax.jit(lambda v, *k: lax.fori_loop(0, iters, lambda i, c: step(c, *k), v))
     jax.block_until_ready(run(x, *consts))  # compile and warm up outside the timing
-    base = jax.jit(lambda v, *k: lax.fori_loop(0, 1, lambda i, c: c, v))
-    jax.block_until_ready(base(x, *consts))
-    call = _median_time(lambda: jax.block_until_ready(base(x, *consts)), reps)
+    # the call's overhead, on one float: the same empty loop over x would copy x into its output, and
+    # subtracting that copy took a pass over memory off every large kernel (33M-element streams at 2 TB/s)
+    base = jax.jit(lambda v: lax.fori_loop(0, 1, lambda i, c: c, v))
+    one = jnp.zeros((1,), x.dtype)
+    jax.block_until_ready(base(one))
+    call = _median_time(lambda: jax.block_until_ready(base(one)), reps)
     return max(_median_time(lambda: jax.block_until_ready(run(x, *consts)), reps) - call, 1e-9) / iters
 
 

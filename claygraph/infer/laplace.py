@@ -18,7 +18,7 @@ from jax.flatten_util import ravel_pytree
 
 from claygraph.errors import ModelError
 from claygraph.infer.common import constrain_draws, hvp, run_spmd, setup, to_inference_data
-from claygraph.infer.map import MAPResult
+from claygraph.infer.map import MAPResult, _value_at
 from claygraph.infer.map import map as map_
 
 MAX_DENSE = 20_000
@@ -116,7 +116,7 @@ def polish_mode(program, z: dict, curvature=_dense_curvature) -> tuple[dict, obj
         t, moved = 1.0, False
         for _ in range(20):
             trial = point(flat + t * step)
-            new_value = float(run_spmd(program, _value_and_grad, trial)[0])
+            new_value = float(run_spmd(program, _value_at, trial))
             if np.isfinite(new_value) and new_value <= value:
                 flat, z, moved = flat + t * step, trial, True
                 break

@@ -491,23 +491,24 @@ _PRESETS = {
 }
 
 # Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` (profile version 5: the
-# stream, transcendental and matrix-vector curves timed in a loop) on a 2-core CPU host (2026-11-30,
-# load average 2.1): seconds per kernel against its work, whole host.
+# stream, transcendental and matrix-vector curves timed in a loop, the loop's call overhead taken on one
+# float) on a 2-core CPU host (2026-11-30, load average 0.7-1.4; the other curves at load average 2.1):
+# seconds per kernel against its work, whole host.
 LOCAL_KERNELS = KernelRates(
     matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
                  (6.95e-05, 0.000417, 0.00247, 0.0205)),
     matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                 (3.95e-06, 1.32e-05, 8.07e-05, 0.000543, 0.00275, 0.00365, 0.00711)),
+                 (4.66e-06, 1.36e-05, 6.37e-05, 0.000289, 0.00147, 0.00295, 0.0068)),
     vecmat=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                 (3.08e-06, 1.18e-05, 8.95e-05, 0.000683, 0.00209, 0.00557, 0.0151)),
+                 (3.59e-06, 1.3e-05, 6.21e-05, 0.000495, 0.00119, 0.00415, 0.0105)),
     matvec_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                   (3.84e-06, 1.55e-05, 8.94e-05, 0.00044, 0.00121, 0.00291, 0.00585)),
+                   (4.7e-06, 1.68e-05, 5.72e-05, 0.000361, 0.000811, 0.00263, 0.00548)),
     vecmat_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                   (3.67e-06, 1.53e-05, 0.00011, 0.000429, 0.00184, 0.00303, 0.00593)),
+                   (4.73e-06, 1.63e-05, 0.000104, 0.000498, 0.00167, 0.00356, 0.00645)),
     stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-                 (1.57e-06, 8.57e-06, 2.22e-05, 7.51e-05, 5e-10, 0.00118, 0.00354)),
+                 (1.75e-06, 1.09e-05, 1.49e-05, 4.87e-05, 0.000528, 0.00165, 0.0303)),
     transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),
-                         (3.65e-05, 0.000163, 0.000605, 0.00233, 0.0093, 0.0183, 0.0764)),
+                         (4.41e-05, 9.19e-05, 0.000344, 0.00139, 0.00554, 0.011, 0.0666)),
     gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07),
                  (4.17e-05, 0.000101, 0.000224, 0.000765, 0.00431)),
     scatter=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
