@@ -640,8 +640,12 @@ def headline(doc: dict) -> list[str]:
         if ours and ours.get("status") == "ok":
             ratios = ", ".join(f"{fmt_x(v)} {k}" for k, v in ours.get("ess_per_s_with_compile_over_peer", {}).items())
             only = "" if ours.get("ess_per_s") is None else f" ({ours['ess_per_s']:.3g} sampling only)"
+            rhats = ", ".join(f"{r['method']} {r['max_rhat']:.3f}" for r in w2["methods"]
+                              if r is not ours and r.get("max_rhat") is not None)
+            rhat = "" if ours.get("max_rhat") is None else (
+                f"; max R-hat {ours['max_rhat']:.3f}" + (f" ({rhats})" if rhats else ""))
             out.append(f"- **W2**: claygraph NUTS {ours.get('ess_per_s_with_compile', 0):.3g} ESS/s compile included"
-                       f"{only}; ratio {ratios}.")
+                       f"{only}; ratio {ratios}{rhat}.")
         else:
             peers = ", ".join(f"{r['method']} {_w2_ess_per_s(r):.3g} ESS/s" for r in w2["methods"]
                               if r.get("status") == "ok")
