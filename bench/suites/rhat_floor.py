@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "rhat_floor.json"
-CONFIGS = (("iid", 0.25), ("nuts", 0.25), ("nuts", 0.18), ("gist_half", 0.25),
+CONFIGS = (("iid", 0.25), ("nuts", 0.25), ("nuts", 0.18), ("nuts", 0.35), ("nuts", 0.45), ("gist_half", 0.25),
            ("gist_quarter", 0.25), ("gist_quarter", 0.18))
 
 
