@@ -21,7 +21,8 @@ import numpy as np
 from claygraph.errors import ClusterError
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 5  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop
+PROFILE_VERSION = 6  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop;
+# 6: the matrix-vector products also timed one call each (*_call), transcendental functions weighed one by one
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
 
@@ -95,6 +96,12 @@ class KernelRates:
     vecmat: Curve  # bytes of the matrix read by r @ X, contracting its long axis (a matvec's gradient)
     matvec_t: Curve  # bytes of X read by X @ w with X held feature-major (X.T stored; storage.py)
     vecmat_t: Curve  # bytes of X read by r @ X with X held feature-major (matvec_t's gradient)
+    # the same four products timed one call each: an unblocked program runs each once per call, outside any
+    # loop, where XLA's CPU dot takes longer on cache-sized operands than the same dot inside a loop
+    matvec_call: Curve
+    vecmat_call: Curve
+    matvec_t_call: Curve
+    vecmat_t_call: Curve
     stream: Curve  # bytes (read + written) of a fused elementwise pass
     transcendental: Curve  # elements through one exp, log, log1p, ... (in a fused pass)
     gather: Curve  # bytes moved by a gather (indices read, values written)
@@ -104,9 +111,12 @@ class KernelRates:
     kernel_s: float  # s per kernel launched inside a program
     share: int = 1
     spmd_call_s: float | None = None  # s per call of a program over several devices (None: call_s)
+    # (function, weight): elements of the transcendental curve one element of the function costs (the curve's
+    # own chain, exp then log1p, weighs 1 per function; a function not listed weighs 1)
+    weights: tuple[tuple[str, float], ...] = ()
 
-    FAMILIES = ("matmul", "matvec", "vecmat", "matvec_t", "vecmat_t", "stream", "transcendental", "gather", "scatter",
-                "reduce")
+    FAMILIES = ("matmul", "matvec", "vecmat", "matvec_t", "vecmat_t", "matvec_call", "vecmat_call", "matvec_t_call",
+                "vecmat_t_call", "stream", "transcendental", "gather", "scatter", "reduce")
 
     def __post_init__(self) -> None:
         _check_figure("call_s", self.call_s, where="KernelRates")
@@ -114,6 +124,12 @@ class KernelRates:
         if self.spmd_call_s is not None:
             _check_figure("spmd_call_s", self.spmd_call_s, where="KernelRates")
         _check_count("share", self.share)
+        for name, w in self.weights:
+            _check_figure(f"weight of {name}", w, where="KernelRates")
+
+    def weight(self, function: str) -> float:
+        """Elements of the transcendental curve that one element of `function` costs (1 where unmeasured)."""
+        return next((w for name, w in self.weights if name == function), 1.0)
 
     @classmethod
     def nominal(cls, flops: float, mem_bandwidth: float, kernel_s: float = 5e-6) -> KernelRates:
@@ -121,7 +137,9 @@ class KernelRates:
         (a gather at half of it, a scatter-add at a quarter), one transcendental function 10 FLOPs."""
         line = Curve.line
         return cls(matmul=line(flops), matvec=line(mem_bandwidth), vecmat=line(mem_bandwidth),
-                   matvec_t=line(mem_bandwidth), vecmat_t=line(mem_bandwidth),
+                   matvec_t=line(mem_bandwidth), vecmat_t=line(mem_bandwidth), matvec_call=line(mem_bandwidth),
+                   vecmat_call=line(mem_bandwidth), matvec_t_call=line(mem_bandwidth),
+                   vecmat_t_call=line(mem_bandwidth),
                    stream=line(mem_bandwidth),
                    transcendental=line(flops / 10.0), gather=line(mem_bandwidth / 2), scatter=line(mem_bandwidth / 4),
                    reduce=line(mem_bandwidth), call_s=20 * kernel_s, kernel_s=kernel_s)
@@ -154,7 +172,8 @@ class KernelRates:
 
     def to_json(self) -> dict:
         return {**{f: getattr(self, f).to_json() for f in self.FAMILIES}, "call_s": self.call_s,
-                "kernel_s": self.kernel_s} | ({} if self.spmd_call_s is None else {"spmd_call_s": self.spmd_call_s})
+                "kernel_s": self.kernel_s, "weights": dict(self.weights)} | \
+            ({} if self.spmd_call_s is None else {"spmd_call_s": self.spmd_call_s})
 
     @classmethod
     def from_json(cls, doc: dict, where: str) -> KernelRates:
@@ -162,9 +181,10 @@ class KernelRates:
             curves = {f: Curve(tuple(map(float, doc[f]["work"])), tuple(map(float, doc[f]["seconds"])))
                       for f in cls.FAMILIES}
             spmd = doc.get("spmd_call_s")
+            weights = tuple(sorted((str(k), float(v)) for k, v in doc.get("weights", {}).items()))
             return cls(**curves, call_s=float(doc["call_s"]), kernel_s=float(doc["kernel_s"]),
-                       spmd_call_s=None if spmd is None else float(spmd))
-        except (KeyError, TypeError, ValueError) as exc:
+                       spmd_call_s=None if spmd is None else float(spmd), weights=weights)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ClusterError(f"{where}: kernel rates unreadable ({exc!r}); rerun `claygraph calibrate`") from exc
 
 
@@ -515,4 +535,6 @@ LOCAL_KERNELS = KernelRates(
                   (5.18e-05, 0.00011, 0.000311, 0.00113, 0.00639, 0.0306, 0.144)),
     reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 1.34e+08),
                  (3.85e-05, 8.08e-05, 0.000103, 0.000135, 0.00041, 0.00115, 0.00621)),
+    matvec_call=Curve((1.0,), (1e-10,)), vecmat_call=Curve((1.0,), (1e-10,)),
+    matvec_t_call=Curve((1.0,), (1e-10,)), vecmat_t_call=Curve((1.0,), (1e-10,)),
     call_s=5.17e-06, kernel_s=1e-09, spmd_call_s=3.16e-05)
