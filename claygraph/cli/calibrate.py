@@ -134,8 +134,7 @@ def calibrate(out: str | None = None, quick: bool = False, devices: int = 2) -> 
     call_s = measure_call_overhead(budget.reps * 20)
     series = measure_kernels(budget)
     kernel_s = max(statistics.median(s.intercept() for k, s in series.items() if k not in IN_LOOP) - call_s, 0.0)
-    coll = measure_collectives(devices, budget.message_floats, budget.message_reps, budget.matvec_rows, budget.reps)
-    series |= {k: Series(k, KERNELS[k], tuple(v["work"]), tuple(v["seconds"])) for k, v in coll.pop("products").items()}
+    coll = measure_collectives(devices, budget.message_floats, budget.message_reps)
     small, large = measure_round_trips(budget.small_trips, budget.large_trips)
     p_latency, p_bandwidth = fit_link(small, large, 4 * LARGE_MESSAGE_FLOATS)
     weights = measure_weights(budget.weight_elements, budget.reps)
@@ -165,7 +164,7 @@ def kernel_rates(series: dict[str, Series], call_s: float, kernel_s: float) -> K
     every timed call carried (a series timed in a loop, IN_LOOP, is already net of it)."""
     def curve(name: str) -> Curve:
         s = series[name]
-        if name in IN_LOOP or name in ON_DEVICES:
+        if name in IN_LOOP:
             return Curve(s.work, s.seconds)
         return Curve(s.work, tuple(max(t - call_s, 0.05 * t) for t in s.seconds))
 
@@ -200,7 +199,7 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
     from claygraph.partition import kernels
 
     rng = np.random.default_rng(0)
-    out: dict[str, list[tuple[float, float]]] = {k: [] for k in KERNELS if k not in ON_DEVICES}
+    out: dict[str, list[tuple[float, float]]] = {k: [] for k in KERNELS}
     for n in budget.matmul_n:
         a = jnp.asarray(rng.standard_normal((n, n), dtype=np.float32))
         out["matmul"].append((2.0 * n**3, _kernel_time(jax.jit(jnp.matmul), (a, a), budget.reps)))
@@ -209,11 +208,13 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
         w = jnp.ones((MATVEC_COLS,), jnp.float32)
         work = 4.0 * rows * MATVEC_COLS
         out["matvec"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(m @ v), w, work, budget.reps, x)))
+        out["matvec_call"].append((work, _kernel_time(jax.jit(lambda m, v: m @ v), (x, w), budget.reps)))
         wide = rows * MATVEC_COLS // VECMAT_COLS
         x = jnp.asarray(rng.standard_normal((wide, VECMAT_COLS), dtype=np.float32))
         r = jnp.ones((wide,), jnp.float32)
         work = 4.0 * wide * VECMAT_COLS
         out["vecmat"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(v @ m), r, work, budget.reps, x)))
+        out["vecmat_call"].append((work, _kernel_time(jax.jit(lambda v, m: v @ m), (r, x), budget.reps)))
         # X held feature-major (storage.py): X.T of FEATURE_MAJOR_COLS rows, its X @ w and r @ X as emitted
         tall = rows * MATVEC_COLS // FEATURE_MAJOR_COLS
         xt = jnp.asarray(rng.standard_normal((FEATURE_MAJOR_COLS, tall), dtype=np.float32))
@@ -223,6 +224,8 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
                                                  budget.reps, xt)))
         out["vecmat_t"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(kernels.matvec_t_transpose(m, v)), r,
                                                  work, budget.reps, xt)))
+        out["matvec_t_call"].append((work, _kernel_time(jax.jit(kernels.matvec_t), (xt, w), budget.reps)))
+        out["vecmat_t_call"].append((work, _kernel_time(jax.jit(kernels.matvec_t_transpose), (xt, r), budget.reps)))
     for n in budget.elements:
         x = jnp.asarray(rng.random(n, dtype=np.float32))
         idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
@@ -254,11 +257,6 @@ KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "matvec
 # over the output, 1/64 of X's bytes for matvec, 1/8 for the feature-major pair (8 features). The
 # other families (gathers, scatters, reductions, GEMMs) are timed one call each.
 IN_LOOP = frozenset({"elementwise", "transcendental", "matvec", "vecmat", "matvec_t", "vecmat_t"})
-# The same four products timed one call each where an unblocked program runs them: on the `devices` local devices
-# at once, each on its share of the rows (in the collectives worker), less that program's call on one float per
-# device; the work is the host's (all devices' bytes). Two devices at once run a one-call product slower than
-# one device over the whole (cache-sized X: 1.06-1.26 ms for 8 MB on each of two, 0.41-1.46 ms for 16 MB on one).
-ON_DEVICES = frozenset({"matvec_call", "vecmat_call", "matvec_t_call", "vecmat_t_call"})
 LOOP_BYTES = 1 << 26  # iterations per timed loop: enough for about this much work (at least 2, at most 64)
 
 
@@ -334,11 +332,9 @@ def _kernel_time(fn: Callable, args: tuple, reps: int) -> float:
 
 # -- collectives between local devices ----------------------------------------------------------------
 
-def measure_collectives(devices: int, floats: tuple[int, ...], reps: int, rows: tuple[int, ...] = (),
-                        kernel_reps: int = 5) -> dict:
+def measure_collectives(devices: int, floats: tuple[int, ...], reps: int) -> dict:
     """psum over `devices` forced host devices by message size, in a fresh interpreter (XLA reads the
-    device count once, when it starts); fitted to 2(S-1) latency + 2(S-1)/S bytes / bandwidth. There too,
-    the products of ON_DEVICES one call each over X of each of `rows` rows ("products")."""
+    device count once, when it starts); fitted to 2(S-1) latency + 2(S-1)/S bytes / bandwidth."""
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
     env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
@@ -346,7 +342,7 @@ def measure_collectives(devices: int, floats: tuple[int, ...], reps: int, rows: 
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     cmd = [sys.executable, "-m", "claygraph.cli.calibrate", "--collectives-worker",
-           json.dumps({"floats": list(floats), "reps": reps, "rows": list(rows), "kernel_reps": kernel_reps})]
+           json.dumps({"floats": list(floats), "reps": reps})]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(_COLLECTIVE_MARK)), None)
     if line is None:
@@ -354,7 +350,7 @@ def measure_collectives(devices: int, floats: tuple[int, ...], reps: int, rows: 
     raw = json.loads(line[len(_COLLECTIVE_MARK):])
     latency, bandwidth = fit_ring(raw["bytes"], raw["seconds"], devices)
     return {"devices": devices, "bytes": raw["bytes"], "seconds": raw["seconds"], "latency": latency,
-            "bandwidth": bandwidth, "call_s": raw["call_s"], "products": raw["products"]}
+            "bandwidth": bandwidth, "call_s": raw["call_s"]}
 
 
 def collectives_worker(spec: dict) -> dict:
@@ -378,50 +374,7 @@ def collectives_worker(spec: dict) -> dict:
         seconds.append(max(with_psum - without, 1e-9))
         calls.append(without)
     # a call of the program without the psum on one float per device: the fixed cost of an SPMD call
-    products = _products_on_devices(mesh, spec.get("rows", []), spec.get("kernel_reps", 5), calls[0])
-    return {"bytes": nbytes, "seconds": seconds, "call_s": calls[0], "products": products}
-
-
-def _products_on_devices(mesh, rows: list[int], reps: int, call_s: float) -> dict[str, dict[str, list[float]]]:
-    """Seconds of one call of each ON_DEVICES product over every device of `mesh` at once, X of `rows` rows in
-    all (the host's bytes, as the one-device curves count them) cut along its rows, less `call_s`."""
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from claygraph.partition import kernels
-
-    s = mesh.size
-    out: dict[str, dict[str, list[float]]] = {k: {"work": [], "seconds": []} for k in sorted(ON_DEVICES)}
-
-    def put(a, spec):
-        return jax.device_put(a, NamedSharding(mesh, spec))
-
-    def smap(f, ins, o):
-        return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=ins, out_specs=o, check_vma=False))
-
-    def add(name, n, cols, fn, args):
-        out[name]["work"].append(4.0 * n * cols)
-        t = _kernel_time(fn, args, reps)
-        out[name]["seconds"].append(max(t - call_s, 0.05 * t))
-
-    for total in rows:
-        n = total - total % s
-        add("matvec_call", n, MATVEC_COLS, smap(lambda m, v: m @ v, (P("d"), P()), P("d")),
-            (put(jnp.ones((n, MATVEC_COLS), jnp.float32), P("d")), jnp.ones((MATVEC_COLS,), jnp.float32)))
-        wide = n * MATVEC_COLS // VECMAT_COLS
-        wide -= wide % s
-        add("vecmat_call", wide, VECMAT_COLS, smap(lambda v, m: (v @ m)[None], (P("d"), P("d")), P("d")),
-            (put(jnp.ones((wide,), jnp.float32), P("d")), put(jnp.ones((wide, VECMAT_COLS), jnp.float32), P("d"))))
-        tall = n * MATVEC_COLS // FEATURE_MAJOR_COLS
-        xt = put(jnp.ones((FEATURE_MAJOR_COLS, tall), jnp.float32), P(None, "d"))
-        add("matvec_t_call", tall, FEATURE_MAJOR_COLS, smap(kernels.matvec_t, (P(None, "d"), P()), P("d")),
-            (xt, jnp.ones((FEATURE_MAJOR_COLS,), jnp.float32)))
-        add("vecmat_t_call", tall, FEATURE_MAJOR_COLS,
-            smap(lambda m, r: kernels.matvec_t_transpose(m, r)[None], (P(None, "d"), P("d")), P("d")),
-            (xt, put(jnp.ones((tall,), jnp.float32), P("d"))))
-    return out
+    return {"bytes": nbytes, "seconds": seconds, "call_s": calls[0]}
 
 
 def fit_ring(nbytes: list[float], seconds: list[float], devices: int) -> tuple[float, float]:
