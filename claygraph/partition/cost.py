@@ -6,11 +6,12 @@ collectives (alpha-beta, ClusterSpec's formulas; the CPU runtime does not overla
 Each node costs what a kernel of its family (the registry's `family`) takes on its local shapes,
 read from the ClusterSpec's kernel curves (`claygraph calibrate` measures them per size; a preset
 has data-sheet lines):
-  matmul          a roofline: max(FLOPs on the GEMM curve, bytes moved on the matvec curve)
+  matmul          a roofline: max(FLOPs on the GEMM curve, bytes moved on the matvec curve); a program run
+                  in row blocks reads the products' in-loop curves, any other their one-call curves
   elementwise     fused by XLA into its neighbours: its elements on the fused-stream curve (2 bytes
                   of the measured 4-op chain's traffic per op and element); a data array it reads
                   from memory adds that array's bytes once
-  transcendental  its elements on the transcendental curve
+  transcendental  its elements times the function's calibrated weight on the transcendental curve
   gather/scatter  the bytes they really move (indices + values), on their own curves
   reduce          the bytes it reads on the reduction curve
   move            free where it is a view (reshape, broadcast); a copy (transpose, pad,
@@ -26,7 +27,8 @@ elementwise work runs inside that loop over X: the pass costs the slower of the 
 A parameter laid out along a split dim (`relaid`) is moved into the internal layout and its gradient
 back on every call (a gather and a scatter of its local entries), and that gradient joins the
 all-reduce. Padding to the largest shard is part of the local shapes, so load imbalance is counted.
-See docs/partition.md.
+Memory-bound kernels run at the rate of the program's working set: the values it writes to memory
+(`materialized_bytes`; a value inside a fused elementwise chain stays in registers). See docs/partition.md.
 """
 from __future__ import annotations
 
