@@ -2,8 +2,9 @@
 
 For each workload one subprocess with `env.devices` forced host devices lowers the model, asks
 the cost model for every candidate (with the profile the split_choice suite calibrated, where there is
-one), compiles each feasible one on Local(devices=N) and times `potential_and_grad` in turns (median of
-`repeats` after one warm-up call that compiles). A second
+one of this version, else calibrated first into the same file, so that both suites predict W3 and W6
+alike), compiles each feasible one on Local(devices=N) and times `potential_and_grad` in turns (median
+of `repeats` after one warm-up call that compiles). A second
 subprocess with one device times the unsplit program, for the time-vs-devices plot. The suite
 says whether the predicted best split is the measured best, and checks that every split gives
 the same potential and gradient (to float32 rounding).
@@ -52,26 +53,39 @@ def summarize(result: dict) -> dict:
     return out
 
 
-def profile_env(env: SuiteEnv) -> dict[str, str]:
-    """Predict with the profile the split_choice suite calibrated on this machine, where there is one."""
-    from bench.suites.split_choice import profile_path
+def profile_env(env: SuiteEnv, sizes: Sizes) -> dict[str, str]:
+    """Predict with the profile the split_choice suite calibrated on this machine, so that both suites give
+    W3 and W6 the same predictions; where there is none of this claygraph's version, calibrate it first
+    (the built-in figures would predict differently from the split_choice table)."""
+    import json
+
+    from bench.suites.split_choice import calibrate, profile_path
+    from claygraph.partition.cluster import PROFILE_VERSION
 
     path = profile_path(env)
-    return {"CLAYGRAPH_PROFILE": str(path)} if path.is_file() else {}
+    try:
+        current = json.loads(path.read_text()).get("version") == PROFILE_VERSION
+    except (OSError, ValueError):
+        current = False
+    if not current:
+        calibrate(env, quick=sizes.mode in ("smoke", "quick"))
+    return {"CLAYGRAPH_PROFILE": str(path)}
 
 
-def measure_workload(name: str, s: dict, sizes: Sizes, env: SuiteEnv) -> dict:
+def measure_workload(name: str, s: dict, sizes: Sizes, env: SuiteEnv, profile: dict[str, str]) -> dict:
     env.log(f"  partition: {name} {s} on {env.devices} devices, every candidate")
     multi = run_isolated("candidates", {"workload": name, "sizes": s, "devices": env.devices, "together": True,
                                         "repeats": sizes.repeats}, env.devices, TIMEOUT_S, env.platform,
-                         extra_env=profile_env(env))
+                         extra_env=profile)
     env.log(f"  partition: {name} on 1 device, unsplit")
     single = run_isolated("candidates", {"workload": name, "sizes": s, "devices": 1, "splits": [[]],
                                          "repeats": sizes.repeats}, 1, TIMEOUT_S, env.platform,
-                          extra_env=profile_env(env))
+                          extra_env=profile)
     return {"sizes": s, "multi": multi, "single": single, "summary": summarize(multi)}
 
 
 def run(sizes: Sizes, env: SuiteEnv) -> dict:
+    profile = profile_env(env, sizes)
     return {"status": "ok", "devices": env.devices,
-            "workloads": {name: measure_workload(name, s, sizes, env) for name, s in workload_sizes(sizes).items()}}
+            "workloads": {name: measure_workload(name, s, sizes, env, profile)
+                          for name, s in workload_sizes(sizes).items()}}

@@ -61,16 +61,18 @@ class Budget:
     message_reps: int
     small_trips: int
     large_trips: int
+    weight_elements: int  # elements of the transcendental functions' weighing
 
 
 # streaming kernels up to 32 M float32 (128 MB): past the caches, into the memory-bound regime
 FULL = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 23, 1 << 25), matmul_n=(128, 256, 512, 1024),
               matvec_rows=(1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 19),
               reps=15, message_floats=(1, 1_000, 100_000, 1_000_000), message_reps=30, small_trips=200,
-              large_trips=10)
+              large_trips=10, weight_elements=1 << 19)
 QUICK = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20), matmul_n=(128, 256, 512),
                matvec_rows=(1 << 10, 1 << 13, 1 << 16),
-               reps=5, message_floats=(1, 1_000, 100_000), message_reps=8, small_trips=50, large_trips=3)
+               reps=5, message_floats=(1, 1_000, 100_000), message_reps=8, small_trips=50, large_trips=3,
+               weight_elements=1 << 16)
 MATVEC_COLS = 64
 FEATURE_MAJOR_COLS = 8  # features of a feature-major X (storage.FEATURE_MAJOR_WIDTHS)
 VECMAT_COLS = 512  # wider than the widths whose r @ X the emitter writes as a multiply-reduce (kernels.py)
@@ -135,7 +137,9 @@ def calibrate(out: str | None = None, quick: bool = False, devices: int = 2) -> 
     coll = measure_collectives(devices, budget.message_floats, budget.message_reps)
     small, large = measure_round_trips(budget.small_trips, budget.large_trips)
     p_latency, p_bandwidth = fit_link(small, large, 4 * LARGE_MESSAGE_FLOATS)
-    rates = dataclasses.replace(kernel_rates(series, call_s, kernel_s), spmd_call_s=coll["call_s"])
+    weights = measure_weights(budget.weight_elements, budget.reps)
+    rates = dataclasses.replace(kernel_rates(series, call_s, kernel_s), spmd_call_s=coll["call_s"],
+                                weights=tuple(sorted(weights.items())))
     spec = local_spec(flops=rates.matmul.rate(), mem_bandwidth=rates.matvec.rate(), mem_capacity=total_memory(),
                       latency=coll["latency"], bandwidth=coll["bandwidth"], devices=1, kernels=rates,
                       name="local-calibrated")
@@ -170,7 +174,8 @@ def kernel_rates(series: dict[str, Series], call_s: float, kernel_s: float) -> K
 
 # cost-model family -> the measured series it is read from
 FAMILY_SERIES = {"matmul": "matmul", "matvec": "matvec", "vecmat": "vecmat", "matvec_t": "matvec_t",
-                 "vecmat_t": "vecmat_t", "stream": "elementwise",
+                 "vecmat_t": "vecmat_t", "matvec_call": "matvec_call", "vecmat_call": "vecmat_call",
+                 "matvec_t_call": "matvec_t_call", "vecmat_t_call": "vecmat_t_call", "stream": "elementwise",
                  "transcendental": "transcendental", "gather": "gather", "scatter": "scatter_add", "reduce": "reduce"}
 
 
@@ -203,11 +208,13 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
         w = jnp.ones((MATVEC_COLS,), jnp.float32)
         work = 4.0 * rows * MATVEC_COLS
         out["matvec"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(m @ v), w, work, budget.reps, x)))
+        out["matvec_call"].append((work, _kernel_time(jax.jit(lambda m, v: m @ v), (x, w), budget.reps)))
         wide = rows * MATVEC_COLS // VECMAT_COLS
         x = jnp.asarray(rng.standard_normal((wide, VECMAT_COLS), dtype=np.float32))
         r = jnp.ones((wide,), jnp.float32)
         work = 4.0 * wide * VECMAT_COLS
         out["vecmat"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(v @ m), r, work, budget.reps, x)))
+        out["vecmat_call"].append((work, _kernel_time(jax.jit(lambda v, m: v @ m), (r, x), budget.reps)))
         # X held feature-major (storage.py): X.T of FEATURE_MAJOR_COLS rows, its X @ w and r @ X as emitted
         tall = rows * MATVEC_COLS // FEATURE_MAJOR_COLS
         xt = jnp.asarray(rng.standard_normal((FEATURE_MAJOR_COLS, tall), dtype=np.float32))
@@ -217,6 +224,8 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
                                                  budget.reps, xt)))
         out["vecmat_t"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(kernels.matvec_t_transpose(m, v)), r,
                                                  work, budget.reps, xt)))
+        out["matvec_t_call"].append((work, _kernel_time(jax.jit(kernels.matvec_t), (xt, w), budget.reps)))
+        out["vecmat_t_call"].append((work, _kernel_time(jax.jit(kernels.matvec_t_transpose), (xt, r), budget.reps)))
     for n in budget.elements:
         x = jnp.asarray(rng.random(n, dtype=np.float32))
         idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
@@ -233,6 +242,7 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
 
 # family -> unit of its throughput
 KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "matvec_t": "bytes/s", "vecmat_t": "bytes/s",
+           "matvec_call": "bytes/s", "vecmat_call": "bytes/s", "matvec_t_call": "bytes/s", "vecmat_t_call": "bytes/s",
            "elementwise": "bytes/s",
            "transcendental": "elements/s", "gather": "bytes/s", "scatter_add": "bytes/s", "reduce": "bytes/s"}
 
@@ -266,6 +276,28 @@ def _streaming(x, idx, table) -> dict[str, tuple[Callable, tuple, float]]:
         "scatter_add": (lambda t, i, v: jnp.zeros_like(t).at[i].add(v), (table, idx, x), 8.0 * n),
         "reduce": (jnp.sum, (x,), 4.0 * n),
     }
+
+
+# Transcendental functions cost very different amounts (2 cores, 500,000 float32 in a loop: exp 57 us,
+# log 126, log1p 402, lgamma 5,200, digamma 5,700): each is weighed against the transcendental curve's own
+# chain, log1p(exp(-x)) (2 elements of work per element), in the same loop at one size. exp and log1p are that
+# chain and weigh 1 each: timed alone they do not add up to it (57 + 402 us against 1,043 us).
+WEIGHED = ("log", "expm1", "logistic", "tanh", "lgamma", "digamma", "erf", "sqrt", "rsqrt", "sin", "cos")
+
+
+def measure_weights(n: int, reps: int) -> dict[str, float]:
+    """Each WEIGHED function's weight: its loop time per element (less a loop without it) over half the chain's."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    x = jnp.asarray(np.random.default_rng(1).random(n, dtype=np.float32) * 5.0 + 0.5)  # every function's domain
+
+    def net(f: Callable) -> float:
+        return _loop_time(lambda v: v + 1e-7 * f(v), x, 4.0 * n, reps) - base
+
+    base = _loop_time(lambda v: v + 1e-7 * v, x, 4.0 * n, reps)
+    chain = max(net(lambda v: jnp.log1p(jnp.exp(-v))), 1e-9)
+    return {name: max(net(getattr(lax, name)) / (chain / 2), 0.01) for name in WEIGHED}
 
 
 def _loop_time(step: Callable, x, work: float, reps: int, *consts) -> float:

@@ -21,7 +21,8 @@ import numpy as np
 from claygraph.errors import ClusterError
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 5  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop
+PROFILE_VERSION = 6  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop;
+# 6: the matrix-vector products also timed one call each (*_call), transcendental functions weighed one by one
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
 
@@ -95,6 +96,12 @@ class KernelRates:
     vecmat: Curve  # bytes of the matrix read by r @ X, contracting its long axis (a matvec's gradient)
     matvec_t: Curve  # bytes of X read by X @ w with X held feature-major (X.T stored; storage.py)
     vecmat_t: Curve  # bytes of X read by r @ X with X held feature-major (matvec_t's gradient)
+    # the same four products timed one call each: an unblocked program runs each once per call, outside any
+    # loop, where XLA's CPU dot takes longer on cache-sized operands than the same dot inside a loop
+    matvec_call: Curve
+    vecmat_call: Curve
+    matvec_t_call: Curve
+    vecmat_t_call: Curve
     stream: Curve  # bytes (read + written) of a fused elementwise pass
     transcendental: Curve  # elements through one exp, log, log1p, ... (in a fused pass)
     gather: Curve  # bytes moved by a gather (indices read, values written)
@@ -104,9 +111,12 @@ class KernelRates:
     kernel_s: float  # s per kernel launched inside a program
     share: int = 1
     spmd_call_s: float | None = None  # s per call of a program over several devices (None: call_s)
+    # (function, weight): elements of the transcendental curve one element of the function costs (the curve's
+    # own chain, exp then log1p, weighs 1 per function; a function not listed weighs 1)
+    weights: tuple[tuple[str, float], ...] = ()
 
-    FAMILIES = ("matmul", "matvec", "vecmat", "matvec_t", "vecmat_t", "stream", "transcendental", "gather", "scatter",
-                "reduce")
+    FAMILIES = ("matmul", "matvec", "vecmat", "matvec_t", "vecmat_t", "matvec_call", "vecmat_call", "matvec_t_call",
+                "vecmat_t_call", "stream", "transcendental", "gather", "scatter", "reduce")
 
     def __post_init__(self) -> None:
         _check_figure("call_s", self.call_s, where="KernelRates")
@@ -114,6 +124,12 @@ class KernelRates:
         if self.spmd_call_s is not None:
             _check_figure("spmd_call_s", self.spmd_call_s, where="KernelRates")
         _check_count("share", self.share)
+        for name, w in self.weights:
+            _check_figure(f"weight of {name}", w, where="KernelRates")
+
+    def weight(self, function: str) -> float:
+        """Elements of the transcendental curve that one element of `function` costs (1 where unmeasured)."""
+        return next((w for name, w in self.weights if name == function), 1.0)
 
     @classmethod
     def nominal(cls, flops: float, mem_bandwidth: float, kernel_s: float = 5e-6) -> KernelRates:
@@ -121,7 +137,9 @@ class KernelRates:
         (a gather at half of it, a scatter-add at a quarter), one transcendental function 10 FLOPs."""
         line = Curve.line
         return cls(matmul=line(flops), matvec=line(mem_bandwidth), vecmat=line(mem_bandwidth),
-                   matvec_t=line(mem_bandwidth), vecmat_t=line(mem_bandwidth),
+                   matvec_t=line(mem_bandwidth), vecmat_t=line(mem_bandwidth), matvec_call=line(mem_bandwidth),
+                   vecmat_call=line(mem_bandwidth), matvec_t_call=line(mem_bandwidth),
+                   vecmat_t_call=line(mem_bandwidth),
                    stream=line(mem_bandwidth),
                    transcendental=line(flops / 10.0), gather=line(mem_bandwidth / 2), scatter=line(mem_bandwidth / 4),
                    reduce=line(mem_bandwidth), call_s=20 * kernel_s, kernel_s=kernel_s)
@@ -154,7 +172,8 @@ class KernelRates:
 
     def to_json(self) -> dict:
         return {**{f: getattr(self, f).to_json() for f in self.FAMILIES}, "call_s": self.call_s,
-                "kernel_s": self.kernel_s} | ({} if self.spmd_call_s is None else {"spmd_call_s": self.spmd_call_s})
+                "kernel_s": self.kernel_s, "weights": dict(self.weights)} | \
+            ({} if self.spmd_call_s is None else {"spmd_call_s": self.spmd_call_s})
 
     @classmethod
     def from_json(cls, doc: dict, where: str) -> KernelRates:
@@ -162,9 +181,10 @@ class KernelRates:
             curves = {f: Curve(tuple(map(float, doc[f]["work"])), tuple(map(float, doc[f]["seconds"])))
                       for f in cls.FAMILIES}
             spmd = doc.get("spmd_call_s")
+            weights = tuple(sorted((str(k), float(v)) for k, v in doc.get("weights", {}).items()))
             return cls(**curves, call_s=float(doc["call_s"]), kernel_s=float(doc["kernel_s"]),
-                       spmd_call_s=None if spmd is None else float(spmd))
-        except (KeyError, TypeError, ValueError) as exc:
+                       spmd_call_s=None if spmd is None else float(spmd), weights=weights)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ClusterError(f"{where}: kernel rates unreadable ({exc!r}); rerun `claygraph calibrate`") from exc
 
 
@@ -490,29 +510,40 @@ _PRESETS = {
     ),
 }
 
-# Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` (profile version 5: the
-# stream, transcendental and matrix-vector curves timed in a loop, the loop's call overhead taken on one
-# float) on a 2-core CPU host (2026-11-30, load average 0.7-1.4; the other curves at load average 2.1):
+# Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` (profile version 6: the stream,
+# transcendental and matrix-vector curves timed in a loop, the products also one call each, transcendental
+# functions weighed one by one) on a 2-core CPU host (2026-11-30, load average 1.4):
 # seconds per kernel against its work, whole host.
 LOCAL_KERNELS = KernelRates(
     matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
-                 (6.95e-05, 0.000417, 0.00247, 0.0205)),
+                 (8.42e-05, 0.000275, 0.00134, 0.0107)),
     matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                 (4.66e-06, 1.36e-05, 6.37e-05, 0.000289, 0.00147, 0.00295, 0.0068)),
+                 (3.2e-06, 1.55e-05, 4.28e-05, 0.000364, 0.00157, 0.00288, 0.00704)),
     vecmat=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                 (3.59e-06, 1.3e-05, 6.21e-05, 0.000495, 0.00119, 0.00415, 0.0105)),
+                 (4.68e-06, 1.41e-05, 6.74e-05, 0.00053, 0.00174, 0.00387, 0.00998)),
     matvec_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                   (4.7e-06, 1.68e-05, 5.72e-05, 0.000361, 0.000811, 0.00263, 0.00548)),
+                   (4.86e-06, 1.98e-05, 7.26e-05, 0.000333, 0.00082, 0.00232, 0.00651)),
     vecmat_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                   (4.73e-06, 1.63e-05, 0.000104, 0.000498, 0.00167, 0.00356, 0.00645)),
+                   (3.95e-06, 1.88e-05, 0.000102, 0.000484, 0.00152, 0.00305, 0.0084)),
+    matvec_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                      (3.68e-05, 0.000105, 0.000132, 0.000576, 0.00129, 0.0029, 0.00737)),
+    vecmat_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                      (1.56e-06, 4.82e-05, 0.000187, 0.000509, 0.00164, 0.00408, 0.00977)),
+    matvec_t_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                        (4.22e-06, 9.49e-05, 0.000147, 0.000423, 0.00084, 0.00236, 0.00536)),
+    vecmat_t_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                        (7.86e-06, 9.52e-05, 0.000103, 0.000477, 0.00128, 0.00311, 0.00684)),
     stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-                 (1.75e-06, 1.09e-05, 1.49e-05, 4.87e-05, 0.000528, 0.00165, 0.0303)),
+                 (2.4e-06, 7.32e-06, 1.78e-05, 7.7e-05, 0.000649, 0.00683, 0.0268)),
     transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),
-                         (4.41e-05, 9.19e-05, 0.000344, 0.00139, 0.00554, 0.011, 0.0666)),
+                         (3.93e-05, 9.15e-05, 0.00035, 0.00137, 0.00526, 0.0126, 0.0674)),
     gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07),
-                 (4.17e-05, 0.000101, 0.000224, 0.000765, 0.00431)),
+                 (5.05e-05, 8.72e-05, 0.000192, 0.000976, 0.00773)),
     scatter=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-                  (5.18e-05, 0.00011, 0.000311, 0.00113, 0.00639, 0.0306, 0.144)),
+                  (9.01e-05, 0.000138, 0.000439, 0.00157, 0.00659, 0.0236, 0.116)),
     reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 1.34e+08),
-                 (3.85e-05, 8.08e-05, 0.000103, 0.000135, 0.00041, 0.00115, 0.00621)),
-    call_s=5.17e-06, kernel_s=1e-09, spmd_call_s=3.16e-05)
+                 (6.31e-06, 0.000105, 0.000129, 8.37e-05, 0.000214, 0.00113, 0.00486)),
+    call_s=7.63e-06, kernel_s=1e-09, spmd_call_s=2.71e-05,
+    weights=(("cos", 5.37), ("digamma", 8.8), ("erf", 0.206), ("expm1", 0.627), ("lgamma", 7.91),
+             ("log", 0.346), ("logistic", 0.303), ("rsqrt", 0.103), ("sin", 5.37), ("sqrt", 0.0679),
+             ("tanh", 0.466)))

@@ -6,11 +6,12 @@ collectives (alpha-beta, ClusterSpec's formulas; the CPU runtime does not overla
 Each node costs what a kernel of its family (the registry's `family`) takes on its local shapes,
 read from the ClusterSpec's kernel curves (`claygraph calibrate` measures them per size; a preset
 has data-sheet lines):
-  matmul          a roofline: max(FLOPs on the GEMM curve, bytes moved on the matvec curve)
+  matmul          a roofline: max(FLOPs on the GEMM curve, bytes moved on the matvec curve); a program run
+                  in row blocks reads the products' in-loop curves, any other their one-call curves
   elementwise     fused by XLA into its neighbours: its elements on the fused-stream curve (2 bytes
                   of the measured 4-op chain's traffic per op and element); a data array it reads
                   from memory adds that array's bytes once
-  transcendental  its elements on the transcendental curve
+  transcendental  its elements times the function's calibrated weight on the transcendental curve
   gather/scatter  the bytes they really move (indices + values), on their own curves
   reduce          the bytes it reads on the reduction curve
   move            free where it is a view (reshape, broadcast); a copy (transpose, pad,
@@ -26,7 +27,8 @@ elementwise work runs inside that loop over X: the pass costs the slower of the 
 A parameter laid out along a split dim (`relaid`) is moved into the internal layout and its gradient
 back on every call (a gather and a scatter of its local entries), and that gradient joins the
 all-reduce. Padding to the largest shard is part of the local shapes, so load imbalance is counted.
-See docs/partition.md.
+Memory-bound kernels run at the rate of the program's working set: the values it writes to memory
+(`materialized_bytes`; a value inside a fused elementwise chain stays in registers). See docs/partition.md.
 """
 from __future__ import annotations
 
@@ -48,7 +50,8 @@ FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "red
 # memory-bound curves: they slow to the rate of the program's working set once it outgrows the caches.
 # (A gather or scatter is a roofline of its lookups, at its own curve and size, and its streamed index
 # and values, at the stream rate of the working set; transcendental functions are bound by arithmetic.)
-STREAMING = frozenset({"stream", "reduce", "matvec", "vecmat", "matvec_t", "vecmat_t"})
+STREAMING = frozenset({"stream", "reduce", "matvec", "vecmat", "matvec_t", "vecmat_t", "matvec_call", "vecmat_call",
+                       "matvec_t_call", "vecmat_t_call"})
 COPIES = frozenset({"transpose", "pad", "concatenate", "rev", "dynamic_update_slice"})  # moves that copy
 STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 bytes read + written
 # widths of X whose r @ X runs at the vecmat rate, not the forward's (2 cores, float32 X of 100-500 MB,
@@ -56,6 +59,9 @@ STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 byte
 # 25000: 17.8 / 13.4; below 20 XLA's dot is fast, 20-160 the emitter's multiply-reduce is)
 VECMAT_WIDTHS = range(kernels.FUSED_WIDTHS.stop, 8192)
 BACKWARD_ELEMENTWISE = 2.0  # an elementwise op's derivative: about two ops of the same size
+# a transcendental function whose derivative is another one (weighed on its own: lgamma's is digamma, and
+# digamma costs 11 times exp); the others' derivatives reuse their value and cost what the function does
+DERIVATIVE = {"lgamma": "digamma"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +120,16 @@ class NodeCost:
 
 def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[tuple[int, ...]],
               out_shapes: list[tuple[int, ...]], grads: list[bool], rates: KernelRates,
-              working_set: float = 0.0, feature_major: bool = False) -> NodeCost:
+              working_set: float = 0.0, feature_major: bool = False, loop: bool = True) -> NodeCost:
     """What `node` costs on its local shapes; `grads[i]`: input i depends on the parameters;
     `working_set`: bytes of the program's values (memory-bound kernels run at its rate);
-    `feature_major`: the node is X @ w with X held feature-major (storage.py), its own kernels."""
+    `feature_major`: the node is X @ w with X held feature-major (storage.py), its own kernels;
+    `loop`: the node runs inside a loop over row blocks (fused.py), else once per call (the products'
+    one-call curves)."""
     fam, f = family(node), node_flops(node, in_shapes, out_shapes)
 
     def time(kind: str, work: float) -> float:
+        kind = kind if loop or kind not in PRODUCTS else kind + "_call"
         return rates.time(kind, work, working_set if kind in STREAMING else 0.0)
 
     moved = sum(_nbytes(s, v) for s, v in zip(in_shapes + out_shapes, ins + outs))
@@ -135,8 +144,9 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
         return NodeCost(one, _dot_backward(node, in_shapes, grads, one, time("vecmat", moved)), f * (1 + back),
                         1 + back)
     if fam == "transcendental":
-        one = time("transcendental", out_elems)
-        return NodeCost(one, one if need else 0.0, f * (2 if need else 1), 0)
+        one = time("transcendental", out_elems * rates.weight(node.primitive))
+        back = time("transcendental", out_elems * rates.weight(DERIVATIVE.get(node.primitive, node.primitive)))
+        return NodeCost(one, back if need else 0.0, f * (2 if need else 1), 0)
     if fam in ("gather", "scatter"):
         index_bytes = _nbytes(in_shapes[1], ins[1])
         touched = index_bytes + (_nbytes(out_shapes[0], outs[0]) if fam == "gather" else
@@ -201,8 +211,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
     array read it from memory once."""
     grads = differentiated(graph)
     data = set(graph.inputs.data.values())
-    working_set = sum(_nbytes(shape(graph.value(o), s), graph.value(o)) for n in graph.nodes()
-                      for o, s in zip(n.outputs, prop.decisions[n.id].outs))
+    working_set = materialized_bytes(graph, prop, shape)
     flops = read_s = 0.0
     kernels = 0
     read: set[int] = set()
@@ -216,7 +225,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
         need = [i in grads for i in node.inputs]
         major = family(node) == "matmul" and node.inputs[0] in transposed
         c = node_cost(node, ins, outs, in_shapes, [shape(v, s) for v, s in zip(outs, d.outs)], need, rates,
-                      working_set, major)
+                      working_set, major, loop=dram is not None)
         kind = dots if family(node) == "matmul" else fused if family(node) in FUSED else other
         kind[0] += c.forward_s
         kind[1] += c.backward_s
@@ -237,6 +246,22 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
 
 
 FUSED = frozenset({"elementwise", "transcendental", "move"})  # the families XLA fuses into loops
+PRODUCTS = frozenset({"matvec", "vecmat", "matvec_t", "vecmat_t"})  # timed both in a loop and one call each
+
+
+def materialized_bytes(graph: Graph, prop: Propagation, shape: LocalShape) -> float:
+    """Bytes of the values the compiled program writes to memory: the outputs of kernels that do not
+    fuse, and of fused chains where a kernel that does not fuse (or the program's result) reads them.
+    A value inside a fused chain stays in registers (the compiled HLO: W3's model at 250,000 rows per
+    shard has 10 row-sized buffers where the graph has 60 row-sized values)."""
+    total = 0.0
+    for n in graph.nodes():
+        kept = family(n) not in FUSED
+        for o, s in zip(n.outputs, prop.decisions[n.id].outs):
+            users = graph.consumers(o)
+            if kept or not users or any(family(u) not in FUSED for u in users):
+                total += _nbytes(shape(graph.value(o), s), graph.value(o))
+    return total
 
 
 def _multiply_reduce_gradient(node: Node, in_shapes: list[tuple[int, ...]], grads: list[bool]) -> bool:

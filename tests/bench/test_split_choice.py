@@ -80,3 +80,25 @@ def test_candidates_are_timed_in_turns():
     assert calls == [0, 1, 2] + [0, 1, 2] + [1, 2, 0] + [2, 0, 1] + [0, 1, 2]
     assert [t.repeats for t in timings] == [4, 4, 4]
     assert all(t.min_s <= t.q1_s <= t.median_s <= t.q3_s <= t.max_s for t in timings)
+
+
+@pytest.mark.parametrize("existing", [None, 5, "current"])
+def test_the_partition_suite_predicts_with_the_split_choice_profile_calibrating_it_when_stale(
+        tmp_path, monkeypatch, existing):
+    """W3 and W6 appear in both suites: the partition suite reads the profile split_choice calibrated, and
+    calibrates it first where there is none of this claygraph's version (never the built-in figures)."""
+    import json
+
+    from bench.sizes import sizes_for
+    from bench.suites import SuiteEnv
+    from bench.suites import partition as part
+    from claygraph.partition.cluster import PROFILE_VERSION
+
+    path = tmp_path / "profile-cpu.json"
+    if existing is not None:
+        path.write_text(json.dumps({"version": PROFILE_VERSION if existing == "current" else existing}))
+    calls = []
+    monkeypatch.setattr(sc, "profile_path", lambda env: path)
+    monkeypatch.setattr(sc, "calibrate", lambda env, quick: calls.append(quick))
+    assert part.profile_env(SuiteEnv(), sizes_for("smoke")) == {"CLAYGRAPH_PROFILE": str(path)}
+    assert calls == ([] if existing == "current" else [True])

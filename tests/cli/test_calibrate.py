@@ -39,10 +39,32 @@ def test_every_kernel_family_is_measured_at_several_increasing_sizes(quick_profi
         assert all(t > 0 and math.isfinite(t) for t in seconds), name
         assert series["unit"] == calibrate_cli.KERNELS[name]
     kernels = profile["kernels"]
-    assert set(kernels) == {*KernelRates.FAMILIES, "call_s", "kernel_s", "spmd_call_s"}
+    assert set(kernels) == {*KernelRates.FAMILIES, "call_s", "kernel_s", "spmd_call_s", "weights"}
     for family, name in calibrate_cli.FAMILY_SERIES.items():
         assert kernels[family]["work"] == profile["kernels_measured"][name]["work"]
     assert kernels["call_s"] > 0 and kernels["kernel_s"] > 0
+
+
+def test_transcendental_functions_are_weighed_one_by_one(quick_profile):
+    """Every weighed function has a positive weight that the profile's rates read back; the curve's own
+    chain (exp, log1p) and functions not weighed count 1."""
+    path, profile = quick_profile
+    weights = profile["kernels"]["weights"]
+    assert set(weights) == set(calibrate_cli.WEIGHED)
+    assert all(w > 0 and math.isfinite(w) for w in weights.values())
+    rates = ClusterSpec.from_profile(path).rates
+    assert all(rates.weight(name) == pytest.approx(w) for name, w in weights.items())
+    assert rates.weight("exp") == rates.weight("log1p") == rates.weight("zeta") == 1.0
+
+
+def test_the_products_are_timed_in_a_loop_and_one_call_each(quick_profile):
+    """X @ w and r @ X (row-major and feature-major) each have an in-loop curve (a fused row block runs them
+    many times) and a one-call curve (an unblocked program runs them once per call), at the same sizes."""
+    _, profile = quick_profile
+    measured = profile["kernels_measured"]
+    for name in ("matvec", "vecmat", "matvec_t", "vecmat_t"):
+        assert measured[name]["work"] == measured[name + "_call"]["work"], name
+        assert name in calibrate_cli.IN_LOOP and name + "_call" not in calibrate_cli.IN_LOOP
 
 
 def test_collectives_are_measured_by_message_size_between_local_devices(quick_profile):

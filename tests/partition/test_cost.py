@@ -352,13 +352,15 @@ def test_a_laid_out_parameter_pays_its_relayout_and_joins_the_gradient_all_reduc
 
 def test_a_feature_major_matvec_is_costed_on_its_own_curves():
     """Up to 16 features, X @ w reads X held feature-major (storage.py): the dot and w's gradient are
-    read from the matvec_t and vecmat_t curves; wider X keeps the row-major curves."""
+    read from the matvec_t and vecmat_t curves (timed one call each: this program runs them once per call,
+    not in a loop over row blocks); wider X keeps the row-major curves."""
     from dataclasses import replace
 
     from claygraph.partition.cluster import Curve, KernelRates
 
     base = KernelRates.nominal(1e12, 1e11)
-    slow = replace(base, matvec_t=Curve.line(1e10), vecmat_t=Curve.line(1e10))
+    slow = replace(base, matvec_t_call=Curve.line(1e10), vecmat_t_call=Curve.line(1e10))
+    assert unblocked_is_unchanged_by_loop_curves(base)
 
     def unsplit(rates, features):
         return estimates(features=features, cluster=spec(kernels=rates))[()].compute_s
@@ -366,3 +368,73 @@ def test_a_feature_major_matvec_is_costed_on_its_own_curves():
     moved = (N * 8 + 8 + N) * F32  # X, w and the logits
     assert unsplit(slow, 8) - unsplit(base, 8) == pytest.approx(2 * moved * (1 / 1e10 - 1 / 1e11), rel=1e-6)
     assert unsplit(slow, 32) == unsplit(base, 32)
+
+
+def unblocked_is_unchanged_by_loop_curves(base) -> bool:
+    """A program that is not run in row blocks never reads the in-loop product curves."""
+    from dataclasses import replace
+
+    from claygraph.partition.cluster import Curve
+
+    loop = replace(base, matvec_t=Curve.line(1e9), vecmat_t=Curve.line(1e9), matvec=Curve.line(1e9),
+                   vecmat=Curve.line(1e9))
+    for features in (8, 32):
+        a = estimates(features=features, cluster=spec(kernels=base))[()].compute_s
+        b = estimates(features=features, cluster=spec(kernels=loop))[()].compute_s
+        if a != b:
+            return False
+    return True
+
+
+def test_the_working_set_counts_only_the_values_the_program_writes_to_memory():
+    """A chain of elementwise ops between two kernels stays in registers: only values that a kernel that
+    does not fuse (dot, gather, reduction) reads, or that no node reads, count toward the working set."""
+    from claygraph.partition.plan import shape_fn
+
+    plan = cg.partition(examples.hier_logistic_model, examples.make_hier_logistic(
+        n=1000, products=10, abstract=True).data, cluster=spec(), split=())
+    graph, prop = plan.graph, plan.chosen.propagation
+    shape = shape_fn(plan.chosen.layout)
+    every = sum(graph.value(o).nbytes for n in graph.nodes() for o in n.outputs)
+    kept = cost.materialized_bytes(graph, prop, shape)
+    fused_inside = [o for n in graph.nodes() if cost.family(n) in cost.FUSED for o in n.outputs
+                    if graph.consumers(o) and all(cost.family(u) in cost.FUSED for u in graph.consumers(o))]
+    assert fused_inside and kept == pytest.approx(every - sum(graph.value(o).nbytes for o in fused_inside))
+
+
+def test_a_transcendental_function_costs_its_measured_weight_and_lgamma_its_digamma_backward():
+    from dataclasses import replace
+
+    from claygraph.ir.graph import Node, Value
+    from claygraph.partition.cluster import KernelRates
+
+    rates = replace(KernelRates.nominal(1e12, 1e11), weights=(("digamma", 9.0), ("lgamma", 8.0), ("log", 0.5)))
+    v = Value(1, (N,), np.dtype(np.float32), ("row",))
+
+    def cost_of(name):
+        node = Node(0, getattr(jax.lax, f"{name}_p"), (1,), (2,))
+        return cost.node_cost(node, [v], [v], [(N,)], [(N,)], [True], rates)
+
+    unit = N / (1e12 / 10.0)  # one element on the nominal transcendental line (10 FLOPs each)
+    assert (cost_of("exp").forward_s, cost_of("exp").backward_s) == (pytest.approx(unit), pytest.approx(unit))
+    assert cost_of("log").forward_s == pytest.approx(0.5 * unit)
+    lg = cost_of("lgamma")
+    assert (lg.forward_s, lg.backward_s) == (pytest.approx(8 * unit), pytest.approx(9 * unit))
+
+
+def test_a_blocked_program_reads_the_in_loop_product_curves_and_an_unblocked_one_the_one_call_curves():
+    """The row split of X @ w over 1e6 rows runs in row blocks (fused.py): its products are the in-loop
+    curves' and the one-call curves do not touch it; the feature split runs once per call: the reverse."""
+    from dataclasses import replace
+
+    from claygraph.partition.cluster import Curve, KernelRates
+
+    base = KernelRates.nominal(1e12, 1e11)
+    slow_call = replace(base, matvec_call=Curve.line(1e9), vecmat_call=Curve.line(1e9))
+    slow_loop = replace(base, matvec=Curve.line(1e9), vecmat=Curve.line(1e9))
+
+    def compute(rates, split):
+        return estimates(cluster=spec(kernels=rates), split=split)[split].compute_s
+
+    assert compute(slow_call, ("row",)) == compute(base, ("row",)) < compute(slow_loop, ("row",))
+    assert compute(slow_loop, ("feature",)) == compute(base, ("feature",)) < compute(slow_call, ("feature",))
