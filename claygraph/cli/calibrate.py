@@ -66,7 +66,7 @@ class Budget:
 
 # streaming kernels up to 32 M float32 (128 MB): past the caches, into the memory-bound regime
 FULL = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 23, 1 << 25), matmul_n=(128, 256, 512, 1024),
-              matvec_rows=(1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 19),
+              matvec_rows=(1 << 10, 1 << 12, 1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 19),
               reps=15, message_floats=(1, 1_000, 100_000, 1_000_000), message_reps=30, small_trips=200,
               large_trips=10, weight_elements=1 << 19)
 QUICK = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20), matmul_n=(128, 256, 512),

@@ -11,7 +11,7 @@ from claygraph.ir.graph import Graph
 from claygraph.partition.layout import LANES
 from claygraph.partition.shardings import Partial, Sharded, Split
 
-BLOCK_BYTES = 8 << 20  # data bytes per block: ~8 MiB stays in this machine's L3 (see docs/inference.md)
+BLOCK_BYTES = 8 << 20  # data bytes in blocks at once per host: ~8 MiB stays in this machine's L3 (docs/inference.md)
 MIN_BLOCKS = 4  # fewer blocks than this per shard: the plain program is as good
 MIN_ROWS = 256  # rows per block at least (a block of wider rows than BLOCK_BYTES / MIN_ROWS outgrows the cache)
 
@@ -99,6 +99,13 @@ def once_per_shard(graph: Graph, prop, dim: str) -> frozenset[int]:
     return frozenset(n.id for n in graph.nodes()
                      if not any(o in rows for o in n.outputs)
                      and any(isinstance(prop.shardings[o], Partial) for o in n.outputs))
+
+
+def host_share(block_bytes: int, host_devices: int) -> int:
+    """One device's block bytes where `host_devices` devices of one host run their blocks at once and
+    share its last-level cache (docs/partition.md: W1 on two local devices ran 57-81 ms with 8 MiB
+    blocks each, 44-47 ms with 4 MiB; on one device 8 MiB blocks are the fastest)."""
+    return max(1, block_bytes // max(1, host_devices))
 
 
 def blocking(graph: Graph, dim: str, local_rows: int, shards: int,

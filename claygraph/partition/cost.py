@@ -336,17 +336,19 @@ def relayout_s(graph: Graph, prop: Propagation, shape: LocalShape, rates: Kernel
 
 
 def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int,
-                 shape: LocalShape | None = None) -> tuple[str, int, float] | None:
+                 shape: LocalShape | None = None, host_devices: int = 1) -> tuple[str, int, float] | None:
     """(dim, rows per block, blocks: the tail block counted by its share of a full one) when the
     runtime runs this candidate in cached row blocks (`rows`: the graph's row split,
     blocks.row_split_of; the same test fused.fused_potential makes; `shape`: the candidate's local
-    shapes, which give a group split's rows per shard)."""
+    shapes, which give a group split's rows per shard; `host_devices`: devices of one node, sharing its
+    cache, as the runtime's blocks do: blocks.host_share)."""
+    budget = blocks.host_share(blocks.BLOCK_BYTES, host_devices)
     if prop.split.kind == "group":
         dim = next(r for r, _ in prop.split.copartition)
         local = _local_rows(graph, dim, shape)
         if local is None or not blocks.group_separable(graph, prop, dim):
             return None
-        blk = blocks.blocking(graph, dim, local, devices)
+        blk = blocks.blocking(graph, dim, local, devices, budget)
         return None if blk is None else (dim, blk.rows, blk.blocks + blk.tail / blk.rows)
     if rows is None or (prop.split.dims and prop.split.dims != rows.dims) or (not prop.split.dims and devices != 1):
         return None
@@ -356,7 +358,7 @@ def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: i
         prop = propagate(graph, rows, frozenset(), lambda v, s: 0)  # (fused.fused_potential tests the same)
     if size % devices or not blocks.separable(graph, prop, dim):
         return None
-    blk = blocks.blocking(graph, dim, size // devices, devices)
+    blk = blocks.blocking(graph, dim, size // devices, devices, budget)
     return None if blk is None else (dim, blk.rows, blk.blocks + blk.tail / blk.rows)
 
 
@@ -379,11 +381,11 @@ def block_shape(shape: LocalShape, dim: str, rows: int) -> LocalShape:
 
 
 def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates,
-                     devices: int, row_split: Split | None = None) -> Compute:
+                     devices: int, row_split: Split | None = None, host_devices: int = 1) -> Compute:
     """The slowest shard's kernels of one gradient evaluation, block by block where the runtime fuses;
     the data arrays that compile_artifact holds feature-major (storage.py) on their own kernels."""
     transposed = frozenset(graph.inputs.data[k] for k in stored_feature_major(graph, prop.shardings))
-    blocked = fused_blocks(graph, prop, row_split, devices, shape)
+    blocked = fused_blocks(graph, prop, row_split, devices, shape, host_devices)
     if blocked is None:
         return compute(graph, prop, shape, rates, transposed=transposed)
     dim, rows, count = blocked
@@ -401,7 +403,7 @@ def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: 
 def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: ClusterSpec, devices: int,
              state_copies: float, row_split: Split | None = None) -> CostEstimate:
     rates = cluster.rates
-    c = gradient_compute(graph, prop, shape, rates, devices, row_split)
+    c = gradient_compute(graph, prop, shape, rates, devices, row_split, min(devices, cluster.devices_per_node))
     mem = memory_bytes(graph, prop, shape, state_copies)
     cbytes, cs, count = comm(graph, prop, cluster, devices)
     compute_s = rates.call(devices) + c.seconds + relayout_s(graph, prop, shape, rates)

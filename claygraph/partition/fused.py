@@ -31,6 +31,7 @@ from claygraph.partition.blocks import (  # noqa: F401 - Blocking, MIN_BLOCKS an
     Blocking,
     blocking,
     group_separable,
+    host_share,
     once_per_shard,
     row_split_of,
     separable,
@@ -203,7 +204,8 @@ def fused_potential(graph: Graph, candidate, mesh: Mesh, param_specs, data_specs
                                  shards)
     if not separable(graph, cand.propagation, dim):
         return None
-    blk = blocking(graph, dim, size // shards, shards, BLOCK_BYTES)  # this module's: tests patch it
+    # this module's BLOCK_BYTES (tests patch it), shared by the node's devices
+    blk = blocking(graph, dim, size // shards, shards, host_share(BLOCK_BYTES, candidate.host_devices))
     if blk is None:
         return None
     every = shards * (blk.blocks + 1)
@@ -220,7 +222,7 @@ def _group_fused(graph: Graph, candidate, mesh: Mesh, param_specs, data_specs,
     if rows is None or not group_separable(graph, prop, rows):
         return None
     lay = candidate.layout[rows]
-    blk = blocking(graph, rows, lay.local, shards, BLOCK_BYTES)
+    blk = blocking(graph, rows, lay.local, shards, host_share(BLOCK_BYTES, candidate.host_devices))
     if blk is None:
         return None
     layouts = (dict(candidate.layout, **{rows: _blocks_of(lay, blk, blk.rows)}),

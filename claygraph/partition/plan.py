@@ -89,6 +89,8 @@ class Candidate:
     cost: CostEstimate
     # data arrays also held feature-major (claygraph.partition.storage), decided when the data is laid out
     feature_major: frozenset[str] = frozenset()
+    # devices of one node, which run their row blocks at once in its shared cache (blocks.host_share)
+    host_devices: int = 1
 
 
 def _bytes_fn(shape):
@@ -110,10 +112,15 @@ def candidate_with_layout(graph: Graph, split: Split, layout: Mapping[str, DimLa
             verify(graph, prop, padded)
     except PartitionError as e:
         bad = CostEstimate(split.name, False, 0, float("inf"), 0, float("inf"), float("inf"), str(e))
-        return Candidate(split, MappingProxyType(layout), None, bad)
+        return Candidate(split, MappingProxyType(layout), None, bad, host_devices=_host_devices(cluster, devices))
     rows = row_split_of(graph, enumerate_splits(graph)[0])  # a row-separable program runs in fused blocks
     return Candidate(split, MappingProxyType(layout), prop, estimate(graph, prop, shape, cluster, devices,
-                                                                     STATE_COPIES, rows))
+                                                                     STATE_COPIES, rows),
+                     host_devices=_host_devices(cluster, devices))
+
+
+def _host_devices(cluster: ClusterSpec, devices: int) -> int:
+    return max(1, min(devices, cluster.devices_per_node))
 
 
 class Plan:

@@ -36,7 +36,8 @@ def centred(data):
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
-    monkeypatch.setattr(fused, "BLOCK_BYTES", 4096)  # 4 KiB blocks: tests see many blocks and a tail
+    # 16 KiB shared by a node's devices (4-16 KiB each): tests see many blocks and a tail
+    monkeypatch.setattr(fused, "BLOCK_BYTES", 16384)
 
 
 def _data(n=3001, d=6, seed=0):
