@@ -53,14 +53,31 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
     return _timing(times, first)
 
 
+def round_orders(n: int, rounds: int) -> list[list[int]]:
+    """The order of each round of `measure_together`: a Williams design, in which every function
+    follows every other equally often (over n rounds, 2n where n is odd). Rotating one fixed order
+    only changes where a round starts: each function still follows the same one in every round."""
+    base, lo, hi = [0], 1, n - 1
+    while len(base) < n:
+        base.append(lo)
+        lo += 1
+        if len(base) < n:
+            base.append(hi)
+            hi -= 1
+    squares = [[(b + r) % n for b in base] for r in range(n)]
+    if n % 2:
+        squares += [order[::-1] for order in squares]
+    return [squares[r % len(squares)] for r in range(rounds)]
+
+
 def measure_together(fns: list[Callable[[], Any]], repeats: int, warmup: int = 1) -> list[Timing]:
     """`measure` for several functions in turns: round r times each function once, so that load that
     comes and goes on a shared machine falls on all of them alike (no function is timed in a quiet
-    minute and another in a busy one). Round r starts at function r (mod their number), so that each
-    follows every other equally often: a function timed right after a slow one that evicts the
-    caches runs slower (W3's row split right after the unsplit program: 30.4 ms; right after the
-    group split, in another run: 25.8 ms; load average 1.7-2), and a fixed order would charge that
-    to the same function every round."""
+    minute and another in a busy one). The rounds' orders are balanced (`round_orders`): a function
+    timed right after a slow one that evicts the caches runs slower, and the split_choice suite once
+    rotated a single order, so that the candidate predicted cheapest always ran right after the
+    unsplit program: W3's group split measured 21.9 ms there and 15.3 ms as the second of the order,
+    the row split 21.1 ms when it came first (load average about 1)."""
     first = []
     for fn in fns:
         t0 = time.perf_counter()
@@ -69,9 +86,8 @@ def measure_together(fns: list[Callable[[], Any]], repeats: int, warmup: int = 1
         for _ in range(warmup - 1):
             fn()
     times: list[list[float]] = [[] for _ in fns]
-    for r in range(max(1, repeats)):
-        for i in range(len(fns)):
-            k = (r + i) % len(fns)
+    for order in round_orders(len(fns), max(1, repeats)):
+        for k in order:
             t0 = time.perf_counter()
             fns[k]()
             times[k].append(time.perf_counter() - t0)

@@ -6,9 +6,9 @@ bench/results/profile-<device>.json and predicts with that profile (CLAYGRAPH_PR
 predictions and measurements come from the same machine at the same time. Then, per case, a fresh
 interpreter with `env.devices` forced host devices lowers the model, asks the cost model for every
 candidate, compiles every feasible one on Local(devices=N), then times `potential_and_grad` of all of
-them in turns (bench.timing.measure_together: round r times each candidate once, starting at
-candidate r, so that load that comes and goes falls on all alike and each follows every other
-equally often; median and quartiles of the rounds after one warm-up call that compiles).
+them in turns (bench.timing.measure_together: each round times every candidate once, in orders
+balanced so that each follows every other equally often, and load that comes and goes falls on all
+alike; median and quartiles of the rounds after one warm-up call that compiles).
 
 A pick is right when the chosen split is the measured fastest, or when their measured spreads
 (first to third quartile of the repeats) overlap: no fixed tie allowance. A case counts toward

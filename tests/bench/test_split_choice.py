@@ -71,15 +71,32 @@ def test_report_section_states_the_totals_and_every_case(tmp_path):
 
 
 def test_candidates_are_timed_in_turns():
-    """measure_together: a warm-up call each, then rounds that call every function once, each round
-    starting one function later (each follows every other equally often)."""
+    """measure_together: a warm-up call each, then rounds that call every function once."""
     from bench.timing import measure_together
 
     calls = []
     timings = measure_together([lambda i=i: calls.append(i) for i in range(3)], repeats=4, warmup=1)
-    assert calls == [0, 1, 2] + [0, 1, 2] + [1, 2, 0] + [2, 0, 1] + [0, 1, 2]
+    assert calls[:3] == [0, 1, 2]
+    rounds = [calls[3 + 3 * r:6 + 3 * r] for r in range(4)]
+    assert all(sorted(r) == [0, 1, 2] for r in rounds)
     assert [t.repeats for t in timings] == [4, 4, 4]
     assert all(t.min_s <= t.q1_s <= t.median_s <= t.q3_s <= t.max_s for t in timings)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+def test_every_function_follows_every_other_equally_often(n):
+    """Within the rounds of a full design (n rounds, 2n where n is odd), each ordered pair (a right
+    before b) occurs equally often: no candidate always runs after the slowest."""
+    from collections import Counter
+
+    from bench.timing import round_orders
+
+    full = n if n % 2 == 0 else 2 * n
+    orders = round_orders(n, full)
+    assert all(sorted(o) == list(range(n)) for o in orders)
+    pairs = Counter((o[i], o[i + 1]) for o in orders for i in range(n - 1))
+    assert set(pairs) == {(a, b) for a in range(n) for b in range(n) if a != b}
+    assert len(set(pairs.values())) == 1
 
 
 @pytest.mark.parametrize("existing", [None, 5, "current"])
