@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from bench.sizes import Sizes
 from bench.suites import SuiteEnv
-from bench.timing import measure, measure_together, run_isolated
+from bench.timing import measure, run_isolated
 
 TIMEOUT_S = 1800
 CHUNK_ROWS = 200_000
@@ -196,17 +196,18 @@ def ratios(rows: list[dict]) -> None:
 # -- gradient evaluations -----------------------------------------------------------------------------
 
 def gradient_times(X, y, repeats: int) -> list[dict]:
-    """One loss-and-gradient by NumPy, hand-written JAX and claygraph on one device, timed in turns
-    (`measure_together`): a slow spell of the machine (another process's memory traffic) falls on
-    all three alike instead of on whichever was being timed then."""
     import jax
     import jax.numpy as jnp
 
     import claygraph as cg
     from bench.workloads import logistic_model
 
+    rows = []
     f = numpy_loss_grad(X, y)
     w0 = np.zeros(X.shape[1])
+    rows.append({"name": "NumPy (float32 X, BLAS, float64 sums)", "devices": 1,
+                 "timing": measure(lambda: f(w0), repeats).to_json()})
+
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
 
     def loss(w):
@@ -215,17 +216,17 @@ def gradient_times(X, y, repeats: int) -> list[dict]:
 
     vg = jax.jit(jax.value_and_grad(loss))
     wj = jnp.zeros(X.shape[1], jnp.float32)
+    t = measure(lambda: jax.block_until_ready(vg(wj)), repeats)
+    rows.append({"name": "JAX jit(value_and_grad), hand-written", "devices": 1, "timing": t.to_json()})
+
     data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
     plan = cg.partition(logistic_model, data, cluster=cg.ClusterSpec.local(devices=1))
     prog = cg.compile(plan, runtime=cg.runtime.Local(devices=1))
     params = {k: np.zeros(s, np.float32) for k, s in plan.graph.param_shapes.items()}
-    numpy_t, jax_t, ours_t = measure_together([lambda: f(w0), lambda: jax.block_until_ready(vg(wj)),
-                                               lambda: jax.block_until_ready(prog.potential_and_grad(params))],
-                                              repeats)
-    return [{"name": "NumPy (float32 X, BLAS, float64 sums)", "devices": 1, "timing": numpy_t.to_json()},
-            {"name": "JAX jit(value_and_grad), hand-written", "devices": 1, "timing": jax_t.to_json()},
-            {"name": "claygraph Local(devices=1), this process", "devices": 1, "timing": ours_t.to_json(),
-             "predicted_s": plan.chosen.cost.predicted_s, "split": list(plan.split)}]
+    t = measure(lambda: jax.block_until_ready(prog.potential_and_grad(params)), repeats)
+    rows.append({"name": "claygraph Local(devices=1), this process", "devices": 1, "timing": t.to_json(),
+                 "predicted_s": plan.chosen.cost.predicted_s, "split": list(plan.split)})
+    return rows
 
 
 def bandwidth(nbytes: int) -> float:
