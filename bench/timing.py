@@ -94,6 +94,11 @@ def measure_together(fns: list[Callable[[], Any]], repeats: int, warmup: int = 1
     return [_timing(t, f) for t, f in zip(times, first)]
 
 
+def timing_of(times: list[float]) -> Timing:
+    """The Timing of seconds measured elsewhere (no first call set apart)."""
+    return _timing(list(times), None)
+
+
 def _timing(times: list[float], first: float | None) -> Timing:
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
     return Timing(statistics.median(times), min(times), max(times), len(times), first, q1, q3)
