@@ -14,6 +14,16 @@ SK4 = "scikit-learn lbfgs tol=1e-4 (default)"
 SK8 = "scikit-learn lbfgs tol=1e-8"
 SCIPY = "scipy L-BFGS-B, NumPy gradient (float64 objective)"
 ONE_DEVICE = "claygraph Local(devices=1), this process"
+
+
+def one_device_gradient_s(res: dict) -> tuple[float | None, float | None]:
+    """Seconds of claygraph's loss-and-gradient on one device: (in a fresh process of its own, in the bench
+    process). The target is judged on the first, as a user's process runs it: in the bench process it
+    follows NumPy's BLAS and hand-written JAX, whose thread pools slow it (bench.suites.w1.gradient_times)."""
+    here = next((g["timing"]["median_s"] for g in res.get("gradient", []) if g["name"] == ONE_DEVICE), None)
+    own = next((c["measured"]["median_s"] for rt in res.get("runtimes", []) if rt.get("devices") == 1
+                for c in rt.get("candidates", []) if c.get("measured")), None)
+    return own, here
 COMPILE_KEYS = ("compile_s",)  # JAX's backend compile event; on a persistent-cache hit it times the load
 
 
@@ -80,13 +90,16 @@ def checks(res: dict) -> list[Check]:
     out.append(_check("cg.infer.map defaults: objective within 1e-3 of the reference in ≤ 0.5× scikit-learn "
                       "tol=1e-8", rm, 0.5, f"{_x(rm)}; objective − ref {_g(gapm)}",
                       gapm is not None and abs(gapm) <= 1e-3))
-    grads = {g["name"]: g for g in res.get("gradient", [])}
-    one = grads.get(ONE_DEVICE)
     fl = res.get("floor", {})
-    rg = _ratio(one["timing"]["median_s"], fl.get("read_x_once_s")) if one else None
-    rb = _ratio(one["timing"]["median_s"], fl.get("blas_read_x_s")) if one else None
+    own, here = one_device_gradient_s(res)
+    t = own if own is not None else here
+    rg = _ratio(t, fl.get("read_x_once_s"))
+    rb = _ratio(t, fl.get("blas_read_x_s"))
+    where = "in a process of its own" if own is not None else "in the bench process"
+    also = (f"; {_x(_ratio(here, fl.get('read_x_once_s')))} in the bench process, after NumPy and JAX ran there"
+            if own is not None and here is not None else "")
     out.append(_check("one loss-and-gradient ≤ 1.3× the single-read floor (copy bandwidth)", rg, 1.3,
-                      f"{_x(rg)} ({_x(rb)} a BLAS pass over X)"))
+                      f"{_x(rg)} {where} ({_x(rb)} a BLAS pass over X){also}"))
     second = (g4 or {}).get("fits", [None, None])[1:2]
     s2 = compile_share(second[0]) if second and second[0] else None
     text = "—" if s2 is None else f"{100 * s2:.2g}% (tracing and lowering {100 * trace_share(second[0]):.2g}%)"
