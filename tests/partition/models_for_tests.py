@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_uniform
@@ -115,6 +117,16 @@ def poisson_crossed(rows: int, products: int, stores: int, features: int, kind: 
 
 
 # -- the reference and the comparison --------------------------------------------------------------
+
+def hier(data: cg.Data) -> None:
+    """A hierarchical logistic model with one group effect a[g] and shared weights w: a group split's
+    rows run in row blocks (fused.py), as the row split's do."""
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
+    with numpyro.plate("group", data.size("group")):
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
+
 
 def random_params(model: Callable, data: cg.Data, seed: int = 0) -> dict[str, jax.Array]:
     """Unconstrained params uniform in (-1.5, 1.5), as NumPyro's `init_to_uniform(radius=1.5)` draws them.

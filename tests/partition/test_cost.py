@@ -22,6 +22,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from models_for_tests import hier
 
 import claygraph as cg
 from claygraph import examples
@@ -301,14 +302,6 @@ def test_a_matvec_gradient_runs_at_the_vecmat_rate_only_where_it_was_measured_sl
     back = cost._dot_backward(node, [(1000, width), (width,)], [False, True], one=1.0, vecmat=3.0)
     assert back == (3.0 if slow else 1.0)
     assert cost._dot_backward(node, [(1000, width), (width,)], [False, False], one=1.0, vecmat=3.0) == 0.0
-
-
-def hier(data):
-    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
-    with numpyro.plate("group", data.size("group")):
-        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
-    with numpyro.plate("row", data.size("row")):
-        numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
 
 
 def test_a_group_split_that_runs_in_row_blocks_is_costed_per_block():

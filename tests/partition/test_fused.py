@@ -6,6 +6,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from models_for_tests import hier
 
 import claygraph as cg
 from claygraph.partition import fused
@@ -16,14 +17,6 @@ def logistic(data):
     b = numpyro.sample("b", dist.Normal(0.0, 5.0))
     with numpyro.plate("row", data.size("row")):
         numpyro.sample("y", dist.Bernoulli(logits=data.X @ w + b), obs=data.y)
-
-
-def hier(data):
-    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.X.shape[1]]).to_event(1))
-    with numpyro.plate("group", data.size("group")):
-        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
-    with numpyro.plate("row", data.size("row")):
-        numpyro.sample("y", dist.Bernoulli(logits=a[data.g] + data.X @ w), obs=data.y)
 
 
 def centred(data):
