@@ -614,16 +614,14 @@ def w1_headline(w1: dict) -> list[str]:
         out.append(line + ". Set-up and compile included; below 1 claygraph is faster." + busy)
     elif not (g4 or g8 or mp):
         out.append("- **W1**: claygraph's solvers are not available yet; peers measured.")
-    own, here = r1.one_device_gradient_s(w1)
-    t = own if own is not None else here
+    t, where, here = r1.judged_gradient_s(w1)
     if t:
         fl = w1["floor"]
         blas = fl.get("blas_read_x_s")
-        where = "in a process of its own" if own is not None else "in the bench process"
         out.append(f"- **W1 gradient**: {fmt_s(t)} per loss-and-gradient evaluation on one device {where}, "
                    f"{fmt_x(t / fl['read_x_once_s'])} the time to read X once at the copy bandwidth" +
                    (f" ({fmt_x(t / blas)} one multi-threaded BLAS pass over X)" if blas else "") +
-                   (f"; {fmt_s(here)} in the bench process after NumPy and JAX" if own is not None and here else "")
+                   (f"; {fmt_s(here)} in the bench process after NumPy and JAX" if here else "")
                    + ".")
     if "fresh" in w1:
         held = [c for c in r1.checks(w1) if c.holds is not None]

@@ -24,6 +24,15 @@ def one_device_gradient_s(res: dict) -> tuple[float | None, float | None]:
     own = next((c["measured"]["median_s"] for rt in res.get("runtimes", []) if rt.get("devices") == 1
                 for c in rt.get("candidates", []) if c.get("measured")), None)
     return own, here
+
+
+def judged_gradient_s(res: dict) -> tuple[float | None, str, float | None]:
+    """(the one-device gradient the target is judged on, where it ran, the bench process's figure when the
+    judged one is another)."""
+    own, here = one_device_gradient_s(res)
+    if own is None:
+        return here, "in the bench process", None
+    return own, "in a process of its own", here
 COMPILE_KEYS = ("compile_s",)  # JAX's backend compile event; on a persistent-cache hit it times the load
 
 
@@ -91,13 +100,11 @@ def checks(res: dict) -> list[Check]:
                       "tol=1e-8", rm, 0.5, f"{_x(rm)}; objective − ref {_g(gapm)}",
                       gapm is not None and abs(gapm) <= 1e-3))
     fl = res.get("floor", {})
-    own, here = one_device_gradient_s(res)
-    t = own if own is not None else here
+    t, where, here = judged_gradient_s(res)
     rg = _ratio(t, fl.get("read_x_once_s"))
     rb = _ratio(t, fl.get("blas_read_x_s"))
-    where = "in a process of its own" if own is not None else "in the bench process"
     also = (f"; {_x(_ratio(here, fl.get('read_x_once_s')))} in the bench process, after NumPy and JAX ran there"
-            if own is not None and here is not None else "")
+            if here is not None else "")
     out.append(_check("one loss-and-gradient ≤ 1.3× the single-read floor (copy bandwidth)", rg, 1.3,
                       f"{_x(rg)} {where} ({_x(rb)} a BLAS pass over X){also}"))
     second = (g4 or {}).get("fits", [None, None])[1:2]

@@ -400,10 +400,15 @@ def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: 
                    one.forward_s * count)
 
 
+def host_devices(cluster: ClusterSpec, devices: int) -> int:
+    """Devices of one node among `devices`: they run their row blocks at once in its shared cache."""
+    return max(1, min(devices, cluster.devices_per_node))
+
+
 def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: ClusterSpec, devices: int,
              state_copies: float, row_split: Split | None = None) -> CostEstimate:
     rates = cluster.rates
-    c = gradient_compute(graph, prop, shape, rates, devices, row_split, min(devices, cluster.devices_per_node))
+    c = gradient_compute(graph, prop, shape, rates, devices, row_split, host_devices(cluster, devices))
     mem = memory_bytes(graph, prop, shape, state_copies)
     cbytes, cs, count = comm(graph, prop, cluster, devices)
     compute_s = rates.call(devices) + c.seconds + relayout_s(graph, prop, shape, rates)

@@ -13,7 +13,7 @@ from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph, Value
 from claygraph.partition.blocks import row_split_of
 from claygraph.partition.cluster import ClusterSpec
-from claygraph.partition.cost import CostEstimate, estimate
+from claygraph.partition.cost import CostEstimate, estimate, host_devices
 from claygraph.partition.layout import DimLayout, block_layout, block_sizes, group_layout, group_sizes
 from claygraph.partition.propagate import Collective, Propagation, propagate
 from claygraph.partition.shardings import Partial, Sharded, Sharding, Split
@@ -112,15 +112,11 @@ def candidate_with_layout(graph: Graph, split: Split, layout: Mapping[str, DimLa
             verify(graph, prop, padded)
     except PartitionError as e:
         bad = CostEstimate(split.name, False, 0, float("inf"), 0, float("inf"), float("inf"), str(e))
-        return Candidate(split, MappingProxyType(layout), None, bad, host_devices=_host_devices(cluster, devices))
+        return Candidate(split, MappingProxyType(layout), None, bad, host_devices=host_devices(cluster, devices))
     rows = row_split_of(graph, enumerate_splits(graph)[0])  # a row-separable program runs in fused blocks
     return Candidate(split, MappingProxyType(layout), prop, estimate(graph, prop, shape, cluster, devices,
                                                                      STATE_COPIES, rows),
-                     host_devices=_host_devices(cluster, devices))
-
-
-def _host_devices(cluster: ClusterSpec, devices: int) -> int:
-    return max(1, min(devices, cluster.devices_per_node))
+                     host_devices=host_devices(cluster, devices))
 
 
 class Plan:

@@ -223,3 +223,19 @@ def test_a_row_split_forced_on_one_device_with_data_in_place(monkeypatch):
     v0, g0 = plain.potential_and_grad(params)
     np.testing.assert_allclose(float(v1), float(v0), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(g1["w"]), np.asarray(g0["w"]), rtol=1e-5, atol=1e-5)
+
+
+def test_the_devices_of_a_node_share_the_block_budget():
+    """Two local devices run their blocks at once in one cache: each gets half of BLOCK_BYTES (blocks.host_share),
+    as the plan's candidate records and the cost model assumes; one device keeps all of it."""
+    from claygraph.partition.blocks import blocking, host_share
+
+    data = _data(6000)
+    plans = [cg.partition(logistic, data, cluster=cg.ClusterSpec.local(devices=d), split=s) for d, s in
+             ((2, ("row",)), (1, None))]
+    assert [p.chosen.host_devices for p in plans] == [2, 1]
+    two, one = (cg.compile(p, runtime=cg.runtime.Local(devices=d)) for p, d in zip(plans, (2, 1)))
+    blk2, blk1 = two.fn.fn.fused, one.fn.fn.fused  # the Blocking each program runs
+    assert blk2 == blocking(two.graph, "row", 3000, 2, host_share(fused.BLOCK_BYTES, 2))
+    assert blk1 == blocking(one.graph, "row", 6000, 1, fused.BLOCK_BYTES)
+    assert blk2.rows < blk1.rows
