@@ -288,7 +288,8 @@ def partition_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> lis
         return lines + bad
     lines += [_run_line(res), "",
               f"Every candidate split compiled on Local(devices={res['devices']}) (forced host devices in a "
-              "fresh process), then all timed per gradient evaluation in turns (median); the prediction is the "
+              "fresh process), then all timed per gradient evaluation in turns, each timed call right after an "
+              "untimed one of the same split (as in a solver's loop: median); the prediction is the "
               "cost model's for `ClusterSpec.local`, with the profile the split_choice suite calibrated. "
               "✓ marks the split the cost model chose, ★ the fastest measured. "
               "The potential and gradient of every split are compared with the first one measured.", ""]
@@ -361,7 +362,8 @@ def split_choice_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> 
               f"{(prof.get('load_average') or [0])[0]:.1f}); every prediction uses that profile. Each case ran in a "
               f"fresh process on Local(devices={res['devices']}); every feasible candidate was compiled, then all were "
               f"timed per gradient evaluation in turns, so that passing load falls on each alike, the rounds' "
-              f"orders balanced so that each follows every other equally often ({res['repeats']} "
+              f"orders balanced so that each follows every other equally often, each timed call right after an "
+              f"untimed one of the same split, as in a solver's loop ({res['repeats']} "
               f"rounds after a compiling warm-up: median, quartiles). Load "
               f"average {load['before'][0]:.1f} before the cases, {load['after'][0]:.1f} after (2 cores): the "
               "timings carry that load. A pick counts as right when the chosen split is the fastest or their "

@@ -70,14 +70,15 @@ def round_orders(n: int, rounds: int) -> list[list[int]]:
     return [squares[r % len(squares)] for r in range(rounds)]
 
 
-def measure_together(fns: list[Callable[[], Any]], repeats: int, warmup: int = 1) -> list[Timing]:
+def measure_together(fns: list[Callable[[], Any]], repeats: int, warmup: int = 1, settle: int = 0) -> list[Timing]:
     """`measure` for several functions in turns: round r times each function once, so that load that
     comes and goes on a shared machine falls on all of them alike (no function is timed in a quiet
     minute and another in a busy one). The rounds' orders are balanced (`round_orders`): a function
     timed right after a slow one that evicts the caches runs slower, and the split_choice suite once
     rotated a single order, so that the candidate predicted cheapest always ran right after the
     unsplit program: W3's group split measured 21.9 ms there and 15.3 ms as the second of the order,
-    the row split 21.1 ms when it came first (load average about 1)."""
+    the row split 21.1 ms when it came first (load average about 1). `settle`: untimed calls of the
+    same function right before each timed one (its caches warm, as in a loop of its own)."""
     first = []
     for fn in fns:
         t0 = time.perf_counter()
@@ -88,6 +89,8 @@ def measure_together(fns: list[Callable[[], Any]], repeats: int, warmup: int = 1
     times: list[list[float]] = [[] for _ in fns]
     for order in round_orders(len(fns), max(1, repeats)):
         for k in order:
+            for _ in range(settle):
+                fns[k]()
             t0 = time.perf_counter()
             fns[k]()
             times[k].append(time.perf_counter() - t0)

@@ -8,7 +8,9 @@ interpreter with `env.devices` forced host devices lowers the model, asks the co
 candidate, compiles every feasible one on Local(devices=N), then times `potential_and_grad` of all of
 them in turns (bench.timing.measure_together: each round times every candidate once, in orders
 balanced so that each follows every other equally often, and load that comes and goes falls on all
-alike; median and quartiles of the rounds after one warm-up call that compiles).
+alike; median and quartiles of the rounds after one warm-up call that compiles). Each timed call
+follows an untimed call of the same candidate: the time per evaluation of a solver's loop, which
+calls one program over and over, not of a call that finds the caches filled by another candidate.
 
 A pick is right when the chosen split is the measured fastest, or when their measured spreads
 (first to third quartile of the repeats) overlap: no fixed tie allowance. A case counts toward

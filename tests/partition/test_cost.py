@@ -396,7 +396,9 @@ def test_the_working_set_counts_only_the_values_the_program_writes_to_memory():
     assert fused_inside and kept == pytest.approx(every - sum(graph.value(o).nbytes for o in fused_inside))
 
 
-def test_a_transcendental_function_costs_its_measured_weight_and_lgamma_its_digamma_backward():
+def test_a_transcendental_function_costs_its_measured_weight_and_its_derivative_backward():
+    """exp's derivative is its value (an elementwise op's backward), lgamma's is digamma (weighed on its own),
+    a function in neither table (bessel_i0e) costs its own weight again."""
     from dataclasses import replace
 
     from claygraph.ir.graph import Node, Value
@@ -410,8 +412,13 @@ def test_a_transcendental_function_costs_its_measured_weight_and_lgamma_its_diga
         return cost.node_cost(node, [v], [v], [(N,)], [(N,)], [True], rates)
 
     unit = N / (1e12 / 10.0)  # one element on the nominal transcendental line (10 FLOPs each)
-    assert (cost_of("exp").forward_s, cost_of("exp").backward_s) == (pytest.approx(unit), pytest.approx(unit))
+    elementwise_back = cost.BACKWARD_ELEMENTWISE * rates.time("stream", cost.STREAM_BYTES_PER_OP * N)
+    assert (cost_of("exp").forward_s, cost_of("exp").backward_s) == (pytest.approx(unit),
+                                                                     pytest.approx(elementwise_back))
     assert cost_of("log").forward_s == pytest.approx(0.5 * unit)
+    assert cost_of("log").backward_s == pytest.approx(elementwise_back)
+    bessel = cost_of("bessel_i0e")
+    assert bessel.backward_s == pytest.approx(bessel.forward_s) == pytest.approx(unit)
     lg = cost_of("lgamma")
     assert (lg.forward_s, lg.backward_s) == (pytest.approx(8 * unit), pytest.approx(9 * unit))
 
@@ -432,3 +439,35 @@ def test_a_blocked_program_reads_the_in_loop_product_curves_and_an_unblocked_one
 
     assert compute(slow_call, ("row",)) == compute(base, ("row",)) < compute(slow_loop, ("row",))
     assert compute(slow_loop, ("feature",)) == compute(base, ("feature",)) < compute(slow_call, ("feature",))
+
+
+def test_a_blocked_program_reads_its_data_while_the_forward_kernels_run():
+    """Each block comes from memory while the forward kernels run on it: over the blocks, the data read and
+    the forward kernels are a roofline (the slower of the two), the backward kernels add. Only the read's
+    rate moves here (the matvec curve's point at the whole shard's size, past the blocks' sizes)."""
+    from dataclasses import replace
+
+    from claygraph.partition.blocks import row_split_of
+    from claygraph.partition.cluster import Curve
+    from claygraph.partition.plan import enumerate_splits, shape_fn
+
+    plan, _ = logistic_estimates(1_000_000, 100)
+    cand = plan.candidate(("row",))
+    graph, prop, shape = plan.graph, cand.propagation, shape_fn(cand.layout)
+    rows = row_split_of(graph, enumerate_splits(graph)[0])
+    base = plan.cluster.rates
+    shard = 250_000 * 100 * F32
+
+    def with_read(seconds):
+        # blocks (8 MiB at most) and y on a fixed 100 GB/s line, X's whole shard (100 MB) at `seconds`
+        curve = Curve((1e3, shard / 4, float(shard)), (1e-8, shard / 4 / 1e11, seconds))
+        return cost.gradient_compute(graph, prop, shape, replace(base, matvec=curve), 4, rows)
+
+    fast = with_read(1e-6)
+    assert fast.read_s < fast.forward_s  # the read hides under the forward kernels
+    also_fast = with_read(fast.forward_s / 2)
+    assert also_fast.read_s > 10 * fast.read_s and also_fast.seconds == pytest.approx(fast.seconds)
+    slow, slower = with_read(3 * fast.forward_s), with_read(4 * fast.forward_s)
+    assert slow.read_s > slow.forward_s == pytest.approx(fast.forward_s)
+    assert slower.seconds - slow.seconds == pytest.approx(slower.read_s - slow.read_s)  # past them, the read adds
+    assert slow.seconds == pytest.approx(fast.seconds - fast.forward_s + slow.read_s)
