@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from claygraph.partition.cluster import (
+    PRODUCT_COLS,
+    PRODUCT_WIDE_COLS,
     ClusterSpec,
     Curve,
     KernelRates,
@@ -73,9 +75,9 @@ QUICK = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20), matmul_n=(128, 256
                matvec_rows=(1 << 10, 1 << 13, 1 << 16),
                reps=5, message_floats=(1, 1_000, 100_000), message_reps=8, small_trips=50, large_trips=3,
                weight_elements=1 << 16)
-MATVEC_COLS = 64
 FEATURE_MAJOR_COLS = 8  # features of a feature-major X (storage.FEATURE_MAJOR_WIDTHS)
-VECMAT_COLS = 512  # wider than the widths whose r @ X the emitter writes as a multiply-reduce (kernels.py)
+# widths of X in the product curves (cluster.py, where the cost model reads them too)
+MATVEC_COLS, VECMAT_COLS, WIDE_COLS = PRODUCT_COLS["matvec"], PRODUCT_COLS["vecmat"], PRODUCT_WIDE_COLS
 GATHER_MAX = 1 << 22  # elements: a larger fresh output is mapped (and faulted in) afresh on every call
 
 # The other process of the message test: a stdlib-only echo loop started with `python -I -S -c`,
@@ -175,8 +177,10 @@ def kernel_rates(series: dict[str, Series], call_s: float, kernel_s: float) -> K
 # cost-model family -> the measured series it is read from
 FAMILY_SERIES = {"matmul": "matmul", "matvec": "matvec", "vecmat": "vecmat", "matvec_t": "matvec_t",
                  "vecmat_t": "vecmat_t", "matvec_call": "matvec_call", "vecmat_call": "vecmat_call",
+                 "matvec_wide_call": "matvec_wide_call", "vecmat_wide_call": "vecmat_wide_call",
                  "matvec_t_call": "matvec_t_call", "vecmat_t_call": "vecmat_t_call", "stream": "elementwise",
-                 "transcendental": "transcendental", "gather": "gather", "scatter": "scatter_add", "reduce": "reduce"}
+                 "transcendental": "transcendental", "gather": "gather", "scatter": "scatter_add", "reduce": "reduce",
+                 "gather_call": "gather_call", "scatter_call": "scatter_add_call", "reduce_call": "reduce_call"}
 
 
 # -- kernels ---------------------------------------------------------------------------------------------
@@ -215,6 +219,12 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
         work = 4.0 * wide * VECMAT_COLS
         out["vecmat"].append((work, _loop_time(lambda v, m: v + 1e-9 * jnp.sum(v @ m), r, work, budget.reps, x)))
         out["vecmat_call"].append((work, _kernel_time(jax.jit(lambda v, m: v @ m), (r, x), budget.reps)))
+        # both products one call each over a wide X of the same bytes (XLA's dot streams long rows faster)
+        x = jnp.asarray(rng.standard_normal((max(rows * MATVEC_COLS // WIDE_COLS, 1), WIDE_COLS), dtype=np.float32))
+        w, r = jnp.ones((WIDE_COLS,), jnp.float32), jnp.ones((x.shape[0],), jnp.float32)
+        work = 4.0 * x.size
+        out["matvec_wide_call"].append((work, _kernel_time(jax.jit(lambda m, v: m @ v), (x, w), budget.reps)))
+        out["vecmat_wide_call"].append((work, _kernel_time(jax.jit(lambda v, m: v @ m), (r, x), budget.reps)))
         # X held feature-major (storage.py): X.T of FEATURE_MAJOR_COLS rows, its X @ w and r @ X as emitted
         tall = rows * MATVEC_COLS // FEATURE_MAJOR_COLS
         xt = jnp.asarray(rng.standard_normal((FEATURE_MAJOR_COLS, tall), dtype=np.float32))
@@ -231,20 +241,21 @@ def measure_kernels(budget: Budget) -> dict[str, Series]:
         idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
         table = jnp.asarray(rng.random(max(n // 16, 1), dtype=np.float32))
         for family, (fn, args, work) in _streaming(x, idx, table).items():
-            if family == "gather" and n > GATHER_MAX:
-                continue  # its fresh n-element output would time page faults, not gathering (see _loop_time)
+            if family in ONE_CALL and not (family == "gather" and n > GATHER_MAX):
+                # (a larger fresh gather output would time page faults, not gathering: see _loop_time)
+                out[family + "_call"].append((work, _kernel_time(jax.jit(fn), args, budget.reps)))
             if family in IN_LOOP:
-                out[family].append((work, _loop_time(fn, args[0], work, budget.reps)))
-            else:
-                out[family].append((work, _kernel_time(jax.jit(fn), args, budget.reps)))
+                step, carry, consts = _loop_step(family, fn, args)
+                out[family].append((work, _loop_time(step, carry, work, budget.reps, *consts)))
     return {k: Series(k, KERNELS[k], tuple(w for w, _ in v), tuple(t for _, t in v)) for k, v in out.items()}
 
 
 # family -> unit of its throughput
 KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "matvec_t": "bytes/s", "vecmat_t": "bytes/s",
            "matvec_call": "bytes/s", "vecmat_call": "bytes/s", "matvec_t_call": "bytes/s", "vecmat_t_call": "bytes/s",
-           "elementwise": "bytes/s",
-           "transcendental": "elements/s", "gather": "bytes/s", "scatter_add": "bytes/s", "reduce": "bytes/s"}
+           "matvec_wide_call": "bytes/s", "vecmat_wide_call": "bytes/s", "elementwise": "bytes/s",
+           "transcendental": "elements/s", "gather": "bytes/s", "scatter_add": "bytes/s", "reduce": "bytes/s",
+           "gather_call": "bytes/s", "scatter_add_call": "bytes/s", "reduce_call": "bytes/s"}
 
 
 # Families timed as a program runs them: many iterations of the kernel inside one compiled loop
@@ -254,9 +265,14 @@ KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "matvec
 # of a fused row block (fused.py) run on a block in cache, many times over, in one loop (and all
 # four are timed alike, so that the model compares like with like when it weighs a feature-major X
 # against a row-major one). Each loop step also sums the product into the carried vector: a pass
-# over the output, 1/64 of X's bytes for matvec, 1/8 for the feature-major pair (8 features). The
-# other families (gathers, scatters, reductions, GEMMs) are timed one call each.
-IN_LOOP = frozenset({"elementwise", "transcendental", "matvec", "vecmat", "matvec_t", "vecmat_t"})
+# over the output, 1/64 of X's bytes for matvec, 1/8 for the feature-major pair (8 features).
+# Gathers, scatter-adds and reductions run inside a blocked program's loop too, and once per call in
+# an unblocked one: they are timed both ways (2 cores, 161,312 elements from a 10,016-entry table: a
+# gather 67 us in a loop, 161 us one call; a scatter-add 128 and 265 us; a sum 30 and 116 us). GEMMs
+# are timed one call each.
+IN_LOOP = frozenset({"elementwise", "transcendental", "matvec", "vecmat", "matvec_t", "vecmat_t", "gather",
+                     "scatter_add", "reduce"})
+ONE_CALL = frozenset({"gather", "scatter_add", "reduce"})  # also timed one call each, as `<family>_call`
 LOOP_BYTES = 1 << 26  # iterations per timed loop: enough for about this much work (at least 2, at most 64)
 
 
@@ -283,6 +299,25 @@ def _streaming(x, idx, table) -> dict[str, tuple[Callable, tuple, float]]:
 # chain, log1p(exp(-x)) (2 elements of work per element), in the same loop at one size. exp and log1p are that
 # chain and weigh 1 each: timed alone they do not add up to it (57 + 402 us against 1,043 us).
 WEIGHED = ("log", "expm1", "logistic", "tanh", "lgamma", "digamma", "erf", "sqrt", "rsqrt", "sin", "cos")
+
+
+def _loop_step(family: str, fn: Callable, args: tuple) -> tuple[Callable, object, tuple]:
+    """(step, carried value, constants) that run one `family` kernel per loop iteration, each depending on
+    the last (a loop-invariant kernel would be hoisted out of the loop) and moving the kernel's own bytes:
+    a gather writes its n values into the carried output, a scatter-add reads its n updates (scaled by the
+    carried table, a multiply it fuses) into a fresh table, a reduction reads x (scaled in the same way)."""
+    import jax.numpy as jnp
+
+    if family == "gather":
+        table, idx = args
+        return (lambda c, t, i: (t + 1e-9 * c[0])[i]), jnp.zeros(idx.shape, table.dtype), (table, idx)
+    if family == "scatter_add":
+        table, idx, v = args
+        return (lambda c, i, u: c + 1e-9 * jnp.zeros_like(c).at[i].add(u * c[0])), table, (idx, v)
+    if family == "reduce":
+        (x,) = args
+        return (lambda c, v: c + 1e-9 * jnp.sum(v * c[0])), jnp.ones((1,), x.dtype), (x,)
+    return (lambda c: fn(c)), args[0], ()
 
 
 def measure_weights(n: int, reps: int) -> dict[str, float]:

@@ -21,10 +21,15 @@ import numpy as np
 from claygraph.errors import ClusterError
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 6  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop;
-# 6: the matrix-vector products also timed one call each (*_call), transcendental functions weighed one by one
+PROFILE_VERSION = 7  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop;
+# 6: the matrix-vector products also timed one call each (*_call), transcendental functions weighed one by one;
+# 7: gathers, scatter-adds and reductions timed in a loop, and one call each (*_call); products over a wide X
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
+# widths of X in the calibrated products: X @ w (matvec) over 64 columns, r @ X (vecmat) over 512 (wider than
+# the widths whose r @ X the emitter writes as a multiply-reduce, kernels.py), both also over a wide X
+PRODUCT_COLS = {"matvec": 64, "vecmat": 512}
+PRODUCT_WIDE_COLS = 8192
 
 # Defaults for `ClusterSpec.local` without a profile, measured on a 2-core CPU host: a psum between
 # two local devices (forced host devices, one process) of 1 to 10^6 float32, fitted to the ring formula
@@ -102,11 +107,20 @@ class KernelRates:
     vecmat_call: Curve
     matvec_t_call: Curve
     vecmat_t_call: Curve
+    # matvec_call and vecmat_call over a wide X (PRODUCT_WIDE_COLS) of the same bytes: XLA's CPU dot streams
+    # long rows faster (one device, 400 MB of float32: X @ w 21 GB/s over 64 columns, 31 over 10,000; r @ X
+    # 14 over 512, 24 over 10,000); the cost model reads a product over X of another width between the two
+    matvec_wide_call: Curve
+    vecmat_wide_call: Curve
     stream: Curve  # bytes (read + written) of a fused elementwise pass
     transcendental: Curve  # elements through one exp, log, log1p, ... (in a fused pass)
-    gather: Curve  # bytes moved by a gather (indices read, values written)
-    scatter: Curve  # bytes moved by a scatter-add (indices and updates read)
-    reduce: Curve  # bytes read by a reduction
+    gather: Curve  # bytes moved by a gather (indices read, values written), in a loop
+    scatter: Curve  # bytes moved by a scatter-add (indices and updates read), in a loop
+    reduce: Curve  # bytes read by a reduction, in a loop
+    # the same three one call each (an unblocked program runs them once per call)
+    gather_call: Curve
+    scatter_call: Curve
+    reduce_call: Curve
     call_s: float  # s per call of a compiled program on one device (dispatch, arguments, waiting)
     kernel_s: float  # s per kernel launched inside a program
     share: int = 1
@@ -116,7 +130,8 @@ class KernelRates:
     weights: tuple[tuple[str, float], ...] = ()
 
     FAMILIES = ("matmul", "matvec", "vecmat", "matvec_t", "vecmat_t", "matvec_call", "vecmat_call", "matvec_t_call",
-                "vecmat_t_call", "stream", "transcendental", "gather", "scatter", "reduce")
+                "vecmat_t_call", "matvec_wide_call", "vecmat_wide_call", "stream", "transcendental", "gather",
+                "scatter", "reduce", "gather_call", "scatter_call", "reduce_call")
 
     def __post_init__(self) -> None:
         _check_figure("call_s", self.call_s, where="KernelRates")
@@ -139,10 +154,13 @@ class KernelRates:
         return cls(matmul=line(flops), matvec=line(mem_bandwidth), vecmat=line(mem_bandwidth),
                    matvec_t=line(mem_bandwidth), vecmat_t=line(mem_bandwidth), matvec_call=line(mem_bandwidth),
                    vecmat_call=line(mem_bandwidth), matvec_t_call=line(mem_bandwidth),
-                   vecmat_t_call=line(mem_bandwidth),
+                   vecmat_t_call=line(mem_bandwidth), matvec_wide_call=line(mem_bandwidth),
+                   vecmat_wide_call=line(mem_bandwidth),
                    stream=line(mem_bandwidth),
                    transcendental=line(flops / 10.0), gather=line(mem_bandwidth / 2), scatter=line(mem_bandwidth / 4),
-                   reduce=line(mem_bandwidth), call_s=20 * kernel_s, kernel_s=kernel_s)
+                   reduce=line(mem_bandwidth), gather_call=line(mem_bandwidth / 2),
+                   scatter_call=line(mem_bandwidth / 4), reduce_call=line(mem_bandwidth), call_s=20 * kernel_s,
+                   kernel_s=kernel_s)
 
     def call(self, devices: int) -> float:
         """Fixed seconds of one call of a program over `devices` devices: several devices start
@@ -510,40 +528,50 @@ _PRESETS = {
     ),
 }
 
-# Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` (profile version 6: the stream,
-# transcendental and matrix-vector curves timed in a loop, the products also one call each, transcendental
-# functions weighed one by one; the matrix-vector curves also at 8 MB) on a 2-core CPU host (2026-11-30,
-# load average 1.1):
+# Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` (profile version 7: the stream,
+# transcendental, matrix-vector, gather, scatter-add and reduction curves timed in a loop, the products, gathers,
+# scatter-adds and reductions also one call each, the products one call over a wide X, transcendental functions
+# weighed one by one) on a 2-core CPU host (2026-12-01, load average 1.2):
 # seconds per kernel against its work, whole host.
 LOCAL_KERNELS = KernelRates(
     matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
-                 (7.59e-05, 0.000268, 0.00243, 0.0104)),
+                 (7.69e-05, 0.000275, 0.00209, 0.0106)),
     matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                 (4.14e-06, 1.39e-05, 4.46e-05, 9.69e-05, 0.000641, 0.0015, 0.00296, 0.00557)),
+                 (3.79e-06, 1.84e-05, 3.77e-05, 9.59e-05, 0.000453, 0.0016, 0.00334, 0.00679)),
     vecmat=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                 (4.35e-06, 1.16e-05, 5.44e-05, 0.000138, 0.000653, 0.00146, 0.00365, 0.00839)),
+                 (3.54e-06, 1.23e-05, 4.33e-05, 0.000162, 0.000707, 0.00173, 0.00508, 0.0112)),
     matvec_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                   (4.79e-06, 1.54e-05, 7.31e-05, 0.000135, 0.000428, 0.0011, 0.00214, 0.00539)),
+                   (4.31e-06, 1.67e-05, 5.98e-05, 0.00011, 0.000511, 0.00102, 0.00293, 0.00595)),
     vecmat_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                   (4.15e-06, 1.55e-05, 7.94e-05, 0.000195, 0.000592, 0.00249, 0.00287, 0.00637)),
+                   (4.31e-06, 1.83e-05, 9.93e-05, 0.000188, 0.000554, 0.00154, 0.00388, 0.00696)),
     matvec_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                      (7.31e-06, 5.8e-05, 0.000172, 0.000295, 0.000467, 0.00117, 0.00297, 0.00555)),
+                      (5.92e-05, 6.13e-05, 0.000165, 0.000266, 0.00027, 0.00198, 0.00327, 0.00587)),
     vecmat_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                      (3.93e-06, 3.54e-05, 0.000207, 0.000303, 0.000514, 0.00158, 0.00386, 0.00874)),
+                      (8.36e-06, 6.16e-05, 0.0001, 0.000388, 0.000538, 0.00199, 0.00479, 0.0127)),
     matvec_t_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                        (2.26e-05, 4.8e-05, 0.000238, 0.000253, 0.000507, 0.000802, 0.00222, 0.00429)),
+                        (8.6e-06, 5.22e-05, 0.000137, 0.000314, 0.00035, 0.000856, 0.00281, 0.005)),
     vecmat_t_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                        (2.45e-05, 5.87e-05, 0.00023, 0.000202, 0.00052, 0.00105, 0.00248, 0.00521)),
+                        (1.29e-05, 8.34e-05, 0.000136, 0.000173, 0.000677, 0.00112, 0.00321, 0.00595)),
+    matvec_wide_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                           (7.71e-06, 4.26e-05, 0.000166, 0.000253, 0.000411, 0.0012, 0.00216, 0.0045)),
+    vecmat_wide_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                           (4.31e-05, 4.86e-05, 0.000177, 0.000306, 0.000568, 0.000808, 0.00203, 0.00462)),
     stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-                 (1.71e-06, 5.33e-06, 1.48e-05, 5.25e-05, 0.000757, 0.00814, 0.0266)),
+                 (2.29e-06, 6.76e-06, 1.46e-05, 5.19e-05, 0.00386, 0.00879, 0.029)),
     transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),
-                         (3.71e-05, 8.1e-05, 0.000303, 0.00124, 0.00517, 0.0126, 0.0611)),
-    gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07),
-                 (2.09e-05, 5.34e-05, 0.000238, 0.000734, 0.00259)),
+                         (4.24e-05, 0.000103, 0.000357, 0.00136, 0.00557, 0.0143, 0.0647)),
+    gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
+                 (1.1e-05, 6.36e-05, 0.000138, 0.000593, 0.0133, 0.0279, 0.109)),
     scatter=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-                  (2.32e-05, 0.000108, 0.00048, 0.0011, 0.00749, 0.024, 0.104)),
+                  (1.22e-05, 9.39e-05, 0.00022, 0.00232, 0.0149, 0.0293, 0.126)),
     reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 1.34e+08),
-                 (2.85e-06, 5.41e-05, 0.000158, 0.000116, 0.000315, 0.000722, 0.00497)),
-    call_s=5.07e-06, kernel_s=1e-09, spmd_call_s=3.46e-05,
-    weights=(("cos", 5.28), ("digamma", 8.73), ("erf", 0.267), ("expm1", 0.637), ("lgamma", 8.23), ("log", 0.359),
-             ("logistic", 0.329), ("rsqrt", 0.116), ("sin", 5.38), ("sqrt", 0.0946), ("tanh", 0.225)))
+                 (3.95e-06, 2.13e-05, 4.2e-05, 0.000119, 0.000799, 0.00212, 0.00553)),
+    gather_call=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07),
+                      (2.95e-05, 0.000152, 0.000121, 0.000615, 0.00268)),
+    scatter_call=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
+                       (6.43e-05, 0.000169, 0.000428, 0.00159, 0.00759, 0.0272, 0.115)),
+    reduce_call=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 1.34e+08),
+                      (6.19e-06, 0.000148, 7.28e-05, 0.000118, 0.000411, 0.000985, 0.00367)),
+    call_s=5.18e-06, kernel_s=1e-09, spmd_call_s=4.83e-05,
+    weights=(("cos", 5.69), ("digamma", 9.87), ("erf", 0.289), ("expm1", 0.865), ("lgamma", 8.99), ("log", 0.462),
+             ("logistic", 0.482), ("rsqrt", 0.133), ("sin", 5.68), ("sqrt", 0.0834), ("tanh", 0.285)))

@@ -12,7 +12,8 @@ has data-sheet lines):
                   of the measured 4-op chain's traffic per op and element); a data array it reads
                   from memory adds that array's bytes once
   transcendental  its elements times the function's calibrated weight on the transcendental curve
-  gather/scatter  the bytes they really move (indices + values), on their own curves
+  gather/scatter  the bytes they really move (indices + values), on their own curves (in-loop curves in a
+                  blocked program, one-call curves in any other, as for the products; reductions alike)
   reduce          the bytes it reads on the reduction curve
   move            free where it is a view (reshape, broadcast); a copy (transpose, pad,
                   concatenate) streams its output
@@ -40,7 +41,7 @@ import numpy as np
 
 from claygraph.ir.graph import Graph, Node, Value
 from claygraph.partition import blocks, kernels
-from claygraph.partition.cluster import ClusterSpec, KernelRates
+from claygraph.partition.cluster import PRODUCT_COLS, PRODUCT_WIDE_COLS, ClusterSpec, KernelRates
 from claygraph.partition.propagate import Propagation, propagate
 from claygraph.partition.registry import entry, per_output
 from claygraph.partition.shardings import REPLICATED, Sharded, Sharding, Split
@@ -51,7 +52,7 @@ FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "red
 # (A gather or scatter is a roofline of its lookups, at its own curve and size, and its streamed index
 # and values, at the stream rate of the working set; transcendental functions are bound by arithmetic.)
 STREAMING = frozenset({"stream", "reduce", "matvec", "vecmat", "matvec_t", "vecmat_t", "matvec_call", "vecmat_call",
-                       "matvec_t_call", "vecmat_t_call"})
+                       "matvec_t_call", "vecmat_t_call", "reduce_call", "matvec_wide_call", "vecmat_wide_call"})
 COPIES = frozenset({"transpose", "pad", "concatenate", "rev", "dynamic_update_slice"})  # moves that copy
 STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 bytes read + written
 # widths of X whose r @ X runs at the vecmat rate, not the forward's (2 cores, float32 X of 100-500 MB,
@@ -136,7 +137,7 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
     fam, f = family(node), node_flops(node, in_shapes, out_shapes)
 
     def time(kind: str, work: float) -> float:
-        kind = kind if loop or kind not in PRODUCTS else kind + "_call"
+        kind = kind if loop or kind not in ONE_CALL else kind + "_call"
         return rates.time(kind, work, working_set if kind in STREAMING else 0.0)
 
     moved = sum(_nbytes(s, v) for s, v in zip(in_shapes + out_shapes, ins + outs))
@@ -146,9 +147,18 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
         one, w_grad = time("matvec_t", moved), time("vecmat_t", moved)
         return NodeCost(one, w_grad if grads[1] else 0.0, f * (1 + grads[1]), 1 + grads[1])
     if fam == "matmul":
-        one = max(time("matmul", f), time("matvec", moved))
+        matvec = len(in_shapes) == 2 and kernels.is_matvec(node.params, len(in_shapes[0]), len(in_shapes[1]))
+
+        def product(kind: str) -> float:  # an unblocked X @ w or r @ X: between its narrow and wide curves
+            narrow = time(kind, moved)
+            if loop or not matvec or in_shapes[0][1] <= PRODUCT_COLS[kind]:
+                return narrow
+            wide = rates.time(kind + "_wide_call", moved, working_set)
+            return narrow + (wide - narrow) * _log_share(in_shapes[0][1], PRODUCT_COLS[kind], PRODUCT_WIDE_COLS)
+
+        one = max(time("matmul", f), product("matvec"))
         back = sum(grads)
-        return NodeCost(one, _dot_backward(node, in_shapes, grads, one, time("vecmat", moved)), f * (1 + back),
+        return NodeCost(one, _dot_backward(node, in_shapes, grads, one, product("vecmat")), f * (1 + back),
                         1 + back)
     if fam == "transcendental":
         one = time("transcendental", out_elems * rates.weight(node.primitive))
@@ -176,6 +186,11 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
     residual = time("stream", 2 * sum(_nbytes(s, v) for s, v in zip(out_shapes, outs))) if need else 0.0
     return NodeCost(one, BACKWARD_ELEMENTWISE * one + residual if need else 0.0,
                     f * (1 + BACKWARD_ELEMENTWISE * need), 0)
+
+
+def _log_share(width: int, narrow: int, wide: int) -> float:
+    """Where `width` lies between `narrow` and `wide` on a log scale (0 to 1)."""
+    return min(math.log(width / narrow) / math.log(wide / narrow), 1.0)
 
 
 def _dot_backward(node: Node, in_shapes: list[tuple[int, ...]], grads: list[bool], one: float,
@@ -256,7 +271,8 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
 
 
 FUSED = frozenset({"elementwise", "transcendental", "move"})  # the families XLA fuses into loops
-PRODUCTS = frozenset({"matvec", "vecmat", "matvec_t", "vecmat_t"})  # timed both in a loop and one call each
+# timed both in a loop and one call each: a blocked program runs them in its loop, an unblocked one once per call
+ONE_CALL = frozenset({"matvec", "vecmat", "matvec_t", "vecmat_t", "gather", "scatter", "reduce"})
 
 
 def materialized_bytes(graph: Graph, prop: Propagation, shape: LocalShape) -> float:
@@ -341,7 +357,7 @@ def relayout_s(graph: Graph, prop: Propagation, shape: LocalShape, rates: Kernel
     for vid in relaid(graph, prop):
         v = graph.value(vid)
         moved = _size(shape(v, prop.shardings[vid])) * (4 + v.dtype.itemsize)
-        total += rates.time("gather", moved) + rates.time("scatter", moved) + 2 * rates.kernel_s
+        total += rates.time("gather_call", moved) + rates.time("scatter_call", moved) + 2 * rates.kernel_s
     return total
 
 

@@ -65,6 +65,33 @@ def test_the_products_are_timed_in_a_loop_and_one_call_each(quick_profile):
     for name in ("matvec", "vecmat", "matvec_t", "vecmat_t"):
         assert measured[name]["work"] == measured[name + "_call"]["work"], name
         assert name in calibrate_cli.IN_LOOP and name + "_call" not in calibrate_cli.IN_LOOP
+    for name in ("matvec", "vecmat"):  # and one call each over a wide X of the same bytes
+        assert measured[name + "_wide_call"]["work"] == measured[name]["work"], name
+
+
+def test_gathers_scatters_and_reductions_are_timed_in_a_loop_and_one_call_each(quick_profile):
+    """A blocked program runs them in its loop, an unblocked one once per call; the one-call gather stops
+    at GATHER_MAX (a larger fresh output times page faults), the in-loop one (its output reused) does not."""
+    _, profile = quick_profile
+    measured = profile["kernels_measured"]
+    for name in ("gather", "scatter_add", "reduce"):
+        assert name in calibrate_cli.IN_LOOP and name + "_call" not in calibrate_cli.IN_LOOP
+        assert measured[name + "_call"]["work"] == measured[name]["work"], name
+
+
+def test_a_loop_step_of_each_streaming_family_depends_on_the_last_and_keeps_its_shape():
+    import jax
+    import jax.numpy as jnp
+
+    n = 4096
+    x = jnp.linspace(0.0, 1.0, n, dtype=jnp.float32)
+    idx = jnp.arange(n, dtype=jnp.int32) % (n // 16)
+    table = jnp.ones((n // 16,), jnp.float32)
+    for family, (fn, args, _) in calibrate_cli._streaming(x, idx, table).items():
+        step, carry, consts = calibrate_cli._loop_step(family, fn, args)
+        out, tangent = jax.jvp(lambda c, f=step, k=consts: f(c, *k), (carry,), (jnp.ones_like(carry),))
+        assert out.shape == carry.shape and out.dtype == carry.dtype, family
+        assert jnp.any(tangent != 0), family  # not loop-invariant: XLA cannot hoist it out of the loop
 
 
 def test_collectives_are_measured_by_message_size_between_local_devices(quick_profile):
@@ -99,9 +126,9 @@ def test_curves_are_the_series_less_the_call_overhead():
     series = {name: calibrate_cli.Series(name, unit, (1e3, 1e6), (2e-5, 1e-3))
               for name, unit in calibrate_cli.KERNELS.items()}
     rates = calibrate_cli.kernel_rates(series, call_s=1e-5, kernel_s=2e-6)
-    assert rates.reduce.seconds == pytest.approx((1e-5, 1e-3 - 1e-5))
+    assert rates.reduce_call.seconds == rates.matvec_wide_call.seconds == pytest.approx((1e-5, 1e-3 - 1e-5))
     # timed inside a loop: one iteration's seconds, already without the call
-    assert rates.stream.seconds == rates.matvec.seconds == pytest.approx((2e-5, 1e-3))
+    assert rates.stream.seconds == rates.matvec.seconds == rates.reduce.seconds == pytest.approx((2e-5, 1e-3))
     assert (rates.call_s, rates.kernel_s) == (1e-5, 2e-6)
     assert np.isclose(series["matmul"].intercept(), 2e-5 - 1e3 * (1e-3 - 2e-5) / (1e6 - 1e3))
 

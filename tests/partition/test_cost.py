@@ -471,3 +471,35 @@ def test_a_blocked_program_reads_its_data_while_the_forward_kernels_run():
     assert slow.read_s > slow.forward_s == pytest.approx(fast.forward_s)
     assert slower.seconds - slow.seconds == pytest.approx(slower.read_s - slow.read_s)  # past them, the read adds
     assert slow.seconds == pytest.approx(fast.seconds - fast.forward_s + slow.read_s)
+
+
+def test_an_unblocked_product_reads_between_its_narrow_and_wide_curves_by_the_width_of_x():
+    """XLA's one-call dot streams long rows faster: X @ w over 64 columns or fewer reads matvec_call, over
+    PRODUCT_WIDE_COLS or more matvec_wide_call, and in between their log-width mix; r @ X alike from 512."""
+    from dataclasses import replace
+
+    from claygraph.ir.graph import Node, Value
+    from claygraph.partition.cluster import PRODUCT_COLS, PRODUCT_WIDE_COLS, Curve, KernelRates
+
+    rates = replace(KernelRates.nominal(1e15, 1e11), matvec_wide_call=Curve.line(4e11),
+                    vecmat_wide_call=Curve.line(2e11))
+    nbytes = 1e9
+
+    def dot(width, loop=False):
+        rows = int(nbytes / 4 / width)
+        x, w, z = (Value(1, (rows, width), np.dtype(np.float32), ("row", "feature")),
+                   Value(2, (width,), np.dtype(np.float32), ("feature",)), Value(3, (rows,), np.dtype(np.float32),
+                                                                           ("row",)))
+        node = Node(0, jax.lax.dot_general_p, (1, 2), (3,), params={"dimension_numbers": (((1,), (0,)), ((), ()))})
+        moved = (rows * width + width + rows) * 4
+        c = cost.node_cost(node, [x, w], [z], [(rows, width), (width,)], [(rows,)], [False, True], rates, loop=loop)
+        return c.forward_s, moved
+
+    t, moved = dot(PRODUCT_COLS["matvec"])
+    assert t == pytest.approx(moved / 1e11)
+    t, moved = dot(PRODUCT_WIDE_COLS)
+    assert t == pytest.approx(moved / 4e11)
+    t, moved = dot(1024)  # 1024 = 64 x 16, 8192 = 64 x 128: 4/7 of the way on a log scale
+    assert t == pytest.approx(moved / 1e11 + 4 / 7 * (moved / 4e11 - moved / 1e11))
+    t, moved = dot(PRODUCT_WIDE_COLS, loop=True)  # a blocked program's products: the in-loop curve only
+    assert t == pytest.approx(moved / 1e11)
