@@ -1,7 +1,7 @@
 """The split choice on many models and sizes: does the cost model pick the fastest split, and how close
 is its predicted time to the measured one?
 
-The suite first runs `claygraph calibrate` (the full budget, well under a minute) into
+The suite first runs `claygraph calibrate` (the full budget, about two minutes) into
 bench/results/profile-<device>.json and predicts with that profile (CLAYGRAPH_PROFILE), so that
 predictions and measurements come from the same machine at the same time. Then, per case, a fresh
 interpreter with `env.devices` forced host devices lowers the model, asks the cost model for every

@@ -1,7 +1,8 @@
 """`claygraph calibrate`: measure this machine and save the profile that ClusterSpec.local reads.
 
 What the cost model uses, per device kind (the host CPU here; XLA's CPU runtime, all its threads):
-  - kernel throughput by family, each at three sizes (median of repeats, jitted, after a warm-up):
+  - kernel throughput by family, each at several sizes (median of repeats, jitted, after a warm-up; the
+    median of three passes over all of them; made non-decreasing in work):
     matmul (square float32 GEMM, FLOP/s), matvec (X @ w over a tall X, bytes/s) and vecmat (its
     gradient's r @ X, contracting the long axis, on an X as wide as XLA runs as a dot), fused elementwise
     chains (bytes/s), transcendental functions (elements/s), gather and scatter-add (bytes moved/s),
@@ -14,7 +15,8 @@ What the cost model uses, per device kind (the host CPU here; XLA's CPU runtime,
     fresh interpreter) by message size, fitted to the ring formula's latency and bandwidth;
   - message latency and bandwidth between two local processes (a loopback TCP echo: the transport
     gloo uses between Ray workers on one node), kept as `process_link`.
-The whole run takes well under a minute; `--quick` a few seconds. See docs/cluster.md.
+The whole run takes about two minutes (three passes over the kernels); `--quick` a few seconds. See
+docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -64,13 +66,14 @@ class Budget:
     small_trips: int
     large_trips: int
     weight_elements: int  # elements of the transcendental functions' weighing
+    passes: int = 1  # passes over every kernel and size; each point is the median of its passes
 
 
 # streaming kernels up to 32 M float32 (128 MB): past the caches, into the memory-bound regime
 FULL = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 23, 1 << 25), matmul_n=(128, 256, 512, 1024),
               matvec_rows=(1 << 10, 1 << 12, 1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 19),
-              reps=15, message_floats=(1, 1_000, 100_000, 1_000_000), message_reps=30, small_trips=200,
-              large_trips=10, weight_elements=1 << 19)
+              reps=9, message_floats=(1, 1_000, 100_000, 1_000_000), message_reps=30, small_trips=200,
+              large_trips=10, weight_elements=1 << 19, passes=3)
 QUICK = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20), matmul_n=(128, 256, 512),
                matvec_rows=(1 << 10, 1 << 13, 1 << 16),
                reps=5, message_floats=(1, 1_000, 100_000), message_reps=8, small_trips=50, large_trips=3,
@@ -166,12 +169,25 @@ def kernel_rates(series: dict[str, Series], call_s: float, kernel_s: float) -> K
     every timed call carried (a series timed in a loop, IN_LOOP, is already net of it)."""
     def curve(name: str) -> Curve:
         s = series[name]
-        if name in IN_LOOP:
-            return Curve(s.work, s.seconds)
-        return Curve(s.work, tuple(max(t - call_s, 0.05 * t) for t in s.seconds))
+        seconds = s.seconds if name in IN_LOOP else tuple(max(t - call_s, 0.05 * t) for t in s.seconds)
+        return Curve(s.work, monotone(seconds))
 
     return KernelRates(**{family: curve(name) for family, name in FAMILY_SERIES.items()},
                        call_s=max(call_s, 1e-9), kernel_s=max(kernel_s, 1e-9))
+
+
+def monotone(seconds: tuple[float, ...]) -> tuple[float, ...]:
+    """The closest non-decreasing sequence (least squares: adjacent violators pooled into their mean).
+    A kernel with more work never takes less time; a measured point below a smaller one is noise (the
+    reduction over 262 K elements at 134 us, over 1 M at 27 us, in one run)."""
+    blocks: list[list[float]] = []  # [sum, count] of each pooled run
+    for t in seconds:
+        blocks.append([t, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return tuple(total / count for total, count in blocks for _ in range(int(count)))
 
 
 # cost-model family -> the measured series it is read from
@@ -196,7 +212,21 @@ def measure_call_overhead(calls: int) -> float:
 
 
 def measure_kernels(budget: Budget) -> dict[str, Series]:
-    """Every family at every size of the budget."""
+    """Every family at every size of the budget, in `budget.passes` passes over all of them: each point is
+    the median of its passes. On a shared host, load comes and goes over seconds to minutes, longer than one
+    point's repeats (2 cores, three passes a minute apart: a point's slowest pass 1.1-2x its fastest, the
+    median point 1.4x); a pass that met it is outvoted."""
+    passes = [_measure_pass(budget) for _ in range(max(budget.passes, 1))]
+    out = {}
+    for k in passes[0]:
+        work = passes[0][k].work
+        seconds = tuple(statistics.median(p[k].seconds[i] for p in passes) for i in range(len(work)))
+        out[k] = Series(k, KERNELS[k], work, seconds)
+    return out
+
+
+def _measure_pass(budget: Budget) -> dict[str, Series]:
+    """One pass: every family at every size of the budget."""
     import jax
     import jax.numpy as jnp
 

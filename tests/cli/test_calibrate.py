@@ -1,6 +1,7 @@
 """`claygraph calibrate`: the profile's structure (never its timings, which depend on the machine)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -157,3 +158,27 @@ def test_a_kernel_timed_in_a_loop_counts_each_iteration_once():
     assert calls == [(8,)]
     assert 0 < t < 1.0
     assert calibrate_cli.IN_LOOP <= set(calibrate_cli.KERNELS)
+
+
+def test_a_curve_never_takes_less_time_for_more_work():
+    """Measured points below a smaller one are pooled with it (least squares, non-decreasing)."""
+    assert calibrate_cli.monotone((1.0, 3.0, 2.0, 4.0)) == pytest.approx((1.0, 2.5, 2.5, 4.0))
+    assert calibrate_cli.monotone((5.0, 1.0, 0.0)) == pytest.approx((2.0, 2.0, 2.0))
+    assert calibrate_cli.monotone((1.0, 2.0, 3.0)) == (1.0, 2.0, 3.0)
+    series = {name: calibrate_cli.Series(name, unit, (1e3, 1e4, 1e5), (2e-4, 1e-4, 1e-3))
+              for name, unit in calibrate_cli.KERNELS.items()}
+    rates = calibrate_cli.kernel_rates(series, call_s=0.0, kernel_s=0.0)
+    assert rates.stream.seconds == pytest.approx((1.5e-4, 1.5e-4, 1e-3))
+
+
+def test_each_point_is_the_median_of_its_passes(monkeypatch):
+    """A pass that met passing load is outvoted by the others, point by point."""
+    passes = iter([(1.0, 9.0), (2.0, 2.0), (3.0, 1.0)])
+
+    def one_pass(budget):
+        a, b = next(passes)
+        return {"reduce": calibrate_cli.Series("reduce", "bytes/s", (1e3, 1e6), (a, b))}
+
+    monkeypatch.setattr(calibrate_cli, "_measure_pass", one_pass)
+    out = calibrate_cli.measure_kernels(dataclasses.replace(calibrate_cli.QUICK, passes=3))
+    assert out["reduce"].seconds == (2.0, 2.0) and out["reduce"].work == (1e3, 1e6)
