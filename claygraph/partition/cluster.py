@@ -121,10 +121,12 @@ class KernelRates:
     gather_call: Curve
     scatter_call: Curve
     reduce_call: Curve
-    call_s: float  # s per call of a compiled program on one device (dispatch, arguments, waiting)
+    # s per call of a program on one device, on top of its kernels (calibrate: `potential_and_grad` of a claygraph
+    # program with almost no work: the params' transfer and checks, the dispatch, the gradients returned)
+    call_s: float
     kernel_s: float  # s per kernel launched inside a program
     share: int = 1
-    spmd_call_s: float | None = None  # s per call of a program over several devices (None: call_s)
+    spmd_call_s: float | None = None  # the same over several devices, without collectives (None: call_s)
     # (function, weight): elements of the transcendental curve one element of the function costs (the curve's
     # own chain, exp then log1p, weighs 1 per function; a function not listed weighs 1)
     weights: tuple[tuple[str, float], ...] = ()
@@ -531,47 +533,48 @@ _PRESETS = {
 # Defaults for `ClusterSpec.local` without a profile: `claygraph calibrate` (profile version 7: the stream,
 # transcendental, matrix-vector, gather, scatter-add and reduction curves timed in a loop, the products, gathers,
 # scatter-adds and reductions also one call each, the products one call over a wide X, transcendental functions
-# weighed one by one) on a 2-core CPU host (2026-12-01, load average 1.2):
+# weighed one by one; three passes, each point their median, made non-decreasing; the calls a claygraph program's)
+# on a 2-core CPU host (2026-12-01, load average 1.2):
 # seconds per kernel against its work, whole host.
 LOCAL_KERNELS = KernelRates(
     matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
-                 (7.69e-05, 0.000275, 0.00209, 0.0106)),
+                 (0.0001, 0.000299, 0.00153, 0.0102)),
     matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                 (3.79e-06, 1.84e-05, 3.77e-05, 9.59e-05, 0.000453, 0.0016, 0.00334, 0.00679)),
+                 (3.53e-06, 1.32e-05, 4.8e-05, 8.99e-05, 0.000439, 0.00178, 0.00291, 0.00606)),
     vecmat=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                 (3.54e-06, 1.23e-05, 4.33e-05, 0.000162, 0.000707, 0.00173, 0.00508, 0.0112)),
+                 (3.46e-06, 1.19e-05, 5.8e-05, 0.000174, 0.000653, 0.00161, 0.00408, 0.009)),
     matvec_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                   (4.31e-06, 1.67e-05, 5.98e-05, 0.00011, 0.000511, 0.00102, 0.00293, 0.00595)),
+                   (4.5e-06, 1.57e-05, 5.79e-05, 0.00011, 0.000469, 0.00113, 0.0024, 0.00552)),
     vecmat_t=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                   (4.31e-06, 1.83e-05, 9.93e-05, 0.000188, 0.000554, 0.00154, 0.00388, 0.00696)),
+                   (4.08e-06, 1.72e-05, 9.69e-05, 0.000185, 0.000636, 0.00151, 0.00324, 0.00689)),
     matvec_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                      (5.92e-05, 6.13e-05, 0.000165, 0.000266, 0.00027, 0.00198, 0.00327, 0.00587)),
+                      (4.92e-06, 5.9e-05, 0.000208, 0.000226, 0.000502, 0.00121, 0.00291, 0.00601)),
     vecmat_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                      (8.36e-06, 6.16e-05, 0.0001, 0.000388, 0.000538, 0.00199, 0.00479, 0.0127)),
+                      (7.58e-06, 7.04e-05, 0.000231, 0.000263, 0.000622, 0.00165, 0.00407, 0.00834)),
     matvec_t_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                        (8.6e-06, 5.22e-05, 0.000137, 0.000314, 0.00035, 0.000856, 0.00281, 0.005)),
+                        (6.87e-06, 6.16e-05, 0.000155, 0.000199, 0.000585, 0.00106, 0.00213, 0.00505)),
     vecmat_t_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                        (1.29e-05, 8.34e-05, 0.000136, 0.000173, 0.000677, 0.00112, 0.00321, 0.00595)),
+                        (7.56e-06, 4.27e-05, 0.000119, 0.000213, 0.000549, 0.00119, 0.0032, 0.00516)),
     matvec_wide_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                           (7.71e-06, 4.26e-05, 0.000166, 0.000253, 0.000411, 0.0012, 0.00216, 0.0045)),
+                           (1.77e-05, 7.28e-05, 0.000175, 0.000246, 0.000473, 0.00111, 0.00181, 0.00455)),
     vecmat_wide_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
-                           (4.31e-05, 4.86e-05, 0.000177, 0.000306, 0.000568, 0.000808, 0.00203, 0.00462)),
+                           (9.6e-06, 6.42e-05, 0.000181, 0.000221, 0.000427, 0.00118, 0.00188, 0.00446)),
     stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-                 (2.29e-06, 6.76e-06, 1.46e-05, 5.19e-05, 0.00386, 0.00879, 0.029)),
+                 (1.75e-06, 7.11e-06, 1.99e-05, 5.42e-05, 0.000703, 0.00682, 0.0271)),
     transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),
-                         (4.24e-05, 0.000103, 0.000357, 0.00136, 0.00557, 0.0143, 0.0647)),
+                         (3.82e-05, 7.85e-05, 0.000312, 0.00126, 0.00491, 0.0123, 0.0612)),
     gather=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-                 (1.1e-05, 6.36e-05, 0.000138, 0.000593, 0.0133, 0.0279, 0.109)),
+                 (7.96e-06, 2.23e-05, 0.000125, 0.000541, 0.00873, 0.0263, 0.0932)),
     scatter=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-                  (1.22e-05, 9.39e-05, 0.00022, 0.00232, 0.0149, 0.0293, 0.126)),
+                  (1.2e-05, 5.36e-05, 0.000203, 0.00119, 0.0124, 0.024, 0.115)),
     reduce=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 1.34e+08),
-                 (3.95e-06, 2.13e-05, 4.2e-05, 0.000119, 0.000799, 0.00212, 0.00553)),
+                 (3.21e-06, 1.09e-05, 2.19e-05, 9.12e-05, 0.000418, 0.00152, 0.00608)),
     gather_call=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07),
-                      (2.95e-05, 0.000152, 0.000121, 0.000615, 0.00268)),
+                      (3.02e-05, 0.000115, 0.000157, 0.000737, 0.00248)),
     scatter_call=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
-                       (6.43e-05, 0.000169, 0.000428, 0.00159, 0.00759, 0.0272, 0.115)),
+                       (6.61e-05, 0.000139, 0.000282, 0.00134, 0.00631, 0.0244, 0.112)),
     reduce_call=Curve((6.55e+04, 2.62e+05, 1.05e+06, 4.19e+06, 1.68e+07, 3.36e+07, 1.34e+08),
-                      (6.19e-06, 0.000148, 7.28e-05, 0.000118, 0.000411, 0.000985, 0.00367)),
-    call_s=5.18e-06, kernel_s=1e-09, spmd_call_s=4.83e-05,
-    weights=(("cos", 5.69), ("digamma", 9.87), ("erf", 0.289), ("expm1", 0.865), ("lgamma", 8.99), ("log", 0.462),
-             ("logistic", 0.482), ("rsqrt", 0.133), ("sin", 5.68), ("sqrt", 0.0834), ("tanh", 0.285)))
+                      (3.31e-06, 6.82e-05, 7.03e-05, 0.000141, 0.000227, 0.000924, 0.00493)),
+    call_s=6.32e-05, kernel_s=1e-09, spmd_call_s=0.000238,
+    weights=(("cos", 5.92), ("digamma", 10.0), ("erf", 0.21), ("expm1", 0.743), ("lgamma", 10.1), ("log", 0.408),
+             ("logistic", 0.389), ("rsqrt", 0.0827), ("sin", 6.04), ("sqrt", 0.0761), ("tanh", 0.252)))

@@ -102,7 +102,8 @@ def test_collectives_are_measured_by_message_size_between_local_devices(quick_pr
     assert coll["bytes"] == [4 * n for n in calibrate_cli.QUICK.message_floats]
     assert len(coll["seconds"]) == len(coll["bytes"]) and all(t > 0 for t in coll["seconds"])
     assert (profile["latency"], profile["bandwidth"]) == (coll["latency"], coll["bandwidth"])
-    assert profile["kernels"]["spmd_call_s"] == coll["call_s"] > 0
+    # a call of a claygraph program over the devices, measured on its own path (more than a bare jitted call)
+    assert profile["kernels"]["spmd_call_s"] == coll["program_call_s"] > coll["call_s"] > 0
     link = profile["process_link"]
     assert link["latency"] > 0 and link["bandwidth"] > 0
     assert profile["device_kind"].startswith("cpu") and len(profile["load_average"]) == 3
