@@ -7,10 +7,13 @@ What the cost model uses, per device kind (the host CPU here; XLA's CPU runtime,
     gradient's r @ X, contracting the long axis, on an X as wide as XLA runs as a dot), fused elementwise
     chains (bytes/s), transcendental functions (elements/s), gather and scatter-add (bytes moved/s),
     reductions (bytes/s); the families a program runs fused or over cached row blocks (elementwise,
-    transcendental and the four matrix-vector products: IN_LOOP) are timed as many iterations inside one compiled
-    loop, the others one call each;
-  - per-call overhead (a jitted call on one float) and per-kernel overhead (the intercept of the
-    time-against-size lines of the kernels above, less the call overhead);
+    transcendental, the four matrix-vector products, gathers, scatter-adds and reductions: IN_LOOP) are
+    timed as many iterations inside one compiled loop; the products, gathers, scatter-adds and reductions
+    also one call each (an unblocked program's), the products also over a wide X; GEMMs one call each;
+  - per-call overhead: a claygraph program's `potential_and_grad` with almost no work, on one device and
+    over the devices (`call_s`, `spmd_call_s`); a bare jitted call on one float, what every one-call
+    timing carried and is stored less; per-kernel overhead (the intercept of the time-against-size lines
+    of the one-call kernels, less that bare call);
   - collectives between `devices` local devices (`psum` in `shard_map` over forced host devices, in a
     fresh interpreter) by message size, fitted to the ring formula's latency and bandwidth;
   - message latency and bandwidth between two local processes (a loopback TCP echo: the transport
@@ -272,7 +275,7 @@ def _measure_pass(budget: Budget) -> dict[str, Series]:
         idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
         table = jnp.asarray(rng.random(max(n // 16, 1), dtype=np.float32))
         for family, (fn, args, work) in _streaming(x, idx, table).items():
-            if family in ONE_CALL and not (family == "gather" and n > GATHER_MAX):
+            if family in ALSO_ONE_CALL and not (family == "gather" and n > GATHER_MAX):
                 # (a larger fresh gather output would time page faults, not gathering: see _loop_time)
                 out[family + "_call"].append((work, _kernel_time(jax.jit(fn), args, budget.reps)))
             if family in IN_LOOP:
@@ -303,7 +306,7 @@ KERNELS = {"matmul": "FLOP/s", "matvec": "bytes/s", "vecmat": "bytes/s", "matvec
 # are timed one call each.
 IN_LOOP = frozenset({"elementwise", "transcendental", "matvec", "vecmat", "matvec_t", "vecmat_t", "gather",
                      "scatter_add", "reduce"})
-ONE_CALL = frozenset({"gather", "scatter_add", "reduce"})  # also timed one call each, as `<family>_call`
+ALSO_ONE_CALL = frozenset({"gather", "scatter_add", "reduce"})  # also timed one call each, as `<family>_call`
 LOOP_BYTES = 1 << 26  # iterations per timed loop: enough for about this much work (at least 2, at most 64)
 
 
@@ -335,13 +338,21 @@ WEIGHED = ("log", "expm1", "logistic", "tanh", "lgamma", "digamma", "erf", "sqrt
 def _loop_step(family: str, fn: Callable, args: tuple) -> tuple[Callable, object, tuple]:
     """(step, carried value, constants) that run one `family` kernel per loop iteration, each depending on
     the last (a loop-invariant kernel would be hoisted out of the loop) and moving the kernel's own bytes:
-    a gather writes its n values into the carried output, a scatter-add reads its n updates (scaled by the
-    carried table, a multiply it fuses) into a fresh table, a reduction reads x (scaled in the same way)."""
+    a gather writes its n values into the carried output from the carried table, which the next step shifts
+    by one gathered value (the output is not read, so XLA writes it in place: reading it, as `(t + c[0])[i]`
+    would, costs a copy of the whole output per step in the compiled loop), a scatter-add reads its n
+    updates (scaled by the carried table, a multiply it fuses) into a fresh table, a reduction reads x
+    (scaled in the same way)."""
     import jax.numpy as jnp
 
     if family == "gather":
         table, idx = args
-        return (lambda c, t, i: (t + 1e-9 * c[0])[i]), jnp.zeros(idx.shape, table.dtype), (table, idx)
+
+        def gather(c, i):
+            g = c[1][i]
+            return g, c[1] + 1e-9 * g[0]
+
+        return gather, (jnp.zeros(idx.shape, table.dtype), table), (idx,)
     if family == "scatter_add":
         table, idx, v = args
         return (lambda c, i, u: c + 1e-9 * jnp.zeros_like(c).at[i].add(u * c[0])), table, (idx, v)
@@ -383,7 +394,7 @@ def _loop_time(step: Callable, x, work: float, reps: int, *consts) -> float:
     # the call's overhead, on one float: the same empty loop over x would copy x into its output, and
     # subtracting that copy took a pass over memory off every large kernel (33M-element streams at 2 TB/s)
     base = jax.jit(lambda v: lax.fori_loop(0, 1, lambda i, c: c, v))
-    one = jnp.zeros((1,), x.dtype)
+    one = jnp.zeros((1,), jax.tree.leaves(x)[0].dtype)
     jax.block_until_ready(base(one))
     call = _median_time(lambda: jax.block_until_ready(base(one)), reps)
     return max(_median_time(lambda: jax.block_until_ready(run(x, *consts)), reps) - call, 1e-9) / iters
@@ -446,10 +457,11 @@ def collectives_worker(spec: dict) -> dict:
 
 def measure_program_call(devices: int, calls: int) -> float:
     """Median seconds of one `potential_and_grad` of a claygraph program over `devices` local devices with
-    almost no work (a logistic regression of 64 rows per device and 4 features, unsplit: no collective):
-    what every call of a program pays on top of its kernels and collectives (the params' transfer and
-    checks, the dispatch over the devices, the gradient dict returned; 2 cores: 0.14 ms on one device,
-    0.22 ms on two, where a jitted call on one float takes 5-9 us)."""
+    almost no work (a logistic regression of 64 x `devices` rows and 4 features, unsplit: every device holds
+    them all, no collective): what every call of a program pays on top of its kernels and collectives (the
+    params' transfer and checks, the dispatch over the devices, the gradient dict returned; 2 cores, load
+    about 1: 0.06 ms on one device, 0.19-0.24 ms on two, where a jitted call on one float takes 5-9 us).
+    Planned with the built-in figures: the profile being replaced is not read (it may be unreadable)."""
     import jax
 
     import claygraph as cg
@@ -459,7 +471,7 @@ def measure_program_call(devices: int, calls: int) -> float:
     rows = 64 * devices
     data = cg.Data(X=cg.array(rng.standard_normal((rows, 4)).astype(np.float32), "row", "feature"),
                    y=cg.array((rng.random(rows) < 0.5).astype(np.float32), "row"))
-    plan = cg.partition(examples.logistic_model, data, cluster=cg.ClusterSpec.local(devices=devices), split=())
+    plan = cg.partition(examples.logistic_model, data, cluster=cg.ClusterSpec.built_in(devices), split=())
     program = cg.compile(plan, runtime=cg.runtime.Local(devices=devices))
     params = {k: np.zeros(shape, np.float32) for k, shape in program.graph.param_shapes.items()}
     return _kernel_time(lambda: jax.block_until_ready(program.potential_and_grad(params)), (), calls)

@@ -22,8 +22,9 @@ The backward pass is counted node by node where a value depends on the parameter
 more dot per differentiated operand, a gather a scatter-add (and the reverse), a reduction a
 broadcast, an elementwise op twice its forward. A row-separable program that the runtime runs in
 cached row blocks (claygraph.partition.fused) is costed block by block: the data are read from
-memory once (each block copied out of the shard), then the block's forward and backward kernels run
-on it in cache. Where the gradient of X @ w is the emitter's multiply-reduce, the backward pass's
+memory once (each block copied out of the shard) while the blocks' forward kernels run (a roofline of
+the two: the hardware prefetches as the kernels compute), then the block's backward kernels run on it
+in cache. Where the gradient of X @ w is the emitter's multiply-reduce, the backward pass's
 elementwise work runs inside that loop over X: the pass costs the slower of the two, not their sum.
 A parameter laid out along a split dim (`relaid`) is moved into the internal layout and its gradient
 back on every call (a gather and a scatter of its local entries), and that gradient joins the
@@ -62,14 +63,14 @@ VECMAT_WIDTHS = range(kernels.FUSED_WIDTHS.stop, 8192)
 BACKWARD_ELEMENTWISE = 2.0  # an elementwise op's derivative: about two ops of the same size
 # a transcendental function whose derivative is another one, weighed on its own (lgamma's is digamma, which
 # costs 11 times exp: measured in a loop, lgamma's value and gradient 2.8x its value alone)
-DERIVATIVE = {"lgamma": "digamma", "digamma": "digamma", "erf": "exp", "erfc": "exp", "erf_inv": "exp",
+DERIVATIVE = {"lgamma": "digamma", "erf": "exp", "erfc": "exp", "erf_inv": "exp",
               "sin": "cos", "cos": "sin", "sinh": "cosh", "cosh": "sinh"}
 # functions whose derivative is arithmetic on their value or input (exp's is itself, log1p's 1 / (1 + x),
 # logistic's s (1 - s)): their backward pass is an elementwise op's (measured in a loop over 80,656 float32,
 # log1p(exp(-x)) value 44 us, value and gradient 46 us; logaddexp 110 and 127 us). A function in neither
 # table costs its own weight again.
 ARITHMETIC_DERIVATIVE = frozenset({"exp", "exp2", "log", "log1p", "expm1", "logistic", "tanh", "sqrt", "rsqrt",
-                                   "cbrt", "tan"})
+                                   "cbrt", "tan", "atan", "atanh", "asin", "acos", "asinh", "acosh"})
 
 
 @dataclass(frozen=True, slots=True)

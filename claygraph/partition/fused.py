@@ -200,8 +200,9 @@ def fused_potential(graph: Graph, candidate, mesh: Mesh, param_specs, data_specs
         lay = layout[dim]
         if lay.internal != lay.size:
             return None
-    cand = candidate_with_layout(graph, rows, _block_layout(dim, size // shards, shards), ClusterSpec.local(shards),
-                                 shards)
+    # (the candidate's propagation is what this needs, not its cost: no profile is read for it)
+    cand = candidate_with_layout(graph, rows, _block_layout(dim, size // shards, shards),
+                                 ClusterSpec.built_in(shards), shards)
     if not separable(graph, cand.propagation, dim):
         return None
     # this module's BLOCK_BYTES (tests patch it), shared by the node's devices

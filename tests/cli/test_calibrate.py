@@ -75,12 +75,20 @@ def test_gathers_scatters_and_reductions_are_timed_in_a_loop_and_one_call_each(q
     at GATHER_MAX (a larger fresh output times page faults), the in-loop one (its output reused) does not."""
     _, profile = quick_profile
     measured = profile["kernels_measured"]
+    sizes = calibrate_cli.QUICK.elements
     for name in ("gather", "scatter_add", "reduce"):
         assert name in calibrate_cli.IN_LOOP and name + "_call" not in calibrate_cli.IN_LOOP
-        assert measured[name + "_call"]["work"] == measured[name]["work"], name
+        per_element = 4.0 if name == "reduce" else 8.0
+        assert measured[name]["work"] == [per_element * n for n in sizes], name
+        assert measured[name + "_call"]["work"] == [per_element * n for n in sizes
+                                                    if name != "gather" or n <= calibrate_cli.GATHER_MAX], name
+    # the cost model's families read the series of their own kind
+    assert [calibrate_cli.FAMILY_SERIES[f] for f in ("gather", "scatter", "reduce", "gather_call", "scatter_call",
+                                                     "reduce_call")] == \
+        ["gather", "scatter_add", "reduce", "gather_call", "scatter_add_call", "reduce_call"]
 
 
-def test_a_loop_step_of_each_streaming_family_depends_on_the_last_and_keeps_its_shape():
+def test_a_loop_step_of_each_streaming_family_depends_on_the_last_and_runs_in_place():
     import jax
     import jax.numpy as jnp
 
@@ -90,9 +98,16 @@ def test_a_loop_step_of_each_streaming_family_depends_on_the_last_and_keeps_its_
     table = jnp.ones((n // 16,), jnp.float32)
     for family, (fn, args, _) in calibrate_cli._streaming(x, idx, table).items():
         step, carry, consts = calibrate_cli._loop_step(family, fn, args)
-        out, tangent = jax.jvp(lambda c, f=step, k=consts: f(c, *k), (carry,), (jnp.ones_like(carry),))
-        assert out.shape == carry.shape and out.dtype == carry.dtype, family
-        assert jnp.any(tangent != 0), family  # not loop-invariant: XLA cannot hoist it out of the loop
+        out, tangent = jax.jvp(lambda c, f=step, k=consts: f(c, *k), (carry,), (jax.tree.map(jnp.ones_like, carry),))
+        assert jax.tree.map(jnp.shape, out) == jax.tree.map(jnp.shape, carry), family
+        assert any(jnp.any(t != 0) for t in jax.tree.leaves(tangent)), family  # XLA cannot hoist it out of the loop
+        # and the compiled loop runs the kernel in place: no copy of a computed n-sized result per step (the
+        # copies of the arguments into the loop's buffers come before it)
+        loop = jax.jit(lambda c, *k, f=step: jax.lax.fori_loop(0, 4, lambda i, v: f(v, *k), c))
+        hlo = loop.lower(carry, *consts).compile().as_text()
+        copied = [ln for ln in hlo.splitlines()
+                  if f"[{n}]" in ln and " copy(" in ln and "fusion" in ln.split(" copy(")[1]]
+        assert not copied, (family, copied)
 
 
 def test_collectives_are_measured_by_message_size_between_local_devices(quick_profile):
@@ -103,7 +118,7 @@ def test_collectives_are_measured_by_message_size_between_local_devices(quick_pr
     assert len(coll["seconds"]) == len(coll["bytes"]) and all(t > 0 for t in coll["seconds"])
     assert (profile["latency"], profile["bandwidth"]) == (coll["latency"], coll["bandwidth"])
     # a call of a claygraph program over the devices, measured on its own path (more than a bare jitted call)
-    assert profile["kernels"]["spmd_call_s"] == coll["program_call_s"] > coll["call_s"] > 0
+    assert profile["kernels"]["spmd_call_s"] == coll["program_call_s"] > 0 and coll["call_s"] > 0
     link = profile["process_link"]
     assert link["latency"] > 0 and link["bandwidth"] > 0
     assert profile["device_kind"].startswith("cpu") and len(profile["load_average"]) == 3
@@ -183,3 +198,17 @@ def test_each_point_is_the_median_of_its_passes(monkeypatch):
     monkeypatch.setattr(calibrate_cli, "_measure_pass", one_pass)
     out = calibrate_cli.measure_kernels(dataclasses.replace(calibrate_cli.QUICK, passes=3))
     assert out["reduce"].seconds == (2.0, 2.0) and out["reduce"].work == (1e3, 1e6)
+
+
+def test_the_program_call_is_measured_without_reading_the_profile_it_replaces(tmp_path, monkeypatch):
+    """`claygraph calibrate` is the fix for an unreadable profile: it must not need one to plan its
+    timed program (ClusterSpec.local would raise on this file)."""
+    from claygraph.errors import ClusterError
+    from claygraph.partition.cluster import PROFILE_ENV
+
+    bad = tmp_path / "profile.json"
+    bad.write_text("{not json")
+    monkeypatch.setenv(PROFILE_ENV, str(bad))
+    with pytest.raises(ClusterError):
+        ClusterSpec.local()
+    assert calibrate_cli.measure_program_call(1, 2) > 0

@@ -493,13 +493,42 @@ def test_an_unblocked_product_reads_between_its_narrow_and_wide_curves_by_the_wi
         node = Node(0, jax.lax.dot_general_p, (1, 2), (3,), params={"dimension_numbers": (((1,), (0,)), ((), ()))})
         moved = (rows * width + width + rows) * 4
         c = cost.node_cost(node, [x, w], [z], [(rows, width), (width,)], [(rows,)], [False, True], rates, loop=loop)
-        return c.forward_s, moved
+        return c.forward_s, c.backward_s, moved
 
-    t, moved = dot(PRODUCT_COLS["matvec"])
+    t, _, moved = dot(PRODUCT_COLS["matvec"])
     assert t == pytest.approx(moved / 1e11)
-    t, moved = dot(PRODUCT_WIDE_COLS)
+    t, _, moved = dot(PRODUCT_WIDE_COLS)
     assert t == pytest.approx(moved / 4e11)
-    t, moved = dot(1024)  # 1024 = 64 x 16, 8192 = 64 x 128: 4/7 of the way on a log scale
+    t, _, moved = dot(1024)  # 1024 = 64 x 16, 8192 = 64 x 128: 4/7 of the way on a log scale
     assert t == pytest.approx(moved / 1e11 + 4 / 7 * (moved / 4e11 - moved / 1e11))
-    t, moved = dot(PRODUCT_WIDE_COLS, loop=True)  # a blocked program's products: the in-loop curve only
+    t, _, moved = dot(PRODUCT_WIDE_COLS, loop=True)  # a blocked program's products: the in-loop curve only
     assert t == pytest.approx(moved / 1e11)
+    assert PRODUCT_COLS["vecmat"] == 512
+    _, back, moved = dot(2048)  # r @ X (w's gradient) from 512 columns: 2048 is half the way to 8192 (log scale)
+    assert back == pytest.approx(moved / 1e11 + 0.5 * (moved / 2e11 - moved / 1e11))
+
+
+def test_gathers_scatters_and_reductions_read_in_loop_curves_when_blocked_and_one_call_curves_otherwise():
+    """As the products do: W3's model split by rows runs in row blocks (its gathers a[g], b[g], their
+    scatter-add gradients and its sums inside the loop), split by features it runs once per call; a
+    parameter's relayout (the feature split's w, moved in and out once per call) reads the one-call
+    curves in either."""
+    from dataclasses import replace
+
+    from claygraph.partition.cluster import Curve, KernelRates
+
+    n, groups = 1_000_000, 1_000
+    data = cg.Data(X=cg.array(SDS((n, 10), np.float32), "row", "feature"), y=cg.array(SDS((n,), np.float32), "row"),
+                   g=cg.index(SDS((n,), np.int32), "row", into="group", size=groups))
+    base = KernelRates.nominal(1e12, 1e11)
+    families = ("gather", "scatter", "reduce")
+    slow_loop = replace(base, **{f: Curve.line(1e8) for f in families})
+    slow_call = replace(base, **{f + "_call": Curve.line(1e8) for f in families})
+
+    def compute(rates, split):
+        plan = cg.partition(hier, data, cluster=spec(kernels=rates), split=split)
+        return {tuple(c.split): c for c in plan.candidates}[split].compute_s
+
+    row, feature = ("row",), ("feature",)
+    assert compute(slow_call, row) == compute(base, row) < compute(slow_loop, row)
+    assert compute(slow_loop, feature) == compute(base, feature) < compute(slow_call, feature)
