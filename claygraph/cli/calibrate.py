@@ -359,7 +359,7 @@ def _loop_step(family: str, fn: Callable, args: tuple) -> tuple[Callable, object
     if family == "reduce":
         (x,) = args
         return (lambda c, v: c + 1e-9 * jnp.sum(v * c[0])), jnp.ones((1,), x.dtype), (x,)
-    return (lambda c: fn(c)), args[0], ()
+    return fn, args[0], ()
 
 
 def measure_weights(n: int, reps: int) -> dict[str, float]:
