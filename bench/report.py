@@ -280,6 +280,123 @@ def w2_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
     return lines
 
 
+W7_CONFIGS = ("numpyro", "local1", "local2-group", "local2-row", "ray2-group", "ray2-row")
+W7_COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+W7_STAGES = (("started", "after start-up"), ("gradients", "after the gradients"), ("map", "after MAP"),
+             ("vi", "after ADVI"))
+
+
+def _w7_name(c: dict) -> str:
+    split = c.get("split")
+    return c.get("label", "?") + ("" if split is None else f", split {split_name(split)}")
+
+
+def w7_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "w7")
+    lines = ["## W7 — many products (scale in parameters)", ""]
+    bad = _status_lines(res, "w7")
+    if bad:
+        return lines + bad
+    s, data, configs = res["sizes"], res.get("data") or {}, res["configs"]
+    rpg = data.get("rows_per_group") or {}
+    counts = (f"{rpg['min']:,} to {rpg['max']:,} rows, median {fmt_g(rpg['median'])}" if rpg
+              else "counts not reported")
+    lines += [_run_line(res), "",
+              f"N = {s['n']:,} rows, G = {s['groups']:,} products (Zipf 1.1 row counts, every product at least one "
+              f"row: {counts}), "
+              f"D = {s['d']}; W2's model ({data.get('params', 0):,} latent values, "
+              f"{fmt_bytes(data.get('param_bytes'))}); data X, g, y {fmt_bytes(data.get('bytes'))}. "
+              f"Time per potential-and-gradient evaluation: the median of {res['rounds']} rounds x {res['calls']} "
+              "calls after a compiling warm-up, the configurations of one process taking turns in each round. "
+              "NumPyro: `potential_energy` under `jit(value_and_grad)`, the data passed as arguments. claygraph: "
+              "`Context.internal` (the function inference runs) under `jit(value_and_grad)`, timed inside a step "
+              "of the runtime (on Ray: on the workers, no driver round trip). Each device count ran in its own "
+              "process; the potential at the zero point is compared with NumPyro's as a check.", ""]
+    body = []
+    for r in res.get("ratios", []):
+        measured = "not measured" if r["value"] is None else fmt_x(r["value"])
+        body.append([r["label"], f"≤ {r['target']:g}×", measured,
+                     {True: "yes", False: "**no**", None: "—"}[r["met"]]])
+    lines += ["Targets (from the W7 issue; ratios of the medians below, below 1 the first is faster):", "",
+              *table(["ratio", "target", "measured", "met"], body)]
+    ref = (configs.get("numpyro") or {}).get("timing", {}).get("median_s") \
+        if (configs.get("numpyro") or {}).get("status") == "ok" else None
+    body = []
+    for name in W7_CONFIGS:
+        c = configs.get(name)
+        if c is None:
+            continue
+        if c.get("status") != "ok":
+            body.append([_w7_name(c), c.get("devices", "—"), c.get("status"), *["—"] * 7, c.get("note") or ""])
+            continue
+        t, sh = c["timing"], c.get("shard") or {}
+        quart = f"{fmt_s(t.get('q1_s'))} – {fmt_s(t.get('q3_s'))}" if t.get("q1_s") is not None else "—"
+        setup = (c.get("plan_s") or 0.0) + (c.get("build_s") or 0.0)
+        diff = c.get("value_rel_diff")
+        body.append([_w7_name(c), c.get("devices"), fmt_s(t["median_s"]), quart,
+                     fmt_x(t["median_s"] / ref) if ref else "—", fmt_s(c.get("first_s")), fmt_s(setup),
+                     "—" if diff is None else f"{diff:.1g}", fmt_bytes(sh.get("data_bytes")),
+                     fmt_bytes(sh.get("param_bytes")), "" if c.get("grad_finite", True) else "**gradient not finite**"])
+    lines += ["One potential-and-gradient evaluation (*first call* includes compiling; *set-up*: partition and "
+              "program build, NumPyro: `initialize_model`; *data / device*, *params / device*: what one device "
+              "holds):", "",
+              *table(["implementation", "devices", "per evaluation", "quartiles", "÷ NumPyro", "first call",
+                      "set-up", "Δ potential (rel.)", "data / device", "params / device", "note"], body)]
+    body = []
+    for name in W7_CONFIGS:
+        c = configs.get(name) or {}
+        coll = c.get("collectives")
+        if name == "numpyro" or not coll:
+            continue
+        cells = [f"{coll[k]['count']}× {fmt_bytes(coll[k]['bytes'])}" if coll[k]["count"] else "—"
+                 for k in W7_COLLECTIVES]
+        body.append([_w7_name(c), *cells, fmt_bytes(coll["total_bytes"])])
+    if body:
+        lines += ["Bytes each collective moves per evaluation, read from the compiled HLO (one device's program: "
+                  "the operands it contributes; count x bytes):", "",
+                  *table(["implementation", *W7_COLLECTIVES, "total"], body)]
+    procs = res.get("processes") or {}
+    what = {"local1": "NumPyro and claygraph Local(devices=1)", "local2": "claygraph Local(devices=2)",
+            "ray2": "the driver of Ray(workers=2) (data, plans, MAP and ADVI results)"}
+    xb = data.get("bytes")
+    body = [[what.get(k, k), p.get("status"), fmt_s(p.get("process_s")), fmt_bytes(p.get("driver_peak_rss_bytes")),
+             fmt_x(p["driver_peak_rss_bytes"] / xb) if p.get("driver_peak_rss_bytes") and xb else "—",
+             p.get("note") or ""] for k, p in procs.items()]
+    lines += ["Peak resident memory (ru_maxrss) of each measuring process, against the data's size:", "",
+              *table(["process", "status", "wall", "peak memory", "÷ data", "note"], body)]
+    workers = res.get("workers_peak_rss_bytes") or {}
+    if workers:
+        count = max(len(v) for v in workers.values())
+        body = [[f"Ray worker {i}", *[fmt_bytes(workers[k][i]) if len(workers.get(k) or []) > i else "—"
+                                      for k, _ in W7_STAGES]] for i in range(count)]
+        lines += ["Each Ray worker's peak resident memory so far, by stage:", "",
+                  *table(["process", *[label for _, label in W7_STAGES]], body)]
+    fits = res.get("fits") or {}
+    body = []
+    for key, label in (("map", "MAP (`cg.infer.map`, defaults)"), ("vi", "ADVI (`cg.infer.vi`, mean-field)")):
+        f = fits.get(key)
+        if f is None:
+            continue
+        if f.get("status") != "ok":
+            body.append([label, f.get("status"), fmt_s(f.get("wall_s")), "—", "—", "—", f.get("note") or ""])
+        elif key == "map":
+            body.append([label, "ok", fmt_s(f["wall_s"]), f"{f['iterations']:,} iterations",
+                         f"potential {f['objective']:.7g}", f"converged: {f['converged']} ({f.get('stop')})",
+                         f.get("message") or ""])
+        else:
+            init = f.get("init", "map")
+            its = f"{f['steps']:,} steps" + (f" after a MAP of {f['map_iterations']:,} iterations"
+                                             if f.get("map_iterations") is not None else "")
+            body.append([label, "ok", fmt_s(f["wall_s"]), its,
+                         f"ELBO {f['elbo']:.7g} (mean of the last {f.get('chunk', '?')} steps)",
+                         "—", f"init={init}, {f['draws']} draws"])
+    if body:
+        lines += ["MAP and ADVI on Ray(workers=2), split by group (wall time from the call to its result, "
+                  "set-up and compiling included):", "",
+                  *table(["fit", "status", "wall", "iterations", "objective", "converged", "note"], body)]
+    return lines
+
+
 def partition_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
     res = _suite(doc, "partition")
     lines = ["## W3 and W6 — the split choice, predicted against measured", ""]
@@ -653,6 +770,13 @@ def headline(doc: dict) -> list[str]:
             peers = ", ".join(f"{r['method']} {_w2_ess_per_s(r):.3g} ESS/s" for r in w2["methods"]
                               if r.get("status") == "ok")
             out.append(f"- **W2**: claygraph NUTS not available yet; {peers}.")
+    w7 = _suite(doc, "w7")
+    if w7 and w7.get("status") == "ok":
+        parts = [f"{r['label']} {fmt_x(r['value'])} (target ≤ {r['target']:g}×{', met' if r['met'] else ''})"
+                 for r in w7.get("ratios", []) if r.get("value") is not None]
+        if parts:
+            out.append(f"- **W7** ({w7['sizes']['groups']:,} products, time per gradient evaluation): "
+                       + "; ".join(parts) + ".")
     pdb = _suite(doc, "posteriordb")
     if pdb and pdb.get("status") == "ok":
         out.append(f"- **Reference posteriors**: claygraph NUTS within tolerance of Stan on {pdb['nuts_passed']} of "
@@ -932,7 +1056,7 @@ def render(cpu: dict | None, gpu: dict | None, md_path: Path, plots: dict[str, P
         lines += [f"Last run: `{COMMAND} --suite {' '.join(lr.get('suites', []))}` ({lr.get('mode')}), "
                   f"{lr.get('started_at')}, {fmt_s(lr.get('elapsed_s'))}.", ""]
         lines += headline(cpu) + machine_section(cpu)
-        for fn in (w1_section, w2_section, posteriordb_section, adaptation_section, partition_section,
+        for fn in (w1_section, w2_section, w7_section, posteriordb_section, adaptation_section, partition_section,
                    split_choice_section, layout_section, setup_section, smoke_section, projection_section):
             lines += fn(cpu, plots, rel)
     lines += gpu_section(gpu)

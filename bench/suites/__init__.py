@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # In the order they run and appear in the report.
-SUITES = ("smoke", "partition", "split_choice", "layout", "setup", "w1", "w2", "gradient", "posteriordb",
+SUITES = ("smoke", "partition", "split_choice", "layout", "setup", "w1", "w2", "gradient", "w7", "posteriordb",
           "adaptation", "projection")
 DEFAULT_SUITES = ("partition", "split_choice", "layout", "setup", "w1", "w2", "posteriordb", "projection")
 DESCRIPTIONS = {
@@ -23,6 +23,8 @@ DESCRIPTIONS = {
     "w1": "W1: claygraph MAP / LogisticRegression vs scikit-learn and scipy; gradient time per runtime",
     "w2": "W2: claygraph NUTS vs NumPyro NUTS (sequential, parallel): ESS per second",
     "gradient": "W2's potential and gradient for chain batches of 1, 2, 4: claygraph vs NumPyro, per chain",
+    "w7": "W7 (2M products): potential-and-gradient time on Local(1), Local(2), Ray(2) per split vs NumPyro; "
+          "collective bytes, peak memory, MAP and ADVI on Ray",
     "posteriordb": "every posteriordb reference: claygraph NUTS (held to the tolerance), Laplace and VI (reported)",
     "adaptation": "every posteriordb reference under each mass-matrix adaptation: ESS per gradient vs the baseline",
     "projection": "W1, W3, W6 at nominal sizes on the p5 and g5 presets, by the cost model (projected)",

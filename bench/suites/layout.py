@@ -23,12 +23,16 @@ BYTES_PER_ROW = 64  # peak working set per row of one comparison (int64 index, k
 
 
 def numpy_group_layout(idx: np.ndarray, groups: int, shards: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(owner per group, rows per shard, row slots) as group_layout computes them, with NumPy's argsort."""
+    """(owner per group, rows per shard, row slots) as group_layout computes them, with NumPy's argsort:
+    rows by shard, and within a shard by their group's slot (the groups of a shard in id order)."""
     from claygraph.partition.layout import lanes, lpt_owner
 
     owner = lpt_owner(np.bincount(idx, minlength=groups), shards)
     keys = owner[idx]
-    order = np.argsort(keys, kind="stable")
+    by_shard = np.argsort(owner, kind="stable")  # the groups of shard 0 in id order, then shard 1's, ...
+    rank = np.empty(groups, dtype=np.int64)
+    rank[by_shard] = np.arange(groups)
+    order = np.argsort(rank[idx], kind="stable")
     rcount = np.bincount(keys, minlength=shards)
     local = lanes(max(1, int(rcount.max())))  # shards padded to whole vectors, as group_layout pads them
     slots = np.full(shards * local, -1, dtype=np.int64)

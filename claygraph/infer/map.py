@@ -128,23 +128,62 @@ def _gmax(grad):
 class Restart(NamedTuple):
     """Start L-BFGS afresh (empty memory) from `params`, keeping the count, the start's objective and gtol."""
 
-    params: Any
+    params: Any  # the user's layout (host arrays), or None: zeros
     iteration: Any
     start: Any  # +inf: not evaluated yet
     gtol: Any  # tol x scale (absolute scale); 0 until the first evaluation (relative scale)
 
 
-def _lbfgs_chunk(ctx, host_state, settings, limits):
-    opt, run = ctx.cached(("lbfgs", settings), lambda: _build(ctx.potential, *settings))
-    if isinstance(host_state, Restart):
-        params = ctx.to_global(host_state.params)
+CONTINUE = "continue"  # run the next chunk from the state the workers hold
+
+
+class Chunk(NamedTuple):
+    """What a chunk sends back to the driver: the loop's scalars and one point, never the optimiser's memory."""
+
+    lost: bool  # the workers hold no state to continue from (rebuilt after a loss): send a Restart
+    iteration: Any = 0
+    gmax: Any = np.inf
+    stall: Any = 0
+    value: Any = np.inf
+    best_gmax: Any = np.inf
+    current: Any = np.inf
+    gtol: Any = 0.0
+    start: Any = np.inf
+    invalid: Any = False
+    point: Any = None  # internal layout: the params if the stop rule holds there, else the best params
+
+
+def _start(opt):
+    """The loop's first state at `params` (internal layout), built on the devices."""
+    def start(params, iteration, gtol, value0, tol, max_iter):
         inf = jnp.float32(np.inf)
-        state = LBFGSState(params, opt.init(params), jnp.int32(host_state.iteration), inf, jnp.int32(0), inf, inf,
-                           params, inf, inf, jnp.float32(host_state.gtol), jnp.float32(host_state.start),
-                           jnp.bool_(False), jnp.float32(limits[0]), jnp.int32(limits[1]))
+        return LBFGSState(params, opt.init(params), iteration, inf, jnp.int32(0), inf, inf, params, inf, inf, gtol,
+                          value0, jnp.bool_(False), tol, max_iter)
+
+    return jax.jit(start)
+
+
+def _lbfgs_chunk(ctx, command, settings, limits):
+    """One chunk of the L-BFGS loop on the workers. The state (params, memory) stays on the devices, each
+    holding its shards; only scalars and the point to checkpoint go back."""
+    opt, run = ctx.cached(("lbfgs", settings), lambda: _build(ctx.internal, *settings))
+    if isinstance(command, Restart):
+        begin = ctx.cached(("lbfgs-start", settings), lambda: _start(opt))
+        state = begin(ctx.params_in(command.params), jnp.int32(command.iteration), jnp.float32(command.gtol),
+                      jnp.float32(command.start), jnp.float32(limits[0]), jnp.int32(limits[1]))
+    elif "lbfgs" in ctx.resident:
+        state = ctx.resident["lbfgs"]
     else:
-        state = ctx.to_global(host_state)
-    return ctx.to_host(run(state, ctx.data))
+        return Chunk(lost=True)
+    state = ctx.resident["lbfgs"] = run(state, ctx.data)
+    s = ctx.to_host(state._replace(params=None, opt=None, best=None))
+    point = state.params if float(s.gmax) <= float(s.gtol) else state.best
+    return Chunk(False, int(s.iteration), float(s.gmax), int(s.stall), float(s.value), float(s.best_gmax),
+                 float(s.current), float(s.gtol), float(s.start), bool(s.invalid), ctx.to_host(point))
+
+
+def _drop(ctx, name: str) -> None:
+    ctx.resident.pop(name, None)
 
 
 def _value_at(ctx, params):
@@ -183,11 +222,12 @@ def _unbounded(z: dict, bad: str, value: float) -> ModelError:
         f"scale a prior that vanishes at 0 (LogNormal, InverseGamma) or fix it.")
 
 
-def _outcome(final, max_iter: int) -> tuple[str, bool, str, Any, float, float]:
-    """(stop, converged, message, params, objective, max|grad|), agreeing with the rule that stopped the loop."""
+def _outcome(final: Chunk, max_iter: int) -> tuple[str, bool, str, Any, float, float]:
+    """(stop, converged, message, params, objective, max|grad|), agreeing with the rule that stopped the loop;
+    params in the internal layout (the chunk's point: the current params where the rule held, else the best)."""
     gtol, gmax, stall = float(final.gtol), float(final.gmax), int(final.stall)
     if gmax <= gtol:  # the stop rule held at the current point: that point is the answer
-        return ("tol", True, f"converged: max|grad| {gmax:.3g} <= tol x scale = {gtol:.3g}", final.params,
+        return ("tol", True, f"converged: max|grad| {gmax:.3g} <= tol x scale = {gtol:.3g}", final.point,
                 float(final.current), gmax)
     best_g, value = float(final.best_gmax), float(final.value)
     if stall >= STALL:
@@ -197,11 +237,11 @@ def _outcome(final, max_iter: int) -> tuple[str, bool, str, Any, float, float]:
         if best_g <= loose:
             return ("stall", True, f"converged at float precision: no progress for {STALL} iterations with max|grad| "
                     f"{best_g:.3g} > tol x scale = {gtol:.3g} but <= {STALL_GRAD_RTOL:g} x |objective| = "
-                    f"{loose:.3g}", final.best, value, best_g)
+                    f"{loose:.3g}", final.point, value, best_g)
         return ("stall", False, f"not converged: no progress for {STALL} iterations with max|grad| {best_g:.3g} > "
-                f"{loose:.3g} (ill-conditioned, or no mode?)", final.best, value, best_g)
+                f"{loose:.3g} (ill-conditioned, or no mode?)", final.point, value, best_g)
     return ("max_iter", False, f"not converged: stopped at max_iter={max_iter} with max|grad| {best_g:.3g} > tol x "
-            f"scale = {gtol:.3g}", final.best, value, best_g)
+            f"scale = {gtol:.3g}", final.point, value, best_g)
 
 
 def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: float = 1e-6, max_iter: int = 1000,
@@ -221,52 +261,70 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
         raise ValueError(f"max_iter must be >= 0 and tol >= 0, got max_iter={max_iter}, tol={tol}")
     s = session or setup(model, data, runtime, cluster, split, jacobian)
     graph = s.plan.graph
-    start = dict(zeros_like_params(graph), **{k: np.asarray(v) for k, v in (init or {}).items()})
+    # zeros are made on the workers, in the internal layout; a user's init goes there in the user's
+    start = None if not init else dict(zeros_like_params(graph), **{k: np.asarray(v) for k, v in init.items()})
     if max_iter == 0:
-        return _not_run(model, data, s, start)
+        return _not_run(model, data, s, start if start is not None else zeros_like_params(graph))
     settings = (memory_size, chunk, scale is None, float(ftol))
     limits = (float(tol), int(max_iter))
     gtol0 = 0.0 if scale is None else float(tol) * float(scale)
     restarts = {"left": RESTARTS, "value": np.inf}
     bar = OptimProgress("MAP (L-BFGS)", show=progress)
+    first = Restart(start, 0, np.float32(np.inf), np.float32(gtol0))
+    last: list[Chunk] = []  # the latest chunk: its point is the checkpoint after a lost worker
 
-    def step(program, state):
-        out = run_spmd(program, _lbfgs_chunk, state, settings, limits)
-        bar.update(int(out.iteration), float(out.value), float(out.gmax))
+    def step(program, command):
+        out = run_spmd(program, _lbfgs_chunk, command, settings, limits)
+        if out.lost:  # the workers were rebuilt: resume from the checkpoint with a fresh memory
+            c = last[-1] if last else None
+            return (first if c is None else Restart(program.params.to_user(c.point), c.iteration, c.start, c.gtol)), \
+                False
+        last[:] = [out]
+        bar.update(out.iteration, out.value, out.gmax)
         if on_chunk is not None:
-            on_chunk(int(out.iteration), float(out.value))
-        if bool(out.invalid) or int(out.iteration) >= max_iter or float(out.gmax) <= float(out.gtol):
+            on_chunk(out.iteration, out.value)
+        if out.invalid or out.iteration >= max_iter or out.gmax <= out.gtol:
             return out, True
-        if int(out.stall) >= STALL:
+        if out.stall >= STALL:
             # stalled: once more from the best point with a fresh memory, while that still helps
-            if restarts["left"] == 0 or float(out.value) >= restarts["value"]:
+            if restarts["left"] == 0 or out.value >= restarts["value"]:
                 return out, True
             restarts["left"] -= 1
-            restarts["value"] = float(out.value)
-            return Restart(out.best, out.iteration, out.start, out.gtol), False
-        return out, False
+            restarts["value"] = out.value
+            return Restart(program.params.to_user(out.point), out.iteration, out.start, out.gtol), False
+        return CONTINUE, False
 
     try:
-        final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf), np.float32(gtol0)))
+        final = run_resumable(s, step, first)
+        if final.invalid and init is None:
+            # zeros may lie outside the density's support (Uniform(0, hi) below an observation): retry
+            # from random points, as NumPyro's initialisation does, before naming the cause
+            start = _valid_start(s, graph)
+            if start is not None:
+                first = Restart(start, 0, np.float32(np.inf), np.float32(gtol0))
+                last.clear()
+                final = run_resumable(s, step, first)
     finally:
         bar.close()
-    if bool(final.invalid) and init is None:
-        # zeros may lie outside the density's support (Uniform(0, hi) below an observation): retry
-        # from random points, as NumPyro's initialisation does, before naming the cause
-        retry = _valid_start(s, graph)
-        if retry is not None:
-            start = retry
-            final = run_resumable(s, step, Restart(start, 0, np.float32(np.inf), np.float32(gtol0)))
-    if bool(final.invalid):
-        raise _invalid_start(model, data, start, float(final.current))
-    stop, converged, msg, params, objective, gmax = _outcome(final, max_iter)
-    z = {k: np.asarray(v) for k, v in params.items()}
+        _release(s)
+    if final.invalid:
+        raise _invalid_start(model, data, start if start is not None else zeros_like_params(graph), final.current)
+    stop, converged, msg, point, objective, gmax = _outcome(final, max_iter)
+    z = s.program.params.to_user(point)
     supports = {site.name: site.support for site in graph.meta.info.sites}
     bad = _diverged(z, supports) or (next(iter(z)) if not np.isfinite(objective) else None)
     if bad is not None:
         raise _unbounded(z, bad, objective)
-    return MAPResult(_constrained(s, model, data, z), z, objective, int(final.iteration), converged, gmax, msg,
+    return MAPResult(_constrained(s, model, data, z), z, objective, final.iteration, converged, gmax, msg,
                      s.plan, stop)
+
+
+def _release(s: Session) -> None:
+    """Drop the loop's state on the workers (its memory is several times the params)."""
+    try:
+        run_spmd(s.program, _drop, "lbfgs")
+    except Exception:  # a lost worker took it with it; the caller's error (if any) stands
+        pass
 
 
 def _constrained(s: Session, model, data, z: dict) -> dict:

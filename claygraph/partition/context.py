@@ -17,6 +17,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from claygraph.partition.params import ParamLayout, pieces_of
+
 
 @dataclass
 class Context:
@@ -25,6 +27,27 @@ class Context:
     mesh: Mesh
     multiprocess: bool
     cache: dict = field(default_factory=dict)
+    # (params in the internal layout, sharded as `params` says, data) -> scalar: what optimisers run on
+    internal: Callable | None = None
+    params: ParamLayout | None = None
+    # state an inference loop keeps on the devices between its steps (L-BFGS's memory, ...): it never
+    # travels to the driver; a rebuilt program starts without it
+    resident: dict = field(default_factory=dict)
+
+    @staticmethod
+    def of(fn, data: Mapping[str, Any], multiprocess: bool) -> Context:
+        """The context of split function `fn` (claygraph.partition.program.SplitFunction) over `data`."""
+        return Context(fn.fn, data, fn.mesh, multiprocess, fn.jitted, fn.internal, fn.params)
+
+    def params_in(self, params: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
+        """Params (the user's layout, host arrays; None: zeros) as global arrays in the internal layout,
+        each device holding only its shards. Every process passes the same values."""
+        host = self.params.zeros() if params is None else self.params.to_internal(params)
+        out = {}
+        for k, s in self.params.sites.items():
+            x = host[k]
+            out[k] = jax.make_array_from_callback(x.shape, NamedSharding(self.mesh, s.spec), lambda i, x=x: x[i])
+        return out
 
     def to_global(self, tree):
         """Host arrays -> replicated global arrays (every process passes the same values)."""
@@ -33,9 +56,25 @@ class Context:
         rep = NamedSharding(self.mesh, P())
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(rep, np.asarray(x)), tree)
 
+    def value_and_grad(self, params: Mapping[str, Any] | None = None):
+        """The potential and its gradient at `params` (the user's layout, host arrays; None: zeros) on the
+        internal program: (value, gradient in the internal layout as `to_host` gives it)."""
+        internal = self.internal  # the cached function must not hold the context (its data)
+        f = self.cached(("internal", "value_and_grad"), lambda: jax.jit(jax.value_and_grad(internal)))
+        v, g = f(self.params_in(params), self.data)
+        return self.to_host(v), self.to_host(g)
+
     def to_host(self, tree):
+        """Global arrays -> host arrays: whole where this process holds all of one (one process, or
+        replicated); else this process's `Pieces`, which the runtime puts together on the driver."""
         def get(x):
-            return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
+            if not isinstance(x, jax.Array):
+                return np.asarray(x)
+            if x.is_fully_addressable:
+                return np.asarray(x)
+            if x.is_fully_replicated:
+                return np.asarray(x.addressable_data(0))
+            return pieces_of(x)
 
         return jax.tree.map(get, tree)
 

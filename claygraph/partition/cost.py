@@ -26,9 +26,10 @@ memory once (each block copied out of the shard) while the blocks' forward kerne
 the two: the hardware prefetches as the kernels compute), then the block's backward kernels run on it
 in cache. Where the gradient of X @ w is the emitter's multiply-reduce, the backward pass's
 elementwise work runs inside that loop over X: the pass costs the slower of the two, not their sum.
-A parameter laid out along a split dim (`relaid`) is moved into the internal layout and its gradient
-back on every call (a gather and a scatter of its local entries), and that gradient joins the
-all-reduce. Padding to the largest shard is part of the local shapes, so load imbalance is counted.
+A parameter with a split dim lives sharded in the internal layout (claygraph.partition.params): the
+program inference runs takes it and returns its gradient there, so it moves nothing and its gradient
+stays on its shard; only replicated parameters' gradients are all-reduced. Padding to the largest
+shard is part of the local shapes, so load imbalance is counted.
 Memory-bound kernels run at the rate of the program's working set: the values it writes to memory
 (`materialized_bytes`; a value inside a fused elementwise chain stays in registers). See docs/partition.md.
 """
@@ -313,11 +314,10 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
     """(bytes, seconds, count) of the collectives in one gradient evaluation.
 
     Forward psums cost an all-reduce each; an all-gather costs itself and its transpose (a
-    reduce-scatter) in the backward pass; the gradients of replicated parameters that meet
-    split values are all-reduced once, combined into one message, and so are those of the parameters
-    laid out along a split dim (`relaid`): the program returns them in the user's layout, each shard
-    scattering its part into zeros (the compiled program's HLO: a feature split's w, a group split's
-    per-group parameters join an all-reduce).
+    reduce-scatter) in the backward pass; the gradients of replicated parameters are all-reduced once,
+    combined into one message (with the value's psum: the compiled HLO has one tuple all-reduce). A
+    sharded parameter's gradient stays on its shard (the program takes and returns it in the internal
+    layout), so nothing here grows with the number of groups of a group split.
     """
     if devices <= 1 or not prop.split.name:
         return 0.0, 0.0, 0
@@ -332,34 +332,12 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
             nbytes += c.nbytes
             seconds += cluster.allreduce_time(c.nbytes, devices)
             count += 1
-    # a laid-out parameter's gradient goes back to the user's layout whole on every device: it joins the
-    # all-reduce (a group split's per-group gradients: each shard scatters its groups' into zeros)
-    laid = relaid(graph, prop)
-    grads = sum(graph.value(v).nbytes for v in graph.inputs.params.values()
-                if prop.shardings[v] == REPLICATED or v in laid)
+    grads = sum(graph.value(v).nbytes for v in graph.inputs.params.values() if prop.shardings[v] == REPLICATED)
     if grads:
         nbytes += grads
         seconds += cluster.allreduce_time(grads, devices)
         count += 1
     return nbytes, seconds, count
-
-
-def relaid(graph: Graph, prop: Propagation) -> frozenset[int]:
-    """The parameters the program moves into its internal layout on every call (emit.param_relayout:
-    those with a split dim; a group split's per-group parameters are permuted and padded)."""
-    return frozenset(v for v in graph.inputs.params.values() if set(graph.value(v).dims) & prop.split.dims)
-
-
-def relayout_s(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRates) -> float:
-    """Seconds of moving the laid-out parameters in and their gradients out, once per call: a gather of
-    each into the internal layout (an int32 slot and a value per local entry) and the scatter of its
-    gradient back, each a kernel of its own."""
-    total = 0.0
-    for vid in relaid(graph, prop):
-        v = graph.value(vid)
-        moved = _size(shape(v, prop.shardings[vid])) * (4 + v.dtype.itemsize)
-        total += rates.time("gather_call", moved) + rates.time("scatter_call", moved) + 2 * rates.kernel_s
-    return total
 
 
 def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: int,
@@ -440,7 +418,7 @@ def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: Cluste
     c = gradient_compute(graph, prop, shape, rates, devices, row_split, host_devices(cluster, devices))
     mem = memory_bytes(graph, prop, shape, state_copies)
     cbytes, cs, count = comm(graph, prop, cluster, devices)
-    compute_s = rates.call(devices) + c.seconds + relayout_s(graph, prop, shape, rates)
+    compute_s = rates.call(devices) + c.seconds
     feasible = mem <= cluster.mem_capacity
     reason = None if feasible else (f"needs {mem / 1e9:.3g} GB per device, more than the "
                                     f"{cluster.mem_capacity / 1e9:.3g} GB it has")

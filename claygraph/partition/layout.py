@@ -68,10 +68,11 @@ class DimLayout:
         return (np.arange(self.internal) % self.local) < np.repeat(self.counts, self.local)
 
     def fill_slots(self) -> np.ndarray:
-        """Slots with padding pointing at a real entry of the same shard (or entry 0): pads hold finite copies."""
+        """Slots with padding pointing at the last real entry of the same shard (or entry 0): pads hold finite
+        copies, and a shard's rows sorted by group stay sorted through its padding."""
         blocks = self.slots.reshape(self.shards, self.local)
-        first = np.maximum(blocks[:, :1], 0)
-        return np.where(blocks < 0, first, blocks).ravel()
+        last = np.maximum(blocks[np.arange(self.shards), np.maximum(self.counts - 1, 0)], 0)[:, None]
+        return np.where(blocks < 0, last, blocks).ravel()
 
     def inverse(self) -> np.ndarray:
         """(size,) internal slot of each user index."""
@@ -158,13 +159,23 @@ def lpt_owner(counts: np.ndarray, shards: int) -> np.ndarray:
 
 
 def group_layout(group: str, row: str, idx: np.ndarray, groups: int, shards: int) -> tuple[DimLayout, DimLayout]:
-    """Groups to shards by row count (LPT); rows follow their group. Returns (group, row) layouts."""
+    """Groups to shards by row count (LPT); rows follow their group, and within a shard they are sorted by
+    their group's slot (in their original order within a group), so that a gather `a[g]` on a shard reads
+    `a` in order and its transpose adds contiguous runs. Returns (group, row) layouts."""
     idx = np.asarray(idx, dtype=np.int64)
     owner = lpt_owner(np.bincount(idx, minlength=groups), shards)
     gcount, gpos = bucket(owner, shards)
-    rcount, rpos = bucket(_gather_keys(owner, idx), shards)
-    glocal, rlocal = lanes(max(1, int(gcount.max()))), lanes(max(1, int(rcount.max())))
-    return (DimLayout(group, groups, shards, glocal, gcount, scatter_slots(gpos, gcount, glocal)),
+    glocal = lanes(max(1, int(gcount.max())))
+    gslots = scatter_slots(gpos, gcount, glocal)
+    gslot = np.empty(groups, dtype=np.int64)  # the internal slot of every group
+    real = gslots >= 0
+    gslot[gslots[real]] = np.flatnonzero(real)
+    # a counting sort of the rows by their group's slot: the shards' slots are in shard order, so the
+    # rows come out by shard, and by group within a shard
+    _, rpos = bucket(_gather_keys(gslot, idx), shards * glocal)
+    rcount = np.bincount(_gather_keys(owner, idx), minlength=shards).astype(np.int64)
+    rlocal = lanes(max(1, int(rcount.max())))
+    return (DimLayout(group, groups, shards, glocal, gcount, gslots),
             DimLayout(row, idx.shape[0], shards, rlocal, rcount, scatter_slots(rpos, rcount, rlocal)))
 
 

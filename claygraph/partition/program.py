@@ -14,7 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -22,9 +24,10 @@ from claygraph.errors import PartitionError
 from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph
 from claygraph.partition.cache import COMPILED, key_for
-from claygraph.partition.emit import _Local, make_mesh, param_relayout, relayout, spec
+from claygraph.partition.emit import AXIS, _Local, make_mesh, param_relayout, relayout, spec
 from claygraph.partition.fused import fused_potential, host_arrays
 from claygraph.partition.layout import DimLayout
+from claygraph.partition.params import ParamLayout
 from claygraph.partition.plan import Candidate, Plan, candidate_with_layout, layout_for
 from claygraph.partition.storage import key as stored_key
 from claygraph.partition.storage import stored_feature_major
@@ -37,12 +40,11 @@ class SplitFunction:
         self.graph, self.candidate, self.mesh = graph, candidate, mesh
         self.layout: Mapping[str, DimLayout] = candidate.layout
         prop = candidate.propagation
-        sh = prop.shardings
         g = graph
         consts = {vid: relayout(c, g.value(vid), self.layout, None)
                   if any(d in self.layout for d in g.value(vid).dims) else c for vid, c in g.consts.items()}
         local = _Local(graph, prop, self.layout, consts, stored=candidate.feature_major)
-        self.param_specs = {k: spec(g.value(v), sh[v]) for k, v in g.inputs.params.items()}
+        self.param_specs = param_specs(graph, candidate)
         self.placed_specs = data_specs(graph, candidate)  # the arrays as laid out (row-major)
         self.data_specs = program_specs(graph, candidate)  # as the program reads them (after `place`)
         smap = jax.shard_map(local, mesh=mesh, in_specs=(self.param_specs, self.data_specs), out_specs=P())
@@ -52,12 +54,14 @@ class SplitFunction:
             return smap(internal, data_int)
 
         # a sum over row blocks gets a fused value-and-gradient pass (claygraph.partition.fused)
+        fused = fused_potential(graph, candidate, mesh, self.param_specs, self.data_specs, candidate.feature_major)
+        self.params = param_layout(graph, candidate)
         self.plain: Callable = potential
-        self.fn: Callable = _user_params(graph, self.layout, fused_potential(
-            graph, candidate, mesh, self.param_specs, self.data_specs, candidate.feature_major)) or potential
+        self.fn: Callable = _user_params(graph, self.layout, fused) or potential
+        # the potential of params in the internal layout, sharded as the plan splits them: what inference runs
+        self.internal: Callable = _padding_stopped(self.params, mesh, fused or smap)
         self.jitted: dict = {}  # functions jitted from this one, shared by every program that reuses it
         self.potential = jax.jit(self.fn)
-        self.value_and_grad = jax.jit(jax.value_and_grad(self.fn))
 
     def place(self, data: Mapping[str, jax.Array], shapes: Mapping[str, tuple[int, ...]]) -> dict:
         """The placed data as the program reads them: each array held feature-major (claygraph.partition.storage)
@@ -90,6 +94,43 @@ def _user_params(graph: Graph, layout: Mapping[str, DimLayout], fn: Callable | N
     return potential
 
 
+def _padding_stopped(params: ParamLayout, mesh: Mesh, fn: Callable) -> Callable:
+    """`fn` whose padding slots carry no gradient: a padding slot holds a copy of a real entry and every
+    use of it is masked, so its gradient is zero already; this makes it so whatever the model does."""
+    padded = {k for k, s in params.sites.items() if any(d in params.layout and params.layout[d].padded for d in s.dims)}
+    if not padded:
+        return fn
+    specs = {k: s.spec for k, s in params.sites.items()}
+
+    def local(p):
+        out = dict(p)
+        for k in padded:
+            s = params.sites[k]
+            x = p[k]
+            for i, d in enumerate(s.dims):
+                lay = params.layout.get(d)
+                if lay is None or not lay.padded:
+                    continue
+                if s.spec[i] is None:  # whole on every device
+                    on = jnp.asarray(lay.pad_mask())
+                else:
+                    on = jnp.arange(lay.local) < jnp.asarray(lay.counts)[lax.axis_index(AXIS)]
+                shape = [1] * x.ndim
+                shape[i] = -1
+                x = jnp.where(jnp.reshape(on, shape), x, lax.stop_gradient(x))
+            out[k] = x
+        return out
+
+    stop = jax.shard_map(local, mesh=mesh, in_specs=(specs,), out_specs=specs)
+
+    def potential(p, data_int):
+        return fn(stop(p), data_int)
+
+    if hasattr(fn, "fused"):
+        potential.fused = fn.fused
+    return potential
+
+
 def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Params as NumPy arrays of the sites' dtypes, with a clear error for a missing site or bad shape."""
     want = graph.param_shapes
@@ -103,6 +144,16 @@ def check_params(graph: Graph, params: Mapping[str, Any]) -> dict[str, np.ndarra
             raise PartitionError(f"param {k!r} has shape {x.shape}; the model's site has {shape}")
         out[k] = x
     return out
+
+
+def param_specs(graph: Graph, candidate: Candidate) -> dict[str, P]:
+    """The partition spec of every latent site in the internal layout."""
+    sh = candidate.propagation.shardings
+    return {k: spec(graph.value(v), sh[v]) for k, v in graph.inputs.params.items()}
+
+
+def param_layout(graph: Graph, candidate: Candidate) -> ParamLayout:
+    return ParamLayout.of(graph, candidate.layout, param_specs(graph, candidate))
 
 
 def data_specs(graph: Graph, candidate: Candidate) -> dict[str, P]:
@@ -257,7 +308,6 @@ class Program:
         self._data = self.fn.place(placed, art.shapes)
         self._context = None
         self._potential = self.fn.potential
-        self._value_and_grad = self.fn.value_and_grad
 
     @property
     def split(self) -> tuple[str, ...]:
@@ -266,6 +316,11 @@ class Program:
     @property
     def data(self) -> dict[str, jax.Array]:
         return self._data
+
+    @property
+    def params(self) -> ParamLayout:
+        """Where each latent site lives in the internal layout (and its conversions to and from the user's)."""
+        return self.fn.params
 
     @property
     def jitted(self) -> dict:
@@ -277,7 +332,7 @@ class Program:
         from claygraph.partition.context import Context
 
         if self._context is None:
-            self._context = Context(self.fn.fn, self._data, self.fn.mesh, multiprocess=False, cache=self.fn.jitted)
+            self._context = Context.of(self.fn, self._data, multiprocess=False)
         return self._context
 
     def potential(self, params: Mapping[str, Any]) -> jax.Array:
@@ -286,8 +341,11 @@ class Program:
         # jnp.asarray per site (about 0.15 ms of 0.9 per W2 gradient, docs/performance.md)
         return self._potential(check_params(self.graph, params), self._data)
 
-    def potential_and_grad(self, params: Mapping[str, Any]) -> tuple[jax.Array, dict[str, jax.Array]]:
-        return self._value_and_grad(check_params(self.graph, params), self._data)
+    def potential_and_grad(self, params: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The potential and its gradient at `params` (the user's layout), computed by the program inference
+        runs: the params enter the internal layout, the gradient leaves it, each once, on the host."""
+        value, grad = self.context().value_and_grad(check_params(self.graph, params))
+        return value, self.params.to_user(grad)
 
     def __repr__(self) -> str:
         return f"<Program split={self.split or '()'} devices={self.artifact.devices}>"

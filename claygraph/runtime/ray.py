@@ -26,7 +26,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from claygraph.errors import PartitionError, WorkerError
 from claygraph.partition.cache import CompileCache
-from claygraph.partition.program import Compiled, check_params, compile_artifact, shard_blocks
+from claygraph.partition.params import ParamLayout, merge
+from claygraph.partition.program import Compiled, check_params, compile_artifact, param_layout, shard_blocks
 from claygraph.runtime.worker import Worker
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -302,8 +303,9 @@ class Ray:
 
     # -- steps (the Runtime protocol) ------------------------------------------------------------
     def run(self, program: RayProgram, fn, *args) -> Any:
-        """fn(context, *args) on every worker of `program` (SPMD); worker 0's (replicated) result."""
-        return self.gather(self.submit(program, fn, *args), f"running {getattr(fn, '__name__', 'a step')}")[0]
+        """fn(context, *args) on every worker of `program` (SPMD); worker 0's (replicated) result, with
+        the workers' shards of a sharded result put together."""
+        return merge(self.gather(self.submit(program, fn, *args), f"running {getattr(fn, '__name__', 'a step')}"))
 
     def submit(self, program: RayProgram, fn, *args) -> list:
         """Start fn(context, *args) on every worker of `program`; one ref per worker (no barrier)."""
@@ -435,6 +437,7 @@ class RayProgram:
         self.runtime, self.key, self.artifact, self.ranks = runtime, key, artifact, tuple(ranks)
         self.graph, self.layout, self.load_s = graph, artifact.candidate.layout, load_s
         self.jitted = {} if jitted is None else jitted  # driver-side jits of this graph (see Program.jitted)
+        self._params: ParamLayout | None = None
         self._release = weakref.finalize(self, _release, weakref.ref(runtime), runtime._generation, key, self.ranks)
         self._release.atexit = False  # at exit the workers go anyway
 
@@ -442,16 +445,26 @@ class RayProgram:
     def split(self) -> tuple[str, ...]:
         return self.artifact.split
 
+    @property
+    def params(self) -> ParamLayout:
+        """Where each latent site lives in the internal layout (and its conversions to and from the user's)."""
+        if self._params is None:
+            self._params = param_layout(self.graph, self.artifact.candidate)
+        return self._params
+
     def potential(self, params: Mapping[str, Any]):
         p = ray.put(check_params(self.graph, params))
         return self.runtime._get([a.potential.remote(self.key, p) for a in self.runtime._group(self.ranks)],
                                  "evaluating the potential")[0]
 
     def potential_and_grad(self, params: Mapping[str, Any]):
+        """As Program.potential_and_grad: each worker returns its shards of the gradient; they leave the
+        internal layout here."""
         p = ray.put(check_params(self.graph, params))
-        return self.runtime._get([a.potential_and_grad.remote(self.key, p)
-                                  for a in self.runtime._group(self.ranks)],
-                                 "evaluating the potential and its gradient")[0]
+        value, grad = merge(self.runtime._get([a.potential_and_grad.remote(self.key, p)
+                                               for a in self.runtime._group(self.ranks)],
+                                              "evaluating the potential and its gradient"))
+        return value, self.params.to_user(grad)
 
     def __repr__(self) -> str:
         return f"<RayProgram split={self.split or '()'} workers={list(self.ranks)}>"

@@ -16,12 +16,11 @@ _FORCE = re.compile(r"--xla_force_host_platform_device_count=\d+")
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A program as one worker holds it: the split function, this worker's data, the jitted potentials."""
+    """A program as one worker holds it: the split function, this worker's data, the jitted potential."""
 
     fn: Any
     data: Mapping[str, Any]
     potential: Any
-    value_and_grad: Any
     multiprocess: bool
 
 
@@ -123,7 +122,7 @@ class Worker:
                     tuple(artifact.shapes[k]))
                 for k, b in blocks.items()}
         data = fn.place(data, artifact.shapes)  # arrays held feature-major: transposed here, on the devices
-        self.programs[key] = Loaded(fn, data, fn.potential, fn.value_and_grad, len(ranks) > 1)
+        self.programs[key] = Loaded(fn, data, fn.potential, len(ranks) > 1)
         return time.perf_counter() - t0, COMPILED.misses > misses
 
     def _read(self, graph, artifact, spec, name: str, block, shard: int, shards: int):
@@ -167,12 +166,9 @@ class Worker:
         return np.asarray(prog.potential(self._params(params, prog), prog.data).addressable_data(0))
 
     def potential_and_grad(self, key: str, params: Mapping[str, Any]):
-        import numpy as np
-
-        prog = self.programs[key]
+        """(value, gradient in the internal layout: this worker's pieces of a sharded site's)."""
         time.sleep(self.delay)
-        v, g = prog.value_and_grad(self._params(params, prog), prog.data)
-        return np.asarray(v.addressable_data(0)), {k: np.asarray(x.addressable_data(0)) for k, x in g.items()}
+        return self.context(key).value_and_grad(params)
 
     def context(self, key: str):
         from claygraph.partition.context import Context
@@ -181,8 +177,7 @@ class Worker:
         if ctx is None:
             prog = self.programs[key]
             # the jitted steps (MAP's loop, NUTS's kernels) live with the split function: a refit reuses them
-            ctx = self.contexts[key] = Context(prog.fn.fn, prog.data, prog.fn.mesh, multiprocess=prog.multiprocess,
-                                               cache=prog.fn.jitted)
+            ctx = self.contexts[key] = Context.of(prog.fn, prog.data, prog.multiprocess)
         return ctx
 
     def step(self, key: str, fn, *args):

@@ -165,9 +165,25 @@ def candidate_splits(graph, data: cg.Data) -> list[tuple[str, ...]]:
 
 
 def split_value_and_grad(graph, data: cg.Data, split: tuple[str, ...], devices: int, params):
+    """The program's potential and gradient (the internal program inference runs, params entering and the
+    gradient leaving the internal layout); checks on the way that its padding slots carry no gradient."""
     plan = cg.partition(graph, data, cluster=cg.ClusterSpec.local(devices=devices), split=split)
     assert tuple(plan.split) == tuple(split)
-    return cg.compile(plan).potential_and_grad(params)
+    program = cg.compile(plan)
+    _, internal = program.context().value_and_grad(params)
+    assert_padding_has_no_gradient(program.params, internal, where=f"split={split} devices={devices}")
+    return program.potential_and_grad(params)
+
+
+def assert_padding_has_no_gradient(layout, grads, where: str) -> None:
+    """Every padding slot of a site in the internal layout has gradient exactly 0."""
+    for k, site in layout.sites.items():
+        g = np.asarray(grads[k])
+        assert g.shape == site.internal_shape, f"{where}: {k!r} internal gradient {g.shape} != {site.internal_shape}"
+        for i, d in enumerate(site.dims):
+            if d in layout.layout:
+                pads = np.compress(~layout.layout[d].pad_mask(), g, axis=i)
+                assert not np.any(pads), f"{where}: padding slots of {k!r} along {d!r} carry gradient {pads}"
 
 
 def assert_close(got, ref, *, rtol_value: float, rtol_grad: float, where: str, atol_value: float | None = None,

@@ -214,14 +214,12 @@ def test_row_split_communication():
     assert c.predicted_s == pytest.approx(c.compute_s + c.comm_s, rel=1e-12)
 
 
-def test_feature_split_of_a_linear_potential_sends_the_scalar_and_the_gradient_of_w():
-    """The partial logits are only summed (linear), so they stay partial until the output; w is laid
-    out along the features, and its gradient goes back to the user's layout whole on every device
-    (scattered into zeros and all-reduced, as the compiled program does)."""
+def test_feature_split_of_a_linear_potential_sends_the_scalar_only():
+    """The partial logits are only summed (linear), so they stay partial until the output; w lives
+    sharded along the features and its gradient stays on its shard: only the potential is all-reduced."""
     c = estimates()[("feature",)]
-    assert c.comm_bytes == F32 + D * F32 and c.collectives == 2
-    assert c.comm_s == pytest.approx(ring_allreduce(F32, 4, 1e9, 1e-5) + ring_allreduce(D * F32, 4, 1e9, 1e-5),
-                                     rel=1e-12)
+    assert c.comm_bytes == F32 and c.collectives == 1
+    assert c.comm_s == pytest.approx(ring_allreduce(F32, 4, 1e9, 1e-5), rel=1e-12)
 
 
 def test_no_split_communicates_nothing():
@@ -257,16 +255,15 @@ def test_logistic_feature_split_charges_what_it_lists():
     prop = plan.candidate(("feature",)).propagation
     assert all(c.kind == "psum" for c in prop.collectives)
     assert {c.nbytes for c in prop.collectives} == {1000 * F32, F32}  # the logits, and the potential
-    c = est[("feature",)]
-    grad_w = 12 * F32  # back to the user's layout whole: one all-reduce
-    assert c.comm_bytes == sum(col.nbytes for col in prop.collectives) + grad_w
-    assert c.comm_s == pytest.approx(sum(ring_allreduce(col.nbytes, 4, 1e9, 1e-5) for col in prop.collectives)
-                                     + ring_allreduce(grad_w, 4, 1e9, 1e-5), rel=1e-12)
+    c = est[("feature",)]  # w's gradient stays on its shard
+    assert c.comm_bytes == sum(col.nbytes for col in prop.collectives)
+    assert c.comm_s == pytest.approx(sum(ring_allreduce(col.nbytes, 4, 1e9, 1e-5) for col in prop.collectives),
+                                     rel=1e-12)
 
 
 def test_logistic_feature_split_all_reduces_the_partial_logits_once():
     _, est = logistic_estimates(1000, 12)
-    assert est[("feature",)].comm_bytes == 1000 * F32 + F32 + 12 * F32  # logits, potential, w's gradient
+    assert est[("feature",)].comm_bytes == 1000 * F32 + F32  # the logits and the potential
 
 
 def test_an_all_gather_costs_itself_and_its_transpose():
@@ -321,27 +318,21 @@ def test_a_group_split_that_runs_in_row_blocks_is_costed_per_block():
     assert group.cost.compute_s == pytest.approx(row.cost.compute_s, rel=0.1)
 
 
-def test_a_laid_out_parameter_pays_its_relayout_and_joins_the_gradient_all_reduce():
-    """A group split's per-group parameter is moved into the internal layout on every call (a gather of
-    each shard's groups) and its gradient back (a scatter into zeros, then the one all-reduce)."""
-    n, groups = 100_000, 5_000
-    data = cg.Data(X=cg.array(SDS((n, 10), np.float32), "row", "feature"), y=cg.array(SDS((n,), np.float32), "row"),
-                   g=cg.index(SDS((n,), np.int32), "row", into="group", size=groups))
-    plan = cg.partition(hier, data, cluster=spec())
-    from claygraph.partition.plan import shape_fn
-
-    group, row = plan.candidate(("group",)), plan.candidate(("row",))
-    a = plan.graph.inputs.params["a"]
-    assert cost.relaid(plan.graph, group.propagation) == {a}
-    assert cost.relaid(plan.graph, row.propagation) == frozenset()
-    rates = plan.cluster.rates
-    local = group.layout["group"].local
-    moved = local * (4 + F32)
-    want = rates.time("gather", moved) + rates.time("scatter", moved) + 2 * rates.kernel_s
-    assert cost.relayout_s(plan.graph, group.propagation, shape_fn(group.layout), rates) == pytest.approx(want)
-    assert cost.relayout_s(plan.graph, row.propagation, shape_fn(row.layout), rates) == 0.0
-    # a's gradient (the user's groups x 4 bytes) is all-reduced on either split
-    assert group.cost.comm_bytes >= groups * F32 and row.cost.comm_bytes >= groups * F32
+def test_a_sharded_parameter_moves_nothing_and_its_gradient_stays_on_its_shard():
+    """A group split's per-group parameter lives sharded in the internal layout: the program neither moves
+    it nor all-reduces its gradient, so the group split's traffic does not grow with the groups, while the
+    row split (a replicated) all-reduces a's whole gradient."""
+    n = 100_000
+    costs = {}
+    for groups in (5_000, 50_000):
+        data = cg.Data(X=cg.array(SDS((n, 10), np.float32), "row", "feature"),
+                       y=cg.array(SDS((n,), np.float32), "row"),
+                       g=cg.index(SDS((n,), np.int32), "row", into="group", size=groups))
+        plan = cg.partition(hier, data, cluster=spec())
+        costs[groups] = plan.candidate(("group",)).cost, plan.candidate(("row",)).cost
+    (g5, r5), (g50, r50) = costs[5_000], costs[50_000]
+    assert g5.comm_bytes == g50.comm_bytes < 1_000
+    assert r5.comm_bytes >= 5_000 * F32 and r50.comm_bytes >= 50_000 * F32
 
 
 def test_a_feature_major_matvec_is_costed_on_its_own_curves():

@@ -1,0 +1,122 @@
+"""Parameters of a split dim live sharded in the internal layout: the program takes and returns them so,
+its compiled HLO moves nothing of the split dim's size between devices, the optimiser's state stays
+sharded, and values change layout only on the way in and out (exactly)."""
+import re
+
+import jax
+import numpy as np
+import pytest
+from models_for_tests import hier_logistic, random_params, wide_logistic
+
+import claygraph as cg
+from claygraph.partition.params import Pieces, assemble, merge
+
+COLLECTIVE = re.compile(r"=\s*(.*?)\s(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)(-start)?\(")
+SHAPE = re.compile(r"[a-z]\d*\[([\d,]*)\]")
+
+
+def collective_operands(hlo: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(kind, shape) of every array a collective of the compiled HLO returns (a tuple's each element)."""
+    out = []
+    for line in hlo.splitlines():
+        m = COLLECTIVE.search(line)
+        if m:
+            for dims in SHAPE.findall(m.group(1)):
+                out.append((m.group(2), tuple(int(d) for d in dims.split(",") if d)))
+    return out
+
+
+def compiled_gradient(case, split, devices=2):
+    plan = cg.partition(case.model, case.data, cluster=cg.ClusterSpec.local(devices=devices), split=split)
+    program = cg.compile(plan)
+    ctx = program.context()
+    f = jax.jit(jax.value_and_grad(ctx.internal))
+    params = ctx.params_in(random_params(case.model, case.data, 0))
+    return program, ctx, params, f.lower(params, ctx.data).compile().as_text()
+
+
+def test_the_parser_finds_the_collectives_of_a_row_split():
+    """The row split all-reduces the per-group parameter's whole gradient: the parser must see it."""
+    case = hier_logistic(rows=700, groups=301, features=3, kind="uniform", seed=0)
+    _, _, _, hlo = compiled_gradient(case, ("row",))
+    sizes = [int(np.prod(s)) for _, s in collective_operands(hlo)]
+    assert 301 in sizes, collective_operands(hlo)
+
+
+@pytest.mark.parametrize("make, split, dim", [
+    (lambda: hier_logistic(rows=700, groups=301, features=3, kind="skewed", seed=0), ("product",), "product"),
+    (lambda: wide_logistic(rows=9, features=301, seed=0), ("feature",), "feature"),
+])
+def test_no_collective_of_a_split_moves_an_array_of_the_split_dim(make, split, dim):
+    case = make()
+    program, ctx, params, hlo = compiled_gradient(case, split)
+    found = collective_operands(hlo)
+    assert found, "the split program has no collective at all (the potential's psum must be there)"
+    lay = program.params.layout[dim]
+    big = {lay.size, lay.internal, lay.local}
+    for kind, shape in found:
+        assert not big & set(shape), f"{kind} of shape {shape} moves an array along {dim!r} ({lay})"
+    # and the sharded sites really are sharded on the devices
+    sharded = [k for k, s in program.params.sites.items() if s.sharded]
+    assert sharded
+    for k in sharded:
+        assert {tuple(s.data.shape) for s in params[k].addressable_shards} != {params[k].shape}
+
+
+def test_values_enter_and_leave_the_internal_layout_exactly():
+    case = hier_logistic(rows=50, groups=13, features=2, kind="skewed", seed=2)
+    plan = cg.partition(case.model, case.data, cluster=cg.ClusterSpec.local(devices=3), split=("product",))
+    layout = cg.compile(plan).params
+    user = random_params(case.model, case.data, 5)
+    internal = layout.to_internal(user)
+    assert any(internal[k].shape != np.shape(user[k]) for k in user)  # padded to whole shards
+    back = layout.to_user(internal)
+    for k in user:
+        np.testing.assert_array_equal(back[k], user[k])
+    with pytest.raises(cg.errors.PartitionError, match="shape"):
+        layout.to_internal({k: np.zeros(3) for k in user})
+
+
+def test_pieces_of_several_processes_make_the_whole_array():
+    whole = np.arange(24, dtype=np.float32).reshape(6, 4)
+    parts = [Pieces((6, 4), whole.dtype, (((np.s_[0:3], np.s_[:]), whole[0:3]),)),
+             Pieces((6, 4), whole.dtype, (((np.s_[3:6], np.s_[:]), whole[3:6]),))]
+    np.testing.assert_array_equal(assemble(parts), whole)
+    merged = merge([{"a": parts[0], "n": 7}, {"a": parts[1], "n": 7}])
+    np.testing.assert_array_equal(merged["a"], whole)
+    assert merged["n"] == 7
+    assert merge([{"n": 1}, {"n": 2}]) == {"n": 1}  # nothing sharded: worker 0's result
+
+
+def test_map_keeps_its_state_sharded_on_the_devices(monkeypatch):
+    """L-BFGS's params and memory of a per-group site stay sharded between chunks (as FSDP/ZeRO keep
+    optimiser state), and MAP on the split equals MAP on one device."""
+    import importlib
+
+    map_module = importlib.import_module("claygraph.infer.map")  # (cg.infer.map is the function)
+    from bench.workloads import w2_data, w2_model  # non-centred with a learnt scale: its MAP is well posed
+
+    data = w2_data(2_000, 61, 3, seed=1)
+    ref = cg.infer.map(w2_model, data)
+    seen = {}
+    chunk = map_module._lbfgs_chunk
+
+    def spy(ctx, *args):
+        out = chunk(ctx, *args)
+        state = ctx.resident.get("lbfgs")
+        if state is not None:
+            a = max(state.params.values(), key=lambda x: x.size)  # the per-group site
+            seen["params"] = a.sharding.spec
+            leaves = [x for x in jax.tree.leaves(state.opt) if hasattr(x, "addressable_shards") and x.ndim >= 1
+                      and x.size >= a.size]
+            seen["memory"] = [(x.shape, tuple(x.addressable_shards[0].data.shape)) for x in leaves]
+        return out
+
+    monkeypatch.setattr(map_module, "_lbfgs_chunk", spy)
+    res = cg.infer.map(w2_model, data, runtime=cg.runtime.Local(devices=2), split=("group",))
+    assert seen["params"] == jax.sharding.PartitionSpec("shards")
+    assert seen["memory"] and all(local != whole for whole, local in seen["memory"]), seen["memory"]
+    assert ref.converged and res.converged, (ref.message, res.message)
+    assert abs(res.objective - ref.objective) <= 1e-4 * abs(ref.objective)
+    for k in ref.params:
+        np.testing.assert_allclose(res.params[k], ref.params[k], rtol=2e-3, atol=2e-3)
