@@ -2,7 +2,10 @@
 
 Guides: "meanfield" (diagonal), "lowrank" (diagonal + rank-k factor), "fullrank" (Cholesky factor).
 Each ELBO gradient is a gradient of the split program, so it is computed across the workers;
-the loop runs SPMD in jitted chunks, checkpointed between chunks like MAP.
+the loop runs SPMD in jitted chunks. The mean-field and low-rank guides live per site on the sharded
+state (claygraph.infer.vi_sites: a per-group site's variational parameters sharded with its groups,
+kept on the workers between chunks; a lost worker restarts the fit); the full-rank guide, one dense
+factor over every parameter, runs in the user's layout and is checkpointed between chunks.
 
 Posterior scales of one model can differ by orders of magnitude, and Adam's step is in absolute
 units, so by default (`init="map"`) the guide lives in whitened coordinates: z = center + p * w,
@@ -27,6 +30,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from claygraph.infer import vi_sites
 from claygraph.infer.common import constrain_draws, run_resumable, run_spmd, setup, to_inference_data, zeros_like_params
 from claygraph.infer.laplace import hessian_diag, hessian_matrix
 from claygraph.infer.map import map as map_
@@ -50,33 +54,16 @@ class VIState(NamedTuple):
 
 
 def init_guide(kind: str, dim: int, rank: int) -> dict:
-    """The standard normal over the whitened coordinates (the Laplace approximation itself)."""
-    g = {"loc": jnp.zeros(dim), "log_scale": jnp.zeros(dim)}
-    if kind == "lowrank":
-        g["factor"] = jnp.zeros((dim, rank))
-    elif kind == "fullrank":
-        g["tril"] = jnp.zeros((dim, dim))
-    return g
+    """The full-rank guide's standard normal over the whitened coordinates (the Laplace approximation itself)."""
+    return {"loc": jnp.zeros(dim), "log_scale": jnp.zeros(dim), "tril": jnp.zeros((dim, dim))}
 
 
 def sample_guide(kind: str, g: dict, key, n: int):
-    """(n, dim) draws and the guide's entropy (up to a constant)."""
+    """(n, dim) draws of the full-rank guide and its entropy (up to a constant)."""
     dim = g["loc"].shape[0]
-    scale = jnp.exp(g["log_scale"])
-    if kind == "fullrank":
-        L = jnp.tril(g["tril"], -1) + jnp.diag(scale)
-        eps = jax.random.normal(key, (n, dim))
-        return g["loc"] + eps @ L.T, jnp.sum(g["log_scale"])
+    L = jnp.tril(g["tril"], -1) + jnp.diag(jnp.exp(g["log_scale"]))
     eps = jax.random.normal(key, (n, dim))
-    z = g["loc"] + eps * scale
-    if kind == "lowrank":
-        k1, _ = jax.random.split(key)
-        eps2 = jax.random.normal(k1, (n, g["factor"].shape[1]))
-        z = z + eps2 @ g["factor"].T
-        W = g["factor"] / scale[:, None]
-        _, logdet = jnp.linalg.slogdet(jnp.eye(W.shape[1]) + W.T @ W)
-        return z, jnp.sum(g["log_scale"]) + 0.5 * logdet
-    return z, jnp.sum(g["log_scale"])
+    return g["loc"] + eps @ L.T, jnp.sum(g["log_scale"])
 
 
 def whiten(precond, w):
@@ -186,12 +173,112 @@ def vi(model: Callable, data, runtime=None, cluster=None, split=None, guide: str
     if steps < 1 or chunk < 1 or particles < 1:
         raise ValueError(f"steps, chunk and particles must be positive (got {steps}, {chunk}, {particles})")
     s = setup(model, data, runtime, cluster, split)
+    bar = OptimProgress(f"VI ({guide})", show=progress, every_s=0.0)
+    try:
+        if guide != "fullrank":
+            return _vi_sites(model, data, s, guide, steps, lr, particles, draws, seed, min(chunk, steps), rank,
+                             init, bar)
+        return _vi_dense(model, data, s, guide, steps, lr, particles, draws, seed, min(chunk, steps), rank, init,
+                         bar)
+    finally:
+        bar.close()
+
+
+class Begin(NamedTuple):
+    """Start the guide at `center` (the user's layout; None: zeros) whitened by `precond` (the user's layout;
+    None: Hutchinson's estimate of the Hessian's diagonal at the centre, made on the workers)."""
+
+    center: Any
+    precond: Any
+
+
+CONTINUE = "continue"
+
+
+def _sites_chunk(ctx, command, settings):
+    """One chunk of the per-site ADVI loop on the workers; the state stays there (Context.resident)."""
+    kind, particles, chunk, lr, steps, seed, rank = settings
+    opt, start, run = ctx.cached(("vi-sites", kind, particles, chunk, lr, steps),
+                                 lambda: vi_sites.build(ctx.internal, kind, particles, chunk, lr, steps))
+    if isinstance(command, Begin):
+        center = ctx.params_in(command.center)
+        real = ctx.internal_in(ctx.params.real())
+        if command.precond is None:
+            internal = ctx.internal
+            diag = ctx.cached(("hutchinson", PROBES, seed), lambda: jax.jit(
+                lambda c, r, d: vi_sites.preconditioner(vi_sites.hutchinson_diag(internal, c, r, d, PROBES, seed))))
+            precond = diag(center, real, ctx.data)
+        else:
+            precond = ctx.params_in(command.precond)
+        state = start(center, precond, real, seed, rank)
+    elif "vi" in ctx.resident:
+        state = ctx.resident["vi"]
+    else:
+        return None  # rebuilt after a lost worker: the driver begins again
+    state = ctx.resident["vi"] = run(state, ctx.data)
+    return ctx.to_host((state.elbo, state.step))
+
+
+def _sites_marginals(ctx):
+    state = ctx.resident.pop("vi")
+    return ctx.to_host(vi_sites.marginals(state))
+
+
+def _vi_sites(model, data, s, guide, steps, lr, particles, draws, seed, chunk, rank, init, bar) -> VIResult:
+    """Mean-field and low-rank ADVI per site, on the sharded state (claygraph.infer.vi_sites)."""
+    graph, m = s.plan.graph, None
+    begin = Begin(None, {k: np.ones(shape, np.float32) for k, shape in graph.param_shapes.items()})
+    if init == "map":
+        m = map_(model, data, session=s)
+        z = {k: np.asarray(v) for k, v in m.unconstrained.items()}
+        size = sum(int(np.prod(shape)) for shape in graph.param_shapes.values())
+        precond = None  # Hutchinson's estimate, on the workers
+        if size <= EXACT_DIAG:
+            _, unravel = ravel_pytree(z)
+            diag = hessian_diag(s.program, z, exact=True)
+            ok = np.isfinite(diag) & (diag > 1e-12)
+            precond = {k: np.asarray(v, np.float32) for k, v in
+                       unravel(np.where(ok, 1.0 / np.sqrt(np.where(ok, diag, 1.0)), 1.0)).items()}
+        begin = Begin(z, precond)
+    settings = (guide, particles, chunk, lr, steps, seed, rank)
+    trace: list[float] = []
+
+    def step(program, command):
+        out = run_spmd(program, _sites_chunk, command, settings)
+        if out is None:
+            trace.clear()
+            return begin, False
+        elbo, done = float(out[0]), int(out[1])
+        trace.append(elbo)
+        bar.update(done, -elbo)
+        return CONTINUE, done >= steps
+
+    run_resumable(s, step, begin)
+    fit = run_spmd(s.program, _sites_marginals)
+    user = s.program.params.to_user
+    loc, scale = user(fit.loc), user(fit.scale)
+    factor = user(fit.factor) if fit.factor is not None else None
+    key, sub = jax.random.split(jax.random.PRNGKey(seed + 1))
+    batch = {}
+    eps2 = np.asarray(jax.random.normal(sub, (draws, rank))) if factor is not None else None
+    for i, k in enumerate(sorted(loc)):
+        eps = np.asarray(jax.random.normal(jax.random.fold_in(key, i), (draws, *np.shape(loc[k]))))
+        z = loc[k] + eps * scale[k]
+        if factor is not None:
+            z = z + np.einsum("nr,...r->n...", eps2, factor[k])
+        batch[k] = z.astype(np.float32)
+    post = {k: v[None] for k, v in constrain_draws(model, data, batch).items()}
+    sd = scale if factor is None else {k: np.sqrt(scale[k] ** 2 + np.sum(factor[k] ** 2, axis=-1)) for k in scale}
+    return VIResult(guide, loc, sd, np.asarray(trace), to_inference_data(graph, post), s.plan, m)
+
+
+def _vi_dense(model, data, s, guide, steps, lr, particles, draws, seed, chunk, rank, init, bar) -> VIResult:
+    """The full-rank guide: one dense factor over every parameter, in the user's layout (it is dense
+    anyway: a model it suits has no per-group arrays worth sharding)."""
     template = zeros_like_params(s.plan.graph)
     center, precond, m = _start(init, guide, model, data, s, template, seed)
-    chunk = min(chunk, steps)
     settings = (guide, template, particles, chunk, lr, seed, rank, steps, center, precond)
     trace: list[float] = []
-    bar = OptimProgress(f"VI ({guide})", show=progress, every_s=0.0)
 
     def step(program, state):
         out = run_spmd(program, _vi_chunk, state, settings)
@@ -199,24 +286,17 @@ def vi(model: Callable, data, runtime=None, cluster=None, split=None, guide: str
         bar.update(int(out.step), -float(out.elbo))
         return out, int(out.step) >= steps
 
-    try:
-        final = run_resumable(s, step, None)
-    finally:
-        bar.close()
+    final = run_resumable(s, step, None)
     g = {k: np.asarray(v) for k, v in final.guide.items()}
     _, unravel = ravel_pytree(template)
     w, _ = sample_guide(guide, g, jax.random.PRNGKey(seed + 1), draws)
     z = center + np.asarray(whiten(precond, np.asarray(w)))
     batch = jax.vmap(unravel)(np.asarray(z, np.float32))
     post = {k: v[None] for k, v in constrain_draws(model, data, batch).items()}
-    scale = np.exp(g["log_scale"])
-    if guide == "fullrank":  # cov_z = (P L)(P L)^T with P the preconditioner
-        factor = np.tril(g["tril"], -1) + np.diag(scale)
-        factor = precond @ factor if precond.ndim == 2 else precond[:, None] * factor
-        sd = np.sqrt(np.sum(factor ** 2, axis=1))
-    else:
-        sd = scale if guide == "meanfield" else np.sqrt(scale ** 2 + np.sum(g["factor"] ** 2, axis=1))
-        sd = precond * sd
+    # cov_z = (P L)(P L)^T with P the preconditioner
+    factor = np.tril(g["tril"], -1) + np.diag(np.exp(g["log_scale"]))
+    factor = precond @ factor if precond.ndim == 2 else precond[:, None] * factor
+    sd = np.sqrt(np.sum(factor ** 2, axis=1))
     loc = center + np.asarray(whiten(precond, g["loc"]))
     return VIResult(guide, {k: np.asarray(v) for k, v in unravel(loc).items()},
                     {k: np.asarray(v) for k, v in unravel(sd).items()}, np.asarray(trace),

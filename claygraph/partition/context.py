@@ -42,11 +42,16 @@ class Context:
     def params_in(self, params: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
         """Params (the user's layout, host arrays; None: zeros) as global arrays in the internal layout,
         each device holding only its shards. Every process passes the same values."""
-        host = self.params.zeros() if params is None else self.params.to_internal(params)
+        return self.internal_in(self.params.zeros() if params is None else self.params.to_internal(params))
+
+    def internal_in(self, host: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Per-site host arrays already in the internal layout (each site's shape, optionally with trailing
+        axes) as global arrays sharded as the sites are."""
         out = {}
         for k, s in self.params.sites.items():
-            x = host[k]
-            out[k] = jax.make_array_from_callback(x.shape, NamedSharding(self.mesh, s.spec), lambda i, x=x: x[i])
+            x = np.asarray(host[k])
+            spec = P(*s.spec, *([None] * (x.ndim - len(s.internal_shape))))
+            out[k] = jax.make_array_from_callback(x.shape, NamedSharding(self.mesh, spec), lambda i, x=x: x[i])
         return out
 
     def to_global(self, tree):

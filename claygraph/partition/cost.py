@@ -353,7 +353,7 @@ def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: i
         local = _local_rows(graph, dim, shape)
         if local is None or not blocks.group_separable(graph, prop, dim):
             return None
-        blk = blocks.blocking(graph, dim, local, devices, budget)
+        blk = blocks.blocking(graph, dim, local, devices, budget, blocks.held_param_bytes(graph, prop, shape))
         return None if blk is None else (dim, blk.rows, blk.blocks + blk.tail / blk.rows)
     if rows is None or (prop.split.dims and prop.split.dims != rows.dims) or (not prop.split.dims and devices != 1):
         return None
@@ -363,7 +363,8 @@ def fused_blocks(graph: Graph, prop: Propagation, rows: Split | None, devices: i
         prop = propagate(graph, rows, frozenset(), lambda v, s: 0)  # (fused.fused_potential tests the same)
     if size % devices or not blocks.separable(graph, prop, dim):
         return None
-    blk = blocks.blocking(graph, dim, size // devices, devices, budget)
+    whole = lambda v, s: v.shape  # noqa: E731 - no parameter has the row dim: each shard holds them whole
+    blk = blocks.blocking(graph, dim, size // devices, devices, budget, blocks.held_param_bytes(graph, prop, whole))
     return None if blk is None else (dim, blk.rows, blk.blocks + blk.tail / blk.rows)
 
 

@@ -31,6 +31,7 @@ from claygraph.partition.blocks import (  # noqa: F401 - Blocking, MIN_BLOCKS an
     Blocking,
     blocking,
     group_separable,
+    held_param_bytes,
     host_share,
     once_per_shard,
     row_split_of,
@@ -206,7 +207,9 @@ def fused_potential(graph: Graph, candidate, mesh: Mesh, param_specs, data_specs
     if not separable(graph, cand.propagation, dim):
         return None
     # this module's BLOCK_BYTES (tests patch it), shared by the node's devices
-    blk = blocking(graph, dim, size // shards, shards, host_share(BLOCK_BYTES, candidate.host_devices))
+    whole = lambda v, s: v.shape  # noqa: E731 - no parameter has the row dim: each shard holds them whole
+    blk = blocking(graph, dim, size // shards, shards, host_share(BLOCK_BYTES, candidate.host_devices),
+                   held_param_bytes(graph, cand.propagation, whole))
     if blk is None:
         return None
     every = shards * (blk.blocks + 1)
@@ -223,7 +226,10 @@ def _group_fused(graph: Graph, candidate, mesh: Mesh, param_specs, data_specs,
     if rows is None or not group_separable(graph, prop, rows):
         return None
     lay = candidate.layout[rows]
-    blk = blocking(graph, rows, lay.local, shards, host_share(BLOCK_BYTES, candidate.host_devices))
+    from claygraph.partition.plan import shape_fn
+
+    blk = blocking(graph, rows, lay.local, shards, host_share(BLOCK_BYTES, candidate.host_devices),
+                   held_param_bytes(graph, prop, shape_fn(candidate.layout)))
     if blk is None:
         return None
     layouts = (dict(candidate.layout, **{rows: _blocks_of(lay, blk, blk.rows)}),

@@ -84,6 +84,19 @@ class ParamLayout:
             out[k] = x
         return out
 
+    def real(self) -> dict[str, np.ndarray]:
+        """Per site, True where an internal slot holds a real entry (False on padding)."""
+        out = {}
+        for k, s in self.sites.items():
+            m = np.ones(s.internal_shape, bool)
+            for i, d in enumerate(s.dims):
+                if d in self.layout:
+                    shape = [1] * len(s.internal_shape)
+                    shape[i] = -1
+                    m = m & self.layout[d].pad_mask().reshape(shape)
+            out[k] = m
+        return out
+
     def zeros(self) -> dict[str, np.ndarray]:
         """Zeros in the internal layout (padding included)."""
         return {k: np.zeros(s.internal_shape, s.dtype) for k, s in self.sites.items()}

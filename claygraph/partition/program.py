@@ -251,11 +251,50 @@ class Compiled:
     artifact: Artifact
     internal: Mapping[str, np.ndarray]
     files: Mapping[str, Any]
+    data: Data | None = None  # the user's data, where `internal` was left empty (laid out shard by shard)
+
+    def shard(self, graph: Graph, specs: Mapping[str, P], shards: int, shard: int) -> dict[str, np.ndarray]:
+        """What shard `shard` holds of every in-memory array, in the internal layout: its block along the
+        split axis, or all of it. Made from the user's arrays when the whole internal copy was not (a
+        multi-process runtime: the driver then holds the user's data and one shard's block at a time)."""
+        if self.data is None:
+            return shard_blocks(specs, self.internal, shards, shard)
+        cand = self.artifact.candidate
+        remapped = cand.propagation.remapped
+        out = {}
+        for k, vid in graph.inputs.data.items():
+            if k in self.files:
+                continue
+            axis = next((i for i, a in enumerate(specs[k]) if a is not None), None)
+            out[k] = internal_block(self.data.arrays[k].values, graph.value(vid), cand.layout, remapped.get(vid),
+                                    axis, shard)
+        return out
 
 
-def compile_artifact(plan: Plan, data: Data | None = None) -> Compiled:
+def internal_block(x: np.ndarray, v, layout: Mapping[str, DimLayout], remapped_dim: str | None, axis: int | None,
+                   shard: int) -> np.ndarray:
+    """`relayout` of one shard's block along `axis` (None: the whole array): only that block is made."""
+    x = np.asarray(x)
+    for i, d in enumerate(v.dims):
+        lay = layout.get(d)
+        if lay is None:
+            continue
+        if i == axis:
+            if lay.identity:
+                x = np.take(x, np.arange(shard * lay.local, (shard + 1) * lay.local), axis=i)
+            else:
+                x = np.take(x, lay.fill_slots()[shard * lay.local:(shard + 1) * lay.local], axis=i)
+        elif not lay.identity:
+            x = np.take(x, lay.fill_slots(), axis=i)
+    if remapped_dim is not None:
+        x = layout[remapped_dim].inverse().astype(x.dtype)[x]
+    return np.require(x, requirements="C")  # (np.ascontiguousarray makes a scalar 1-d)
+
+
+def compile_artifact(plan: Plan, data: Data | None = None, materialize: bool = True) -> Compiled:
     """The driver's one compile: the concrete layout, the propagation on it (padding decides masks),
-    the fingerprint, and the data in the internal layout."""
+    the fingerprint, and the data in the internal layout (`materialize`), or the user's data to lay out
+    shard by shard (`Compiled.shard`)."""
     data = data if data is not None else plan.data
     if data is None or not data.has_values:
         raise PartitionError("the plan was made for abstract data; compile it with the real data: "
@@ -267,12 +306,11 @@ def compile_artifact(plan: Plan, data: Data | None = None) -> Compiled:
         raise PartitionError(f"split {plan.split} cannot be made on this data: {cand.cost.reason}")
     files = {k: data.arrays[k].source for k in graph.inputs.data if data.arrays[k].source is not None}
     cand = replace(cand, feature_major=stored_feature_major(graph, cand.propagation.shardings, frozenset(files)))
-    internal = internal_data(graph, cand, data)
-    shapes = {k: x.shape for k, x in internal.items()}
-    shapes.update({k: _internal_shape(graph, k, cand.layout) for k in files})
+    internal = internal_data(graph, cand, data) if materialize else {}
+    shapes = {k: _internal_shape(graph, k, cand.layout) for k in graph.inputs.data}
     art = Artifact(graph.meta.model, data.abstract(), graph.meta.jacobian, graph.fingerprint(), cand, plan.devices,
                    shapes)
-    return Compiled(art, internal, files)
+    return Compiled(art, internal, files, None if materialize else data)
 
 
 def _internal_shape(graph: Graph, name: str, layout: Mapping[str, DimLayout]) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from claygraph.errors import PartitionError, WorkerError
 from claygraph.partition.cache import CompileCache
 from claygraph.partition.params import ParamLayout, merge
-from claygraph.partition.program import Compiled, check_params, compile_artifact, param_layout, shard_blocks
+from claygraph.partition.program import Compiled, check_params, compile_artifact, param_layout
 from claygraph.runtime.worker import Worker
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -238,7 +238,7 @@ class Ray:
             return None
         self._extras.append(actor)
         log.info("a worker joined: %d in the group and %d extra", len(self._actors), len(self._extras))
-        compiled = self._compiled(plan, data, 1)
+        compiled = self._compiled(plan, data, 1, materialize=True)
         blocks = ray.put({**compiled.internal, **compiled.files})
         return self.load(compiled.artifact, plan.graph, [blocks], (rank,), warm=False)
 
@@ -350,19 +350,21 @@ class Ray:
         compiled = self._compiled(plan, data, len(ranks))
         specs = compiled.artifact.specs(plan.graph)
         self._settle()
-        blocks = [ray.put({**shard_blocks(specs, compiled.internal, len(ranks), i), **compiled.files})
+        # each shard's block made from the user's arrays, put and dropped before the next (the driver
+        # never holds the whole data set in the internal layout)
+        blocks = [ray.put({**compiled.shard(plan.graph, specs, len(ranks), i), **compiled.files})
                   for i in range(len(ranks))]
         return self.load(compiled.artifact, plan.graph, blocks, ranks)
 
     def compile_each(self, plan, data=None) -> list[RayProgram]:
         """`plan` (one device) on every worker of the group alone: one artifact, the data sent once."""
         self._check_open()
-        compiled = self._compiled(plan, data, 1)
+        compiled = self._compiled(plan, data, 1, materialize=True)
         self._settle()
         blocks = ray.put({**compiled.internal, **compiled.files})
         return [self.load(compiled.artifact, plan.graph, [blocks], (r,), warm=False) for r in range(self._workers)]
 
-    def _compiled(self, plan, data, devices: int) -> Compiled:
+    def _compiled(self, plan, data, devices: int, materialize: bool = False) -> Compiled:
         data = data if data is not None else plan.data
         if data is None or not data.has_values:
             raise PartitionError("compiling on Ray needs the real data: cg.compile(plan, data=..., runtime=rt)")
@@ -370,7 +372,7 @@ class Ray:
             raise PartitionError(f"the plan is for {plan.devices} devices but the program spans {devices} "
                                  f"workers; plan with cluster=ClusterSpec.local(devices={devices})")
         _ship_model_by_value(plan.graph.meta.model)
-        return compile_artifact(plan, data)
+        return compile_artifact(plan, data, materialize=materialize)
 
     def load(self, artifact, graph, blocks: list, ranks: tuple[int, ...], warm: bool = True) -> RayProgram:
         """Send `artifact` (compiled from `graph`, the driver's) and each worker its block

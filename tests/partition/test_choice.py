@@ -66,11 +66,10 @@ def test_tens_of_millions_of_groups_on_a_slow_network_choose_the_group_split():
                         cluster=cg.ClusterSpec.preset("g5", nodes=8))
     assert tuple(plan.split) == ("product",), plan.explain()
     cands = by_split(plan)
-    # both all-reduce the gradients of 2 x 2e7 per-group parameters every evaluation: the row split's
-    # are replicated, the group split's go back to the user's layout whole (emit.param_relayout's
-    # gradient, scattered into zeros on each shard and all-reduced, as the compiled program does)
+    # the row split all-reduces the gradients of 2 x 2e7 replicated per-group parameters every evaluation;
+    # the group split's stay on their shards (sharded parameters): it moves a few scalars
     assert cands[("row",)].comm_bytes >= 2 * 20_000_000 * 4
-    assert cands[("product",)].comm_bytes >= 2 * 20_000_000 * 4
+    assert cands[("product",)].comm_bytes < 1_000
     assert cands[("product",)].predicted_s < cands[("row",)].predicted_s
     shardings = plan.param_shardings()
     assert shardings["a"] == Sharded("product") == shardings["b"]
@@ -108,19 +107,16 @@ def test_tiny_model_chooses_no_split():
         assert plan.param_shardings() == {"w": Replicated()}
 
 
-def test_very_wide_model_on_a_slow_network_pays_the_gradient_of_w_on_either_split():
-    """The row split all-reduces the gradient of a million weights; the feature split sends the logits
-    and, as the compiled program returns w's gradient in the user's layout whole, all-reduces it too:
-    the feature split saves no communication, so it does not win on the network."""
+def test_very_wide_model_on_a_slow_network_chooses_the_feature_split():
+    """The row split all-reduces the gradient of a million weights; the feature split sends only the
+    logits (w lives sharded along the features, its gradient stays on its shard): on the network it wins."""
     plan = cg.partition(examples.logistic_model, logistic_data(10_000, 1_000_000),
                         cluster=cg.ClusterSpec.preset("g5", nodes=8))
     cands = by_split(plan)
     assert not cands[()].feasible  # 40 GB of X
     assert cands[("row",)].comm_bytes >= 4_000_000
-    assert cands[("feature",)].comm_bytes == cands[("row",)].comm_bytes + 10_000 * 4
-    assert tuple(plan.split) == min((("row",), ("feature",)), key=lambda k: cands[k].predicted_s), plan.explain()
-
-
+    assert cands[("feature",)].comm_bytes == 10_000 * 4 + 4  # the logits and the potential
+    assert tuple(plan.split) == ("feature",), plan.explain()
 
 
 def test_wide_model_feature_split_all_reduces_the_logits_once():
