@@ -366,10 +366,17 @@ def w7_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
               *table(["process", "status", "wall", "peak memory", "÷ data", "note"], body)]
     workers = res.get("workers_peak_rss_bytes") or {}
     if workers:
+        def peak(x):  # a stage's own peak (VmHWM, reset between stages), or the process's peak so far
+            return x.get("peak") if isinstance(x, dict) else x
+
         count = max(len(v) for v in workers.values())
-        body = [[f"Ray worker {i}", *[fmt_bytes(workers[k][i]) if len(workers.get(k) or []) > i else "—"
+        body = [[f"Ray worker {i}", *[fmt_bytes(peak(workers[k][i])) if len(workers.get(k) or []) > i else "—"
                                       for k, _ in W7_STAGES]] for i in range(count)]
-        lines += ["Each Ray worker's peak resident memory so far, by stage:", "",
+        driver = res.get("driver_phase_peak_bytes") or {}
+        if driver:
+            body.append(["driver", *[fmt_bytes(peak(driver[k])) if k in driver else "—" for k, _ in W7_STAGES]])
+        lines += ["Each Ray process's peak resident memory by stage (each stage's own peak where it was reset "
+                  "between stages; the driver's from after it made the data):", "",
                   *table(["process", *[label for _, label in W7_STAGES]], body)]
     fits = res.get("fits") or {}
     body = []

@@ -226,8 +226,32 @@ def timed_step(ctx, calls: int) -> list[float]:
 
 
 def peak_rss_bytes(worker=None) -> int:
-    """This process's peak resident set (ru_maxrss, KiB on Linux)."""
+    """This process's peak resident set since start-up (ru_maxrss, KiB on Linux)."""
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def phase_peak_bytes(worker=None, reset: bool = True) -> dict:
+    """This process's peak resident set since the last reset (VmHWM) and its current one (VmRSS); then the
+    peak is reset (Linux: writing 5 to /proc/self/clear_refs), so that each phase's peak is its own."""
+    out = {"peak": _status_bytes("VmHWM"), "current": _status_bytes("VmRSS")}
+    if reset:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+    return out
 
 
 # -- the measuring processes ------------------------------------------------------------------------
@@ -369,8 +393,9 @@ def vi_chunk(steps: int) -> int:
     return max(1, min(250, steps // 10))
 
 
-def _workers_peak(rt) -> list[int]:
-    return [int(x) for x in rt.on_workers(peak_rss_bytes, what="reading the workers' peak memory")]
+def _workers_peak(rt) -> list[dict]:
+    """Each worker's peak resident set over the phase that just ended (and its current one); resets it."""
+    return rt.on_workers(phase_peak_bytes, what="reading the workers' peak memory")
 
 
 def child_ray2(spec: dict) -> dict:
@@ -381,7 +406,9 @@ def child_ray2(spec: dict) -> dict:
     from bench import workloads as w
 
     _, data, info = _data(spec)
-    out: dict = {"data": info, "configs": {}, "fits": {}, "workers_peak_rss_bytes": {}}
+    # the driver's own phases start here: the data generation's temporaries are not the runtime's
+    out: dict = {"data": info, "configs": {}, "fits": {}, "workers_peak_rss_bytes": {},
+                 "driver_phase_peak_bytes": {"data made": phase_peak_bytes()}}
     me = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(me)  # the steps are this module's: workers may not import bench
     _emit(out, "Ray start-up")
@@ -389,6 +416,7 @@ def child_ray2(spec: dict) -> dict:
     with cg.runtime.Ray(workers=2) as rt:
         out["ray_start_s"] = time.perf_counter() - t0
         out["workers_peak_rss_bytes"]["started"] = _workers_peak(rt)
+        out["driver_phase_peak_bytes"]["started"] = phase_peak_bytes()
         progs, fns = [], {}
         for name, split in (("ray2-group", ("group",)), ("ray2-row", ("row",))):
             _emit(out, name)
@@ -401,6 +429,7 @@ def child_ray2(spec: dict) -> dict:
         _emit(out, "timing")
         _time_configs(fns, out["configs"], spec["rounds"], spec["calls"])
         out["workers_peak_rss_bytes"]["gradients"] = _workers_peak(rt)
+        out["driver_phase_peak_bytes"]["gradients"] = phase_peak_bytes()
         for prog in progs:  # their shards leave the workers before MAP sends its own
             rt.free(prog)
         del progs, fns
@@ -418,6 +447,7 @@ def child_ray2(spec: dict) -> dict:
         except Exception as e:
             out["fits"]["map"] = _error(e) | {"wall_s": time.perf_counter() - t0}
         out["workers_peak_rss_bytes"]["map"] = _workers_peak(rt)
+        out["driver_phase_peak_bytes"]["map"] = phase_peak_bytes()
         out["fits"]["vi"] = {"status": "timed out", "note": "running when its process was killed"}
         _emit(out, "ADVI")
         t0 = time.perf_counter()
@@ -435,6 +465,7 @@ def child_ray2(spec: dict) -> dict:
         except Exception as e:
             out["fits"]["vi"] = _error(e) | {"wall_s": time.perf_counter() - t0}
         out["workers_peak_rss_bytes"]["vi"] = _workers_peak(rt)
+        out["driver_phase_peak_bytes"]["vi"] = phase_peak_bytes()
     cloudpickle.unregister_pickle_by_value(me)
     return out
 
@@ -527,7 +558,7 @@ def measure(n: int, groups: int, d: int, rounds: int = 5, calls: int = CALLS, vi
             "vi_draws": vi_draws, "vi_init": vi_init, "map_max_iter": map_max_iter}
     configs: dict = {}
     processes: dict = {}
-    data = fits = workers = None
+    data = fits = workers = driver_phases = None
     for name, (devices, names) in PROCESSES.items():
         limit = limit_s + START_S + (2 * fit_limit_s if name == "ray2" else 0)
         log(f"  w7: {name} ({', '.join(names)}) on {devices} device(s), limit {limit:.0f} s")
@@ -552,6 +583,7 @@ def measure(n: int, groups: int, d: int, rounds: int = 5, calls: int = CALLS, vi
                     if fits[k].get("status") == "timed out" and res["status"] != "timed out":
                         fits[k] = {"status": res["status"], "note": res.get("note")}
             workers = res.get("workers_peak_rss_bytes") or {}
+            driver_phases = res.get("driver_phase_peak_bytes") or {}
     for name, label, runtime, devices, split in CONFIGS:
         configs[name] |= {"label": label, "runtime": runtime, "devices": devices,
                           "split": None if split is None else list(split)}
@@ -563,7 +595,8 @@ def measure(n: int, groups: int, d: int, rounds: int = 5, calls: int = CALLS, vi
             "fit_settings": {"vi_steps": vi_steps, "vi_draws": vi_draws, "vi_init": vi_init,
                              "map_max_iter": map_max_iter},
             "data": data, "configs": configs, "processes": processes, "workers_peak_rss_bytes": workers,
-            "fits": fits, "ratios": ratios(configs), "limits_s": {"gradient": limit_s, "fit": fit_limit_s},
+            "driver_phase_peak_bytes": driver_phases, "fits": fits, "ratios": ratios(configs),
+            "limits_s": {"gradient": limit_s, "fit": fit_limit_s},
             "load_average_end": list(os.getloadavg())}
 
 

@@ -5,7 +5,7 @@ import logging
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -51,6 +51,34 @@ def setup(model: Callable, data, runtime: Runtime | None = None, cluster=None, s
                          f"numpyro.sample has obs=): there is nothing to infer. Add a latent site, or evaluate the "
                          f"log density with cg.compile(cg.partition(model, data)).potential({{}})")
     return Session(model, data, plan, runtime.compile(plan, data), runtime, split)
+
+
+class Continue(NamedTuple):
+    """Run the next chunk of fit `fit` from the state the workers hold for it (Context.resident, keyed by
+    the fit: two fits on one program never continue each other's state)."""
+
+    fit: str
+
+
+def new_fit() -> str:
+    """A key for one fit's state on the workers."""
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+def drop_resident(ctx, key) -> None:
+    """Drop a fit's state on the workers (a step: run it with run_spmd)."""
+    ctx.resident.pop(key, None)
+
+
+def release(session: Session, key) -> None:
+    """Drop a fit's state on the workers after it ended, however it ended (its memory is several times the
+    params); a lost worker took it with it already."""
+    try:
+        run_spmd(session.program, drop_resident, key)
+    except Exception:  # the caller's error (if any) stands
+        pass
 
 
 def run_spmd(program, fn: Callable, *args) -> Any:

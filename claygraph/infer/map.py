@@ -22,9 +22,12 @@ import optax.tree_utils as otu
 
 from claygraph.errors import ModelError
 from claygraph.infer.common import (
+    Continue,
     Session,
     constrain,
     invalid_sites,
+    new_fit,
+    release,
     run_resumable,
     run_spmd,
     setup,
@@ -132,9 +135,7 @@ class Restart(NamedTuple):
     iteration: Any
     start: Any  # +inf: not evaluated yet
     gtol: Any  # tol x scale (absolute scale); 0 until the first evaluation (relative scale)
-
-
-CONTINUE = "continue"  # run the next chunk from the state the workers hold
+    fit: str  # the fit's key for its state on the workers
 
 
 class Chunk(NamedTuple):
@@ -167,23 +168,20 @@ def _lbfgs_chunk(ctx, command, settings, limits):
     """One chunk of the L-BFGS loop on the workers. The state (params, memory) stays on the devices, each
     holding its shards; only scalars and the point to checkpoint go back."""
     opt, run = ctx.cached(("lbfgs", settings), lambda: _build(ctx.internal, *settings))
+    key = ("lbfgs", command.fit)
     if isinstance(command, Restart):
         begin = ctx.cached(("lbfgs-start", settings), lambda: _start(opt))
         state = begin(ctx.params_in(command.params), jnp.int32(command.iteration), jnp.float32(command.gtol),
                       jnp.float32(command.start), jnp.float32(limits[0]), jnp.int32(limits[1]))
-    elif "lbfgs" in ctx.resident:
-        state = ctx.resident["lbfgs"]
+    elif key in ctx.resident:
+        state = ctx.resident[key]
     else:
         return Chunk(lost=True)
-    state = ctx.resident["lbfgs"] = run(state, ctx.data)
+    state = ctx.resident[key] = run(state, ctx.data)
     s = ctx.to_host(state._replace(params=None, opt=None, best=None))
     point = state.params if float(s.gmax) <= float(s.gtol) else state.best
     return Chunk(False, int(s.iteration), float(s.gmax), int(s.stall), float(s.value), float(s.best_gmax),
                  float(s.current), float(s.gtol), float(s.start), bool(s.invalid), ctx.to_host(point))
-
-
-def _drop(ctx, name: str) -> None:
-    ctx.resident.pop(name, None)
 
 
 def _value_at(ctx, params):
@@ -270,16 +268,16 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
     gtol0 = 0.0 if scale is None else float(tol) * float(scale)
     restarts = {"left": RESTARTS, "value": np.inf}
     bar = OptimProgress("MAP (L-BFGS)", show=progress)
-    first = Restart(start, 0, np.float32(np.inf), np.float32(gtol0))
-    last: list[Chunk] = []  # the latest chunk: its point is the checkpoint after a lost worker
+    fit = new_fit()
+    first = Restart(start, 0, np.float32(np.inf), np.float32(gtol0), fit)
+    # the latest chunk's point in the user's layout: the checkpoint a rebuilt group restarts from
+    last: list[Restart] = []
 
     def step(program, command):
         out = run_spmd(program, _lbfgs_chunk, command, settings, limits)
         if out.lost:  # the workers were rebuilt: resume from the checkpoint with a fresh memory
-            c = last[-1] if last else None
-            return (first if c is None else Restart(program.params.to_user(c.point), c.iteration, c.start, c.gtol)), \
-                False
-        last[:] = [out]
+            return (last[-1] if last else first), False
+        last[:] = [Restart(program.params.to_user(out.point), out.iteration, out.start, out.gtol, fit)]
         bar.update(out.iteration, out.value, out.gmax)
         if on_chunk is not None:
             on_chunk(out.iteration, out.value)
@@ -291,8 +289,8 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
                 return out, True
             restarts["left"] -= 1
             restarts["value"] = out.value
-            return Restart(program.params.to_user(out.point), out.iteration, out.start, out.gtol), False
-        return CONTINUE, False
+            return last[-1], False
+        return Continue(fit), False
 
     try:
         final = run_resumable(s, step, first)
@@ -301,12 +299,12 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
             # from random points, as NumPyro's initialisation does, before naming the cause
             start = _valid_start(s, graph)
             if start is not None:
-                first = Restart(start, 0, np.float32(np.inf), np.float32(gtol0))
+                first = Restart(start, 0, np.float32(np.inf), np.float32(gtol0), fit)
                 last.clear()
                 final = run_resumable(s, step, first)
     finally:
         bar.close()
-        _release(s)
+        release(s, ("lbfgs", fit))
     if final.invalid:
         raise _invalid_start(model, data, start if start is not None else zeros_like_params(graph), final.current)
     stop, converged, msg, point, objective, gmax = _outcome(final, max_iter)
@@ -317,14 +315,6 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
         raise _unbounded(z, bad, objective)
     return MAPResult(_constrained(s, model, data, z), z, objective, final.iteration, converged, gmax, msg,
                      s.plan, stop)
-
-
-def _release(s: Session) -> None:
-    """Drop the loop's state on the workers (its memory is several times the params)."""
-    try:
-        run_spmd(s.program, _drop, "lbfgs")
-    except Exception:  # a lost worker took it with it; the caller's error (if any) stands
-        pass
 
 
 def _constrained(s: Session, model, data, z: dict) -> dict:

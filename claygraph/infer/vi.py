@@ -31,7 +31,17 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from claygraph.infer import vi_sites
-from claygraph.infer.common import constrain_draws, run_resumable, run_spmd, setup, to_inference_data, zeros_like_params
+from claygraph.infer.common import (
+    Continue,
+    constrain_draws,
+    new_fit,
+    release,
+    run_resumable,
+    run_spmd,
+    setup,
+    to_inference_data,
+    zeros_like_params,
+)
 from claygraph.infer.laplace import hessian_diag, hessian_matrix
 from claygraph.infer.map import map as map_
 from claygraph.infer.progress import OptimProgress
@@ -190,9 +200,7 @@ class Begin(NamedTuple):
 
     center: Any
     precond: Any
-
-
-CONTINUE = "continue"
+    fit: str  # the fit's key for its state on the workers
 
 
 def _sites_chunk(ctx, command, settings):
@@ -200,6 +208,7 @@ def _sites_chunk(ctx, command, settings):
     kind, particles, chunk, lr, steps, seed, rank = settings
     opt, start, run = ctx.cached(("vi-sites", kind, particles, chunk, lr, steps),
                                  lambda: vi_sites.build(ctx.internal, kind, particles, chunk, lr, steps))
+    key = ("vi", command.fit)
     if isinstance(command, Begin):
         center = ctx.params_in(command.center)
         real = ctx.internal_in(ctx.params.real())
@@ -211,23 +220,24 @@ def _sites_chunk(ctx, command, settings):
         else:
             precond = ctx.params_in(command.precond)
         state = start(center, precond, real, seed, rank)
-    elif "vi" in ctx.resident:
-        state = ctx.resident["vi"]
+    elif key in ctx.resident:
+        state = ctx.resident[key]
     else:
         return None  # rebuilt after a lost worker: the driver begins again
-    state = ctx.resident["vi"] = run(state, ctx.data)
-    return ctx.to_host((state.elbo, state.step))
+    state = ctx.resident[key] = run(state, ctx.data)
+    elbo, done = ctx.to_host((state.elbo, state.step))
+    # the last chunk sends the fitted marginals back with it (inside the resumable step: a worker lost
+    # before them restarts the fit)
+    return elbo, done, ctx.to_host(vi_sites.marginals(state)) if int(done) >= steps else None
 
 
-def _sites_marginals(ctx):
-    state = ctx.resident.pop("vi")
-    return ctx.to_host(vi_sites.marginals(state))
+
 
 
 def _vi_sites(model, data, s, guide, steps, lr, particles, draws, seed, chunk, rank, init, bar) -> VIResult:
     """Mean-field and low-rank ADVI per site, on the sharded state (claygraph.infer.vi_sites)."""
-    graph, m = s.plan.graph, None
-    begin = Begin(None, {k: np.ones(shape, np.float32) for k, shape in graph.param_shapes.items()})
+    graph, m, fit = s.plan.graph, None, new_fit()
+    begin = Begin(None, {k: np.ones(shape, np.float32) for k, shape in graph.param_shapes.items()}, fit)
     if init == "map":
         m = map_(model, data, session=s)
         z = {k: np.asarray(v) for k, v in m.unconstrained.items()}
@@ -239,7 +249,7 @@ def _vi_sites(model, data, s, guide, steps, lr, particles, draws, seed, chunk, r
             ok = np.isfinite(diag) & (diag > 1e-12)
             precond = {k: np.asarray(v, np.float32) for k, v in
                        unravel(np.where(ok, 1.0 / np.sqrt(np.where(ok, diag, 1.0)), 1.0)).items()}
-        begin = Begin(z, precond)
+        begin = Begin(z, precond, fit)
     settings = (guide, particles, chunk, lr, steps, seed, rank)
     trace: list[float] = []
 
@@ -248,16 +258,18 @@ def _vi_sites(model, data, s, guide, steps, lr, particles, draws, seed, chunk, r
         if out is None:
             trace.clear()
             return begin, False
-        elbo, done = float(out[0]), int(out[1])
+        elbo, done, marg = float(out[0]), int(out[1]), out[2]
         trace.append(elbo)
         bar.update(done, -elbo)
-        return CONTINUE, done >= steps
+        return (marg, True) if done >= steps else (Continue(fit), False)
 
-    run_resumable(s, step, begin)
-    fit = run_spmd(s.program, _sites_marginals)
+    try:
+        fitted = run_resumable(s, step, begin)
+    finally:
+        release(s, ("vi", fit))
     user = s.program.params.to_user
-    loc, scale = user(fit.loc), user(fit.scale)
-    factor = user(fit.factor) if fit.factor is not None else None
+    loc, scale = user(fitted.loc), user(fitted.scale)
+    factor = user(fitted.factor) if fitted.factor is not None else None
     key, sub = jax.random.split(jax.random.PRNGKey(seed + 1))
     batch = {}
     eps2 = np.asarray(jax.random.normal(sub, (draws, rank))) if factor is not None else None

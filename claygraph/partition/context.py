@@ -3,7 +3,8 @@
 Inference code is written once against a `Context` (the global-view potential, the data, and
 conversions between host NumPy trees and global arrays). A runtime's `run(program, fn, *args)`
 calls `fn(context, *args)` in this process for a local Program, or on every Ray worker that holds
-the program (every worker runs the same jitted code; the driver takes worker 0's replicated result).
+the program (every worker runs the same jitted code; the driver takes worker 0's replicated result,
+with the workers' `Pieces` of a sharded one put together).
 """
 from __future__ import annotations
 
@@ -50,9 +51,18 @@ class Context:
         out = {}
         for k, s in self.params.sites.items():
             x = np.asarray(host[k])
-            spec = P(*s.spec, *([None] * (x.ndim - len(s.internal_shape))))
-            out[k] = jax.make_array_from_callback(x.shape, NamedSharding(self.mesh, spec), lambda i, x=x: x[i])
+            sharding = NamedSharding(self.mesh, P(*s.spec, *([None] * (x.ndim - len(s.internal_shape)))))
+            out[k] = (jax.make_array_from_callback(x.shape, sharding, lambda i, x=x: x[i]) if self.multiprocess
+                      else jax.device_put(x, sharding))
         return out
+
+    def evaluation(self, params: Mapping[str, Any] | None = None) -> Callable[[], Any]:
+        """One evaluation of the internal program's value and gradient at `params` (the user's layout; None:
+        zeros) placed once: what a step of an inference loop evaluates, for timing it."""
+        internal = self.internal
+        f = self.cached(("internal", "value_and_grad"), lambda: jax.jit(jax.value_and_grad(internal)))
+        placed, data = self.params_in(params), self.data
+        return lambda: f(placed, data)
 
     def to_global(self, tree):
         """Host arrays -> replicated global arrays (every process passes the same values)."""
@@ -64,9 +74,7 @@ class Context:
     def value_and_grad(self, params: Mapping[str, Any] | None = None):
         """The potential and its gradient at `params` (the user's layout, host arrays; None: zeros) on the
         internal program: (value, gradient in the internal layout as `to_host` gives it)."""
-        internal = self.internal  # the cached function must not hold the context (its data)
-        f = self.cached(("internal", "value_and_grad"), lambda: jax.jit(jax.value_and_grad(internal)))
-        v, g = f(self.params_in(params), self.data)
+        v, g = self.evaluation(params)()
         return self.to_host(v), self.to_host(g)
 
     def to_host(self, tree):

@@ -317,7 +317,10 @@ def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) ->
     reduce-scatter) in the backward pass; the gradients of replicated parameters are all-reduced once,
     combined into one message (with the value's psum: the compiled HLO has one tuple all-reduce). A
     sharded parameter's gradient stays on its shard (the program takes and returns it in the internal
-    layout), so nothing here grows with the number of groups of a group split.
+    layout), so nothing here grows with the number of groups of a group split. This prices the program
+    MAP, ADVI (mean-field, low-rank) and the estimators run; NUTS, Laplace and full-rank ADVI still run
+    the user-layout program (`SplitFunction.fn`), whose laid-out parameters' gradients are all-reduced
+    whole (docs/partition.md): they pay more than this says until they move onto the sharded state.
     """
     if devices <= 1 or not prop.split.name:
         return 0.0, 0.0, 0

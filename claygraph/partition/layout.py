@@ -68,11 +68,22 @@ class DimLayout:
         return (np.arange(self.internal) % self.local) < np.repeat(self.counts, self.local)
 
     def fill_slots(self) -> np.ndarray:
-        """Slots with padding pointing at the last real entry of the same shard (or entry 0): pads hold finite
-        copies, and a shard's rows sorted by group stay sorted through its padding."""
+        """Slots with padding pointing at the last real entry of the same shard (entry 0 for a shard with
+        none): pads hold finite copies, and a shard's rows sorted by group stay sorted through its padding."""
         blocks = self.slots.reshape(self.shards, self.local)
         last = np.maximum(blocks[np.arange(self.shards), np.maximum(self.counts - 1, 0)], 0)[:, None]
         return np.where(blocks < 0, last, blocks).ravel()
+
+    def shard_fill_slots(self, shard: int) -> np.ndarray:
+        """`fill_slots()` of shard `shard` alone (its `local` slots), without making the whole table."""
+        lo = shard * self.local
+        if self.blocked:
+            b = np.arange(lo, lo + self.local, dtype=np.int64)
+            b[b >= self.size] = -1
+        else:
+            b = self.table[lo:lo + self.local]
+        last = max(int(b[max(int(self.counts[shard]) - 1, 0)]), 0)
+        return np.where(b < 0, last, b)
 
     def inverse(self) -> np.ndarray:
         """(size,) internal slot of each user index."""

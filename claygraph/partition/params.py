@@ -53,11 +53,6 @@ class ParamLayout:
         return ParamLayout(sites, {d: lay for d, lay in layout.items()
                                    if any(d in s.dims for s in sites.values())})
 
-    @property
-    def moved(self) -> bool:
-        """Whether any site's internal layout differs from the user's (a split dim in its dims)."""
-        return any(s.shape != s.internal_shape or any(d in self.layout for d in s.dims) for s in self.sites.values())
-
     def to_internal(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """The user's layout -> the internal one (padding slots hold a real entry of their shard)."""
         out = {}

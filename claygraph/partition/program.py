@@ -34,7 +34,9 @@ from claygraph.partition.storage import stored_feature_major
 
 
 class SplitFunction:
-    """The split potential `(params in user layout, internal data) -> scalar`, for one mesh."""
+    """The split potentials of one mesh: `internal` `(params in the internal layout, sharded, internal data)
+    -> scalar`, what inference runs, and `fn` the same taking params in the user's layout (laid out inside
+    the program by a differentiable take: NUTS still runs it)."""
 
     def __init__(self, graph: Graph, candidate: Candidate, mesh: Mesh):
         self.graph, self.candidate, self.mesh = graph, candidate, mesh
@@ -111,7 +113,7 @@ def _padding_stopped(params: ParamLayout, mesh: Mesh, fn: Callable) -> Callable:
                 lay = params.layout.get(d)
                 if lay is None or not lay.padded:
                     continue
-                if s.spec[i] is None:  # whole on every device
+                if i >= len(s.spec) or s.spec[i] is None:  # whole on every device
                     on = jnp.asarray(lay.pad_mask())
                 else:
                     on = jnp.arange(lay.local) < jnp.asarray(lay.counts)[lax.axis_index(AXIS)]
@@ -261,33 +263,33 @@ class Compiled:
             return shard_blocks(specs, self.internal, shards, shard)
         cand = self.artifact.candidate
         remapped = cand.propagation.remapped
+        inverse = {d: cand.layout[d].inverse() for d in set(remapped.values())}
         out = {}
         for k, vid in graph.inputs.data.items():
             if k in self.files:
                 continue
             axis = next((i for i, a in enumerate(specs[k]) if a is not None), None)
-            out[k] = internal_block(self.data.arrays[k].values, graph.value(vid), cand.layout, remapped.get(vid),
-                                    axis, shard)
+            d = remapped.get(vid)
+            out[k] = internal_block(self.data.arrays[k].values, graph.value(vid), cand.layout,
+                                    None if d is None else inverse[d], axis, shard)
         return out
 
 
-def internal_block(x: np.ndarray, v, layout: Mapping[str, DimLayout], remapped_dim: str | None, axis: int | None,
+def internal_block(x: np.ndarray, v, layout: Mapping[str, DimLayout], inverse: np.ndarray | None, axis: int | None,
                    shard: int) -> np.ndarray:
-    """`relayout` of one shard's block along `axis` (None: the whole array): only that block is made."""
+    """`relayout` of one shard's block along `axis` (None: the whole array): only that block is made.
+    `inverse`: the internal slot of each user index, for an index column remapped into a split dim."""
     x = np.asarray(x)
     for i, d in enumerate(v.dims):
         lay = layout.get(d)
         if lay is None:
             continue
         if i == axis:
-            if lay.identity:
-                x = np.take(x, np.arange(shard * lay.local, (shard + 1) * lay.local), axis=i)
-            else:
-                x = np.take(x, lay.fill_slots()[shard * lay.local:(shard + 1) * lay.local], axis=i)
+            x = np.take(x, lay.shard_fill_slots(shard), axis=i)
         elif not lay.identity:
             x = np.take(x, lay.fill_slots(), axis=i)
-    if remapped_dim is not None:
-        x = layout[remapped_dim].inverse().astype(x.dtype)[x]
+    if inverse is not None:
+        x = inverse.astype(x.dtype)[x]
     return np.require(x, requirements="C")  # (np.ascontiguousarray makes a scalar 1-d)
 
 

@@ -239,3 +239,20 @@ def test_the_devices_of_a_node_share_the_block_budget():
     assert blk2 == blocking(two.graph, "row", 3000, 2, host_share(fused.BLOCK_BYTES, 2))
     assert blk1 == blocking(one.graph, "row", 6000, 1, fused.BLOCK_BYTES)
     assert blk2.rows < blk1.rows
+
+
+def test_no_row_blocks_where_the_parameters_gradient_sums_cost_more_than_the_read_they_save():
+    """Each block makes the parameters' whole gradient and adds it to the running sum: with many per-group
+    parameters (W7's shape: about as many groups as rows per block) that costs more than the second pass
+    over the data that blocking saves, and the program runs unblocked; with few it is blocked."""
+    from claygraph.partition.blocks import blocking
+
+    data = _data(6000)
+    graph = cg.partition(logistic, data, cluster=cg.ClusterSpec.local(devices=1)).graph
+    free = blocking(graph, "row", 6000, 1, 4096)
+    assert free is not None and free.blocks >= 4
+    saved = 6000 * (6 * 4 + 4) / 2  # half of one pass over X (6 float32 features) and y
+    at = saved / (3 * free.blocks)  # where the rule turns (about: the rule counts the blocks before evening)
+    small, large = int(at / 2), int(at * 2)
+    assert blocking(graph, "row", 6000, 1, 4096, param_bytes=small) == free
+    assert blocking(graph, "row", 6000, 1, 4096, param_bytes=large) is None

@@ -68,6 +68,17 @@ def test_group_layout_routes_every_row_to_its_groups_shard(case):
     assert np.array_equal(row_shard, owner[idx])  # rows follow their group: no group is split
     loads = np.bincount(owner, weights=np.bincount(idx, minlength=groups), minlength=shards)
     assert np.array_equal(loads, rlay.counts)
+    # within a shard the rows are sorted by their group's slot, padding included (it copies the last
+    # real row), and a group's rows keep their original order
+    gslot = glay.inverse()
+    fill = rlay.fill_slots().reshape(shards, rlay.local)
+    for s in range(shards):
+        if rlay.counts[s]:
+            assert np.all(np.diff(gslot[idx[fill[s]]]) >= 0)
+            real = fill[s, : rlay.counts[s]]
+            keys = gslot[idx[real]]
+            assert all(np.all(np.diff(real[keys == k]) > 0) for k in np.unique(keys))
+        assert np.array_equal(rlay.shard_fill_slots(s), fill[s])
 
 
 @settings(max_examples=200)
