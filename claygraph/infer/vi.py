@@ -273,13 +273,15 @@ def _vi_sites(model, data, s, guide, steps, lr, particles, draws, seed, chunk, r
     key, sub = jax.random.split(jax.random.PRNGKey(seed + 1))
     batch = {}
     eps2 = np.asarray(jax.random.normal(sub, (draws, rank))) if factor is not None else None
-    for i, k in enumerate(sorted(loc)):
-        eps = np.asarray(jax.random.normal(jax.random.fold_in(key, i), (draws, *np.shape(loc[k]))))
-        z = loc[k] + eps * scale[k]
+    for i, k in enumerate(sorted(loc)):  # in place: the draws are `draws` x the params, the largest output
+        z = np.array(jax.random.normal(jax.random.fold_in(key, i), (draws, *np.shape(loc[k]))), np.float32)
+        z *= scale[k]
+        z += loc[k]
         if factor is not None:
-            z = z + np.einsum("nr,...r->n...", eps2, factor[k])
-        batch[k] = z.astype(np.float32)
+            z += np.einsum("nr,...r->n...", eps2, factor[k])
+        batch[k] = z
     post = {k: v[None] for k, v in constrain_draws(model, data, batch).items()}
+    del batch
     sd = scale if factor is None else {k: np.sqrt(scale[k] ** 2 + np.sum(factor[k] ** 2, axis=-1)) for k in scale}
     return VIResult(guide, loc, sd, np.asarray(trace), to_inference_data(graph, post), s.plan, m)
 
