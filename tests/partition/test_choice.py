@@ -277,3 +277,32 @@ def test_mesh_shape_follows_data_size_and_chains():
     # every option is costed the same way: waves of chains times the predicted gradient time
     for o in options:
         assert o["waves"] == -(-8 // o["groups"]) and o["score_s"] == pytest.approx(o["waves"] * o["gradient_s"])
+
+
+def _w7_shapes(rows: int, groups: int) -> cg.Data:
+    """W7's shapes (D = 8; Zipf(1.1) rows per product, every product at least one) for planning."""
+    from bench.workloads import zipf_counts
+
+    f32 = np.float32
+    return cg.Data(X=cg.array(jax.ShapeDtypeStruct((rows, 8), f32), "row", "feature"),
+                   y=cg.array(jax.ShapeDtypeStruct((rows,), f32), "row"),
+                   g=cg.index(jax.ShapeDtypeStruct((rows,), np.int32), "row", into="group", size=groups,
+                              counts=1 + zipf_counts(rows - groups, groups)))
+
+
+@pytest.mark.parametrize("cluster, rows, groups", [
+    (cg.ClusterSpec.local(devices=2), 10_000_000, 2_000_000),
+    (cg.ClusterSpec.local(devices=2, link="processes"), 10_000_000, 2_000_000),
+    (cg.ClusterSpec.preset("g5", nodes=8), 250_000_000, 50_000_000),
+    (cg.ClusterSpec.preset("g5", nodes=8), 50_000_000, 50_000_000),
+], ids=["local2", "ray2", "g5x8-50M", "g5x8-50M-one-row-each"])
+def test_many_products_choose_the_product_split(cluster, rows, groups):
+    """W7: the per-group parameters live sharded, so the product split moves scalars while the row split
+    all-reduces every product's gradient; the planner picks the product split on two local devices, on two
+    Ray workers and on eight g5 nodes at 50,000,000 products."""
+    from bench.workloads import w2_model
+
+    plan = cg.partition(w2_model, _w7_shapes(rows, groups), cluster=cluster)
+    assert tuple(plan.split) == ("group",), plan.explain()
+    cands = by_split(plan)
+    assert cands[("group",)].comm_bytes < 1_000 <= groups * 4 <= cands[("row",)].comm_bytes
