@@ -433,39 +433,32 @@ def child_ray2(spec: dict) -> dict:
         for prog in progs:  # their shards leave the workers before MAP sends its own
             rt.free(prog)
         del progs, fns
-        out["fits"]["map"] = {"status": "timed out", "note": "running when its process was killed"}
-        _emit(out, "MAP")
-        t0 = time.perf_counter()
-        try:
+        def run_map() -> dict:
             m = cg.infer.map(w.w2_model, data, runtime=rt, split=("group",), progress=False,
                              **({} if spec.get("map_max_iter") is None else {"max_iter": spec["map_max_iter"]}))
-            out["fits"]["map"] = {"status": "ok", "wall_s": time.perf_counter() - t0, "iterations": int(m.iterations),
-                                  "objective": float(m.objective), "converged": bool(m.converged),
-                                  "grad_max": float(m.grad_max), "message": m.message, "stop": m.stop,
-                                  "split": list(m.plan.split)}
-            del m
-        except Exception as e:
-            out["fits"]["map"] = _error(e) | {"wall_s": time.perf_counter() - t0}
-        out["workers_peak_rss_bytes"]["map"] = _workers_peak(rt)
-        out["driver_phase_peak_bytes"]["map"] = phase_peak_bytes()
-        out["fits"]["vi"] = {"status": "timed out", "note": "running when its process was killed"}
-        _emit(out, "ADVI")
-        t0 = time.perf_counter()
-        try:
+            return {"iterations": int(m.iterations), "objective": float(m.objective), "converged": bool(m.converged),
+                    "grad_max": float(m.grad_max), "message": m.message, "stop": m.stop, "split": list(m.plan.split)}
+
+        def run_vi() -> dict:
             chunk = vi_chunk(spec["vi_steps"])
             v = cg.infer.vi(w.w2_model, data, runtime=rt, split=("group",), guide="meanfield",
                             steps=spec["vi_steps"], draws=spec["vi_draws"], init=spec.get("vi_init", "map"),
                             chunk=chunk, progress=False)
-            out["fits"]["vi"] = {"status": "ok", "wall_s": time.perf_counter() - t0, "steps": spec["vi_steps"],
-                                 "draws": spec["vi_draws"], "init": spec.get("vi_init", "map"), "chunk": chunk,
-                                 "elbo": float(v.elbo[-1]), "elbo_trace": [float(e) for e in v.elbo],
-                                 "map_iterations": None if v.map is None else int(v.map.iterations),
-                                 "split": list(v.plan.split)}
-            del v
-        except Exception as e:
-            out["fits"]["vi"] = _error(e) | {"wall_s": time.perf_counter() - t0}
-        out["workers_peak_rss_bytes"]["vi"] = _workers_peak(rt)
-        out["driver_phase_peak_bytes"]["vi"] = phase_peak_bytes()
+            return {"steps": spec["vi_steps"], "draws": spec["vi_draws"], "init": spec.get("vi_init", "map"),
+                    "chunk": chunk, "elbo": float(v.elbo[-1]), "elbo_trace": [float(e) for e in v.elbo],
+                    "map_iterations": None if v.map is None else int(v.map.iterations), "split": list(v.plan.split)}
+
+        for key, phase, fit in (("map", "MAP", run_map), ("vi", "ADVI", run_vi)):
+            out["fits"][key] = {"status": "timed out", "note": "running when its process was killed"}
+            _emit(out, phase)
+            t0 = time.perf_counter()
+            try:
+                out["fits"][key] = {"status": "ok", "wall_s": None} | fit()
+                out["fits"][key]["wall_s"] = time.perf_counter() - t0
+            except Exception as e:
+                out["fits"][key] = _error(e) | {"wall_s": time.perf_counter() - t0}
+            out["workers_peak_rss_bytes"][key] = _workers_peak(rt)
+            out["driver_phase_peak_bytes"][key] = phase_peak_bytes()
     cloudpickle.unregister_pickle_by_value(me)
     return out
 

@@ -63,12 +63,12 @@ class VIState(NamedTuple):
     logdet: Any  # log|det| of the map w -> z
 
 
-def init_guide(kind: str, dim: int, rank: int) -> dict:
+def init_guide(dim: int) -> dict:
     """The full-rank guide's standard normal over the whitened coordinates (the Laplace approximation itself)."""
     return {"loc": jnp.zeros(dim), "log_scale": jnp.zeros(dim), "tril": jnp.zeros((dim, dim))}
 
 
-def sample_guide(kind: str, g: dict, key, n: int):
+def sample_guide(g: dict, key, n: int):
     """(n, dim) draws of the full-rank guide and its entropy (up to a constant)."""
     dim = g["loc"].shape[0]
     L = jnp.tril(g["tril"], -1) + jnp.diag(jnp.exp(g["log_scale"]))
@@ -91,7 +91,7 @@ def _build(potential, kind: str, template: dict, particles: int, chunk: int, lr:
     opt = optax.adam(optax.cosine_decay_schedule(lr, max(steps, 1), alpha=0.01))
 
     def loss(g, key, center, precond, data):
-        w, entropy = sample_guide(kind, g, key, particles)
+        w, entropy = sample_guide(g, key, particles)
         energy = jax.lax.map(lambda x: potential(unravel(center + whiten(precond, x)), data), w)
         return jnp.mean(energy) - entropy  # -ELBO up to a constant (without log|det precond|)
 
@@ -115,7 +115,7 @@ def _vi_chunk(ctx, host_state, settings):
     opt, run = ctx.cached(("vi", kind, particles, chunk, lr, steps),
                           lambda: _build(ctx.potential, kind, template, particles, chunk, lr, steps))
     if host_state is None:
-        g = init_guide(kind, center.size, rank)
+        g = init_guide(center.size)
         state = VIState(g, opt.init(g), jax.random.PRNGKey(seed), jnp.int32(0), jnp.float32(-np.inf),
                         jnp.asarray(center, jnp.float32), jnp.asarray(precond, jnp.float32),
                         jnp.float32(_logdet(precond)))
@@ -303,7 +303,7 @@ def _vi_dense(model, data, s, guide, steps, lr, particles, draws, seed, chunk, r
     final = run_resumable(s, step, None)
     g = {k: np.asarray(v) for k, v in final.guide.items()}
     _, unravel = ravel_pytree(template)
-    w, _ = sample_guide(guide, g, jax.random.PRNGKey(seed + 1), draws)
+    w, _ = sample_guide(g, jax.random.PRNGKey(seed + 1), draws)
     z = center + np.asarray(whiten(precond, np.asarray(w)))
     batch = jax.vmap(unravel)(np.asarray(z, np.float32))
     post = {k: v[None] for k, v in constrain_draws(model, data, batch).items()}
