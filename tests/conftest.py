@@ -1,14 +1,30 @@
-"""Test-session set-up: four host CPU devices for split programs, and the hypothesis "ci" profile.
+"""Test-session set-up: four host CPU devices for split programs, a hermetic environment, and the
+hypothesis "ci" profile.
 
 The XLA flag must be in the environment before jax is first imported, so it is set here, at the
 top of the root conftest, which pytest imports before any test module.
+
+Hermetic: what a user calibrated or cached cannot change what the suite checks. claygraph's cache
+folder (XDG_CACHE_HOME), its cost profile (CLAYGRAPH_PROFILE: a path with no file, so the built-in
+figures) and JAX's persistent compilation cache (CLAYGRAPH_JAX_CACHE) all point into one temporary
+folder made for this run and removed after it; a cache folder given to JAX directly is dropped. Ray
+workers the tests start inherit this environment.
 """
+import atexit
 import os
+import shutil
+import tempfile
 
 _DEVICES_FLAG = "--xla_force_host_platform_device_count"
 _flags = os.environ.get("XLA_FLAGS", "")
 if _DEVICES_FLAG not in _flags:
     os.environ["XLA_FLAGS"] = f"{_flags} {_DEVICES_FLAG}=4".strip()
+HERMETIC_ROOT = tempfile.mkdtemp(prefix="claygraph-tests-")
+atexit.register(shutil.rmtree, HERMETIC_ROOT, ignore_errors=True)
+os.environ["XDG_CACHE_HOME"] = os.path.join(HERMETIC_ROOT, "cache")
+os.environ["CLAYGRAPH_PROFILE"] = os.path.join(HERMETIC_ROOT, "no-profile", "profile.json")
+os.environ["CLAYGRAPH_JAX_CACHE"] = os.path.join(HERMETIC_ROOT, "jax")
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 # every candidate plan is verified against the partitioner's invariants as it is built
 os.environ.setdefault("CLAYGRAPH_CHECKS", "1")
 

@@ -405,11 +405,13 @@ def local_spec(
 
 
 def default_profile_path() -> Path:
-    """$CLAYGRAPH_PROFILE, else ~/.cache/claygraph/profile.json."""
+    """$CLAYGRAPH_PROFILE, else $XDG_CACHE_HOME/claygraph/profile.json (default ~/.cache/claygraph/...),
+    beside JAX's compilation cache (claygraph.runtime.jax_cache)."""
     override = os.environ.get(PROFILE_ENV)
     if override:
         return Path(override).expanduser()
-    return Path.home() / ".cache" / "claygraph" / "profile.json"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "claygraph" / "profile.json"
 
 
 def total_memory() -> float:

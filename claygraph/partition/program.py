@@ -72,7 +72,8 @@ class SplitFunction:
         the transposes are jitted once per split function (a refit compiles nothing)."""
         out = dict(data)
         for k in sorted(self.candidate.feature_major):
-            out[stored_key(k)] = self._transpose(k, tuple(shapes[k]))(out.pop(k))
+            if k in out:  # (a block laid out on the host arrives feature-major already: Compiled.shard)
+                out[stored_key(k)] = self._transpose(k, tuple(shapes[k]))(out.pop(k))
         return out
 
     def _transpose(self, name: str, shape: tuple[int, ...]) -> Callable:
@@ -258,7 +259,9 @@ class Compiled:
     def shard(self, graph: Graph, specs: Mapping[str, P], shards: int, shard: int) -> dict[str, np.ndarray]:
         """What shard `shard` holds of every in-memory array, in the internal layout: its block along the
         split axis, or all of it. Made from the user's arrays when the whole internal copy was not (a
-        multi-process runtime: the driver then holds the user's data and one shard's block at a time)."""
+        multi-process runtime: the driver then holds the user's data and one shard's block at a time).
+        An array the program holds feature-major comes so, under its stored name (`stored_key`), made in
+        one pass: the worker uses the block in place instead of transposing a copy of it."""
         if self.data is None:
             return shard_blocks(specs, self.internal, shards, shard)
         cand = self.artifact.candidate
@@ -270,17 +273,23 @@ class Compiled:
                 continue
             axis = next((i for i, a in enumerate(specs[k]) if a is not None), None)
             d = remapped.get(vid)
-            out[k] = internal_block(self.data.arrays[k].values, graph.value(vid), cand.layout,
-                                    None if d is None else inverse[d], axis, shard)
+            x, dims = self.data.arrays[k].values, graph.value(vid).dims
+            inv = None if d is None else inverse[d]
+            if k in cand.feature_major:
+                out[stored_key(k)] = internal_block(np.asarray(x).T, dims[::-1], cand.layout, inv,
+                                                    None if axis is None else 1 - axis, shard)
+            else:
+                out[k] = internal_block(x, dims, cand.layout, inv, axis, shard)
         return out
 
 
-def internal_block(x: np.ndarray, v, layout: Mapping[str, DimLayout], inverse: np.ndarray | None, axis: int | None,
-                   shard: int) -> np.ndarray:
-    """`relayout` of one shard's block along `axis` (None: the whole array): only that block is made.
-    `inverse`: the internal slot of each user index, for an index column remapped into a split dim."""
+def internal_block(x: np.ndarray, dims: tuple[str, ...], layout: Mapping[str, DimLayout], inverse: np.ndarray | None,
+                   axis: int | None, shard: int) -> np.ndarray:
+    """`relayout` of one shard's block along `axis` (None: the whole array) of `x`, whose axes are `dims`:
+    only that block is made. `inverse`: the internal slot of each user index, for an index column remapped
+    into a split dim."""
     x = np.asarray(x)
-    for i, d in enumerate(v.dims):
+    for i, d in enumerate(dims):
         lay = layout.get(d)
         if lay is None:
             continue

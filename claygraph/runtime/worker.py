@@ -117,13 +117,30 @@ class Worker:
         fn = COMPILED.get(key_for(graph, cand, mesh), lambda: SplitFunction(graph, cand, mesh))
         shard = ranks.index(self.rank)
         data = {k: jax.make_array_from_process_local_data(
-                    NamedSharding(mesh, fn.placed_specs[k]),
-                    self._read(graph, artifact, fn.placed_specs[k], k, b, shard, len(ranks)),
-                    tuple(artifact.shapes[k]))
+                    NamedSharding(mesh, self._spec(fn, k)),
+                    self._read(graph, artifact, fn.placed_specs.get(k), k, b, shard, len(ranks)),
+                    self._shape(artifact, k))
                 for k, b in blocks.items()}
-        data = fn.place(data, artifact.shapes)  # arrays held feature-major: transposed here, on the devices
+        # arrays held feature-major and sent row-major (rows read from files; a one-device program's block):
+        # transposed here, on the devices
+        data = fn.place(data, artifact.shapes)
         self.programs[key] = Loaded(fn, data, fn.potential, len(ranks) > 1)
         return time.perf_counter() - t0, COMPILED.misses > misses
+
+    @staticmethod
+    def _spec(fn, name: str):
+        """How block `name` is sharded: a row-major array as laid out, one sent feature-major as read."""
+        return fn.placed_specs[name] if name in fn.placed_specs else fn.data_specs[name]
+
+    @staticmethod
+    def _shape(artifact, name: str) -> tuple[int, ...]:
+        """The global shape of block `name` (one sent feature-major: the transposed array's)."""
+        if name in artifact.shapes:
+            return tuple(artifact.shapes[name])
+        from claygraph.partition.storage import key as stored_key
+
+        row_major = next(k for k in artifact.shapes if stored_key(k) == name)
+        return tuple(artifact.shapes[row_major])[::-1]
 
     def _read(self, graph, artifact, spec, name: str, block, shard: int, shards: int):
         """A block as sent, or this worker's rows of a file-backed array, read here."""

@@ -125,8 +125,10 @@ def test_map_keeps_its_state_sharded_on_the_devices(monkeypatch):
 @pytest.mark.parametrize("split", [("product",), ("row",), ("feature",), ()])
 def test_each_shard_is_laid_out_alone_exactly_as_from_the_whole_internal_copy(split):
     """A multi-process runtime lays out each shard's block from the user's arrays (the driver never holds
-    the whole internal copy): the blocks equal those cut from the whole internal data."""
+    the whole internal copy): the blocks equal those cut from the whole internal data; an array the program
+    holds feature-major comes transposed, under its stored name, as one contiguous block."""
     from claygraph.partition.program import compile_artifact, shard_blocks
+    from claygraph.partition.storage import key as stored_key
 
     case = hier_logistic(rows=83, groups=11, features=3, kind="skewed", seed=4)
     plan = cg.partition(case.model, case.data, cluster=cg.ClusterSpec.local(devices=3), split=split)
@@ -134,11 +136,15 @@ def test_each_shard_is_laid_out_alone_exactly_as_from_the_whole_internal_copy(sp
     assert not lazy.internal
     specs = whole.artifact.specs(plan.graph)
     assert lazy.artifact.shapes == whole.artifact.shapes
+    stored = {stored_key(k): k for k in whole.artifact.candidate.feature_major}
+    assert bool(stored) == (split != ("feature",))  # X @ w reads X feature-major unless X is split by feature
     for i in range(3):
         want, got = shard_blocks(specs, whole.internal, 3, i), lazy.shard(plan.graph, specs, 3, i)
-        assert set(got) == set(want)
-        for k in want:
-            np.testing.assert_array_equal(got[k], want[k], err_msg=f"{split} shard {i} {k}")
+        assert {stored.get(k, k) for k in got} == set(want)
+        for k, x in got.items():
+            expect = want[stored[k]].T if k in stored else want[k]
+            assert x.flags.c_contiguous
+            np.testing.assert_array_equal(x, expect, err_msg=f"{split} shard {i} {k}")
 
 
 def test_padding_values_never_reach_the_potential():
