@@ -596,8 +596,10 @@ def posteriordb_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> l
         return lines + bad
     lines += [_run_line(res), "",
               f"claygraph NUTS with {res['chains']} chains, {res['warmup']} warm-up and {res['draws']} draws each; "
-              "passed = every parameter's mean within 0.1 reference sd plus 4 Monte Carlo errors and its sd "
-              "within 10%. Laplace and full-rank VI (2,000 steps from the MAP) are approximations: their "
+              "passed = every parameter's mean within 0.1 reference sd plus z Monte Carlo errors and its sd "
+              "within the larger of 10% and z standard errors (z for a false-failure rate of 1e-4 per posterior; "
+              "runs before 2026-12-07 used z = 4 and 10%). "
+              "Laplace and full-rank VI (2,000 steps from the MAP) are approximations: their "
               "largest mean error (in reference sd) and sd-ratio range are reported, not judged. "
               f"**NUTS passed {res['nuts_passed']} of {res['total']}.**", ""]
 

@@ -14,6 +14,12 @@ import time
 from claygraph.cli.inspect import report
 from claygraph.examples import make_hier_logistic
 
+# NUTS's run: long enough that its own diagnostics (max R-hat <= 1.01 over every parameter, ESS >= 100)
+# pass by a wide margin, not by one seed's luck. With 4 chains split in 8 halves of about ESS / 8
+# effective draws each, R-hat^2 - 1 is about chi2(7) / (7 ESS / 8); over 87 parameters at a 1e-3 chance
+# in all that bound is R-hat 1.012 at 500 draws (bulk ESS ~1,700) and 1.006 at 1,000 draws.
+CHAINS, WARMUP, DRAWS = 4, 500, 1000
+
 HEADER = """\
 claygraph demo: a price-elasticity model
 ========================================
@@ -44,42 +50,56 @@ def plans(ex, rows: int, products: int, d: int) -> None:
     print(cg.partition(big.model, big.data, cluster=cg.ClusterSpec.preset("g5", nodes=8)).explain())
 
 
-def fit_on_ray(ex) -> None:
+def fit_on_ray(ex, rt) -> None:
     import numpy as np
 
     import claygraph as cg
 
     section("On a local Ray cluster of two workers")
-    with cg.runtime.Ray(workers=2) as rt:
-        print(f"set-up: {rt.times.to_json()}")
-        plan = cg.partition(ex.model, ex.data, cluster=cg.ClusterSpec.local(devices=2), split=("product",))
-        program = cg.compile(plan, runtime=rt)
-        zero = {k: np.zeros(s, np.float32) for k, s in plan.graph.param_shapes.items()}
-        value, grad = program.potential_and_grad(zero)
-        local = cg.compile(cg.partition(ex.model, ex.data, split=()))
-        print(f"potential at zero, product split over the two workers: {float(value):.4f}; "
-              f"one process, unsplit: {float(local.potential(zero)):.4f}")
-        t0 = time.perf_counter()
-        fit = cg.infer.map(ex.model, ex.data, runtime=rt, split=("product",))
-        print(f"\nMAP by L-BFGS on the two workers ({time.perf_counter() - t0:.1f} s): {fit}")
-        true_b, map_b = ex.truth["b"], np.asarray(fit.params["b"])
-        print("per-product price slopes b, MAP against the values the data were generated with:")
-        print("  product   true b    MAP b")
-        for i in range(min(8, len(true_b))):
-            print(f"  {i:7d}  {true_b[i]:7.3f}  {map_b[i]:7.3f}")
-        print(f"  (first 8 of {len(true_b)}; over all products: correlation "
-              f"{np.corrcoef(true_b, map_b)[0, 1]:.2f}, RMS error {np.sqrt(np.mean((true_b - map_b) ** 2)):.3f}, "
-              f"the MAP shrinks towards mu_b = {float(fit.params['mu_b']):.3f})")
-        t0 = time.perf_counter()
-        post = cg.infer.nuts(ex.model, ex.data, chains=2, warmup=300, draws=300, runtime=rt, seed=0)
-        print(f"\nNUTS, {post.parallel}-parallel, 2 chains x 300 draws ({time.perf_counter() - t0:.1f} s):")
-        table = post.summary()
-        keep = [i for i in table.index if "[" not in i or i.split("[")[1].split("]")[0] in ("0", "1", "2")]
-        print(table.loc[keep, ["mean", "sd", "ess_bulk", "ess_tail", "r_hat"]].round(3).to_string())
-        print(f"(a and b: the first 3 of {np.shape(post.posterior['a'])[-1]} products shown)")
+    print(f"set-up: {rt.times.to_json()}")
+    plan = cg.partition(ex.model, ex.data, cluster=cg.ClusterSpec.local(devices=2), split=("product",))
+    program = cg.compile(plan, runtime=rt)
+    zero = {k: np.zeros(s, np.float32) for k, s in plan.graph.param_shapes.items()}
+    value, grad = program.potential_and_grad(zero)
+    local = cg.compile(cg.partition(ex.model, ex.data, split=()))
+    print(f"potential at zero, product split over the two workers: {float(value):.4f}; "
+          f"one process, unsplit: {float(local.potential(zero)):.4f}")
+    t0 = time.perf_counter()
+    fit = cg.infer.map(ex.model, ex.data, runtime=rt, split=("product",))
+    print(f"\nMAP by L-BFGS on the two workers ({time.perf_counter() - t0:.1f} s): {fit}")
+    true_b, map_b = ex.truth["b"], np.asarray(fit.params["b"])
+    print("per-product price slopes b, MAP against the values the data were generated with:")
+    print("  product   true b    MAP b")
+    for i in range(min(8, len(true_b))):
+        print(f"  {i:7d}  {true_b[i]:7.3f}  {map_b[i]:7.3f}")
+    print(f"  (first 8 of {len(true_b)}; over all products: correlation "
+          f"{np.corrcoef(true_b, map_b)[0, 1]:.2f}, RMS error {np.sqrt(np.mean((true_b - map_b) ** 2)):.3f}, "
+          f"the MAP shrinks towards mu_b = {float(fit.params['mu_b']):.3f})")
+    t0 = time.perf_counter()
+    post = cg.infer.nuts(ex.model, ex.data, chains=CHAINS, warmup=WARMUP, draws=DRAWS, runtime=rt, seed=0)
+    print(f"\nNUTS, {post.parallel}-parallel, {CHAINS} chains x {WARMUP} warm-up + {DRAWS} draws "
+          f"({time.perf_counter() - t0:.1f} s; diagnostics {'passed' if post.ok else 'FAILED'}):")
+    table = cg.infer.common.arviz().summary(post.inference_data, round_to="none")
+    print(f"over all {len(table)} parameters: max R-hat {table['r_hat'].max():.3f}, "
+          f"min bulk ESS {table['ess_bulk'].min():.0f}, min tail ESS {table['ess_tail'].min():.0f}")
+    keep = [i for i in table.index if "[" not in i or i.split("[")[1].split("]")[0] in ("0", "1", "2")]
+    shown = table.loc[keep, ["mean", "sd", "ess_bulk", "ess_tail", "r_hat"]].round(3)
+    print(shown.astype({"ess_bulk": int, "ess_tail": int}).to_string())
+    print(f"(a and b: the first 3 of {np.shape(post.posterior['a'])[-1]} products shown)")
 
 
 def main(rows: int = 20_000, products: int = 40, d: int = 3, inspect_only: bool = False) -> None:
+    if inspect_only:
+        return _run(rows, products, d, None)
+    import claygraph as cg
+
+    # the local Ray cluster starts before JAX does in this process: Ray starts its own processes with a
+    # Python pre-exec hook, and forking a process whose JAX threads run risks a deadlock (JAX warns of it)
+    with cg.runtime.Ray(workers=2) as rt:
+        _run(rows, products, d, rt)
+
+
+def _run(rows: int, products: int, d: int, rt) -> None:
     start = time.perf_counter()
     ex = make_hier_logistic(n=rows, products=products, d=d, seed=0)
     rep = report(ex.model, ex.data)
@@ -87,10 +107,10 @@ def main(rows: int = 20_000, products: int = 40, d: int = 3, inspect_only: bool 
     print(rep.to_text())
     print(f"({rows:,} rows, {products} products; generated, lowered and inspected in "
           f"{time.perf_counter() - start:.1f} s)")
-    if inspect_only:
+    if rt is None:
         return
     plans(ex, rows, products, d)
-    fit_on_ray(ex)
+    fit_on_ray(ex, rt)
     print(f"\n(demo done in {time.perf_counter() - start:.0f} s)")
 
 

@@ -420,6 +420,7 @@ class Check:
     rows: list[Row]
     failures: list[str]
     table: str
+    ratios: list[tuple[str, float]] = ()  # (check, its statistic / its bound): above 1 fails (the seed study)
 
     @property
     def ok(self) -> bool:
@@ -427,26 +428,33 @@ class Check:
 
 
 def check_mcmc(reference: Reference, posterior: Mapping[str, Any], mean_tol: float = 0.1, sd_tol: float = 0.1,
-               n_mcse: float = 4.0) -> Check:
-    """Every parameter's mean within `mean_tol` reference sd plus `n_mcse` Monte Carlo standard
-    errors (ours from the element's bulk ESS, combined with the reference's mcse), and its sd
-    within `sd_tol` of the reference sd. `posterior`: site -> (chain, draw, ...) arrays or
+               alpha: float = 1e-4) -> Check:
+    """Every parameter's mean within `mean_tol` reference sd plus z Monte Carlo standard errors (ours
+    from the element's bulk ESS, combined with the reference's mcse), and its sd within the larger of
+    `sd_tol` and z standard errors of the sd ratio (ours from the kurtosis and the ESS of the squared
+    deviations, combined with the reference's from its 10,000 draws): z for a false-failure rate of
+    `alpha` over all the checks (support/stats.py). `posterior`: site -> (chain, draw, ...) arrays or
     xarray DataArrays (an ArviZ posterior group)."""
-    from numpyro.diagnostics import effective_sample_size
+    from support import stats
 
     arrays = {k: np.asarray(getattr(v, "values", v)) for k, v in posterior.items()}
     chains, n = next(iter(arrays.values())).shape[:2]
     flat = with_derived(reference, {k: v.reshape((-1,) + v.shape[2:]) for k, v in arrays.items()})
     rows = compare(reference, flat)
-    failures = []
+    z = stats.z_bound(alpha / (2 * max(len(rows), 1)))
+    failures, ratios = [], []
     for r in rows:
         base, idx = parse_name(r.param)
         column = _column(flat[base], idx, r.param).reshape(chains, n)
-        mcse = math.hypot(r.ref_mcse, r.sd / math.sqrt(float(effective_sample_size(column))))
-        if abs(r.mean - r.ref_mean) >= mean_tol * r.ref_sd + n_mcse * mcse or abs(r.sd_ratio - 1) >= sd_tol:
+        mcse = math.hypot(r.ref_mcse, stats.mean_mcse(column))
+        sd_se = math.hypot(stats.sd_relative_se(column), math.sqrt(0.5 / stats.REFERENCE_DRAWS))
+        mean_r = abs(r.mean - r.ref_mean) / (mean_tol * r.ref_sd + z * mcse)
+        sd_r = abs(r.sd_ratio - 1) / max(sd_tol, z * sd_se)
+        ratios += [(f"mean {r.param}", mean_r), (f"sd {r.param}", sd_r)]
+        if mean_r >= 1 or sd_r >= 1:
             failures.append(f"{r.param}: mean {r.mean:.4g} vs {r.ref_mean:.4g} (mcse {mcse:.2g}), "
-                            f"sd ratio {r.sd_ratio:.3f}")
-    return Check(rows, failures, format_table(rows, title=reference.name))
+                            f"sd ratio {r.sd_ratio:.3f} (se {sd_se:.3f}, z {z:.2f})")
+    return Check(rows, failures, format_table(rows, title=reference.name), ratios)
 
 
 def _fmt(v: float) -> str:

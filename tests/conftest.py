@@ -7,13 +7,14 @@ top of the root conftest, which pytest imports before any test module.
 Hermetic: what a user calibrated or cached cannot change what the suite checks. claygraph's cache
 folder (XDG_CACHE_HOME), its cost profile (CLAYGRAPH_PROFILE: a path with no file, so the built-in
 figures) and JAX's persistent compilation cache (CLAYGRAPH_JAX_CACHE) all point into one temporary
-folder made for this run and removed after it; a cache folder given to JAX directly is dropped. Ray
-workers the tests start inherit this environment.
+folder made for this run and removed after it; a cache folder given to JAX directly is dropped; Ray's
+authentication token is made for the run. Ray workers the tests start inherit this environment.
 """
 import atexit
 import os
 import shutil
 import tempfile
+import uuid
 
 _DEVICES_FLAG = "--xla_force_host_platform_device_count"
 _flags = os.environ.get("XLA_FLAGS", "")
@@ -25,6 +26,11 @@ os.environ["XDG_CACHE_HOME"] = os.path.join(HERMETIC_ROOT, "cache")
 os.environ["CLAYGRAPH_PROFILE"] = os.path.join(HERMETIC_ROOT, "no-profile", "profile.json")
 os.environ["CLAYGRAPH_JAX_CACHE"] = os.path.join(HERMETIC_ROOT, "jax")
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+# the local Ray clusters the tests start use token authentication (as claygraph's runtime asks of Ray) with
+# a token made for this run: Ray neither reads nor writes the user's ~/.ray/auth_token
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = uuid.uuid4().hex + uuid.uuid4().hex
+os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 # every candidate plan is verified against the partitioner's invariants as it is built
 os.environ.setdefault("CLAYGRAPH_CHECKS", "1")
 

@@ -1,7 +1,8 @@
 """Every posteriordb reference posterior: claygraph's NUTS, Laplace and full-rank VI against Stan.
 
-NUTS is held to the issue's tolerance (`posteriordb.check_mcmc`: means within 0.1 reference sd
-plus four Monte Carlo errors, sds within 10%); Laplace and VI are approximations, so the report
+NUTS is held to the issue's tolerance (`posteriordb.check_mcmc`: means within 0.1 reference sd plus
+z Monte Carlo errors, sds within the larger of 10% and z standard errors of the sd ratio, z for a
+false-failure rate of 1e-4 per posterior: support/stats.py); Laplace and VI are approximations, so the report
 gives their largest mean error (in reference sd) and their range of sd ratios, not a verdict.
 """
 from __future__ import annotations

@@ -146,9 +146,21 @@ def constrain_draws(model: Callable, data, draws: Mapping[str, np.ndarray]) -> d
     return {k: np.asarray(v) for k, v in fn(dict(draws), data.stand_in() if data.has_sources else data).items()}
 
 
+def arviz():
+    """The arviz module, imported without its once-a-day notice about its coming refactor (a
+    FutureWarning at import that says nothing about the user's draws). Every claygraph use of
+    arviz goes through here so that the notice is handled once."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
+        import arviz as az
+    return az
+
+
 def to_inference_data(graph, samples: Mapping[str, np.ndarray], sample_stats: Mapping[str, np.ndarray] | None = None):
     """ArviZ InferenceData with the model's site names, dims and coordinates. samples: (chain, draw, ...)."""
-    import arviz as az
+    az = arviz()
 
     dims, coords = {}, {}
     shapes = {s.name: s for s in graph.meta.info.sites}

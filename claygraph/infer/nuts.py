@@ -30,7 +30,7 @@ import numpy as np
 
 from claygraph.errors import ClusterError, PartitionError
 from claygraph.infer.chains import DEFAULT_ADAPTATION, Chain, Settings, initial_position
-from claygraph.infer.common import constrain_draws, setup, to_inference_data, valid_initial_points
+from claygraph.infer.common import arviz, constrain_draws, setup, to_inference_data, valid_initial_points
 from claygraph.infer.progress import ChainProgress
 from claygraph.infer.scheduler import (
     Layout,
@@ -72,7 +72,7 @@ class MCMCResult:
         return self.inference_data.posterior
 
     def summary(self):
-        import arviz as az
+        az = arviz()
 
         return az.summary(self.inference_data, kind="all")
 
@@ -87,7 +87,7 @@ class MCMCResult:
 
 def diagnostics(chains: list[Chain]) -> tuple[float, float]:
     """(min bulk/tail ESS, max R-hat) over all parameters, chains cut into equal-length pieces."""
-    import arviz as az
+    az = arviz()
 
     length = piece_length(chains)
     if length < 4:
@@ -273,7 +273,7 @@ MIN_ESS = 100  # ArviZ's and Stan's rule of thumb for reliable R-hat and Monte C
 def problems(idata, max_rhat: float) -> list[str]:
     """What is wrong with the draws: R-hat over `max_rhat` (with 2 or more chains), bulk or tail
     ESS under MIN_ESS, divergent transitions."""
-    import arviz as az
+    az = arviz()
 
     out = []
     post = idata.posterior

@@ -10,6 +10,7 @@ is torn down before the error propagates.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -139,7 +140,8 @@ class Ray:
                 if self.address is None:
                     cpus = max(int(self.resources.get("CPU", 1) * self._workers), 1)
                     self._started_ray = True
-                    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+                    with _quiet_auth_notice():
+                        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
                 else:
                     ray.init(address=self.address)
             self.times.cluster_s = time.perf_counter() - t0
@@ -408,6 +410,25 @@ class Ray:
 
     def __repr__(self) -> str:
         return f"Ray(workers={self._workers}, resources_per_worker={self.resources}, address={self.address!r})"
+
+
+class _AuthNotice(logging.Filter):
+    """Drops Ray's notice that a cluster it starts uses token authentication by default (docs/runtime.md
+    says so once); any other record, and every notice when the user chose a mode, passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+@contextlib.contextmanager
+def _quiet_auth_notice():
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice = _AuthNotice()
+    log.addFilter(notice)
+    try:
+        yield
+    finally:
+        log.removeFilter(notice)
 
 
 def coordinator_host(nodes: list[tuple[str, str]]) -> str:
