@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint bench conformance clean
+.PHONY: demo test test-all lint bench conformance clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check claygraph tests bench support
 
+# the default suite (under 15 minutes on 2 cores); test-all adds the long tests (docs/testing.md). Workers:
+# one per core, at most 4; each test file runs whole on one worker, the Ray files one after another
+XDIST := --numprocesses=auto --maxprocesses=4 --dist=loadgroup
+
 test: lint
-	$(BIN)/python -m pytest -q -rs tests
+	$(BIN)/python -m pytest -q -rs $(XDIST) -m "not long" tests
+
+test-all: lint
+	$(BIN)/python -m pytest -q -rs $(XDIST) tests
 
 conformance: $(STAMP)
 	@for f in foundation partitioner; do $(BIN)/python ../shared/conformance/$$f.py || exit 1; done

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -376,13 +377,15 @@ class CompileEvents:
 
 def w1_fit(spec: dict) -> dict:
     """Fits of W1 in this fresh process: wall time, JAX's compile-phase seconds and the peak resident memory
-    of each fit. spec: n, d, repeats, method ("glm" LogisticRegression(tol=spec["tol"]) or "map" defaults),
-    runtime ("local" or "ray") and devices."""
+    of each fit. spec: n, d, repeats, method ("glm" LogisticRegression(tol=spec["tol"]), "map" defaults, or
+    "sklearn": scikit-learn's LogisticRegression with its defaults but no intercept, the peer's first fit in
+    a fresh process), runtime ("local" or "ray") and devices."""
     events = CompileEvents()
     import jax
+    import sklearn.linear_model  # noqa: F401 - every library loaded before the baseline and the timed fits
 
     import claygraph as cg
-    import claygraph.glm  # noqa: F401 - loaded before the baseline, as the libraries are
+    import claygraph.glm  # noqa: F401
     import claygraph.infer  # noqa: F401
     from bench import workloads as w
 
@@ -400,6 +403,8 @@ def w1_fit(spec: dict) -> dict:
             if spec["method"] == "glm":
                 m = cg.glm.LogisticRegression(C=1.0, fit_intercept=False, tol=spec["tol"], runtime=rt).fit(X, y)
                 res = m.fit_summary_
+            elif spec["method"] == "sklearn":
+                res = _sklearn_fit(X, y)
             else:
                 data = cg.Data(X=cg.array(X, "row", "feature"), y=cg.array(y, "row"))
                 res = cg.infer.map(w.logistic_model, data, runtime=rt)
@@ -407,13 +412,34 @@ def w1_fit(spec: dict) -> dict:
             peak = _peak_bytes() if reset else None
             fits.append({"wall_s": wall, "iterations": int(res.iterations), "objective": float(res.objective),
                          "converged": bool(res.converged), "message": res.message,
-                         "split": list(res.split if spec["method"] == "glm" else res.plan.split),
+                         "split": list(res.split if spec["method"] != "map" else res.plan.split),
                          "peak_rss_bytes": peak, **events.take()})
     # the median of the fits after the first, which compiles (reported apart as first_s); of all when only one ran
     walls = sorted(f["wall_s"] for f in (fits[1:] or fits))
     return {"spec": spec, "fits": fits, "median_s": walls[len(walls) // 2], "first_s": fits[0]["wall_s"],
             "baseline_rss_bytes": base, "x_bytes": int(X.nbytes), "data_bytes": int(data_bytes),
             "jax_cache": _jax_cache()}
+
+
+@dataclass(frozen=True)
+class _PeerFit:
+    iterations: int
+    objective: float
+    converged: bool
+    message: str
+    split: tuple = ()
+
+
+def _sklearn_fit(X: np.ndarray, y: np.ndarray) -> _PeerFit:
+    """scikit-learn's LogisticRegression as its users call it (lbfgs, tol=1e-4, max_iter=100), without an
+    intercept as W1 states; its objective in W1's terms (sum of log-losses + ||w||^2 / 2)."""
+    from sklearn.linear_model import LogisticRegression
+
+    m = LogisticRegression(C=1.0, fit_intercept=False).fit(X, y)
+    z = X @ m.coef_[0].astype(X.dtype)
+    objective = float(np.sum(np.logaddexp(0.0, z, dtype=np.float64) - y * z) + 0.5 * np.sum(m.coef_ ** 2))
+    iterations = int(m.n_iter_[0])
+    return _PeerFit(iterations, objective, iterations < m.max_iter, f"{iterations} lbfgs iterations")
 
 
 def _jax_cache() -> str:

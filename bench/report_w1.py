@@ -116,6 +116,14 @@ def checks(res: dict) -> list[Check]:
     sw = compile_share(wf) if wf else None
     out.append(_check("fresh process, warm persistent cache: < 15% compiling", sw, 0.15,
                       "—" if sw is None else f"{100 * sw:.2g}% (tracing and lowering {100 * trace_share(wf):.2g}%)"))
+    peer = _fresh(res, "sklearn")
+    for name, label, limit in (("warm_cache", "warm", 1.0), ("cold_cache", "empty", 2.0)):
+        ours = _fresh(res, name)
+        r = _ratio(ours["first_s"] if ours else None, peer["first_s"] if peer else None)
+        out.append(_check(f"first fit in a fresh process, {label} persistent cache: ≤ {limit:g}× scikit-learn's "
+                          "first fit in a fresh process", r, limit,
+                          f"{_x(r)} ({_s(ours['first_s'] if ours else None)} vs "
+                          f"{_s(peer['first_s'] if peer else None)})"))
     mem = peak_over_x(warm or _fresh(res, "cold_cache"))
     out.append(_check("driver peak memory during a fit ≤ 1.2× X", mem, 1.2, f"{_x(mem)} X (above an idle process "
                       "with JAX started)"))
@@ -160,6 +168,11 @@ def fit_rows(res: dict) -> list[list]:
             rows.append([f"LogisticRegression(tol=1e-4), {label}, fit {i + 1}", f,
                          (f["peak_rss_bytes"] - fr["baseline_rss_bytes"]) / fr["x_bytes"]
                          if f.get("peak_rss_bytes") else None])
+    peer = _fresh(res, "sklearn")
+    for i, f in enumerate((peer or {}).get("fits", [])):
+        rows.append([f"scikit-learn LogisticRegression(fit_intercept=False), fresh process, fit {i + 1}", f,
+                     (f["peak_rss_bytes"] - peer["baseline_rss_bytes"]) / peer["x_bytes"]
+                     if f.get("peak_rss_bytes") else None])
     out = []
     for row in rows:
         label, f = row[0], row[1]

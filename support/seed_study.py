@@ -4,7 +4,7 @@ outside CI, to show that its tolerances (support/stats.py) hold on seeds other t
     python -m support.seed_study [seeds] [test ...]     (default: 20 seeds, every test)
 
 For each test: seeds passed, and over all seeds and checks the largest statistic / bound (below 1
-passes; a check's bound is set for its share of the test's false-failure rate, 1e-4), with the check
+passes; a check's bound is set for its share of the test's nominal rate, 1e-6), with the check
 and seed where it was reached. Printed as a Markdown table.
 """
 from __future__ import annotations

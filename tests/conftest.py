@@ -34,6 +34,7 @@ os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 # every candidate plan is verified against the partitioner's invariants as it is built
 os.environ.setdefault("CLAYGRAPH_CHECKS", "1")
 
+import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402 - after the XLA flag on purpose
 
 # Deterministic and quick: the same examples on every run, no per-example deadline (compiling a
@@ -50,12 +51,49 @@ settings.register_profile("dev", deadline=None, max_examples=50)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-def pytest_terminal_summary(terminalreporter):
-    """Say how many (primitive, placements) pairs the rule harness verified in this run."""
+_COVERED_BY_WORKERS: set = set()
+
+
+def _covered() -> set:
     import sys
 
     harness = sys.modules.get("rule_harness")
-    if harness is not None and harness.COVERED:
-        prims = {p for p, _ in harness.COVERED}
-        terminalreporter.write_line(f"rule harness: {len(harness.COVERED)} (primitive, placements) pairs over "
+    return set(harness.COVERED) if harness is not None else set()
+
+
+def pytest_sessionfinish(session):
+    """On a pytest-xdist worker: hand the rule harness's coverage to the controller."""
+    out = getattr(session.config, "workeroutput", None)
+    if out is not None:
+        out["rule_harness_covered"] = sorted(_covered())
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
+def pytest_testnodedown(node, error):
+    """On the pytest-xdist controller: collect what each worker's rule harness covered."""
+    for prim, placements in getattr(node, "workeroutput", {}).get("rule_harness_covered", []):
+        _COVERED_BY_WORKERS.add((prim, tuple(placements)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many (primitive, placements) pairs the rule harness verified in this run."""
+    covered = _covered() | _COVERED_BY_WORKERS
+    if covered:
+        prims = {p for p, _ in covered}
+        terminalreporter.write_line(f"rule harness: {len(covered)} (primitive, placements) pairs over "
                                     f"{len(prims)} primitives verified against the unsplit op")
+
+
+# Under pytest-xdist (`make test` runs two workers) every file runs whole on one worker (some files check,
+# at their end, what their earlier tests covered), and the files that start a Ray cluster, or a process
+# that does, run one after another on one worker: local clusters started at once find each other
+RAY_TESTS = ("tests/runtime/test_ray_", "tests/bench/test_w7_suite.py", "tests/bench/test_bench_harness.py",
+             "tests/cli/test_demo.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group = "ray" if any(path.startswith(p) for p in RAY_TESTS) else path
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -260,7 +260,8 @@ def floors(X: np.ndarray, sizes: Sizes) -> dict:
 
 def fresh_process_fits(sizes: Sizes, env: SuiteEnv) -> dict:
     """LogisticRegression(tol=1e-4) twice in a fresh process with an empty persistent cache, then twice in
-    another fresh process with the cache the first one left; MAP on Local(devices=2) and Ray(workers=2)."""
+    another fresh process with the cache the first one left; scikit-learn's LogisticRegression twice in a
+    fresh process; MAP on Local(devices=2) and Ray(workers=2)."""
     n, d = sizes.w1_n, sizes.w1_d
     glm = {"n": n, "d": d, "repeats": 2, "method": "glm", "tol": 1e-4, "runtime": "local", "devices": 1}
     out: dict = {}
@@ -268,6 +269,9 @@ def fresh_process_fits(sizes: Sizes, env: SuiteEnv) -> dict:
         for name in ("cold_cache", "warm_cache"):
             env.log(f"  w1: LogisticRegression in a fresh process, {name.replace('_', ' ')}")
             out[name] = _isolated("w1_fit", glm, 1, env, {"CLAYGRAPH_JAX_CACHE": cache})
+    # the peer's first fit in a fresh process of its own, the same way: what a script that fits once pays
+    env.log("  w1: scikit-learn's LogisticRegression in a fresh process")
+    out["sklearn"] = _isolated("w1_fit", glm | {"method": "sklearn"}, 1, env)
     # one compiling fit, then solver_repeats + 2 timed ones (Ray's fits vary by their object-store puts)
     maps = {"n": n, "d": d, "repeats": sizes.solver_repeats + 3, "method": "map", "runtime": "local", "devices": 2}
     env.log("  w1: cg.infer.map on Local(devices=2), fresh process")

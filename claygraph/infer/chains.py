@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import blackjax
+import blackjax.base
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +33,9 @@ class Settings:
     # then the first window whose draws give the mass matrix (Stan's are 75 and 25;
     # docs/inference.md measures why 10 and 10)
     window_start: tuple[int, int] = (10, 10)
+    # static HMC: each draw's step size is the adapted one times a uniform factor in [1 - j, 1 + j]
+    # (Stan's stepsize_jitter); 0 keeps it fixed
+    step_size_jitter: float = 0.0
 
 
 # How the mass matrix is learnt in warm-up (docs/inference.md has the measurements):
@@ -53,7 +57,22 @@ def _kernel(potential, settings: Settings, params: dict, data):
     ld = _logdensity(potential, data)
     if settings.algorithm == "nuts":
         return blackjax.nuts(ld, **{**params, "max_num_doublings": settings.max_tree_depth})
+    if settings.step_size_jitter:
+        return _jittered_hmc(ld, params, settings.num_integration_steps, settings.step_size_jitter)
     return blackjax.hmc(ld, **{**params, "num_integration_steps": settings.num_integration_steps})
+
+
+def _jittered_hmc(ld, params: dict, steps: int, jitter: float):
+    """Static HMC whose path length varies from draw to draw: a fixed path can resonate with a period of
+    the posterior (a coordinate that returns near where it started, draw after draw) and mix very slowly."""
+    kernel = blackjax.hmc.build_kernel()
+
+    def step(key, state):
+        k_eps, k_step = jax.random.split(key)
+        eps = params["step_size"] * jax.random.uniform(k_eps, minval=1.0 - jitter, maxval=1.0 + jitter)
+        return kernel(k_step, state, ld, eps, params["inverse_mass_matrix"], steps)
+
+    return blackjax.base.SamplingAlgorithm(lambda position: blackjax.hmc.init(position, ld), step)
 
 
 def _no_info(state, info, adaptation_state):

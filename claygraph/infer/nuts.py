@@ -373,11 +373,16 @@ def nuts(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
 
 def hmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
         split=None, seed: int = 0, num_integration_steps: int = 16, target_accept: float = 0.8,
-        adaptation: str = "window", **kwargs) -> MCMCResult:
-    """Static HMC with adaptation of step size and mass matrix (as `nuts`; Stan's window by default)."""
+        adaptation: str = "window", step_size_jitter: float = 0.0, **kwargs) -> MCMCResult:
+    """Static HMC with adaptation of step size and mass matrix (as `nuts`; Stan's window by default).
+    step_size_jitter: after warm-up each draw's step size is the adapted one times a uniform factor in
+    [1 - jitter, 1 + jitter] (Stan's stepsize_jitter; 0, the default, keeps it fixed), so that the path
+    length varies and cannot resonate with a period of the posterior."""
+    if not 0.0 <= step_size_jitter < 1.0:
+        raise ValueError(f"step_size_jitter must be in [0, 1), got {step_size_jitter}")
     # Stan's first windows: a static path costs the same per iteration whatever the metric, so the
     # early metric that saves NUTS its deep early trees saves HMC nothing
     s = Settings("hmc", target_accept, 10, num_integration_steps, warmup=warmup, adaptation=adaptation,
-                 window_start=(75, 25))
+                 window_start=(75, 25), step_size_jitter=float(step_size_jitter))
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 

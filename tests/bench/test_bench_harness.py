@@ -377,6 +377,7 @@ def test_cli_quick_smoke_writes_the_report(tmp_path):
     assert sys.modules["bench"].__file__.endswith(str(Path("bench", "__init__.py")))
 
 
+@pytest.mark.long  # docs/testing.md: the check it runs is tested in tests/infer/test_nuts_references.py
 def test_posteriordb_suite_at_smoke_size():
     from bench.suites import posteriordb as suite
     from support import posteriordb as pdb

@@ -59,6 +59,7 @@ def test_collective_bytes_from_hlo_text():
     assert c["reduce-scatter"]["count"] == 0 and c["total_bytes"] == 20_036 + 20_000 + 32
 
 
+@pytest.mark.long  # docs/testing.md: the bench harness end to end; W7's programs are tested in tests/partition
 def test_w7_suite_at_a_tiny_size():
     res = w7.measure(N, G, D, rounds=1, calls=2, vi_steps=20, vi_init="zero", map_max_iter=20)
     json.dumps(res)  # JSON-ready

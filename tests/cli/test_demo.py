@@ -3,7 +3,10 @@ fork after JAX started, no Ray notice, no failing NUTS diagnostics) and its NUTS
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.long  # docs/testing.md: `make demo` is the demo itself
 def test_the_demo_runs_clean_in_a_fresh_process():
     proc = subprocess.run([sys.executable, "-m", "claygraph.demo"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

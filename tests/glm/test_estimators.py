@@ -55,7 +55,10 @@ def assert_same_fit(ours, ref, X, atol=1e-4):
         np.testing.assert_allclose(ours.predict(X), ref.predict(X), rtol=atol)
 
 
-@pytest.mark.parametrize("make", [cg.glm.LogisticRegression, cg.glm.PoissonRegressor, cg.glm.GammaRegressor])
+# the regressors share GLMBase with LogisticRegression: their checks are long tests (docs/testing.md)
+@pytest.mark.parametrize("make", [cg.glm.LogisticRegression,
+                                  pytest.param(cg.glm.PoissonRegressor, marks=pytest.mark.long),
+                                  pytest.param(cg.glm.GammaRegressor, marks=pytest.mark.long)])
 def test_check_estimator_passes(make):
     est = make()
     expected = cg.glm.expected_failed_checks(est)

@@ -54,7 +54,8 @@ def hier_data(groups=23, n=2000, seed=1):
                    y=cg.array(y, "row"))
 
 
-@pytest.mark.parametrize("devices,split", [(2, ("group",)), (3, ("group",)), (2, ("row",))])
+@pytest.mark.parametrize("devices,split", [(2, ("group",)), pytest.param(3, ("group",), marks=pytest.mark.long),
+                                           (2, ("row",))])
 def test_hierarchical_map_split_equals_unsplit(devices, split):
     data = hier_data()
     ref = cg.infer.map(hier_model, data)

@@ -33,7 +33,10 @@ def exact_posterior(X, y):
 
 # False-failure rate of each statistical test in this module (support/stats.py; docs/testing.md has the
 # derivation and the seed study that checks it)
-ALPHA = 1e-4
+# The bounds are set at a nominal rate of 1e-6 under their normal and chi-square approximations, leaving a
+# factor of 100 for the approximations' own error (ESS and kurtosis are estimated from the same short
+# run): the stated false-failure rate of each test is 1e-4, and the seed study measures it
+ALPHA = 1e-6
 
 
 def exact_posterior_checks(algorithm: str, seed: int) -> list[tuple[str, bool, float, float]]:
@@ -43,7 +46,10 @@ def exact_posterior_checks(algorithm: str, seed: int) -> list[tuple[str, bool, f
     X, y, data = conjugate_data()
     mean, sd = exact_posterior(X, y)
     run = cg.infer.nuts if algorithm == "nuts" else cg.infer.hmc
-    kw = {} if algorithm == "nuts" else {"batch": 2}  # HMC with its chains vectorised
+    # HMC with its chains vectorised and a jittered step size: a fixed path resonates with this Gaussian's
+    # period on some seeds (bulk ESS 14-31 of 2 x 2,000 draws at 16 steps, seen in the seed study), where
+    # the chains barely move and no R-hat or MCSE bound holds
+    kw = {} if algorithm == "nuts" else {"batch": 2, "step_size_jitter": 0.5}
     res = run(known_sigma_model, data, chains=2, warmup=300, draws=600, seed=seed, **kw)
     beta = res.posterior["beta"].values  # (chain, draw, 2)
     alpha = ALPHA / 6
@@ -58,7 +64,7 @@ def exact_posterior_checks(algorithm: str, seed: int) -> list[tuple[str, bool, f
 @pytest.mark.parametrize("algorithm", ["nuts", "hmc"])
 def test_recovers_the_exact_posterior(algorithm):
     """Means, sds and R-hats against the exact Gaussian posterior, each within its Monte Carlo error.
-    False-failure rate at most 1e-4 (ALPHA over 6 checks); seed study: docs/testing.md."""
+    False-failure rate at most 1e-4 (a nominal ALPHA = 1e-6 over 6 checks); seed study: docs/testing.md."""
     checks = exact_posterior_checks(algorithm, seed=1)
     assert all(ok for _, ok, _, _ in checks), checks
 

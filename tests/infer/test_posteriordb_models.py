@@ -23,7 +23,11 @@ def test_every_folder_has_a_translation():
     assert len(folders) == 14
 
 
-@pytest.mark.parametrize("name", ALL)
+# the three posteriors test_nuts_references.py samples in the default suite; the others: long (docs/testing.md)
+SAMPLED = ("eight_schools-eight_schools_noncentered", "kidiq-kidscore_momiq", "sblrc-blr")
+
+
+@pytest.mark.parametrize("name", [n if n in SAMPLED else pytest.param(n, marks=pytest.mark.long) for n in ALL])
 def test_loads_traces_and_covers_the_reference(name):
     ref = pdb.load(name)
     assert ref.name == name and ref.parameters == list(ref.reference)
@@ -93,6 +97,7 @@ CHEAP = {"sblrc-blr": 500, "eight_schools-eight_schools_noncentered": 500, "kidi
 
 
 @pytest.mark.parametrize("name", sorted(CHEAP))
+@pytest.mark.long  # docs/testing.md: NumPyro's own NUTS against the references: checks the translations once
 def test_numpyro_nuts_matches_the_reference(name):
     ref = pdb.load(name)
     mcmc = MCMC(NUTS(ref.model), num_warmup=CHEAP[name], num_samples=1000, num_chains=1, progress_bar=False)

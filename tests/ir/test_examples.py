@@ -58,7 +58,7 @@ def quick_compiles():
 def assert_matches_numpyro(graph, ex: Example, z: dict) -> None:
     @jax.jit  # one compilation for both sides; eager mode would compile every primitive on its own
     def both(z, data):
-        ref = jax.value_and_grad(lambda p: potential_energy(ex.model, (data,), {}, p))(z)
+        ref = jax.jit(jax.value_and_grad(lambda p: potential_energy(ex.model, (data,), {}, p)))(z)
         return ref, jax.value_and_grad(lambda p: graph.evaluate(p, data))(z)
 
     (ref, ref_grad), (val, grad) = both(z, ex.data)

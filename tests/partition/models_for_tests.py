@@ -131,19 +131,18 @@ def hier(data: cg.Data) -> None:
 def random_params(model: Callable, data: cg.Data, seed: int = 0) -> dict[str, jax.Array]:
     """Unconstrained params uniform in (-1.5, 1.5), as NumPyro's `init_to_uniform(radius=1.5)` draws them.
 
-    Sites and unconstrained shapes come from one NumPyro trace; this is some twenty times quicker
-    than `initialize_model`, which compiles the potential for every new shape (see
-    `test_random_params_match_numpyro_initialisation`).
+    Sites and unconstrained shapes come from one NumPyro trace, traced abstractly (`jax.eval_shape`: no
+    operation runs, nothing compiles); this is much quicker than `initialize_model`, which compiles the
+    potential for every new shape (see `test_random_params_match_numpyro_initialisation`).
     """
-    trace = handlers.trace(handlers.seed(model, 0)).get_trace(data)
-    key = jax.random.PRNGKey(seed)
-    out = {}
-    for name, site in trace.items():
-        if site["type"] == "sample" and not site["is_observed"]:
-            shape = jnp.shape(biject_to(site["fn"].support).inv(site["value"]))
-            key, sub = jax.random.split(key)
-            out[name] = jax.random.uniform(sub, shape, minval=-1.5, maxval=1.5)
-    return out
+    def unconstrained():
+        trace = handlers.trace(handlers.seed(model, 0)).get_trace(data)
+        return {name: biject_to(site["fn"].support).inv(site["value"]) for name, site in trace.items()
+                if site["type"] == "sample" and not site["is_observed"]}
+
+    rng = np.random.default_rng(seed)
+    return {name: jnp.asarray(rng.uniform(-1.5, 1.5, s.shape).astype(s.dtype))
+            for name, s in jax.eval_shape(unconstrained).items()}
 
 
 def numpyro_initial_params(model: Callable, data: cg.Data, seed: int = 0) -> dict[str, jax.Array]:
@@ -154,8 +153,9 @@ def numpyro_initial_params(model: Callable, data: cg.Data, seed: int = 0) -> dic
 
 
 def reference(model: Callable, data: cg.Data, params: Mapping[str, jax.Array]):
-    """NumPyro's potential energy at `params` and its gradient: what every split must reproduce."""
-    return jax.value_and_grad(lambda z: potential_energy(model, (data,), {}, z))(dict(params))
+    """NumPyro's potential energy at `params` and its gradient: what every split must reproduce (jitted: one
+    XLA program, not one per operation)."""
+    return jax.jit(jax.value_and_grad(lambda z: potential_energy(model, (data,), {}, z)))(dict(params))
 
 
 def candidate_splits(graph, data: cg.Data) -> list[tuple[str, ...]]:

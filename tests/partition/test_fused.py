@@ -65,8 +65,8 @@ def test_fused_equals_plain(devices, split, n):
     for k in g0:
         np.testing.assert_allclose(np.asarray(g[k]), np.asarray(g0[k]), rtol=1e-4, atol=1e-3)
     # second derivatives go through the fused pass too (forward over reverse)
-    h = jax.hessian(lambda b: prog.fn.fn(dict(pj, b=b), prog.data))(pj["b"])
-    h0 = jax.hessian(lambda b: prog.fn.plain(dict(pj, b=b), prog.data))(pj["b"])
+    h = jax.jit(jax.hessian(lambda b: prog.fn.fn(dict(pj, b=b), prog.data)))(pj["b"])
+    h0 = jax.jit(jax.hessian(lambda b: prog.fn.plain(dict(pj, b=b), prog.data)))(pj["b"])
     assert float(h) == pytest.approx(float(h0), rel=1e-4)
 
 

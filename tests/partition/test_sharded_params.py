@@ -185,6 +185,7 @@ def test_merge_puts_pieces_together_inside_the_results_inference_returns():
     np.testing.assert_array_equal(got.point["a"], whole)
 
 
+@pytest.mark.long  # docs/testing.md: VI on a split program: tests/infer/test_laplace_vi.py
 def test_lowrank_vi_on_a_group_split_equals_unsplit():
     """The per-site guides on sharded state (padding left out of the entropy and the Gram matrix; over 2,048
     parameters, so Hutchinson's diagonal is estimated on the sharded program) fit what the unsplit program

@@ -17,6 +17,7 @@ def model(data):
         numpyro.sample("y", dist.Normal(mu, 1.0), obs=data.y)
 
 
+@pytest.mark.long  # docs/testing.md: a second Ray cluster with a node added; scheduling: test_ray_runtime.py
 def test_a_node_added_mid_run_gets_chains():
     from ray.cluster_utils import Cluster
 

@@ -19,6 +19,7 @@ def model(data):
         numpyro.sample("y", dist.Normal(data.X @ beta, 1.0), obs=data.y)
 
 
+@pytest.mark.long  # docs/testing.md: data-parallel chains: tests/infer/test_nuts.py; Ray programs: test_ray_runtime.py
 def test_two_chains_of_two_shards_each():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 2)).astype(np.float32)

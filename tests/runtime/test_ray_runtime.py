@@ -86,7 +86,7 @@ def problem():
     info = initialize_model(jax.random.PRNGKey(1), hier_model, model_args=(data,),
                             init_strategy=init_to_uniform(radius=1.5))
     z = info.param_info.z
-    ref = jax.value_and_grad(lambda p: potential_energy(hier_model, (data,), {}, p))(z)
+    ref = jax.jit(jax.value_and_grad(lambda p: potential_energy(hier_model, (data,), {}, p)))(z)
     return data, z, ref
 
 
@@ -248,6 +248,9 @@ def test_scheduler_keeps_a_fast_worker_busy_beside_a_slow_one(rt, problem):
         assert busy > 0.6 * res.wall_s * 0.5, (w, busy, res.wall_s)  # busy most of the sampling phase
 
 
+# docs/testing.md: long; a lost worker is detected and its group rebuilt in the two tests below (MAP
+# resumes); that sampling keeps the draws made before the loss is checked by `make test-all` only
+@pytest.mark.long
 def test_sampling_survives_a_killed_worker_and_keeps_its_draws(rt, problem):
     data, _, _ = problem
     seen: dict[int, int] = {}

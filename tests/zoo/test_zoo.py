@@ -31,19 +31,24 @@ def as_jax(data: cg.Data) -> cg.Data:
 def random_params(entry: Entry, data: cg.Data, seed: int) -> dict[str, jax.Array]:
     """Unconstrained values uniform in (-1.5, 1.5) for every latent site (NumPyro's init_to_uniform),
     improper priors included (they cannot be sampled)."""
-    keys = iter(jax.random.split(jax.random.PRNGKey(seed), 64))
-    drawn = {}
+    arrays = as_jax(data)
 
-    def draw(site):
-        if site["type"] != "sample" or site["is_observed"]:
-            return None
-        t = biject_to(site["fn"].support)
-        u = jax.random.uniform(next(keys), t.inverse_shape(site["fn"].shape()), minval=-1.5, maxval=1.5)
-        drawn[site["name"]] = u
-        return t(u)
+    def run():  # jitted: one XLA program, not one per operation of the model
+        keys = iter(jax.random.split(jax.random.PRNGKey(seed), 64))
+        drawn = {}
 
-    handlers.substitute(handlers.seed(entry.model, 0), substitute_fn=draw)(as_jax(data))
-    return drawn
+        def draw(site):
+            if site["type"] != "sample" or site["is_observed"]:
+                return None
+            t = biject_to(site["fn"].support)
+            u = jax.random.uniform(next(keys), t.inverse_shape(site["fn"].shape()), minval=-1.5, maxval=1.5)
+            drawn[site["name"]] = u
+            return t(u)
+
+        handlers.substitute(handlers.seed(entry.model, 0), substitute_fn=draw)(arrays)
+        return drawn
+
+    return jax.jit(run)()
 
 
 def reference(entry: Entry, data: cg.Data, params):
@@ -95,14 +100,19 @@ def _check_posterior_sites(entry: Entry, data: cg.Data, params) -> None:
     its latent sample sites and deterministic sites, reparameterised models' user-facing sites too."""
     from claygraph.infer.common import constrain_draws
 
-    trace = handlers.trace(handlers.substitute(handlers.seed(entry.model, 0), data=constrained(entry, data, params)))
-    sites = trace.get_trace(as_jax(data))
-    returned = {k for k, s in sites.items() if (s["type"] == "sample" and not s["is_observed"])
-                or s["type"] == "deterministic"}
+    arrays = as_jax(data)
+
+    def returned_sites():  # jitted: one XLA program, not one per operation of the model
+        fixed = constrained(entry, data, params)
+        trace = handlers.trace(handlers.substitute(handlers.seed(entry.model, 0), data=fixed))
+        return {k: s["value"] for k, s in trace.get_trace(arrays).items()
+                if (s["type"] == "sample" and not s["is_observed"]) or s["type"] == "deterministic"}
+
+    returned = jax.jit(returned_sites)()
     got = constrain_draws(entry.model, data, {k: jnp.stack([v, v]) for k, v in params.items()})
-    assert returned <= set(got), f"{entry.name}: the posterior lacks {sorted(returned - set(got))}"
-    for k in returned:
-        np.testing.assert_allclose(got[k][0], np.asarray(sites[k]["value"]), rtol=1e-5, atol=1e-5,
+    assert set(returned) <= set(got), f"{entry.name}: the posterior lacks {sorted(set(returned) - set(got))}"
+    for k, value in returned.items():
+        np.testing.assert_allclose(got[k][0], np.asarray(value), rtol=1e-5, atol=1e-5,
                                    err_msg=f"{entry.name}: site {k!r}")
 
 
@@ -127,6 +137,7 @@ def _numpyro_draws(entry: Entry, data: cg.Data) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
 
 
+@pytest.mark.long  # docs/testing.md: NUTS is checked against exact and reference posteriors in tests/infer
 @pytest.mark.parametrize("entry", NUTS_ENTRIES, ids=lambda e: e.name)
 def test_short_nuts_agrees_with_numpyro(entry):
     data = entry.data()
