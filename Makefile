@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check claygraph tests bench support
 
 # the default suite (under 15 minutes on 2 cores); test-all adds the long tests (docs/testing.md). Workers:
-# one per core, at most 4; each test file runs whole on one worker, the Ray files one after another
+# one per core, at most 4; the files that start Ray clusters run one after another on one worker
 XDIST := --numprocesses=auto --maxprocesses=4 --dist=loadgroup
 
 test: lint

@@ -61,6 +61,11 @@ def _covered() -> set:
     return set(harness.COVERED) if harness is not None else set()
 
 
+# Under pytest-xdist (`make test` runs a worker per core) the files that start a Ray cluster, or a process
+# that does, mark themselves `xdist_group("ray")`: they run one after another on one worker, as two local
+# clusters started at once would find each other; test_rule_harness.py runs whole on one worker
+
+
 def pytest_sessionfinish(session):
     """On a pytest-xdist worker: hand the rule harness's coverage to the controller."""
     out = getattr(session.config, "workeroutput", None)
@@ -83,17 +88,3 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"rule harness: {len(covered)} (primitive, placements) pairs over "
                                     f"{len(prims)} primitives verified against the unsplit op")
 
-
-# Under pytest-xdist (`make test` runs two workers) every file runs whole on one worker (some files check,
-# at their end, what their earlier tests covered), and the files that start a Ray cluster, or a process
-# that does, run one after another on one worker: local clusters started at once find each other
-RAY_TESTS = ("tests/runtime/test_ray_", "tests/bench/test_w7_suite.py", "tests/bench/test_bench_harness.py",
-             "tests/cli/test_demo.py")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        group = "ray" if any(path.startswith(p) for p in RAY_TESTS) else path
-        item.add_marker(pytest.mark.xdist_group(group))

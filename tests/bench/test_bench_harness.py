@@ -19,6 +19,10 @@ from bench.suites import DEFAULT_SUITES, SUITES, SuiteEnv  # noqa: E402
 from bench.suites.layout import heapq_lpt, numpy_group_layout  # noqa: E402
 from bench.workloads import zipf_counts  # noqa: E402
 
+# pytest-xdist: the tests that start a Ray cluster (or a process that does) run one after another on one worker
+# (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
+
 # -- sizes ------------------------------------------------------------------------------------------
 
 def test_quick_sizes_are_no_larger_than_full():

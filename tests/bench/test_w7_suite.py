@@ -14,6 +14,10 @@ from bench import report, sizes  # noqa: E402
 from bench.suites import SUITES, load, w7  # noqa: E402
 from bench.workloads import w7_arrays  # noqa: E402
 
+# pytest-xdist: the tests that start a Ray cluster (or a process that does) run one after another on one worker
+# (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
+
 N, G, D = 20_000, 5_000, 8
 
 HLO = """\

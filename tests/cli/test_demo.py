@@ -5,6 +5,10 @@ import sys
 
 import pytest
 
+# pytest-xdist: the tests that start a Ray cluster (or a process that does) run one after another on one worker
+# (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 @pytest.mark.long  # docs/testing.md: `make demo` is the demo itself
 def test_the_demo_runs_clean_in_a_fresh_process():

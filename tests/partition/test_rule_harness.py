@@ -20,6 +20,9 @@ from rule_harness import COVERED, KINDS, Suite, Term, check_suite
 
 from claygraph.partition.registry import PRIMITIVES, import_rules
 
+# pytest-xdist: the whole file on one worker (the last test checks what the others covered)
+pytestmark = pytest.mark.xdist_group("rule_harness")
+
 # -- the catalog ---------------------------------------------------------------------------------
 
 UNARY = {

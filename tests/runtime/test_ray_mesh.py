@@ -10,6 +10,10 @@ import pytest
 
 import claygraph as cg
 
+# pytest-xdist: the tests that start a Ray cluster (or a process that does) run one after another on one worker
+# (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
+
 ray = pytest.importorskip("ray")
 
 

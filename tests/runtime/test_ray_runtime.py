@@ -18,6 +18,10 @@ import claygraph as cg
 from claygraph.errors import WorkerError
 from claygraph.partition.storage import key as stored_key
 
+# pytest-xdist: the tests that start a Ray cluster (or a process that does) run one after another on one worker
+# (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("ray")
+
 ray = pytest.importorskip("ray")
 
 
@@ -248,8 +252,8 @@ def test_scheduler_keeps_a_fast_worker_busy_beside_a_slow_one(rt, problem):
         assert busy > 0.6 * res.wall_s * 0.5, (w, busy, res.wall_s)  # busy most of the sampling phase
 
 
-# docs/testing.md: long; a lost worker is detected and its group rebuilt in the two tests below (MAP
-# resumes); that sampling keeps the draws made before the loss is checked by `make test-all` only
+# docs/testing.md: long; a lost worker is detected and its group rebuilt in test_killed_worker_gives_clear_
+# error_quickly; that sampling keeps its draws and MAP resumes after the loss is checked by `make test-all`
 @pytest.mark.long
 def test_sampling_survives_a_killed_worker_and_keeps_its_draws(rt, problem):
     data, _, _ = problem
@@ -286,6 +290,7 @@ def test_killed_worker_gives_clear_error_quickly(rt, problem):
     assert np.isfinite(v)
 
 
+@pytest.mark.long  # docs/testing.md: see test_sampling_survives_a_killed_worker_and_keeps_its_draws
 def test_map_resumes_after_a_worker_is_killed(rt, problem):
     data, _, _ = problem
     reference = cg.infer.map(hier_model, data, chunk=5)
