@@ -54,8 +54,9 @@ def hier_data(groups=23, n=2000, seed=1):
                    y=cg.array(y, "row"))
 
 
+# 3 devices and the row split (MAP on a row split: test_logistic_regression_equals_scikit_learn) are long
 @pytest.mark.parametrize("devices,split", [(2, ("group",)), pytest.param(3, ("group",), marks=pytest.mark.long),
-                                           (2, ("row",))])
+                                           pytest.param(2, ("row",), marks=pytest.mark.long)])
 def test_hierarchical_map_split_equals_unsplit(devices, split):
     data = hier_data()
     ref = cg.infer.map(hier_model, data)

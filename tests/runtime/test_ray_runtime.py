@@ -224,6 +224,7 @@ def test_map_on_ray_matches_local(rt, problem):
     _close(on_ray.params["a"], local.params["a"], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.long  # docs/testing.md: chain-parallel NUTS on Ray also runs in the two tests around it
 def test_chain_parallel_nuts_keeps_workers_busy(rt, problem):
     data, _, _ = problem
     res = cg.infer.nuts(hier_model, data, chains=2, warmup=150, draws=200, runtime=rt, seed=2, segment=50,
