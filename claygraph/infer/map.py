@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import optax.tree_utils as otu
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from claygraph.errors import ModelError
 from claygraph.infer.common import (
@@ -121,8 +123,7 @@ def _build(potential, memory_size: int, chunk: int, relative: bool, ftol: float)
 
         return jax.lax.while_loop(cond, body, state)
 
-    # the state is donated: the chunk's result takes its buffers (it is ~25x the params: L-BFGS memory)
-    return opt, jax.jit(run, donate_argnums=0)
+    return opt, run
 
 
 def _gmax(grad):
@@ -155,25 +156,47 @@ class Chunk(NamedTuple):
     point: Any = None  # internal layout: the params if the stop rule holds there, else the best params
 
 
-def _start(opt):
-    """The loop's first state at `params` (internal layout), built on the devices."""
+def _start(opt, mesh, sites):
+    """The loop's first state at `params` (internal layout), built on the devices (a function to jit). The
+    optimiser's memory of a sharded site is sharded as the site is (the chunk's output is: a replicated
+    first state would hold every device's whole memory and make the second chunk compile again)."""
+    specs: dict[tuple, set] = {}
+    for site in sites.values():
+        specs.setdefault(tuple(site.internal_shape), set()).add(tuple(site.spec))
+    sharded = {shape: P(*next(iter(v))) for shape, v in specs.items()
+               if len(v) == 1 and any(a is not None for a in next(iter(v)))}
+
+    def like_params(x):
+        if x.shape in sharded:
+            return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, sharded[x.shape]))
+        if x.ndim and x.shape[1:] in sharded:  # a memory of `memory_size` past values
+            return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, *sharded[x.shape[1:]])))
+        return x
+
     def start(params, iteration, gtol, value0, tol, max_iter):
         inf = jnp.float32(np.inf)
         # every leaf a buffer of its own (the chunk donates the state; a forwarded input would be donated twice)
         params = jax.tree.map(jnp.copy, params)
-        return LBFGSState(params, opt.init(params), iteration, inf, jnp.int32(0), inf, inf, params, inf, inf, gtol,
+        memory = jax.tree.map(like_params, opt.init(params))
+        return LBFGSState(params, memory, iteration, inf, jnp.int32(0), inf, inf, params, inf, inf, gtol,
                           value0, jnp.bool_(False), tol, max_iter)
 
-    return jax.jit(start)
+    return start
 
 
 def _lbfgs_chunk(ctx, command, settings, limits):
     """One chunk of the L-BFGS loop on the workers. The state (params, memory) stays on the devices, each
     holding its shards; only scalars and the point to checkpoint go back."""
-    opt, run = ctx.cached(("lbfgs", settings), lambda: _build(ctx.internal, *settings))
+    def build():
+        opt, run = _build(ctx.internal, *settings)
+        # the state is donated: the chunk's result takes its buffers (it is ~25x the params: L-BFGS memory)
+        return opt, ctx.kept(("lbfgs", settings), run, donate_argnums=0)
+
+    opt, run = ctx.cached(("lbfgs", settings), build)
     key = ("lbfgs", command.fit)
     if isinstance(command, Restart):
-        begin = ctx.cached(("lbfgs-start", settings), lambda: _start(opt))
+        begin = ctx.cached(("lbfgs-start", settings), lambda: ctx.kept(("lbfgs-start", settings),
+                                                                   _start(opt, ctx.mesh, ctx.params.sites)))
         state = begin(ctx.params_in(command.params), jnp.int32(command.iteration), jnp.float32(command.gtol),
                       jnp.float32(command.start), jnp.float32(limits[0]), jnp.int32(limits[1]))
     elif key in ctx.resident:

@@ -34,11 +34,12 @@ class Context:
     # state an inference loop keeps on the devices between its steps (L-BFGS's memory, ...): it never
     # travels to the driver; a rebuilt program starts without it
     resident: dict = field(default_factory=dict)
+    key: Any = None  # the split function's CacheKey: what programs kept across processes are keyed by
 
     @staticmethod
     def of(fn, data: Mapping[str, Any], multiprocess: bool) -> Context:
         """The context of split function `fn` (claygraph.partition.program.SplitFunction) over `data`."""
-        return Context(fn.fn, data, fn.mesh, multiprocess, fn.jitted, fn.internal, fn.params)
+        return Context(fn.fn, data, fn.mesh, multiprocess, fn.jitted, fn.internal, fn.params, key=fn.key)
 
     def params_in(self, params: Mapping[str, Any] | None = None) -> dict[str, jax.Array]:
         """Params (the user's layout, host arrays; None: zeros) as global arrays in the internal layout,
@@ -98,3 +99,11 @@ class Context:
         if key not in self.cache:
             self.cache[key] = build()
         return self.cache[key]
+
+    def kept(self, key: Any, fn: Callable, donate_argnums=()) -> Callable:
+        """`jax.jit(fn, donate_argnums=...)` kept across processes (claygraph.runtime.program_store): `key`
+        says what `fn` computes from this context's potential (an inference loop and its settings); build
+        it inside `cached` so that a process wraps it once."""
+        from claygraph.runtime.program_store import Stored
+
+        return Stored(fn, (self.key, key), donate_argnums)

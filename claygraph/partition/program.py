@@ -40,6 +40,7 @@ class SplitFunction:
 
     def __init__(self, graph: Graph, candidate: Candidate, mesh: Mesh):
         self.graph, self.candidate, self.mesh = graph, candidate, mesh
+        self.key = key_for(graph, candidate, mesh)  # what the programs built from this one depend on
         self.layout: Mapping[str, DimLayout] = candidate.layout
         prop = candidate.propagation
         g = graph
