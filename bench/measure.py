@@ -394,9 +394,12 @@ def w1_fit(spec: dict) -> dict:
     X, y = w.w1_arrays(spec["n"], spec["d"])
     data_bytes = X.nbytes + y.nbytes
     rt = cg.runtime.Ray(workers=spec["devices"]) if spec["runtime"] == "ray" else cg.runtime.Local(spec["devices"])
+    from claygraph.runtime import program_store
+
     fits = []
     with rt:
         for _ in range(spec["repeats"]):
+            stored = dict(program_store.STATS)
             events.take()
             reset = _reset_peak()
             t0 = time.perf_counter()
@@ -413,7 +416,9 @@ def w1_fit(spec: dict) -> dict:
             fits.append({"wall_s": wall, "iterations": int(res.iterations), "objective": float(res.objective),
                          "converged": bool(res.converged), "message": res.message,
                          "split": list(res.split if spec["method"] != "map" else res.plan.split),
-                         "peak_rss_bytes": peak, **events.take()})
+                         "peak_rss_bytes": peak, **events.take(),
+                         # programs this fit read from the store, or exported to it (claygraph.runtime.program_store)
+                         "programs": {k: program_store.STATS[k] - stored[k] for k in stored}})
     # the median of the fits after the first, which compiles (reported apart as first_s); of all when only one ran
     walls = sorted(f["wall_s"] for f in (fits[1:] or fits))
     return {"spec": spec, "fits": fits, "median_s": walls[len(walls) // 2], "first_s": fits[0]["wall_s"],

@@ -178,10 +178,10 @@ def w1_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
                   "XLA compiling (on a persistent-cache hit, loading the compiled program, of which *cache load* is "
                   "the read), with the shares of the fit's wall time; and the driver's peak resident memory during "
                   "the fit above an idle process (libraries loaded, JAX's CPU backend started, no data yet), in "
-                  "units of "
-                  "X's size:", "",
+                  "units of X's size; and the programs it read from claygraph's store of exported programs, or "
+                  "exported to it (claygraph.runtime.program_store):", "",
                   *table(["fit", "wall", "tracing", "lowering", "XLA compile", "cache load", "compiling share",
-                          "tracing + lowering share", "peak memory"],
+                          "tracing + lowering share", "peak memory", "stored programs loaded / exported"],
                          fits)]
     rts = report_w1.runtime_rows(res) if "fresh" in res else []
     if rts:

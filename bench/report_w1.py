@@ -179,8 +179,13 @@ def fit_rows(res: dict) -> list[list]:
         mem = row[2] if len(row) > 2 else None
         out.append([label, _s(f["wall_s"]), _s(f.get("trace_s")), _s(f.get("lower_s")), _s(f.get("compile_s")),
                     _s(f.get("cache_load_s")), f"{100 * compile_share(f):.2g}%",
-                    f"{100 * trace_share(f):.2g}%", _x(mem)])
+                    f"{100 * trace_share(f):.2g}%", _x(mem), _programs(f.get("programs"))])
     return out
+
+
+def _programs(p: dict | None) -> str:
+    """Programs a fit loaded from the store / exported to it (claygraph.runtime.program_store)."""
+    return "—" if not p or not any(p.values()) else f"{p.get('loaded', 0)} / {p.get('exported', 0)}"
 
 
 def runtime_rows(res: dict) -> list[list]:
