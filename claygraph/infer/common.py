@@ -96,6 +96,30 @@ def hvp(grad: Callable, x, v):
     return jax.grad(lambda y: sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(grad(y)), jax.tree.leaves(v))))(x)
 
 
+def like_sites(mesh, sites: Mapping[str, Any]) -> Callable:
+    """x -> x constrained (inside jit) to the sharding of the latent site whose internal shape it has, or that
+    shape after a leading axis (L-BFGS's memory) or before a trailing one (a low-rank factor); any other array
+    as it is. For an optimiser's state made of zeros, to which XLA gives no sharding of its own: a replicated
+    first state holds every device's whole state and makes the loop's next call compile again. A shape two
+    sites with different shardings share is left alone."""
+    import jax
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    specs: dict[tuple, set] = {}
+    for site in sites.values():
+        specs.setdefault(tuple(site.internal_shape), set()).add(tuple(site.spec))
+    sharded = {shape: next(iter(v)) for shape, v in specs.items()
+               if len(v) == 1 and any(a is not None for a in next(iter(v)))}
+
+    def place(x):
+        spec = (sharded.get(x.shape) or (x.ndim and sharded.get(x.shape[1:]) and (None, *sharded[x.shape[1:]]))
+                or (x.ndim and sharded.get(x.shape[:-1]) and (*sharded[x.shape[:-1]], None)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*spec))) if spec else x
+
+    return place
+
+
 def zeros_like_params(graph) -> dict[str, np.ndarray]:
     return {k: np.zeros(s, graph.value(graph.inputs.params[k]).dtype) for k, s in graph.param_shapes.items()}
 

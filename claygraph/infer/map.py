@@ -19,8 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import optax.tree_utils as otu
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from claygraph.errors import ModelError
 from claygraph.infer.common import (
@@ -28,6 +26,7 @@ from claygraph.infer.common import (
     Session,
     constrain,
     invalid_sites,
+    like_sites,
     new_fit,
     release,
     run_resumable,
@@ -158,20 +157,8 @@ class Chunk(NamedTuple):
 
 def _start(opt, mesh, sites):
     """The loop's first state at `params` (internal layout), built on the devices (a function to jit). The
-    optimiser's memory of a sharded site is sharded as the site is (the chunk's output is: a replicated
-    first state would hold every device's whole memory and make the second chunk compile again)."""
-    specs: dict[tuple, set] = {}
-    for site in sites.values():
-        specs.setdefault(tuple(site.internal_shape), set()).add(tuple(site.spec))
-    sharded = {shape: P(*next(iter(v))) for shape, v in specs.items()
-               if len(v) == 1 and any(a is not None for a in next(iter(v)))}
-
-    def like_params(x):
-        if x.shape in sharded:
-            return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, sharded[x.shape]))
-        if x.ndim and x.shape[1:] in sharded:  # a memory of `memory_size` past values
-            return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, *sharded[x.shape[1:]])))
-        return x
+    optimiser's memory of a sharded site is sharded as the site is (common.like_sites)."""
+    like_params = like_sites(mesh, sites)
 
     def start(params, iteration, gtol, value0, tol, max_iter):
         inf = jnp.float32(np.inf)

@@ -34,6 +34,7 @@ from claygraph.infer import vi_sites
 from claygraph.infer.common import (
     Continue,
     constrain_draws,
+    like_sites,
     new_fit,
     release,
     run_resumable,
@@ -206,8 +207,13 @@ class Begin(NamedTuple):
 def _sites_chunk(ctx, command, settings):
     """One chunk of the per-site ADVI loop on the workers; the state stays there (Context.resident)."""
     kind, particles, chunk, lr, steps, seed, rank = settings
-    opt, start, run = ctx.cached(("vi-sites", kind, particles, chunk, lr, steps),
-                                 lambda: vi_sites.build(ctx.internal, kind, particles, chunk, lr, steps))
+    def build():
+        opt, start, run = vi_sites.build(ctx.internal, kind, particles, chunk, lr, steps,
+                                         like_sites(ctx.mesh, ctx.params.sites))
+        return (opt, jax.jit(start, static_argnums=(3, 4)),
+                ctx.kept(("vi-sites", kind, particles, chunk, lr, steps), run))
+
+    opt, start, run = ctx.cached(("vi-sites", kind, particles, chunk, lr, steps), build)
     key = ("vi", command.fit)
     if isinstance(command, Begin):
         center = ctx.params_in(command.center)
@@ -228,7 +234,8 @@ def _sites_chunk(ctx, command, settings):
     elbo, done = ctx.to_host((state.elbo, state.step))
     # the last chunk sends the fitted marginals back with it (inside the resumable step: a worker lost
     # before them restarts the fit)
-    return elbo, done, ctx.to_host(vi_sites.marginals(state)) if int(done) >= steps else None
+    marginals = ctx.cached(("vi-marginals",), lambda: jax.jit(vi_sites.marginals))  # not op by op: one program
+    return elbo, done, ctx.to_host(marginals(state)) if int(done) >= steps else None
 
 
 

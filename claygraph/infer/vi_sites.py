@@ -73,8 +73,9 @@ def sample(kind: str, g: dict, real: dict, key, n: int) -> tuple[dict, Any]:
     return w, entropy
 
 
-def build(potential, kind: str, particles: int, chunk: int, lr: float, steps: int):
-    """(optimiser, start(center, precond, real, seed, rank), run(state, data)), jitted."""
+def build(potential, kind: str, particles: int, chunk: int, lr: float, steps: int, place=lambda x: x):
+    """(optimiser, start(center, precond, real, seed, rank), run(state, data)), functions to jit (seed and rank
+    static). `place` puts each array of the first state where the loop keeps it (common.like_sites)."""
     opt = optax.adam(optax.cosine_decay_schedule(lr, max(steps, 1), alpha=0.01))
 
     def loss(g, key, center, precond, real, data):
@@ -96,10 +97,10 @@ def build(potential, kind: str, particles: int, chunk: int, lr: float, steps: in
     def start(center, precond, real, seed, rank):
         g = init_guide(kind, center, rank)
         logdet = sum(jnp.sum(jnp.where(real[k], jnp.log(precond[k]), 0.0)) for k in center)
-        return SiteVIState(g, opt.init(g), jax.random.PRNGKey(seed), jnp.int32(0), jnp.float32(-np.inf), center,
-                           precond, logdet, real)
+        return SiteVIState(g, jax.tree.map(place, opt.init(g)), jax.random.PRNGKey(seed), jnp.int32(0),
+                           jnp.float32(-np.inf), center, precond, logdet, real)
 
-    return opt, jax.jit(start, static_argnums=(3, 4)), jax.jit(run)
+    return opt, start, run
 
 
 def marginals(state: SiteVIState) -> Marginals:

@@ -118,6 +118,18 @@ def test_the_first_state_of_a_group_split_holds_its_memory_sharded_and_two_chunk
     assert len(list(store.glob("*.program"))) == 2
 
 
+@pytest.mark.parametrize("guide", ["meanfield", "lowrank"])
+def test_advi_on_a_group_split_runs_every_chunk_on_one_program(store, guide):
+    """Adam's moments of a sharded site start sharded as the loop keeps them (they were replicated: the second
+    chunk compiled again)."""
+    from bench.workloads import w2_data, w2_model
+
+    exported = program_store.STATS["exported"]
+    cg.infer.vi(w2_model, w2_data(2_000, 40, 3), runtime=cg.runtime.Local(devices=2), split=("group",), guide=guide,
+                steps=30, chunk=10, init="zero", draws=5)
+    assert program_store.STATS["exported"] - exported == 1
+
+
 FIT = textwrap.dedent("""
     import json, sys
     import numpy as np
