@@ -269,11 +269,27 @@ class Data:
         "feature")` for several columns as the second axis, `g=cg.parquet.index_column("product_id",
         "row", into="product")` for an index column. Only the metadata and the index columns are read
         here; the other columns are read by whoever holds their rows (a Ray worker reads its rows only).
+        An index column's target dim has size `size=` if given, else the size another field gives it,
+        else the column's largest id + 1 (pass `size=` when groups past the largest id have no rows).
         """
         from claygraph.frontend.parquet import columns
 
-        return cls(**{k: index(c.values, c.dims[0], into=c.into, size=c.size) if c.into is not None
-                      else Array(c.values, c.dims, source=c.source) for k, c in columns(path, **arrays).items()})
+        cols = columns(path, **arrays)
+        known = {d for c in cols.values() if c.into is None for d in c.dims} | \
+                {c.into for c in cols.values() if c.into is not None and c.size is not None}
+
+        def size(name, c) -> int | None:
+            # an index column whose target no other field sizes points into [0, its largest id]: the driver
+            # has read the column already (ids past the largest, groups without rows, need size=)
+            if c.size is not None or c.into in known:
+                return c.size
+            if not c.values.size:
+                raise DataError(f"index {name!r} points into {c.into!r}, whose size is unknown, and its column is "
+                                f"empty; pass cg.parquet.index_column(..., into={c.into!r}, size=N)")
+            return int(c.values.max()) + 1
+
+        return cls(**{k: index(c.values, c.dims[0], into=c.into, size=size(k, c)) if c.into is not None
+                      else Array(c.values, c.dims, source=c.source) for k, c in cols.items()})
 
     @classmethod
     def from_ray_dataset(cls, dataset, folder: str, *, ray_remote_args: Mapping[str, Any] | None = None,

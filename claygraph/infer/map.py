@@ -41,6 +41,7 @@ DIVERGENCE_Z = 20.0  # |log| of a constrained value (a scale) beyond which it ha
 STALL = 10  # iterations in a row without progress in objective or gradient
 RESTARTS = 3  # fresh L-BFGS memories after a stall
 STALL_GRAD_RTOL = 1e-3  # a stall counts as converged when max|grad| <= this x max(1, |objective|)
+FIRST_CHUNK = 10  # iterations of a fit's first chunk: a density without a mode is named after at most these
 
 class LBFGSState(NamedTuple):
     params: Any
@@ -82,13 +83,13 @@ class MAPResult:
         return "\n".join(lines)
 
 
-def _build(potential, memory_size: int, chunk: int, relative: bool, ftol: float):
+def _build(potential, memory_size: int, relative: bool, ftol: float):
     opt = optax.lbfgs(memory_size=memory_size)
 
-    def run(state: LBFGSState, data) -> LBFGSState:
+    def run(state: LBFGSState, data, iterations) -> LBFGSState:
         f = lambda p: potential(p, data)
         vg = optax.value_and_grad_from_state(f)
-        stop_at = jnp.minimum(state.iteration + chunk, state.max_iter)
+        stop_at = jnp.minimum(state.iteration + iterations, state.max_iter)
 
         def cond(s):
             return (s.iteration < stop_at) & (s.gmax > s.gtol) & (s.stall < STALL) & ~s.invalid
@@ -171,9 +172,10 @@ def _start(opt, mesh, sites):
     return start
 
 
-def _lbfgs_chunk(ctx, command, settings, limits):
-    """One chunk of the L-BFGS loop on the workers. The state (params, memory) stays on the devices, each
-    holding its shards; only scalars and the point to checkpoint go back."""
+def _lbfgs_chunk(ctx, command, settings, limits, iterations):
+    """One chunk of at most `iterations` iterations of the L-BFGS loop on the workers (a value of the loop:
+    chunks of any length run one program). The state (params, memory) stays on the devices, each holding its
+    shards; only scalars and the point to checkpoint go back."""
     def build():
         opt, run = _build(ctx.internal, *settings)
         # the state is donated: the chunk's result takes its buffers (it is ~25x the params: L-BFGS memory)
@@ -190,7 +192,7 @@ def _lbfgs_chunk(ctx, command, settings, limits):
         state = ctx.resident[key]
     else:
         return Chunk(lost=True)
-    state = ctx.resident[key] = run(state, ctx.data)
+    state = ctx.resident[key] = run(state, ctx.data, jnp.int32(iterations))
     s = ctx.to_host(state._replace(params=None, opt=None, best=None))
     point = state.params if float(s.gmax) <= float(s.gtol) else state.best
     return Chunk(False, int(s.iteration), float(s.gmax), int(s.stall), float(s.value), float(s.best_gmax),
@@ -276,7 +278,8 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
     start = None if not init else dict(zeros_like_params(graph), **{k: np.asarray(v) for k, v in init.items()})
     if max_iter == 0:
         return _not_run(model, data, s, start if start is not None else zeros_like_params(graph))
-    settings = (memory_size, chunk, scale is None, float(ftol))
+    settings = (memory_size, scale is None, float(ftol))
+    supports = {site.name: site.support for site in graph.meta.info.sites}
     limits = (float(tol), int(max_iter))
     gtol0 = 0.0 if scale is None else float(tol) * float(scale)
     restarts = {"left": RESTARTS, "value": np.inf}
@@ -287,13 +290,17 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
     last: list[Restart] = []
 
     def step(program, command):
-        out = run_spmd(program, _lbfgs_chunk, command, settings, limits)
+        # a short first chunk: a scale running off to 0 or infinity is named after FIRST_CHUNK iterations
+        out = run_spmd(program, _lbfgs_chunk, command, settings, limits, chunk if last else min(chunk, FIRST_CHUNK))
         if out.lost:  # the workers were rebuilt: resume from the checkpoint with a fresh memory
             return (last[-1] if last else first), False
         last[:] = [Restart(program.params.to_user(out.point), out.iteration, out.start, out.gtol, fit)]
         bar.update(out.iteration, out.value, out.gmax)
         if on_chunk is not None:
             on_chunk(out.iteration, out.value)
+        bad = None if out.invalid else _diverged(last[-1].params, supports)
+        if bad is not None:  # no mode to converge to: say so now, not after max_iter
+            raise _unbounded(last[-1].params, bad, float(out.value))
         if out.invalid or out.iteration >= max_iter or out.gmax <= out.gtol:
             return out, True
         if out.stall >= STALL:
@@ -322,7 +329,6 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
         raise _invalid_start(model, data, start if start is not None else zeros_like_params(graph), final.current)
     stop, converged, msg, point, objective, gmax = _outcome(final, max_iter)
     z = s.program.params.to_user(point)
-    supports = {site.name: site.support for site in graph.meta.info.sites}
     bad = _diverged(z, supports) or (next(iter(z)) if not np.isfinite(objective) else None)
     if bad is not None:
         raise _unbounded(z, bad, objective)

@@ -144,3 +144,20 @@ def test_errors_name_the_column_and_the_place(tmp_path):
     pq.write_table(pa.table({"y": pa.array([1.0, None, 2.0], pa.float32())}), path)
     with pytest.raises(cg.errors.DataError, match="1 missing"):
         cg.Data.from_parquet(path, y=("y", "row")).load()
+
+
+def test_an_index_columns_target_size_is_given_or_read_from_the_column(tmp_path):
+    """size= wins; without it the target dim spans the column's ids up to the largest (README's example);
+    an empty column with no size is an error naming the Parquet spec's size=."""
+    path = tmp_path / "t.parquet"
+    cols = write_table(path, products=13)
+    largest = int(cols["product_id"].max())
+    inferred = cg.Data.from_parquet(path, y=("y", "row"),
+                                    g=cg.parquet.index_column("product_id", "row", into="product"))
+    assert inferred.size("product") == largest + 1
+    given = cg.Data.from_parquet(path, g=cg.parquet.index_column("product_id", "row", into="product", size=40))
+    assert given.size("product") == 40
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"product_id": np.zeros(0, np.int64), "y": np.zeros(0, np.float32)}), empty)
+    with pytest.raises(cg.errors.DataError, match=r"index_column\(\.\.\., into='product', size=N\)"):
+        cg.Data.from_parquet(empty, g=cg.parquet.index_column("product_id", "row", into="product"))

@@ -120,9 +120,11 @@ def test_unbounded_density_says_so():
         with numpyro.plate("row", data.size("row")):
             numpyro.sample("y", dist.Normal(a[data.g], 1.0), obs=data.y)
 
+    seen = []
     with pytest.raises(ModelError, match="unbounded") as e:
-        cg.infer.map(funnel, data, jacobian=False, max_iter=3000)
+        cg.infer.map(funnel, data, jacobian=False, max_iter=3000, on_chunk=lambda i, v: seen.append(i))
     assert "'tau'" in str(e.value) and "cannot start" not in str(e.value)
+    assert seen and seen[-1] <= 200  # named at the chunk where tau left e^±20, not after max_iter
 
 
 def test_bad_settings_are_refused(normal_data):
