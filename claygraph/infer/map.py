@@ -41,7 +41,9 @@ DIVERGENCE_Z = 20.0  # |log| of a constrained value (a scale) beyond which it ha
 STALL = 10  # iterations in a row without progress in objective or gradient
 RESTARTS = 3  # fresh L-BFGS memories after a stall
 STALL_GRAD_RTOL = 1e-3  # a stall counts as converged when max|grad| <= this x max(1, |objective|)
-FIRST_CHUNK = 10  # iterations of a fit's first chunk: a density without a mode is named after at most these
+FIRST_CHUNK = 10  # iterations of a fit's first chunk: a scale that runs off is named after at most these
+PROBE = (-10.0, -20.0, -40.0)  # unconstrained values at which a bounded-below site is probed before a fit
+BOUNDED_BELOW = frozenset({"Positive", "GreaterThan", "GreaterThanEq", "Interval", "OpenInterval", "UnitInterval"})
 
 class LBFGSState(NamedTuple):
     params: Any
@@ -217,6 +219,30 @@ def _diverged(z: dict, supports: dict) -> str | None:
     return None
 
 
+def _falls_without_bound(s: Session, graph, supports: dict) -> tuple[str, list[float]] | None:
+    """A site bounded below (a scale) along which the objective falls without bound as it goes to its bound,
+    every other site at 0 (unconstrained): the centred hierarchy whose group scale has a prior that does not
+    vanish at 0, where the group values collapse onto their mean with the scale. Three evaluations per such
+    site, before any iteration; (site, objectives at PROBE) or None. A density that is bounded along these
+    rays may still be unbounded elsewhere: the chunks' check (_diverged) remains."""
+    zeros = zeros_like_params(graph)
+    for k in sorted(k for k, sup in supports.items() if sup in BOUNDED_BELOW and k in zeros):
+        values = [float(run_spmd(s.program, _value_at, {**zeros, k: np.full_like(zeros[k], t)})) for t in PROBE]
+        if all(np.isfinite(values)) and values[0] > values[1] > values[2] and values[1] - values[2] > 1.0:
+            return k, values
+    return None
+
+
+def _no_mode(site: str, values: list[float]) -> ModelError:
+    probes = ", ".join(f"{v:.6g} at {t:g}" for t, v in zip(PROBE, values))
+    return ModelError(
+        f"MAP has no mode: the objective falls without bound as site {site!r} goes to its lower bound with the "
+        f"other sites at 0 (unconstrained {probes}). The joint density is unbounded: in a hierarchical model a "
+        f"group scale with a HalfNormal, HalfCauchy or Exponential prior lets the density grow without bound as the "
+        f"scale goes to 0 and the group values collapse onto their mean. Give the scale a prior that vanishes at 0 "
+        f"(LogNormal, InverseGamma), fix it, or write the groups non-centred (value = mean + scale * z).")
+
+
 def _invalid_start(model, data, z: dict, value: float) -> ModelError:
     sites = invalid_sites(model, data, z)
     where = (f" The log density is not finite at: {', '.join(sites)}." if sites else "")
@@ -280,6 +306,9 @@ def map(model: Callable, data, runtime=None, cluster=None, split=None, tol: floa
         return _not_run(model, data, s, start if start is not None else zeros_like_params(graph))
     settings = (memory_size, scale is None, float(ftol))
     supports = {site.name: site.support for site in graph.meta.info.sites}
+    runs_off = _falls_without_bound(s, graph, supports)
+    if runs_off is not None:  # no mode to look for: say so before the first iteration
+        raise _no_mode(*runs_off)
     limits = (float(tol), int(max_iter))
     gtol0 = 0.0 if scale is None else float(tol) * float(scale)
     restarts = {"left": RESTARTS, "value": np.inf}

@@ -1,4 +1,6 @@
 """MAP says what stopped it, and `converged` agrees with the rule that did (issue: messages naming the real cause)."""
+import importlib
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -120,11 +122,34 @@ def test_unbounded_density_says_so():
         with numpyro.plate("row", data.size("row")):
             numpyro.sample("y", dist.Normal(a[data.g], 1.0), obs=data.y)
 
+    for jacobian in (False, True):
+        seen: list[int] = []
+        with pytest.raises(ModelError, match="unbounded") as e:
+            cg.infer.map(funnel, data, jacobian=jacobian, max_iter=3000,
+                         on_chunk=lambda i, v, seen=seen: seen.append(i))
+        assert "'tau'" in str(e.value) and "cannot start" not in str(e.value)
+        assert seen == []  # named before the first iteration (it ran 110 before tau left e^±20)
+
+
+def test_a_scale_that_runs_off_away_from_the_zero_point_is_named_at_its_chunk():
+    """The probe sees a density unbounded along a scale with the other sites at 0; one observation with a learnt
+    mean and scale is unbounded only where the mean meets it (mu = 3): the chunks' check names it at the chunk
+    where the scale passes e^-20, long before max_iter."""
+    map_module = importlib.import_module("claygraph.infer.map")
+    data = cg.Data(y=cg.array(np.array([3.0], np.float32), "row"))
+
+    def one(data):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        with numpyro.plate("row", data.size("row")):
+            numpyro.sample("y", dist.Normal(mu, sigma), obs=data.y)
+
+    session = cg.infer.common.setup(one, data, jacobian=False)
+    assert map_module._falls_without_bound(session, session.plan.graph, {"sigma": "Positive"}) is None
     seen = []
-    with pytest.raises(ModelError, match="unbounded") as e:
-        cg.infer.map(funnel, data, jacobian=False, max_iter=3000, on_chunk=lambda i, v: seen.append(i))
-    assert "'tau'" in str(e.value) and "cannot start" not in str(e.value)
-    assert seen and seen[-1] <= 200  # named at the chunk where tau left e^±20, not after max_iter
+    with pytest.raises(ModelError, match="MAP diverged: site 'sigma'"):
+        cg.infer.map(one, data, jacobian=False, max_iter=3000, on_chunk=lambda i, v: seen.append(i))
+    assert seen and seen[-1] <= 100, seen
 
 
 def test_bad_settings_are_refused(normal_data):
