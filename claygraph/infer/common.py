@@ -165,9 +165,17 @@ def constrain_draws(model: Callable, data, draws: Mapping[str, np.ndarray]) -> d
     import jax
     from numpyro.infer.util import constrain_fn
 
-    fn = jax.jit(jax.vmap(lambda z, d: constrain_fn(model, (d,), {}, z, return_deterministic=True),
-                          in_axes=(0, None)))
-    return {k: np.asarray(v) for k, v in fn(dict(draws), data.stand_in() if data.has_sources else data).items()}
+    order: list[str] = []
+
+    def constrained(z, d):
+        out = constrain_fn(model, (d,), {}, z, return_deterministic=True)
+        order[:] = list(out)
+        # a site whose constraint is the identity (Real) comes back as its input: not returned (and copied) again
+        return {k: v for k, v in out.items() if not (k in z and v is z[k])}
+
+    fn = jax.jit(jax.vmap(constrained, in_axes=(0, None)))
+    out = fn(dict(draws), data.stand_in() if data.has_sources else data)
+    return {k: np.asarray(out[k]) if k in out else np.asarray(draws[k]) for k in order}
 
 
 def arviz():

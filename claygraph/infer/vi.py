@@ -277,11 +277,12 @@ def _vi_sites(model, data, s, guide, steps, lr, particles, draws, seed, chunk, r
     user = s.program.params.to_user
     loc, scale = user(fitted.loc), user(fitted.scale)
     factor = user(fitted.factor) if fitted.factor is not None else None
-    key, sub = jax.random.split(jax.random.PRNGKey(seed + 1))
     batch = {}
-    eps2 = np.asarray(jax.random.normal(sub, (draws, rank))) if factor is not None else None
+    eps2 = (np.random.default_rng([seed, 1, 0]).standard_normal((draws, rank), dtype=np.float32)
+            if factor is not None else None)
     for i, k in enumerate(sorted(loc)):  # in place: the draws are `draws` x the params, the largest output
-        z = np.array(jax.random.normal(jax.random.fold_in(key, i), (draws, *np.shape(loc[k]))), np.float32)
+        # NumPy's generator writes them once, in float32 (a JAX draw and its host copy held them twice)
+        z = np.random.default_rng([seed, 1, i + 1]).standard_normal((draws, *np.shape(loc[k])), dtype=np.float32)
         z *= scale[k]
         z += loc[k]
         if factor is not None:

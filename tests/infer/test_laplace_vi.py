@@ -321,3 +321,31 @@ def test_block_laplace_refuses_groups_that_interact():
     assert cg.infer.laplace(random_walk, data, hessian="dense").cov.shape == (12, 12)
     with pytest.raises(ValueError, match="hessian must be"):
         cg.infer.laplace(random_walk, data, hessian="banded")
+
+
+def test_constraining_draws_returns_unconstrained_sites_as_given_and_the_rest_as_numpyro_does():
+    """A site whose constraint is the identity comes back as the caller's array (the largest outputs, a
+    per-group site's draws, are not copied); the others and the deterministic sites as NumPyro computes them,
+    in NumPyro's order."""
+    from numpyro.infer.util import constrain_fn
+
+    from claygraph.infer.common import constrain_draws
+
+    def model(data):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        with numpyro.plate("group", data.size("group")):
+            z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        numpyro.deterministic("a", mu + sigma * z)
+
+    data = cg.Data(y=cg.array(np.zeros(6, np.float32), "group"))
+    rng = np.random.default_rng(0)
+    draws = {"mu": rng.normal(size=5).astype(np.float32), "sigma": rng.normal(size=5).astype(np.float32),
+             "z": rng.normal(size=(5, 6)).astype(np.float32)}
+    out = constrain_draws(model, data, draws)
+    assert out["z"] is draws["z"]
+    for i in range(5):
+        ref = constrain_fn(model, (data,), {}, {k: v[i] for k, v in draws.items()}, return_deterministic=True)
+        assert list(out) == list(ref)
+        for k in ref:
+            np.testing.assert_allclose(out[k][i], ref[k], rtol=1e-6)
