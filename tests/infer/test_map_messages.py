@@ -131,6 +131,19 @@ def test_unbounded_density_says_so():
         assert seen == []  # named before the first iteration (it ran 110 before tau left e^±20)
 
 
+def test_a_scale_prior_that_vanishes_at_zero_is_not_named_however_many_the_groups():
+    """LogNormal(-1, 0.5) scales of a centred hierarchy over 300 products: the objective along the probe's ray
+    falls from -10 to -40 but ever more slowly (a mode exists, however far out): no error before the fit."""
+    from claygraph.examples import hier_logistic_model, make_hier_logistic
+
+    map_module = importlib.import_module("claygraph.infer.map")
+    ex = make_hier_logistic(n=3_000, products=300, d=2, seed=0)
+    session = cg.infer.common.setup(hier_logistic_model, ex.data)
+    sites = {s.name: s.support for s in session.plan.graph.meta.info.sites}
+    assert sites["s_a"] == "Positive"
+    assert map_module._falls_without_bound(session, session.plan.graph, sites) is None
+
+
 def test_a_scale_that_runs_off_away_from_the_zero_point_is_named_at_its_chunk():
     """The probe sees a density unbounded along a scale with the other sites at 0; one observation with a learnt
     mean and scale is unbounded only where the mean meets it (mu = 3): the chunks' check names it at the chunk
