@@ -96,6 +96,15 @@ def hvp(grad: Callable, x, v):
     return jax.grad(lambda y: sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(grad(y)), jax.tree.leaves(v))))(x)
 
 
+def kept(ctx, key: Any, fn: Callable, donate_argnums=()) -> Callable:
+    """`jax.jit(fn, donate_argnums=...)` kept across processes (claygraph.runtime.program_store): `key` says
+    what `fn` computes from the context's potential (an inference loop and its settings), beside the split
+    function's own key; build it inside `ctx.cached` so that a process wraps it once."""
+    from claygraph.runtime.program_store import Stored
+
+    return Stored(fn, (ctx.key, key), donate_argnums)
+
+
 def like_sites(mesh, sites: Mapping[str, Any]) -> Callable:
     """x -> x constrained (inside jit) to the sharding of the latent site whose internal shape it has, or that
     shape after a leading axis (L-BFGS's memory) or before a trailing one (a low-rank factor); any other array

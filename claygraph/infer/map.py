@@ -26,6 +26,7 @@ from claygraph.infer.common import (
     Session,
     constrain,
     invalid_sites,
+    kept,
     like_sites,
     new_fit,
     release,
@@ -181,12 +182,12 @@ def _lbfgs_chunk(ctx, command, settings, limits, iterations):
     def build():
         opt, run = _build(ctx.internal, *settings)
         # the state is donated: the chunk's result takes its buffers (it is ~25x the params: L-BFGS memory)
-        return opt, ctx.kept(("lbfgs", settings), run, donate_argnums=0)
+        return opt, kept(ctx, ("lbfgs", settings), run, donate_argnums=0)
 
     opt, run = ctx.cached(("lbfgs", settings), build)
     key = ("lbfgs", command.fit)
     if isinstance(command, Restart):
-        begin = ctx.cached(("lbfgs-start", settings), lambda: ctx.kept(("lbfgs-start", settings),
+        begin = ctx.cached(("lbfgs-start", settings), lambda: kept(ctx, ("lbfgs-start", settings),
                                                                    _start(opt, ctx.mesh, ctx.params.sites)))
         state = begin(ctx.params_in(command.params), jnp.int32(command.iteration), jnp.float32(command.gtol),
                       jnp.float32(command.start), jnp.float32(limits[0]), jnp.int32(limits[1]))

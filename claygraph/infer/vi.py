@@ -34,6 +34,7 @@ from claygraph.infer import vi_sites
 from claygraph.infer.common import (
     Continue,
     constrain_draws,
+    kept,
     like_sites,
     new_fit,
     release,
@@ -211,7 +212,7 @@ def _sites_chunk(ctx, command, settings):
         opt, start, run = vi_sites.build(ctx.internal, kind, particles, chunk, lr, steps,
                                          like_sites(ctx.mesh, ctx.params.sites))
         return (opt, jax.jit(start, static_argnums=(3, 4)),
-                ctx.kept(("vi-sites", kind, particles, chunk, lr, steps), run))
+                kept(ctx, ("vi-sites", kind, particles, chunk, lr, steps), run))
 
     opt, start, run = ctx.cached(("vi-sites", kind, particles, chunk, lr, steps), build)
     key = ("vi", command.fit)

@@ -99,11 +99,3 @@ class Context:
         if key not in self.cache:
             self.cache[key] = build()
         return self.cache[key]
-
-    def kept(self, key: Any, fn: Callable, donate_argnums=()) -> Callable:
-        """`jax.jit(fn, donate_argnums=...)` kept across processes (claygraph.runtime.program_store): `key`
-        says what `fn` computes from this context's potential (an inference loop and its settings); build
-        it inside `cached` so that a process wraps it once."""
-        from claygraph.runtime.program_store import Stored
-
-        return Stored(fn, (self.key, key), donate_argnums)
