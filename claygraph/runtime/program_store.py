@@ -131,6 +131,9 @@ class Stored:
             # run what was stored, read back: a deserialised program's outputs lose their weak types, and
             # the next call's signature (its arguments are these outputs) must be the one later processes see
             loaded = _parse(path, blob)
+            if loaded is None:  # (cannot happen with a working serialiser; never worth a failed fit)
+                STATS["plain"] += 1
+                return plain
             STATS["exported"] += 1
         else:
             STATS["loaded"] += 1
