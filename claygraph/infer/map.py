@@ -179,16 +179,17 @@ def _lbfgs_chunk(ctx, command, settings, limits, iterations):
     """One chunk of at most `iterations` iterations of the L-BFGS loop on the workers (a value of the loop:
     chunks of any length run one program). The state (params, memory) stays on the devices, each holding its
     shards; only scalars and the point to checkpoint go back."""
+    loop, first = ("lbfgs", settings), ("lbfgs-start", settings)
+
     def build():
         opt, run = _build(ctx.internal, *settings)
         # the state is donated: the chunk's result takes its buffers (it is ~25x the params: L-BFGS memory)
-        return opt, kept(ctx, ("lbfgs", settings), run, donate_argnums=0)
+        return opt, kept(ctx, loop, run, donate_argnums=0)
 
-    opt, run = ctx.cached(("lbfgs", settings), build)
+    opt, run = ctx.cached(loop, build)
     key = ("lbfgs", command.fit)
     if isinstance(command, Restart):
-        begin = ctx.cached(("lbfgs-start", settings), lambda: kept(ctx, ("lbfgs-start", settings),
-                                                                   _start(opt, ctx.mesh, ctx.params.sites)))
+        begin = ctx.cached(first, lambda: kept(ctx, first, _start(opt, ctx.mesh, ctx.params.sites)))
         state = begin(ctx.params_in(command.params), jnp.int32(command.iteration), jnp.float32(command.gtol),
                       jnp.float32(command.start), jnp.float32(limits[0]), jnp.int32(limits[1]))
     elif key in ctx.resident:

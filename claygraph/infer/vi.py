@@ -208,13 +208,14 @@ class Begin(NamedTuple):
 def _sites_chunk(ctx, command, settings):
     """One chunk of the per-site ADVI loop on the workers; the state stays there (Context.resident)."""
     kind, particles, chunk, lr, steps, seed, rank = settings
+    loop = ("vi-sites", kind, particles, chunk, lr, steps)
+
     def build():
         opt, start, run = vi_sites.build(ctx.internal, kind, particles, chunk, lr, steps,
                                          like_sites(ctx.mesh, ctx.params.sites))
-        return (opt, jax.jit(start, static_argnums=(3, 4)),
-                kept(ctx, ("vi-sites", kind, particles, chunk, lr, steps), run))
+        return opt, jax.jit(start, static_argnums=(3, 4)), kept(ctx, loop, run)
 
-    opt, start, run = ctx.cached(("vi-sites", kind, particles, chunk, lr, steps), build)
+    opt, start, run = ctx.cached(loop, build)
     key = ("vi", command.fit)
     if isinstance(command, Begin):
         center = ctx.params_in(command.center)

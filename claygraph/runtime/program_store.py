@@ -67,12 +67,18 @@ def _versions() -> str:
     return f"jax {jax.__version__} jaxlib {jaxlib.__version__} optax {optax.__version__} numpyro {numpyro.__version__}"
 
 
+def _spread(x) -> bool:
+    """An array over several devices: its sharding is part of the program. One on a single device (a
+    scalar made by jnp.int32(...)) goes wherever the program runs, as under jit."""
+    return isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+
+
 def _aval(x) -> tuple:
-    """What a compiled program depends on in one argument: shape, dtype, weak type and placement."""
+    """What a stored program depends on in one argument: shape, dtype, weak type and, for an array over
+    several devices, its sharding (nothing is transferred to find them)."""
     if isinstance(x, jax.Array):
-        return (x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), repr(x.sharding))
-    a = jax.numpy.asarray(x)
-    return (a.shape, str(a.dtype), False, None)
+        return (x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), repr(x.sharding) if _spread(x) else None)
+    return (jax.numpy.shape(x), str(jax.numpy.result_type(x)), False, None)
 
 
 class Stored:
@@ -141,7 +147,7 @@ class Stored:
         call = jax.jit(exported.call, donate_argnums=donated)
         return lambda *a: jax.tree.unflatten(out_tree, call(*jax.tree.leaves(a)))
 
-    def _export(self, leaves, tree, donated) -> tuple[Any, Any]:
+    def _export(self, leaves, tree, donated) -> bytes:
         out_tree = []
 
         def flat(*xs):
@@ -150,10 +156,7 @@ class Stored:
             out_tree.append(t)
             return out_leaves
 
-        # an argument on one device (a scalar made by jnp.int32(...)) goes wherever the program runs, as
-        # under jit: only arrays over several devices carry their sharding into the export
-        specs = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-                 if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1
+        specs = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) if _spread(x)
                  else jax.ShapeDtypeStruct(jax.numpy.shape(x), jax.numpy.result_type(x)) for x in leaves]
         exported = jax.export.export(jax.jit(flat, donate_argnums=donated))(*specs)
         skeleton = jax.tree.unflatten(out_tree[0], list(range(out_tree[0].num_leaves)))
