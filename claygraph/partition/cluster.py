@@ -43,6 +43,7 @@ LOCAL_BANDWIDTH = 4.4e9  # bytes/s
 PROCESS_LATENCY = 4.5e-05
 PROCESS_BANDWIDTH = 1.25e9
 LINKS = ("devices", "processes")
+DEVICE_KINDS = ("cpu", "gpu")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -234,8 +235,14 @@ class ClusterSpec:
     inter_latency: float  # s per message between nodes
     name: str = "custom"
     kernels: KernelRates | None = None  # per-family rates; None: nominal ones from flops and mem_bandwidth
+    # what the devices are: "cpu" (costed with kernel curves and cache-sized row blocks, ring collectives
+    # as gloo and XLA's CPU runtime run them) or "gpu" (a roofline per kernel plus launches, claygraph.partition.gpu;
+    # collectives as NCCL runs them: ring or tree, hierarchical across nodes)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICE_KINDS:
+            raise ClusterError(f"ClusterSpec: device must be one of {DEVICE_KINDS}, got {self.device!r}")
         for field in ("devices_per_node", "nodes"):
             _check_count(field, getattr(self, field))
         for field in _FIGURES:
@@ -331,7 +338,8 @@ class ClusterSpec:
         return write_profile(path, self.to_profile())
 
     def link(self, group: int) -> tuple[float, float]:
-        """(bandwidth, latency) of the slowest link crossed by a collective over `group` devices."""
+        """(bandwidth, latency) of the slowest link crossed by a collective over `group` devices, as a
+        flat ring sees it."""
         self._check_group(group)
         if group <= self.devices_per_node:
             return self.intra_bandwidth, self.intra_latency
@@ -340,23 +348,46 @@ class ClusterSpec:
         return self.inter_bandwidth / self.devices_per_node, self.inter_latency
 
     def allreduce_time(self, nbytes: float, group: int) -> float:
-        """Ring all-reduce of `nbytes` per device: reduce-scatter then all-gather, 2(S-1) steps."""
+        """All-reduce of `nbytes` per device over `group` devices (see docs/cluster.md): on CPU devices a
+        ring (reduce-scatter then all-gather, 2(S-1) steps); on GPUs NCCL's choice, the faster of a ring
+        and a tree, hierarchical where the group spans nodes."""
         if group <= 1:
             return 0.0
+        if self.device == "gpu":
+            return self._nccl("all_reduce", nbytes, group)
         bandwidth, latency = self.link(group)
         return 2 * (group - 1) * latency + 2 * (group - 1) / group * nbytes / bandwidth
 
     def allgather_time(self, nbytes_total: float, group: int) -> float:
-        """Ring all-gather of a result of `nbytes_total` bytes, `1/group` of it on each device."""
+        """All-gather of a result of `nbytes_total` bytes, `1/group` of it on each device (a ring; on
+        GPUs hierarchical where the group spans nodes). A reduce-scatter of the same bytes costs the same."""
         if group <= 1:
             return 0.0
+        if self.device == "gpu":
+            return self._nccl("all_gather", nbytes_total, group)
         bandwidth, latency = self.link(group)
         return (group - 1) * latency + (group - 1) / group * nbytes_total / bandwidth
+
+    def _nccl(self, kind: str, nbytes: float, group: int) -> float:
+        """NCCL's algorithms on this cluster's links. Inside a node a collective is one ring or tree over
+        the intra-node link. Across nodes it is hierarchical: a reduce-scatter (or, for an all-gather,
+        nothing) inside each node, the node-level collective on each device's 1/d of the bytes over the
+        network, whose bandwidth the node's d devices share, then an all-gather inside each node."""
+        self._check_group(group)
+        d = min(group, self.devices_per_node)
+        nodes = math.ceil(group / d)
+        one = _ring_or_tree if kind == "all_reduce" else _ring_gather
+        if nodes == 1:
+            return one(nbytes, d, self.intra_bandwidth, self.intra_latency)
+        inside = _ring_gather(nbytes, d, self.intra_bandwidth, self.intra_latency) if d > 1 else 0.0
+        # each device's share of the bytes crosses the network at its share of the node's bandwidth
+        across = one(nbytes / d, nodes, self.inter_bandwidth / d, self.inter_latency)
+        return across + (2 * inside if kind == "all_reduce" else inside)
 
     def describe(self) -> str:
         """One line: shape of the cluster, per-device figures, both links."""
         return (
-            f"{self.name}: {self.nodes} node(s) x {self.devices_per_node} device(s); per device "
+            f"{self.name}: {self.nodes} node(s) x {self.devices_per_node} {self.device.upper()}(s); per device "
             f"{_si(self.flops, 'FLOP/s')}, {_si(self.mem_bandwidth, 'B/s')} memory, "
             f"{_si(self.mem_capacity, 'B')}; intra-node {_si(self.intra_bandwidth, 'B/s')} "
             f"+ {_seconds(self.intra_latency)}; inter-node {_si(self.inter_bandwidth, 'B/s')} "
@@ -372,6 +403,20 @@ class ClusterSpec:
                 f"a collective over {group} devices does not fit cluster {self.name!r} of "
                 f"{self.devices} devices; use a group size from 1 to {self.devices}"
             )
+
+
+def _ring_or_tree(nbytes: float, group: int, bandwidth: float, latency: float) -> float:
+    """An all-reduce of `nbytes` per device: the faster of NCCL's ring (2(S-1) steps, each a latency and
+    1/S of the bytes: a bus bandwidth of `bandwidth`) and its pipelined double binary tree (2 log2(S)
+    latencies up and down, every byte sent up and down once at the link's bandwidth)."""
+    ring = 2 * (group - 1) * latency + 2 * (group - 1) / group * nbytes / bandwidth
+    tree = 2 * math.ceil(math.log2(group)) * latency + 2 * nbytes / bandwidth
+    return min(ring, tree)
+
+
+def _ring_gather(nbytes_total: float, group: int, bandwidth: float, latency: float) -> float:
+    """A ring all-gather (or reduce-scatter) of `nbytes_total` over `group` devices."""
+    return (group - 1) * latency + (group - 1) / group * nbytes_total / bandwidth
 
 
 def local_spec(
@@ -508,6 +553,7 @@ _PRESETS = {
         inter_bandwidth=50e9,
         inter_latency=20e-6,
         name="p4d",
+        device="gpu",
     ),
     # p5.48xlarge: 8 x H100-80GB SXM5. NVLink 900 GB/s both directions -> 450 GB/s one way.
     # EFA 3200 Gb/s per instance = 400 GB/s each way. Latency as p4d (assumed).
@@ -522,6 +568,7 @@ _PRESETS = {
         inter_bandwidth=400e9,
         inter_latency=20e-6,
         name="p5",
+        device="gpu",
     ),
     # g5.8xlarge / g5.16xlarge: 1 x A10G-24GB (A10 data-sheet figures), 25 Gb/s Ethernet.
     # One device per node, so the intra-node link (PCIe Gen4 x16, 32 GB/s one way) carries
@@ -537,6 +584,7 @@ _PRESETS = {
         inter_bandwidth=25e9 / 8,
         inter_latency=50e-6,
         name="g5",
+        device="gpu",
     ),
 }
 

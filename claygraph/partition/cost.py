@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from claygraph.ir.graph import Graph, Node, Value
-from claygraph.partition import blocks, kernels
+from claygraph.partition import blocks, gpu, kernels
 from claygraph.partition.cluster import PRODUCT_COLS, PRODUCT_WIDE_COLS, ClusterSpec, KernelRates
 from claygraph.partition.propagate import Propagation, propagate
 from claygraph.partition.registry import entry, per_output
@@ -88,12 +88,16 @@ class CostEstimate:
     reason: str | None = None
     flops: float = 0.0
     collectives: int = 0
+    # the prediction term by term (name, seconds): on a GPU its roofline (flops, memory, launch), on a CPU its
+    # kernels and call overhead; then the collectives
+    terms: tuple[tuple[str, float], ...] = ()
 
     def to_json(self) -> dict:
         return {"split": list(self.split), "feasible": self.feasible,
                 "memory_per_device_bytes": int(self.memory_per_device_bytes), "compute_s": float(self.compute_s),
                 "comm_bytes": int(self.comm_bytes), "comm_s": float(self.comm_s),
-                "predicted_s": float(self.predicted_s), "reason": self.reason}
+                "predicted_s": float(self.predicted_s), "reason": self.reason,
+                "terms": {k: float(v) for k, v in self.terms}}
 
 
 def node_flops(node: Node, ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]) -> float:
@@ -301,12 +305,15 @@ def _multiply_reduce_gradient(node: Node, in_shapes: list[tuple[int, ...]], grad
             and in_shapes[0][1] in kernels.FUSED_WIDTHS)
 
 
-def memory_bytes(graph: Graph, prop: Propagation, shape: LocalShape, state_copies: float) -> float:
-    """Data shard + parameters (with optimiser/sampler state) + intermediates kept for the backward pass."""
+def memory_bytes(graph: Graph, prop: Propagation, shape: LocalShape, state_copies: float,
+                 kept: set[int] | None = None) -> float:
+    """Data shard + parameters (with optimiser/sampler state) + intermediates kept for the backward pass:
+    every value, or with `kept` (the values a GPU program writes to memory) those and their cotangents."""
     sh = prop.shardings
     data = sum(_nbytes(shape(graph.value(v), sh[v]), graph.value(v)) for v in graph.inputs.data.values())
     params = sum(_nbytes(shape(graph.value(v), sh[v]), graph.value(v)) for v in graph.inputs.params.values())
-    inter = sum(_nbytes(shape(graph.value(o), sh[o]), graph.value(o)) for n in graph.nodes() for o in n.outputs)
+    inter = sum(_nbytes(shape(graph.value(o), sh[o]), graph.value(o)) for n in graph.nodes() for o in n.outputs
+                if kept is None or o in kept) * (1 if kept is None else 2)
     return data + params * (1.0 + state_copies) + inter
 
 
@@ -418,13 +425,21 @@ def host_devices(cluster: ClusterSpec, devices: int) -> int:
 
 def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: ClusterSpec, devices: int,
              state_copies: float, row_split: Split | None = None) -> CostEstimate:
-    rates = cluster.rates
-    c = gradient_compute(graph, prop, shape, rates, devices, row_split, host_devices(cluster, devices))
-    mem = memory_bytes(graph, prop, shape, state_copies)
     cbytes, cs, count = comm(graph, prop, cluster, devices)
-    compute_s = rates.call(devices) + c.seconds
+    if cluster.device == "gpu":
+        roof = gpu.roofline(graph, prop, shape, cluster.flops, cluster.mem_bandwidth, devices, family, node_flops,
+                            differentiated)
+        compute_s, flops = roof.seconds, roof.flops
+        mem = memory_bytes(graph, prop, shape, state_copies, gpu.stored(graph, family))
+        terms = (("flops", roof.flop_s), ("memory", roof.memory_s), ("launch", roof.launch_s))
+    else:
+        rates = cluster.rates
+        c = gradient_compute(graph, prop, shape, rates, devices, row_split, host_devices(cluster, devices))
+        mem = memory_bytes(graph, prop, shape, state_copies)
+        compute_s, flops = rates.call(devices) + c.seconds, c.flops
+        terms = (("kernels", c.seconds), ("call", rates.call(devices)))
     feasible = mem <= cluster.mem_capacity
     reason = None if feasible else (f"needs {mem / 1e9:.3g} GB per device, more than the "
                                     f"{cluster.mem_capacity / 1e9:.3g} GB it has")
     return CostEstimate(prop.split.name, feasible, int(mem), compute_s, int(cbytes), cs, compute_s + cs, reason,
-                        c.flops, count)
+                        flops, count, terms + (("collectives", cs),))

@@ -182,7 +182,10 @@ def _axis_of(graph: Graph, vid: int, dim: str) -> int | None:
 def fused_potential(graph: Graph, candidate, mesh: Mesh, param_specs, data_specs,
                     stored: frozenset[str] = frozenset()) -> Callable | None:
     """The potential `(params in the internal layout, internal data) -> scalar` with fused derivatives,
-    or None where the model is not a sum over row blocks (then the plain program is used)."""
+    or None where the model is not a sum over row blocks (then the plain program is used). Row blocks
+    are sized to a CPU's cache: a program on GPUs runs whole (claygraph.partition.gpu)."""
+    if np.ravel(mesh.devices)[0].platform != "cpu":
+        return None
     if candidate.split.kind == "group":
         return _group_fused(graph, candidate, mesh, param_specs, data_specs, stored)
     from claygraph.partition.cluster import ClusterSpec

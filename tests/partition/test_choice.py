@@ -211,7 +211,11 @@ def test_candidates_carry_consistent_figures():
         assert c.memory_per_device_bytes > 0 and c.compute_s > 0
         assert (c.comm_bytes == 0) == (c.split == ())
         assert set(c.to_json()) == {"split", "feasible", "memory_per_device_bytes", "compute_s", "comm_bytes",
-                                    "comm_s", "predicted_s", "reason"}
+                                    "comm_s", "predicted_s", "reason", "terms"}
+        # a GPU's roofline, term by term, adds up to the prediction
+        terms = dict(c.terms)
+        assert set(terms) == {"flops", "memory", "launch", "collectives"}
+        assert sum(terms.values()) == pytest.approx(c.predicted_s)
     best = min((c for c in plan.candidates if c.feasible), key=lambda c: c.predicted_s)
     assert tuple(plan.split) == tuple(best.split)
 
@@ -268,9 +272,9 @@ def test_mesh_shape_follows_data_size_and_chains():
     small = _session(logistic_model, logistic_data(10_000, 10), 8, g5)
     s, options = choose_shards(small, chains=8)
     assert s == 1 and [o["shards"] for o in options] == [1, 2, 4, 8]  # 8 chains at once, no communication
-    # 4 x 10^8 rows x 10 features (16 GB of X and more for the rest) do not fit one 24 GB A10G
-    # with the gradient's working set: one chain needs a group of several devices
-    big = _session(logistic_model, logistic_data(400_000_000, 10), 8, g5)
+    # 5 x 10^8 rows x 10 features (20 GB of X, 2 GB of y, and the logits and their cotangent) do not fit
+    # one 24 GB A10G: one chain needs a group of several devices
+    big = _session(logistic_model, logistic_data(500_000_000, 10), 8, g5)
     s, options = choose_shards(big, chains=8)
     fits = {o["shards"]: o["feasible"] for o in options}
     assert not fits[1] and s > 1 and fits[s]

@@ -134,7 +134,7 @@ def test_link_is_inter_node_beyond_one_node():
 def test_describe_is_one_line():
     line = ClusterSpec.preset("p4d", nodes=2).describe()
     assert "\n" not in line and line == str(ClusterSpec.preset("p4d", nodes=2))
-    assert "2 node(s) x 8 device(s)" in line and "19.5 TFLOP/s" in line
+    assert "2 node(s) x 8 GPU(s)" in line and "19.5 TFLOP/s" in line
 
 
 def test_local_defaults_reproduce_measured_psum_between_local_devices(profile_path):
