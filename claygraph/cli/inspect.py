@@ -56,6 +56,7 @@ class InspectReport:
     data: tuple[DataRow, ...]
     primitives: dict[str, int]
     plan: object | None = None
+    projection: object | None = None  # claygraph.partition.projection.Projection for --nodes
 
     @property
     def nodes(self) -> int:
@@ -73,6 +74,8 @@ class InspectReport:
             "primitives": dict(self.primitives),
         }
         out.update(_plan_section(self.plan)[0])
+        if self.projection is not None:
+            out["projection"] = self.projection.to_json()
         return out
 
     def to_text(self) -> str:
@@ -84,12 +87,14 @@ class InspectReport:
             _data_text(self.data, self.dims),
             _table(f"nodes by primitive ({self.nodes})", [(k, f"{n:,}") for k, n in self.primitives.items()]),
             _plan_section(self.plan)[1],
+            self.projection.to_text() if self.projection is not None else "",
             "graph (inputs, then nodes in topological order)\n" + _indent(str(self.graph)),
         ]
         return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def report(model: Callable, data: Data, *, plan: object | None = None) -> InspectReport:
+def report(model: Callable, data: Data, *, plan: object | None = None,
+           projection: object | None = None) -> InspectReport:
     """Lower `model(data)` and collect what `inspect` shows (data values are never read)."""
     graph = lower(model, data)
     sites = {s.name: s for s in graph.meta.info.sites}
@@ -98,7 +103,7 @@ def report(model: Callable, data: Data, *, plan: object | None = None) -> Inspec
                    for name, vid in sorted(graph.inputs.params.items()))
     rows = tuple(DataRow(name, a.shape, a.dtype.name, a.dims, a.into) for name, a in sorted(graph.meta.arrays.items()))
     return InspectReport(getattr(model, "__name__", "model"), graph, graph.dims, params, rows,
-                         graph.primitive_counts(), plan)
+                         graph.primitive_counts(), plan, projection)
 
 
 def _plan_section(plan: object | None) -> tuple[dict[str, Any], str]:
@@ -248,11 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data's name in FILE.py: a claygraph.Data or a function returning one (default: data)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     draw = p.add_mutually_exclusive_group()
-    draw.add_argument("--svg", metavar="PATH", help="draw the graph, nodes coloured by dim, as SVG")
+    draw.add_argument("--svg", metavar="PATH", help="draw the graph, nodes coloured by dim, as SVG (with --nodes: "
+                      "the scaling projection)")
     draw.add_argument("--png", metavar="PATH", help="the same drawing as PNG")
     p.add_argument("--devices", type=_positive, metavar="N", help="plan a split over N local devices")
     p.add_argument("--cluster", metavar="PRESET", help="plan a split for a ClusterSpec preset (e.g. p4d)")
+    p.add_argument("--nodes", type=_node_counts, metavar="N,N,...",
+                   help="with --cluster: project every candidate's time, memory and communication share over these "
+                        "node counts (e.g. 1,2,4,8,16,64)")
     return p
+
+
+def _node_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"node counts are whole numbers separated by commas, got {text!r}") from None
+    if any(n < 1 for n in counts) or list(counts) != sorted(set(counts)):
+        raise argparse.ArgumentTypeError(f"node counts must be increasing and at least 1, got {text!r}")
+    return counts
 
 
 def sharding_of(plan) -> Callable:
@@ -266,14 +285,26 @@ def sharding_of(plan) -> Callable:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.nodes and not args.cluster:
+        parser.error("--nodes projects over a cluster preset's nodes: pass --cluster PRESET too")
     model, data = load(args.file, args.model, args.data)
-    rep = report(model, data, plan=plan_for(model, data, args.devices, args.cluster))
+    projection = None
+    if args.nodes:
+        from claygraph.partition.projection import project
+
+        projection = project(model, data, args.cluster, args.nodes)
+    rep = report(model, data, plan=plan_for(model, data, args.devices, args.cluster), projection=projection)
     picture = args.svg or args.png
     if picture:
         from claygraph.cli.draw import draw_graph
 
-        if rep.plan is not None:  # colour by sharding once there is a plan
+        if projection is not None:
+            from claygraph.partition.projection import draw
+
+            draw(projection, picture, rep.model_name)
+        elif rep.plan is not None:  # colour by sharding once there is a plan
             draw_graph(rep.graph, picture, color_by=sharding_of(rep.plan), legend="sharding",
                        title=f"{rep.model_name}: split {','.join(rep.plan.split) or 'none'}")
         else:

@@ -35,12 +35,23 @@ def candidate_table(plan: Plan) -> list[str]:
     return lines
 
 
+def terms_table(plan: Plan) -> list[str]:
+    """Where each candidate's predicted time goes: on GPUs its roofline (arithmetic-bound kernels,
+    memory-bound kernels, launches), on CPUs its kernels and call overhead; then the collectives."""
+    lines = []
+    for c in sorted(plan.candidates, key=lambda c: c.predicted_s):
+        if c.terms and c.feasible:
+            lines.append(f"  {','.join(c.split) or 'none':<16}" + "  ".join(f"{k} {_seconds(v)}" for k, v in c.terms))
+    return lines
+
+
 def explain(plan: Plan) -> str:
     c = plan.chosen
     lines = [f"cluster: {plan.cluster.describe()}",
              f"devices: {plan.devices}; chosen split: {','.join(plan.split) or 'none'} "
              f"({c.split}; predicted {_seconds(c.cost.predicted_s)} per gradient evaluation)", "",
              "candidates (* = chosen; time per gradient evaluation):", *candidate_table(plan), "",
+             "where the time goes:", *terms_table(plan), "",
              "parameters:"]
     for name, s in sorted(plan.param_shardings().items()):
         shape = plan.graph.param_shapes[name]
@@ -52,8 +63,8 @@ def explain(plan: Plan) -> str:
             why = f"  ({col.reason})" if col.reason else ""
             lines.append(f"  {col.kind:<10}{_bytes(col.nbytes):>10}  {where}{why}")
     if plan.devices > 1 and plan.split:
-        lines.append("  + one all-reduce of the gradients of the replicated and the laid-out parameters (backward "
-                     "pass; a laid-out one's goes back to the user's layout whole)")
+        lines.append("  + one all-reduce of the replicated parameters' gradients (backward pass; a parameter sharded "
+                     "along the split keeps its gradient on its shard)")
     if c.propagation and c.propagation.fallbacks:
         lines += ["", "replicated fallbacks:", *(f"  {f}" for f in c.propagation.fallbacks)]
     return "\n".join(lines)

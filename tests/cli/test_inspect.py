@@ -175,3 +175,51 @@ def test_unknown_or_missing_command(monkeypatch, capsys):
     assert main_cli.main([]) == 2
     with pytest.raises(SystemExit):
         main_cli.main(["frobnicate"])
+
+
+def test_scaling_projection(tmp_path, capsys):
+    """`--cluster p5 --nodes ...`: every candidate on every node count, where it stops scaling, as text,
+    JSON and a picture; the chosen split at each size is the one `cg.partition` picks there."""
+    import claygraph as cg
+    from claygraph import examples
+    from claygraph.partition.projection import STOP_GAIN
+
+    src = tmp_path / "big.py"
+    src.write_text(textwrap.dedent("""
+        from claygraph import examples
+        model = examples.hier_logistic_model
+        data = examples.make_hier_logistic(n=20_000_000, products=2_000_000, d=10, abstract=True).data
+    """))
+    assert main_cli.main(["inspect", str(src), "--cluster", "p5", "--nodes", "1,4,16", "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)["projection"]
+    assert view["nodes"] == [1, 4, 16]
+    data = examples.make_hier_logistic(n=20_000_000, products=2_000_000, d=10, abstract=True).data
+    for i, n in enumerate(view["nodes"]):
+        plan = cg.partition(examples.hier_logistic_model, data, cluster=cg.ClusterSpec.preset("p5", nodes=n))
+        chosen = [c["split"] for c in view["candidates"] if c["points"][i]["chosen"]]
+        assert chosen == [list(plan.split)]
+        for c in view["candidates"]:
+            point = c["points"][i]
+            assert point["nodes"] == n and point["devices"] == 8 * n
+            assert 0 <= point["comm_share"] <= 1
+    for c in view["candidates"]:  # a split stops scaling where more nodes first buy less than STOP_GAIN
+        times = [p["predicted_s"] for p in c["points"]]
+        gains = [a / b for a, b in zip(times, times[1:])]
+        first = next((view["nodes"][k + 1] for k, g in enumerate(gains) if g < STOP_GAIN), None)
+        assert c["stops_scaling_at"] == first
+    assert next(c for c in view["candidates"] if c["split"] == [])["stops_scaling_at"] == 4  # none never scales
+
+    svg = tmp_path / "projection.svg"
+    assert main_cli.main(["inspect", str(src), "--cluster", "p5", "--nodes", "1,4,16", "--svg", str(svg)]) == 0
+    text = capsys.readouterr().out
+    assert "scaling projection on p5" in text and "stops scaling at" in text and "where the time goes" in text
+    assert svg.stat().st_size > 1000 and svg.read_text().lstrip().startswith("<?xml")
+
+
+@pytest.mark.parametrize("args, message", [(["--nodes", "1,2"], "pass --cluster PRESET too"),
+                                           (["--cluster", "p5", "--nodes", "4,2"], "must be increasing"),
+                                           (["--cluster", "p5", "--nodes", "1,x"], "whole numbers")])
+def test_scaling_projection_refuses_bad_node_lists(model_file, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        inspect_cli.main([str(model_file), "--model", "my_model", "--data", "make_data", *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
