@@ -459,7 +459,13 @@ def _jax_cache() -> str:
     return "fresh temporary folder" if folder.startswith(tempfile.gettempdir()) else "per-user default"
 
 
-TASKS = {"candidates": candidates, "nuts": nuts, "w1_fit": w1_fit}
+def gpu_check(spec: dict) -> dict:
+    from bench.gpu_check import measure as check
+
+    return check(spec)
+
+
+TASKS = {"candidates": candidates, "nuts": nuts, "w1_fit": w1_fit, "gpu_check": gpu_check}
 
 
 def main(argv: list[str]) -> int:

@@ -827,10 +827,44 @@ def gpu_section(gpu: dict | None) -> list[str]:
     if gpu.get("status") != "ok":
         return lines + [f"`{COMMAND} --device gpu` ran on {gpu['machine'].get('hostname')} at "
                         f"{gpu['machine'].get('measured_at')}: **{gpu.get('status')}** — {gpu.get('note')}", ""]
-    out = lines + [f"GPUs: {', '.join(gpu['machine']['gpus'])}.", ""]
+    out = lines + [f"GPUs: {', '.join(gpu['machine']['gpus'])}.", ""] + gpu_check_section(gpu)
     for fn in (w1_section, w2_section, partition_section, layout_section, setup_section):
         out += [ln.replace("## ", "### GPU: ", 1) if ln.startswith("## ") else ln for ln in fn(gpu, {}, str)]
     return out
+
+
+def gpu_check_section(doc: dict) -> list[str]:
+    """`claygraph bench --suite gpu`: measured against the cost model's GPU roofline (bench/gpu_check.py)."""
+    res = _suite(doc, "gpu")
+    if res is None:
+        return []
+    lines = ["### The GPU check", ""]
+    if res.get("status") != "ok":
+        return lines + [f"**{res.get('status')}**: {res.get('note')}", ""]
+    lines += [f"{res['gpu']} ({res['devices']} device(s)), {res.get('measured_at')}, commit "
+              f"{str(res.get('commit'))[:7]}; predicted for `{res['cluster']}`. Unsplit on one device, "
+              "seconds per gradient evaluation of the program inference runs (median).", ""]
+    rows = [[w["workload"], fmt_sizes(w["sizes"]), fmt_s(w["measured"]["median_s"]), fmt_s(w["predicted_s"]),
+             fmt_x(w["ratio"]), ", ".join(f"{k} {fmt_s(v)}" for k, v in w["terms"].items())]
+            for w in res["workloads"]]
+    lines += table(["workload", "sizes", "measured", "predicted", "predicted / measured", "predicted terms"], rows)
+    a = res["assumptions"]
+    lines += ["", "The GPU model's figures (claygraph/partition/gpu.py) measured:", ""]
+    rows = [["program call (W1 1,000 x 4)", fmt_s(a["call"]["measured"]["median_s"]),
+             f"predicted {fmt_s(a['call']['predicted_s'])} (call {fmt_s(a['call']['model_call_s'])} + "
+             f"{fmt_s(a['call']['model_launch_s'])} per kernel)"],
+            ["HBM stream", f"{fmt_g(a['stream']['bandwidth'] / 1e9)} GB/s",
+             f"{a['stream']['efficiency']:.0%} of the data sheet's {fmt_g(a['stream']['data_sheet'] / 1e9)} GB/s"]]
+    for k in ("gather_sorted", "gather_random", "scatter_sorted", "scatter_random"):
+        rows.append([k.replace("_", " ") + " indices", f"{a[k]['efficiency']:.2f} of the stream bandwidth",
+                     f"model assumes {a[k]['model']}"])
+    lines += table(["figure", "measured", "against"], rows)
+    if res.get("allreduce"):
+        lines += ["", "NCCL all-reduce over every GPU:", ""]
+        lines += table(["bytes per device", "measured", "predicted", "predicted / measured"],
+                       [[fmt_bytes(r["bytes"]), fmt_s(r["measured"]["median_s"]), fmt_s(r["predicted_s"]),
+                         fmt_x(r["predicted_s"] / r["measured"]["median_s"])] for r in res["allreduce"]])
+    return lines + [""]
 
 
 # -- plots -----------------------------------------------------------------------------------------
