@@ -187,9 +187,12 @@ def test_explain_lists_every_candidate_and_marks_the_chosen_one():
                                                       abstract=True).data,
                         cluster=cg.ClusterSpec.preset("p4d", nodes=2))
     text = plan.explain()
-    rows = {line[2:].split()[0]: line for line in text.splitlines()
+    table = text.split("candidates (* = chosen")[1].split("\n\n")[0]  # the candidate table's lines
+    rows = {line[2:].split()[0]: line for line in table.splitlines()
             if line[:2] in ("* ", "  ") and line[2:].split() and line[2:].split()[0] in
             {",".join(c.split) or "none" for c in plan.candidates}}
+    terms = text.split("where the time goes:")[1].split("\n\n")[0].splitlines()[1:]
+    assert {t.split()[0] for t in terms} == {",".join(c.split) or "none" for c in plan.candidates if c.feasible}
     assert set(rows) == {",".join(c.split) or "none" for c in plan.candidates} == \
         {"none", "row", "feature", "product", "store"}
     chosen = ",".join(plan.split) or "none"
