@@ -72,8 +72,12 @@ def candidates(spec: dict) -> dict:
         rows = _measure_together(cg, graph, data, cluster, devices, plan, wanted, repeats)
     else:
         rows = _measure_each(cg, graph, data, cluster, devices, plan, wanted, repeats)
+    # the same candidates priced with the built-in figures, as on a fresh machine that was never calibrated
+    built_in = cg.partition(graph, data, cluster=cg.ClusterSpec.built_in(devices))
     out = {"workload": spec["workload"], "sizes": spec["sizes"], "devices": devices, "data_s": data_s,
            "lower_s": lower_s, "cluster": cluster.describe(), "chosen": list(plan.split), "candidates": rows,
+           "built_in": {"chosen": list(built_in.split),
+                        "predicted": [[list(c.split), c.predicted_s] for c in built_in.candidates]},
            "jax_devices": len(jax.devices()), "together": bool(spec.get("together"))}
     if spec.get("map"):
         out["map"] = _map(cg, model, data, devices, spec.get("map_tol", 1e-6))

@@ -458,7 +458,11 @@ def split_choice_totals_line(res: dict) -> str:
             f"{t['picks']}** cases whose candidates differ by at least {res['differ']:g}x; the chosen split's "
             f"predicted time is within {res['within']:g}x of the measured in **{t['chosen_within']} of "
             f"{t['predictions']}** cases (every candidate within {res['within']:g}x in {t['every_candidate_within']} "
-            f"of {t['measured']})")
+            f"of {t['measured']})" + (f"; with the built-in figures instead of the profile (a fresh machine never "
+                                      f"calibrated), the split they pick is predicted within "
+                                      f"{res['built_in_within']:g}x of its measured time in **{t['built_in_within']} "
+                                      f"of {t['built_in_predictions']}** cases" if t.get("built_in_predictions")
+                                     else ""))
 
 
 def workloads_line(res: dict) -> str:
@@ -497,7 +501,7 @@ def split_choice_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> 
     body = []
     for case in res["cases"]:
         if case["status"] != "ok":
-            body.append([case["name"], fmt_sizes(case["sizes"]), f"error: {case['note'][:80]}", "", "", "", "", ""])
+            body.append([case["name"], fmt_sizes(case["sizes"]), f"error: {case['note'][:80]}", "", "", "", "", "", ""])
             continue
         r, j = case["result"], case["judge"]
         cands = "; ".join(f"{split_name(c['split'])} {fmt_s(c['predicted_s'])} / "
@@ -507,9 +511,11 @@ def split_choice_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> 
         body.append([case["name"], fmt_sizes(case["sizes"]), cands, split_name(j.get("chosen")),
                      split_name(j.get("measured_best")), f"{j['differ']:.2f}x",
                      f"{pick}" + (f" ({j['chosen_over_best']:.2f}x)" if not j.get("pick_ok") else ""),
-                     f"{j.get('chosen_measured_over_predicted', float('nan')):.2f}"])
+                     f"{j.get('chosen_measured_over_predicted', float('nan')):.2f}",
+                     (f"{split_name(j['built_in_chosen'])} {j['built_in_measured_over_predicted']:.2f}"
+                      if "built_in_chosen" in j else "—")])
     lines += table(["case", "sizes", "candidates: predicted / measured", "chosen", "fastest", "slowest ÷ fastest",
-                    "pick", "chosen: measured ÷ predicted"], body)
+                    "pick", "chosen: measured ÷ predicted", "built-in figures: chosen, measured ÷ predicted"], body)
     if plots.get("splits"):
         lines += [f"![predicted vs measured]({rel(plots['splits'])})", ""]
     return lines

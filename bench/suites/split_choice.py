@@ -30,6 +30,7 @@ from bench.timing import run_isolated
 TIMEOUT_S = 900
 DIFFER = 1.5  # candidates that differ by less leave nothing to choose
 WITHIN = 1.5  # a prediction within this factor of the measurement (either way) holds
+BUILT_IN_WITHIN = 2.0  # the built-in figures (no calibration): their chosen split's prediction within this factor
 
 # (name, workload of bench.measure, sizes): logistic regression tall to wide, the hierarchical
 # logistic regression (W3's model) with few to many groups, a Poisson model with two crossed groupings.
@@ -87,6 +88,14 @@ def judge(result: dict) -> dict:
         out["chosen_measured_over_predicted"] = cm["median_s"] / chosen["predicted_s"]
         out["chosen_within"] = 1 / WITHIN <= out["chosen_measured_over_predicted"] <= WITHIN
     out["all_within"] = all(1 / WITHIN <= c["measured"]["median_s"] / c["predicted_s"] <= WITHIN for c in measured)
+    built = result.get("built_in")
+    if built is not None:  # the split the built-in figures pick, its prediction against its measurement
+        mine = next((c for c in measured if c["split"] == built["chosen"]), None)
+        predicted = next((p for s, p in built["predicted"] if s == built["chosen"]), None)
+        if mine is not None and predicted:
+            out["built_in_chosen"] = built["chosen"]
+            out["built_in_measured_over_predicted"] = mine["measured"]["median_s"] / predicted
+            out["built_in_within"] = 1 / BUILT_IN_WITHIN <= out["built_in_measured_over_predicted"] <= BUILT_IN_WITHIN
     return out
 
 
@@ -99,7 +108,9 @@ def totals(cases: list[dict]) -> dict:
     return {"cases": len(cases), "measured": len(scored), "differ": len(differ),
             "picks_ok": sum(c["judge"]["pick_ok"] for c in picks), "picks": len(picks),
             "chosen_within": sum(c["judge"]["chosen_within"] for c in within), "predictions": len(within),
-            "every_candidate_within": sum(c["judge"]["all_within"] for c in scored)}
+            "every_candidate_within": sum(c["judge"]["all_within"] for c in scored),
+            "built_in_within": sum(c["judge"].get("built_in_within", False) for c in scored),
+            "built_in_predictions": sum("built_in_within" in c["judge"] for c in scored)}
 
 
 def run_case(name: str, workload: str, s: dict, repeats: int, env: SuiteEnv) -> dict:
@@ -121,6 +132,7 @@ def run(sizes: Sizes, env: SuiteEnv) -> dict:
     load_before = list(os.getloadavg())
     out = [run_case(name, wl, s, repeats, env) for name, wl, s in cases]
     return {"status": "ok", "devices": env.devices, "repeats": repeats, "differ": DIFFER, "within": WITHIN,
+            "built_in_within": BUILT_IN_WITHIN,
             "profile": {k: profile.get(k) for k in ("measured_at", "load_average", "calibrate_s", "device_kind")},
             "load_average_cases": {"before": load_before, "after": list(os.getloadavg())},
             "cases": out, "totals": totals(out)}

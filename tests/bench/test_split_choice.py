@@ -29,6 +29,18 @@ def test_the_fastest_pick_is_right_and_its_prediction_judged():
     assert not j["all_within"]  # none: 0.05 measured against 0.03 predicted is 1.67x
 
 
+def test_the_built_in_figures_are_judged_on_the_split_they_pick():
+    r = result(["row"], cand(["row"], 0.010, 0.012), cand([], 0.03, 0.05))
+    r["built_in"] = {"chosen": [], "predicted": [[["row"], 0.004], [[], 0.02]]}
+    j = sc.judge(r)
+    assert j["built_in_chosen"] == [] and j["built_in_measured_over_predicted"] == pytest.approx(2.5)
+    assert not j["built_in_within"]  # 0.05 measured against 0.02 predicted: 2.5x, outside 2x
+    r["built_in"]["predicted"][1][1] = 0.03
+    assert sc.judge(r)["built_in_within"]
+    t = sc.totals([{"status": "ok", "judge": sc.judge(r)}])
+    assert (t["built_in_within"], t["built_in_predictions"]) == (1, 1)
+
+
 def test_a_slower_pick_is_right_only_within_the_measured_spread():
     close = sc.judge(result(["row"], cand(["row"], 0.01, 0.0104, 0.03), cand(["feature"], 0.02, 0.0100, 0.03)))
     assert close["pick_ok"] and close["chosen_over_best"] == pytest.approx(1.04)
