@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from claygraph.errors import ClusterError
+from claygraph.partition import families
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
 PROFILE_VERSION = 7  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop;
@@ -91,37 +92,15 @@ class Curve:
 class KernelRates:
     """How long a kernel of each family takes on one device, and the fixed costs of running kernels.
 
-    `claygraph calibrate` measures the curves on the host; for a preset they are lines through the
-    data-sheet FLOP rate and memory bandwidth (`KernelRates.nominal`). A host split into `share`
-    local devices runs `share` kernels at once on its cores, caches and memory bus: one of them with
-    work w takes as long as the host takes for `share` x w. The cost model uses `time` per node.
+    One `Curve` per family of claygraph.partition.families (`rates.matvec` is the matvec family's curve;
+    the table says what each family measures, its unit and its data-sheet line). `claygraph calibrate`
+    measures the curves on the host; for a preset they are lines through the data-sheet FLOP rate and
+    memory bandwidth (`KernelRates.nominal`). A host split into `share` local devices runs `share`
+    kernels at once on its cores, caches and memory bus: one of them with work w takes as long as the
+    host takes for `share` x w. The cost model uses `time` per node. Build one with `KernelRates.of`.
     """
 
-    matmul: Curve  # FLOPs of a compute-bound GEMM
-    matvec: Curve  # bytes of the matrix read by a memory-bound matrix-vector product
-    vecmat: Curve  # bytes of the matrix read by r @ X, contracting its long axis (a matvec's gradient)
-    matvec_t: Curve  # bytes of X read by X @ w with X held feature-major (X.T stored; storage.py)
-    vecmat_t: Curve  # bytes of X read by r @ X with X held feature-major (matvec_t's gradient)
-    # the same four products timed one call each: an unblocked program runs each once per call, outside any
-    # loop, where XLA's CPU dot takes longer on cache-sized operands than the same dot inside a loop
-    matvec_call: Curve
-    vecmat_call: Curve
-    matvec_t_call: Curve
-    vecmat_t_call: Curve
-    # matvec_call and vecmat_call over a wide X (PRODUCT_WIDE_COLS) of the same bytes: XLA's CPU dot streams
-    # long rows faster (one device, 400 MB of float32: X @ w 21 GB/s over 64 columns, 31 over 10,000; r @ X
-    # 14 over 512, 24 over 10,000); the cost model reads a product over X of another width between the two
-    matvec_wide_call: Curve
-    vecmat_wide_call: Curve
-    stream: Curve  # bytes (read + written) of a fused elementwise pass
-    transcendental: Curve  # elements through one exp, log, log1p, ... (in a fused pass)
-    gather: Curve  # bytes moved by a gather (indices read, values written), in a loop
-    scatter: Curve  # bytes moved by a scatter-add (indices and updates read), in a loop
-    reduce: Curve  # bytes read by a reduction, in a loop
-    # the same three one call each (an unblocked program runs them once per call)
-    gather_call: Curve
-    scatter_call: Curve
-    reduce_call: Curve
+    curves: tuple[tuple[str, Curve], ...]  # (family, curve) for every family, in the table's order
     # s per call of a program on one device, on top of its kernels (calibrate: `potential_and_grad` of a claygraph
     # program with almost no work: the params' transfer and checks, the dispatch, the gradients returned)
     call_s: float
@@ -132,11 +111,15 @@ class KernelRates:
     # own chain, exp then log1p, weighs 1 per function; a function not listed weighs 1)
     weights: tuple[tuple[str, float], ...] = ()
 
-    FAMILIES = ("matmul", "matvec", "vecmat", "matvec_t", "vecmat_t", "matvec_call", "vecmat_call", "matvec_t_call",
-                "vecmat_t_call", "matvec_wide_call", "vecmat_wide_call", "stream", "transcendental", "gather",
-                "scatter", "reduce", "gather_call", "scatter_call", "reduce_call")
+    FAMILIES = families.NAMES
 
     def __post_init__(self) -> None:
+        names = [name for name, _ in self.curves]
+        if names != list(families.NAMES):
+            missing = sorted(set(families.NAMES) - set(names))
+            extra = sorted(set(names) - set(families.NAMES))
+            raise ClusterError(f"KernelRates: one curve per kernel family in the table's order "
+                               f"(missing {missing}, unknown {extra})")
         _check_figure("call_s", self.call_s, where="KernelRates")
         _check_figure("kernel_s", self.kernel_s, where="KernelRates")
         if self.spmd_call_s is not None:
@@ -145,25 +128,44 @@ class KernelRates:
         for name, w in self.weights:
             _check_figure(f"weight of {name}", w, where="KernelRates")
 
+    @classmethod
+    def of(cls, *, call_s: float, kernel_s: float, share: int = 1, spmd_call_s: float | None = None,
+           weights: tuple[tuple[str, float], ...] = (), **curves: Curve) -> KernelRates:
+        """Rates from one keyword per family (`matmul=Curve(...)`, ...) and the fixed costs."""
+        unknown = sorted(set(curves) - set(families.NAMES))
+        if unknown:
+            raise ClusterError(f"KernelRates: unknown kernel families {unknown}; known: {', '.join(families.NAMES)}")
+        return cls(tuple((name, curves[name]) for name in families.NAMES if name in curves), call_s, kernel_s,
+                   share, spmd_call_s, weights)
+
+    def __getattr__(self, name: str) -> Curve:
+        for family, curve in object.__getattribute__(self, "curves"):
+            if family == name:
+                return curve
+        raise AttributeError(f"KernelRates has no kernel family or field {name!r}")
+
+    def curve(self, family: str) -> Curve:
+        return getattr(self, family)
+
+    def with_curves(self, **curves: Curve) -> KernelRates:
+        """These rates with some families' curves replaced (`rates.with_curves(matvec=Curve.line(1e9))`)."""
+        unknown = sorted(set(curves) - set(families.NAMES))
+        if unknown:
+            raise ClusterError(f"KernelRates: unknown kernel families {unknown}; known: {', '.join(families.NAMES)}")
+        return dataclasses.replace(self, curves=tuple((f, curves.get(f, c)) for f, c in self.curves))
+
     def weight(self, function: str) -> float:
         """Elements of the transcendental curve that one element of `function` costs (1 where unmeasured)."""
         return next((w for name, w in self.weights if name == function), 1.0)
 
     @classmethod
     def nominal(cls, flops: float, mem_bandwidth: float, kernel_s: float = 5e-6) -> KernelRates:
-        """Lines from a FLOP rate and a memory bandwidth alone: memory-bound families at the bandwidth
-        (a gather at half of it, a scatter-add at a quarter), one transcendental function 10 FLOPs."""
-        line = Curve.line
-        return cls(matmul=line(flops), matvec=line(mem_bandwidth), vecmat=line(mem_bandwidth),
-                   matvec_t=line(mem_bandwidth), vecmat_t=line(mem_bandwidth), matvec_call=line(mem_bandwidth),
-                   vecmat_call=line(mem_bandwidth), matvec_t_call=line(mem_bandwidth),
-                   vecmat_t_call=line(mem_bandwidth), matvec_wide_call=line(mem_bandwidth),
-                   vecmat_wide_call=line(mem_bandwidth),
-                   stream=line(mem_bandwidth),
-                   transcendental=line(flops / 10.0), gather=line(mem_bandwidth / 2), scatter=line(mem_bandwidth / 4),
-                   reduce=line(mem_bandwidth), gather_call=line(mem_bandwidth / 2),
-                   scatter_call=line(mem_bandwidth / 4), reduce_call=line(mem_bandwidth), call_s=20 * kernel_s,
-                   kernel_s=kernel_s)
+        """Lines from a FLOP rate and a memory bandwidth alone, each family at its table entry's fraction of
+        one of them (a gather at half the bandwidth, a scatter-add at a quarter, one transcendental
+        function 10 FLOPs)."""
+        base = {"flops": flops, "bandwidth": mem_bandwidth}
+        return cls.of(**{f.name: Curve.line(base[f.nominal[0]] * f.nominal[1]) for f in families.FAMILIES},
+                      call_s=20 * kernel_s, kernel_s=kernel_s)
 
     def call(self, devices: int) -> float:
         """Fixed seconds of one call of a program over `devices` devices: several devices start
@@ -174,7 +176,7 @@ class KernelRates:
         """Seconds of one kernel of `family` with `work` units on one device, at the throughput the
         family reaches on a working set of `working_set` bytes (the program's values: where they
         outgrow the caches, every kernel streams from memory)."""
-        curve, w = getattr(self, family), work * self.share
+        curve, w = self.curve(family), work * self.share
         big = working_set * self.share
         if big <= w or w <= 0:
             return curve.time(w)
@@ -187,12 +189,11 @@ class KernelRates:
     def host(self, devices: int) -> KernelRates:
         """The curves of a host of `devices` such devices (the inverse of `shared`)."""
         factor = devices / self.share
-        scaled = {f: Curve(getattr(self, f).work, tuple(t / factor for t in getattr(self, f).seconds))
-                  for f in self.FAMILIES}
-        return dataclasses.replace(self, **scaled, share=1)
+        scaled = tuple((f, Curve(c.work, tuple(t / factor for t in c.seconds))) for f, c in self.curves)
+        return dataclasses.replace(self, curves=scaled, share=1)
 
     def to_json(self) -> dict:
-        return {**{f: getattr(self, f).to_json() for f in self.FAMILIES}, "call_s": self.call_s,
+        return {**{f: c.to_json() for f, c in self.curves}, "call_s": self.call_s,
                 "kernel_s": self.kernel_s, "weights": dict(self.weights)} | \
             ({} if self.spmd_call_s is None else {"spmd_call_s": self.spmd_call_s})
 
@@ -200,11 +201,11 @@ class KernelRates:
     def from_json(cls, doc: dict, where: str) -> KernelRates:
         try:
             curves = {f: Curve(tuple(map(float, doc[f]["work"])), tuple(map(float, doc[f]["seconds"])))
-                      for f in cls.FAMILIES}
+                      for f in families.NAMES}
             spmd = doc.get("spmd_call_s")
             weights = tuple(sorted((str(k), float(v)) for k, v in doc.get("weights", {}).items()))
-            return cls(**curves, call_s=float(doc["call_s"]), kernel_s=float(doc["kernel_s"]),
-                       spmd_call_s=None if spmd is None else float(spmd), weights=weights)
+            return cls.of(**curves, call_s=float(doc["call_s"]), kernel_s=float(doc["kernel_s"]),
+                          spmd_call_s=None if spmd is None else float(spmd), weights=weights)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ClusterError(f"{where}: kernel rates unreadable ({exc!r}); rerun `claygraph calibrate`") from exc
 
@@ -594,7 +595,7 @@ _PRESETS = {
 # weighed one by one; three passes, each point their median, made non-decreasing; the calls a claygraph program's)
 # on a 2-core CPU host (2026-12-01, load average 1.3):
 # seconds per kernel against its work, whole host.
-LOCAL_KERNELS = KernelRates(
+LOCAL_KERNELS = KernelRates.of(
     matmul=Curve((4.19e+06, 3.36e+07, 2.68e+08, 2.15e+09),
                  (9.26e-05, 0.000317, 0.00149, 0.0105)),
     matvec=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),

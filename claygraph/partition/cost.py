@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from claygraph.ir.graph import Graph, Node, Value
-from claygraph.partition import blocks, gpu, kernels
+from claygraph.partition import blocks, families, gpu, kernels
 from claygraph.partition.cluster import PRODUCT_COLS, PRODUCT_WIDE_COLS, ClusterSpec, KernelRates
 from claygraph.partition.propagate import Propagation, propagate
 from claygraph.partition.registry import entry, per_output
@@ -50,11 +50,11 @@ from claygraph.partition.shardings import REPLICATED, Sharded, Sharding, Split
 from claygraph.partition.storage import stored_feature_major
 
 FAMILIES = ("matmul", "elementwise", "transcendental", "gather", "scatter", "reduce", "move")  # registry families
-# memory-bound curves: they slow to the rate of the program's working set once it outgrows the caches.
-# (A gather or scatter is a roofline of its lookups, at its own curve and size, and its streamed index
-# and values, at the stream rate of the working set; transcendental functions are bound by arithmetic.)
-STREAMING = frozenset({"stream", "reduce", "matvec", "vecmat", "matvec_t", "vecmat_t", "matvec_call", "vecmat_call",
-                       "matvec_t_call", "vecmat_t_call", "reduce_call", "matvec_wide_call", "vecmat_wide_call"})
+# memory-bound curves slow to the rate of the program's working set once it outgrows the caches
+# (families.STREAMING; a gather or scatter is a roofline of its lookups, at its own curve and size, and its
+# streamed index and values, at the stream rate of the working set; transcendental functions are bound by
+# arithmetic)
+STREAMING = families.STREAMING
 COPIES = frozenset({"transpose", "pad", "concatenate", "rev", "dynamic_update_slice"})  # moves that copy
 STREAM_BYTES_PER_OP = 2.0  # the calibrated chain: 4 ops per element over 8 bytes read + written
 # widths of X whose r @ X runs at the vecmat rate, not the forward's (2 cores, float32 X of 100-500 MB,
@@ -278,7 +278,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
 
 FUSED = frozenset({"elementwise", "transcendental", "move"})  # the families XLA fuses into loops
 # timed both in a loop and one call each: a blocked program runs them in its loop, an unblocked one once per call
-ONE_CALL = frozenset({"matvec", "vecmat", "matvec_t", "vecmat_t", "gather", "scatter", "reduce"})
+ONE_CALL = families.ONE_CALL
 
 
 def materialized_bytes(graph: Graph, prop: Propagation, shape: LocalShape) -> float:

@@ -10,6 +10,7 @@ import pytest
 
 from claygraph.cli import calibrate as calibrate_cli
 from claygraph.partition.cluster import ClusterSpec, KernelRates, read_profile
+from claygraph.runtime import calibration
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +33,16 @@ def test_calibrate_saves_what_it_returns_and_the_spec_reads_it(quick_profile):
 
 def test_every_kernel_family_is_measured_at_several_increasing_sizes(quick_profile):
     _, profile = quick_profile
-    assert set(profile["kernels_measured"]) == set(calibrate_cli.KERNELS)
+    assert set(profile["kernels_measured"]) == set(calibration.KERNELS)
     for name, series in profile["kernels_measured"].items():
         work, seconds = series["work"], series["seconds"]
         assert len(work) == len(seconds) >= 3, name
         assert work == sorted(set(work)), name
         assert all(t > 0 and math.isfinite(t) for t in seconds), name
-        assert series["unit"] == calibrate_cli.KERNELS[name]
+        assert series["unit"] == calibration.KERNELS[name]
     kernels = profile["kernels"]
     assert set(kernels) == {*KernelRates.FAMILIES, "call_s", "kernel_s", "spmd_call_s", "weights"}
-    for family, name in calibrate_cli.FAMILY_SERIES.items():
+    for family, name in calibration.FAMILY_SERIES.items():
         assert kernels[family]["work"] == profile["kernels_measured"][name]["work"]
     assert kernels["call_s"] > 0 and kernels["kernel_s"] > 0
 
@@ -51,7 +52,7 @@ def test_transcendental_functions_are_weighed_one_by_one(quick_profile):
     chain (exp, log1p) and functions not weighed count 1."""
     path, profile = quick_profile
     weights = profile["kernels"]["weights"]
-    assert set(weights) == set(calibrate_cli.WEIGHED)
+    assert set(weights) == set(calibration.WEIGHED)
     assert all(w > 0 and math.isfinite(w) for w in weights.values())
     rates = ClusterSpec.from_profile(path).rates
     assert all(rates.weight(name) == pytest.approx(w) for name, w in weights.items())
@@ -65,7 +66,7 @@ def test_the_products_are_timed_in_a_loop_and_one_call_each(quick_profile):
     measured = profile["kernels_measured"]
     for name in ("matvec", "vecmat", "matvec_t", "vecmat_t"):
         assert measured[name]["work"] == measured[name + "_call"]["work"], name
-        assert name in calibrate_cli.IN_LOOP and name + "_call" not in calibrate_cli.IN_LOOP
+        assert name in calibration.IN_LOOP and name + "_call" not in calibration.IN_LOOP
     for name in ("matvec", "vecmat"):  # and one call each over a wide X of the same bytes
         assert measured[name + "_wide_call"]["work"] == measured[name]["work"], name
 
@@ -75,15 +76,15 @@ def test_gathers_scatters_and_reductions_are_timed_in_a_loop_and_one_call_each(q
     at GATHER_MAX (a larger fresh output times page faults), the in-loop one (its output reused) does not."""
     _, profile = quick_profile
     measured = profile["kernels_measured"]
-    sizes = calibrate_cli.QUICK.elements
+    sizes = calibration.QUICK.elements
     for name in ("gather", "scatter_add", "reduce"):
-        assert name in calibrate_cli.IN_LOOP and name + "_call" not in calibrate_cli.IN_LOOP
+        assert name in calibration.IN_LOOP and name + "_call" not in calibration.IN_LOOP
         per_element = 4.0 if name == "reduce" else 8.0
         assert measured[name]["work"] == [per_element * n for n in sizes], name
         assert measured[name + "_call"]["work"] == [per_element * n for n in sizes
-                                                    if name != "gather" or n <= calibrate_cli.GATHER_MAX], name
+                                                    if name != "gather" or n <= calibration.GATHER_MAX], name
     # the cost model's families read the series of their own kind
-    assert [calibrate_cli.FAMILY_SERIES[f] for f in ("gather", "scatter", "reduce", "gather_call", "scatter_call",
+    assert [calibration.FAMILY_SERIES[f] for f in ("gather", "scatter", "reduce", "gather_call", "scatter_call",
                                                      "reduce_call")] == \
         ["gather", "scatter_add", "reduce", "gather_call", "scatter_add_call", "reduce_call"]
 
@@ -96,8 +97,8 @@ def test_a_loop_step_of_each_streaming_family_depends_on_the_last_and_runs_in_pl
     x = jnp.linspace(0.0, 1.0, n, dtype=jnp.float32)
     idx = jnp.arange(n, dtype=jnp.int32) % (n // 16)
     table = jnp.ones((n // 16,), jnp.float32)
-    for family, (fn, args, _) in calibrate_cli._streaming(x, idx, table).items():
-        step, carry, consts = calibrate_cli._loop_step(family, fn, args)
+    for family, (fn, args, _) in calibration._streaming(x, idx, table).items():
+        step, carry, consts = calibration._loop_step(family, fn, args)
         out, tangent = jax.jvp(lambda c, f=step, k=consts: f(c, *k), (carry,), (jax.tree.map(jnp.ones_like, carry),))
         assert jax.tree.map(jnp.shape, out) == jax.tree.map(jnp.shape, carry), family
         assert any(jnp.any(t != 0) for t in jax.tree.leaves(tangent)), family  # XLA cannot hoist it out of the loop
@@ -114,7 +115,7 @@ def test_collectives_are_measured_by_message_size_between_local_devices(quick_pr
     _, profile = quick_profile
     coll = profile["collectives"]
     assert coll["devices"] == 2
-    assert coll["bytes"] == [4 * n for n in calibrate_cli.QUICK.message_floats]
+    assert coll["bytes"] == [4 * n for n in calibration.QUICK.message_floats]
     assert len(coll["seconds"]) == len(coll["bytes"]) and all(t > 0 for t in coll["seconds"])
     assert (profile["latency"], profile["bandwidth"]) == (coll["latency"], coll["bandwidth"])
     # a call of a claygraph program over the devices, measured on its own path (more than a bare jitted call)
@@ -128,21 +129,21 @@ def test_fit_ring_inverts_the_ring_formula():
     latency, bandwidth, s = 30e-6, 5e9, 4
     nbytes = [4.0, 4e3, 4e5, 4e6]
     seconds = [2 * (s - 1) * latency + 2 * (s - 1) / s * n / bandwidth for n in nbytes]
-    fit = calibrate_cli.fit_ring(nbytes, seconds, s)
+    fit = calibration.fit_ring(nbytes, seconds, s)
     assert fit == (pytest.approx(latency, rel=1e-6), pytest.approx(bandwidth, rel=1e-6))
 
 
 def test_fit_link_inverts_round_trips():
     # One message: 50 us + n / 1 GB/s; a round trip is two messages.
-    latency, bandwidth = calibrate_cli.fit_link(2 * (50e-6 + 4 / 1e9), 2 * (50e-6 + 4e6 / 1e9), 4_000_000)
+    latency, bandwidth = calibration.fit_link(2 * (50e-6 + 4 / 1e9), 2 * (50e-6 + 4e6 / 1e9), 4_000_000)
     assert latency == pytest.approx(50e-6, rel=1e-3)
     assert bandwidth == pytest.approx(1e9, rel=1e-3)
 
 
 def test_curves_are_the_series_less_the_call_overhead():
-    series = {name: calibrate_cli.Series(name, unit, (1e3, 1e6), (2e-5, 1e-3))
-              for name, unit in calibrate_cli.KERNELS.items()}
-    rates = calibrate_cli.kernel_rates(series, call_s=1e-5, kernel_s=2e-6)
+    series = {name: calibration.Series(name, unit, (1e3, 1e6), (2e-5, 1e-3))
+              for name, unit in calibration.KERNELS.items()}
+    rates = calibration.kernel_rates(series, call_s=1e-5, kernel_s=2e-6)
     assert rates.reduce_call.seconds == rates.matvec_wide_call.seconds == pytest.approx((1e-5, 1e-3 - 1e-5))
     # timed inside a loop: one iteration's seconds, already without the call
     assert rates.stream.seconds == rates.matvec.seconds == rates.reduce.seconds == pytest.approx((2e-5, 1e-3))
@@ -170,20 +171,20 @@ def test_a_kernel_timed_in_a_loop_counts_each_iteration_once():
         return v + 1e-9 * jnp.sum(m @ v)
 
     x, w = jnp.ones((256, 8), jnp.float32), jnp.ones((8,), jnp.float32)
-    t = calibrate_cli._loop_time(step, w, 4.0 * x.size, 3, x)
+    t = calibration._loop_time(step, w, 4.0 * x.size, 3, x)
     assert calls == [(8,)]
     assert 0 < t < 1.0
-    assert calibrate_cli.IN_LOOP <= set(calibrate_cli.KERNELS)
+    assert calibration.IN_LOOP <= set(calibration.KERNELS)
 
 
 def test_a_curve_never_takes_less_time_for_more_work():
     """Measured points below a smaller one are pooled with it (least squares, non-decreasing)."""
-    assert calibrate_cli.monotone((1.0, 3.0, 2.0, 4.0)) == pytest.approx((1.0, 2.5, 2.5, 4.0))
-    assert calibrate_cli.monotone((5.0, 1.0, 0.0)) == pytest.approx((2.0, 2.0, 2.0))
-    assert calibrate_cli.monotone((1.0, 2.0, 3.0)) == (1.0, 2.0, 3.0)
-    series = {name: calibrate_cli.Series(name, unit, (1e3, 1e4, 1e5), (2e-4, 1e-4, 1e-3))
-              for name, unit in calibrate_cli.KERNELS.items()}
-    rates = calibrate_cli.kernel_rates(series, call_s=0.0, kernel_s=0.0)
+    assert calibration.monotone((1.0, 3.0, 2.0, 4.0)) == pytest.approx((1.0, 2.5, 2.5, 4.0))
+    assert calibration.monotone((5.0, 1.0, 0.0)) == pytest.approx((2.0, 2.0, 2.0))
+    assert calibration.monotone((1.0, 2.0, 3.0)) == (1.0, 2.0, 3.0)
+    series = {name: calibration.Series(name, unit, (1e3, 1e4, 1e5), (2e-4, 1e-4, 1e-3))
+              for name, unit in calibration.KERNELS.items()}
+    rates = calibration.kernel_rates(series, call_s=0.0, kernel_s=0.0)
     assert rates.stream.seconds == pytest.approx((1.5e-4, 1.5e-4, 1e-3))
 
 
@@ -193,10 +194,10 @@ def test_each_point_is_the_median_of_its_passes(monkeypatch):
 
     def one_pass(budget):
         a, b = next(passes)
-        return {"reduce": calibrate_cli.Series("reduce", "bytes/s", (1e3, 1e6), (a, b))}
+        return {"reduce": calibration.Series("reduce", "bytes/s", (1e3, 1e6), (a, b))}
 
-    monkeypatch.setattr(calibrate_cli, "_measure_pass", one_pass)
-    out = calibrate_cli.measure_kernels(dataclasses.replace(calibrate_cli.QUICK, passes=3))
+    monkeypatch.setattr(calibration, "_measure_pass", one_pass)
+    out = calibration.measure_kernels(dataclasses.replace(calibration.QUICK, passes=3))
     assert out["reduce"].seconds == (2.0, 2.0) and out["reduce"].work == (1e3, 1e6)
 
 
@@ -211,4 +212,4 @@ def test_the_program_call_is_measured_without_reading_the_profile_it_replaces(tm
     monkeypatch.setenv(PROFILE_ENV, str(bad))
     with pytest.raises(ClusterError):
         ClusterSpec.local()
-    assert calibrate_cli.measure_program_call(1, 2) > 0
+    assert calibration.measure_program_call(1, 2) > 0

@@ -246,7 +246,7 @@ def test_curve_refuses_bad_points():
 
 def test_kernel_rates_share_the_host_and_slow_to_the_working_sets_rate():
     c = Curve((1e6, 1e8), (1e-4, 1e-1))  # 10 GB/s in cache, 1 GB/s for 100 MB
-    rates = KernelRates(**{f: c for f in KernelRates.FAMILIES}, call_s=1e-5, kernel_s=1e-6)
+    rates = KernelRates.of(**{f: c for f in KernelRates.FAMILIES}, call_s=1e-5, kernel_s=1e-6)
     two = rates.shared(2)
     assert two.time("stream", 5e5) == pytest.approx(1e-4)  # two devices at once: the host's time for 1e6
     # 1 MB of work inside a 100 MB working set streams at the 100 MB rate
@@ -265,7 +265,7 @@ def test_nominal_rates_follow_the_data_sheet():
 def test_a_program_over_several_devices_pays_the_spmd_call():
     r = KernelRates.nominal(1e12, 1e11)
     assert r.call(1) == r.call(4) == r.call_s
-    spmd = KernelRates(**{f: getattr(r, f) for f in KernelRates.FAMILIES}, call_s=1e-5, kernel_s=1e-6,
+    spmd = KernelRates.of(**{f: getattr(r, f) for f in KernelRates.FAMILIES}, call_s=1e-5, kernel_s=1e-6,
                        spmd_call_s=6e-5)
     assert (spmd.call(1), spmd.call(2)) == (1e-5, 6e-5)
     assert KernelRates.from_json(spmd.to_json(), "test") == spmd
@@ -285,3 +285,23 @@ def test_an_older_profile_at_the_default_path_warns_and_uses_built_in_figures(tm
     path.write_text("{not json")  # unreadable: an error that says so, not a silent fallback
     with pytest.raises(ClusterError, match="cannot read profile"):
         cluster.ClusterSpec.local(devices=2)
+
+
+def test_one_table_entry_per_kernel_family():
+    """Every family of the table has its curve in the rates, its nominal line at its stated fraction, and its
+    calibration series with the unit; a rates object missing a family or naming an unknown one is refused."""
+    from claygraph.partition import families
+    from claygraph.runtime import calibration
+
+    assert LOCAL_KERNELS.FAMILIES == families.NAMES == tuple(name for name, _ in LOCAL_KERNELS.curves)
+    nominal = KernelRates.nominal(2e12, 1e11)
+    for f in families.FAMILIES:
+        base = 2e12 if f.nominal[0] == "flops" else 1e11
+        assert nominal.curve(f.name).rate() == pytest.approx(base * f.nominal[1])
+        assert calibration.FAMILY_SERIES[f.name] == f.series and calibration.KERNELS[f.series] == f.unit
+    with pytest.raises(ClusterError, match="missing \\['vecmat'\\]"):
+        KernelRates(tuple((n, c) for n, c in LOCAL_KERNELS.curves if n != "vecmat"), 1e-5, 1e-6)
+    with pytest.raises(ClusterError, match="unknown kernel families \\['warp'\\]"):
+        LOCAL_KERNELS.with_curves(warp=Curve.line(1.0))
+    with pytest.raises(AttributeError, match="no kernel family or field 'warp'"):
+        LOCAL_KERNELS.warp  # noqa: B018

@@ -339,12 +339,11 @@ def test_a_feature_major_matvec_is_costed_on_its_own_curves():
     """Up to 16 features, X @ w reads X held feature-major (storage.py): the dot and w's gradient are
     read from the matvec_t and vecmat_t curves (timed one call each: this program runs them once per call,
     not in a loop over row blocks); wider X keeps the row-major curves."""
-    from dataclasses import replace
 
     from claygraph.partition.cluster import Curve, KernelRates
 
     base = KernelRates.nominal(1e12, 1e11)
-    slow = replace(base, matvec_t_call=Curve.line(1e10), vecmat_t_call=Curve.line(1e10))
+    slow = base.with_curves(matvec_t_call=Curve.line(1e10), vecmat_t_call=Curve.line(1e10))
     assert unblocked_is_unchanged_by_loop_curves(base)
 
     def unsplit(rates, features):
@@ -357,11 +356,10 @@ def test_a_feature_major_matvec_is_costed_on_its_own_curves():
 
 def unblocked_is_unchanged_by_loop_curves(base) -> bool:
     """A program that is not run in row blocks never reads the in-loop product curves."""
-    from dataclasses import replace
 
     from claygraph.partition.cluster import Curve
 
-    loop = replace(base, matvec_t=Curve.line(1e9), vecmat_t=Curve.line(1e9), matvec=Curve.line(1e9),
+    loop = base.with_curves(matvec_t=Curve.line(1e9), vecmat_t=Curve.line(1e9), matvec=Curve.line(1e9),
                    vecmat=Curve.line(1e9))
     for features in (8, 32):
         a = estimates(features=features, cluster=spec(kernels=base))[()].compute_s
@@ -417,13 +415,12 @@ def test_a_transcendental_function_costs_its_measured_weight_and_its_derivative_
 def test_a_blocked_program_reads_the_in_loop_product_curves_and_an_unblocked_one_the_one_call_curves():
     """The row split of X @ w over 1e6 rows runs in row blocks (fused.py): its products are the in-loop
     curves' and the one-call curves do not touch it; the feature split runs once per call: the reverse."""
-    from dataclasses import replace
 
     from claygraph.partition.cluster import Curve, KernelRates
 
     base = KernelRates.nominal(1e12, 1e11)
-    slow_call = replace(base, matvec_call=Curve.line(1e9), vecmat_call=Curve.line(1e9))
-    slow_loop = replace(base, matvec=Curve.line(1e9), vecmat=Curve.line(1e9))
+    slow_call = base.with_curves(matvec_call=Curve.line(1e9), vecmat_call=Curve.line(1e9))
+    slow_loop = base.with_curves(matvec=Curve.line(1e9), vecmat=Curve.line(1e9))
 
     def compute(rates, split):
         return estimates(cluster=spec(kernels=rates), split=split)[split].compute_s
@@ -436,7 +433,6 @@ def test_a_blocked_program_reads_its_data_while_the_forward_kernels_run():
     """Each block comes from memory while the forward kernels run on it: over the blocks, the data read and
     the forward kernels are a roofline (the slower of the two), the backward kernels add. Only the read's
     rate moves here (the matvec curve's point at the whole shard's size, past the blocks' sizes)."""
-    from dataclasses import replace
 
     from claygraph.partition.blocks import row_split_of
     from claygraph.partition.cluster import Curve
@@ -452,7 +448,7 @@ def test_a_blocked_program_reads_its_data_while_the_forward_kernels_run():
     def with_read(seconds):
         # blocks (8 MiB at most) and y on a fixed 100 GB/s line, X's whole shard (100 MB) at `seconds`
         curve = Curve((1e3, shard / 4, float(shard)), (1e-8, shard / 4 / 1e11, seconds))
-        return cost.gradient_compute(graph, prop, shape, replace(base, matvec=curve), 4, rows)
+        return cost.gradient_compute(graph, prop, shape, base.with_curves(matvec=curve), 4, rows)
 
     fast = with_read(1e-6)
     assert fast.read_s < fast.forward_s  # the read hides under the forward kernels
@@ -467,12 +463,11 @@ def test_a_blocked_program_reads_its_data_while_the_forward_kernels_run():
 def test_an_unblocked_product_reads_between_its_narrow_and_wide_curves_by_the_width_of_x():
     """XLA's one-call dot streams long rows faster: X @ w over 64 columns or fewer reads matvec_call, over
     PRODUCT_WIDE_COLS or more matvec_wide_call, and in between their log-width mix; r @ X alike from 512."""
-    from dataclasses import replace
 
     from claygraph.ir.graph import Node, Value
     from claygraph.partition.cluster import PRODUCT_COLS, PRODUCT_WIDE_COLS, Curve, KernelRates
 
-    rates = replace(KernelRates.nominal(1e15, 1e11), matvec_wide_call=Curve.line(4e11),
+    rates = KernelRates.nominal(1e15, 1e11).with_curves(matvec_wide_call=Curve.line(4e11),
                     vecmat_wide_call=Curve.line(2e11))
     nbytes = 1e9
 
@@ -504,7 +499,6 @@ def test_gathers_scatters_and_reductions_read_in_loop_curves_when_blocked_and_on
     scatter-add gradients and its sums inside the loop), split by features it runs once per call; a
     parameter's relayout (the feature split's w, moved in and out once per call) reads the one-call
     curves in either."""
-    from dataclasses import replace
 
     from claygraph.partition.cluster import Curve, KernelRates
 
@@ -513,8 +507,8 @@ def test_gathers_scatters_and_reductions_read_in_loop_curves_when_blocked_and_on
                    g=cg.index(SDS((n,), np.int32), "row", into="group", size=groups))
     base = KernelRates.nominal(1e12, 1e11)
     families = ("gather", "scatter", "reduce")
-    slow_loop = replace(base, **{f: Curve.line(1e8) for f in families})
-    slow_call = replace(base, **{f + "_call": Curve.line(1e8) for f in families})
+    slow_loop = base.with_curves(**{f: Curve.line(1e8) for f in families})
+    slow_call = base.with_curves(**{f + "_call": Curve.line(1e8) for f in families})
 
     def compute(rates, split):
         plan = cg.partition(hier, data, cluster=spec(kernels=rates), split=split)
