@@ -72,16 +72,23 @@ def candidates(spec: dict) -> dict:
         rows = _measure_together(cg, graph, data, cluster, devices, plan, wanted, repeats)
     else:
         rows = _measure_each(cg, graph, data, cluster, devices, plan, wanted, repeats)
-    # the same candidates priced with the built-in figures, as on a fresh machine that was never calibrated
-    built_in = cg.partition(graph, data, cluster=cg.ClusterSpec.built_in(devices))
+    # the same candidates priced with the built-in figures, as on a fresh machine that was never calibrated,
+    # and with a quick calibration's profile (what ClusterSpec.local measures on a machine's first use)
     out = {"workload": spec["workload"], "sizes": spec["sizes"], "devices": devices, "data_s": data_s,
            "lower_s": lower_s, "cluster": cluster.describe(), "chosen": list(plan.split), "candidates": rows,
-           "built_in": {"chosen": list(built_in.split),
-                        "predicted": [[list(c.split), c.predicted_s] for c in built_in.candidates]},
+           "built_in": _priced(cg, graph, data, cg.ClusterSpec.built_in(devices)),
+           **({"quick": _priced(cg, graph, data, cg.ClusterSpec.from_profile(spec["quick_profile"], devices))}
+              if spec.get("quick_profile") else {}),
            "jax_devices": len(jax.devices()), "together": bool(spec.get("together"))}
     if spec.get("map"):
         out["map"] = _map(cg, model, data, devices, spec.get("map_tol", 1e-6))
     return out
+
+
+def _priced(cg, graph, data, cluster) -> dict:
+    """The split `cluster`'s figures pick and every candidate's prediction with them."""
+    plan = cg.partition(graph, data, cluster=cluster)
+    return {"chosen": list(plan.split), "predicted": [[list(c.split), c.predicted_s] for c in plan.candidates]}
 
 
 def _row(est) -> dict:

@@ -462,7 +462,10 @@ def split_choice_totals_line(res: dict) -> str:
                                       f"calibrated), the split they pick is predicted within "
                                       f"{res['built_in_within']:g}x of its measured time in **{t['built_in_within']} "
                                       f"of {t['built_in_predictions']}** cases" if t.get("built_in_predictions")
-                                     else ""))
+                                     else "")
+            + (f", and with a quick calibration's profile (what a machine without one measures on its first "
+               f"multi-device plan) in **{t['quick_within']} of {t['quick_predictions']}**"
+               if t.get("quick_predictions") else ""))
 
 
 def workloads_line(res: dict) -> str:
@@ -501,7 +504,8 @@ def split_choice_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> 
     body = []
     for case in res["cases"]:
         if case["status"] != "ok":
-            body.append([case["name"], fmt_sizes(case["sizes"]), f"error: {case['note'][:80]}", "", "", "", "", "", ""])
+            body.append([case["name"], fmt_sizes(case["sizes"]), f"error: {case['note'][:80]}", "", "", "", "", "", "",
+                         ""])
             continue
         r, j = case["result"], case["judge"]
         cands = "; ".join(f"{split_name(c['split'])} {fmt_s(c['predicted_s'])} / "
@@ -513,9 +517,12 @@ def split_choice_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> 
                      f"{pick}" + (f" ({j['chosen_over_best']:.2f}x)" if not j.get("pick_ok") else ""),
                      f"{j.get('chosen_measured_over_predicted', float('nan')):.2f}",
                      (f"{split_name(j['built_in_chosen'])} {j['built_in_measured_over_predicted']:.2f}"
-                      if "built_in_chosen" in j else "—")])
+                      if "built_in_chosen" in j else "—"),
+                     (f"{split_name(j['quick_chosen'])} {j['quick_measured_over_predicted']:.2f}"
+                      if "quick_chosen" in j else "—")])
     lines += table(["case", "sizes", "candidates: predicted / measured", "chosen", "fastest", "slowest ÷ fastest",
-                    "pick", "chosen: measured ÷ predicted", "built-in figures: chosen, measured ÷ predicted"], body)
+                    "pick", "chosen: measured ÷ predicted", "built-in figures: chosen, measured ÷ predicted",
+                    "quick calibration: chosen, measured ÷ predicted"], body)
     if plots.get("splits"):
         lines += [f"![predicted vs measured]({rel(plots['splits'])})", ""]
     return lines

@@ -5,10 +5,11 @@ The XLA flag must be in the environment before jax is first imported, so it is s
 top of the root conftest, which pytest imports before any test module.
 
 Hermetic: what a user calibrated or cached cannot change what the suite checks. claygraph's cache
-folder (XDG_CACHE_HOME), its cost profile (CLAYGRAPH_PROFILE: a path with no file, so the built-in
-figures) and JAX's persistent compilation cache (CLAYGRAPH_JAX_CACHE) all point into one temporary
-folder made for this run and removed after it; a cache folder given to JAX directly is dropped; Ray's
-authentication token is made for the run. Ray workers the tests start inherit this environment.
+folder (XDG_CACHE_HOME), its cost profile (CLAYGRAPH_PROFILE: a path with no file, and no first-use
+calibration, so the built-in figures) and JAX's persistent compilation cache (CLAYGRAPH_JAX_CACHE) all
+point into one temporary folder made for this run and removed after it; a cache folder given to JAX
+directly is dropped; Ray's authentication token is made for the run. Ray workers the tests start
+inherit this environment.
 """
 import atexit
 import os
@@ -25,6 +26,9 @@ atexit.register(shutil.rmtree, HERMETIC_ROOT, ignore_errors=True)
 os.environ["XDG_CACHE_HOME"] = os.path.join(HERMETIC_ROOT, "cache")
 os.environ["CLAYGRAPH_PROFILE"] = os.path.join(HERMETIC_ROOT, "no-profile", "profile.json")
 os.environ["CLAYGRAPH_JAX_CACHE"] = os.path.join(HERMETIC_ROOT, "jax")
+# the built-in figures, not a calibration of whatever machine runs the suite (tests/partition/test_cluster.py
+# turns the first-use calibration on where it tests it)
+os.environ["CLAYGRAPH_AUTO_CALIBRATE"] = "0"
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 # the local Ray clusters the tests start use token authentication (as claygraph's runtime asks of Ray) with
 # a token made for this run: Ray neither reads nor writes the user's ~/.ray/auth_token

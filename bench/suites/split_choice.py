@@ -56,10 +56,14 @@ def profile_path(env: SuiteEnv):
     return REPO / "bench" / "results" / f"profile-{env.device}.json"
 
 
-def calibrate(env: SuiteEnv, quick: bool) -> dict:
+def quick_profile_path(env: SuiteEnv):
+    return REPO / "bench" / "results" / f"profile-{env.device}-quick.json"
+
+
+def calibrate(env: SuiteEnv, quick: bool, path=None) -> dict:
     """Run `claygraph calibrate` into the results folder (a fresh interpreter: it measures collectives
     in one of its own)."""
-    path = profile_path(env)
+    path = path or profile_path(env)
     cmd = [sys.executable, "-m", "claygraph.cli.calibrate", "--out", str(path), "--devices", str(env.devices)]
     proc = subprocess.run(cmd + (["--quick"] if quick else []), cwd=REPO, capture_output=True, text=True,
                           timeout=300, check=False, env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -69,6 +73,20 @@ def calibrate(env: SuiteEnv, quick: bool) -> dict:
     import json
 
     return json.loads(path.read_text())
+
+
+def _judge_other(result: dict, measured: list[dict], key: str, out: dict) -> None:
+    """The split another set of figures (`result[key]`: built-in, or a quick calibration's) picks, its
+    prediction against its measurement, judged within BUILT_IN_WITHIN."""
+    other = result.get(key)
+    if other is None:
+        return
+    mine = next((c for c in measured if c["split"] == other["chosen"]), None)
+    predicted = next((p for s, p in other["predicted"] if s == other["chosen"]), None)
+    if mine is not None and predicted:
+        out[f"{key}_chosen"] = other["chosen"]
+        out[f"{key}_measured_over_predicted"] = mine["measured"]["median_s"] / predicted
+        out[f"{key}_within"] = 1 / BUILT_IN_WITHIN <= out[f"{key}_measured_over_predicted"] <= BUILT_IN_WITHIN
 
 
 def judge(result: dict) -> dict:
@@ -88,14 +106,8 @@ def judge(result: dict) -> dict:
         out["chosen_measured_over_predicted"] = cm["median_s"] / chosen["predicted_s"]
         out["chosen_within"] = 1 / WITHIN <= out["chosen_measured_over_predicted"] <= WITHIN
     out["all_within"] = all(1 / WITHIN <= c["measured"]["median_s"] / c["predicted_s"] <= WITHIN for c in measured)
-    built = result.get("built_in")
-    if built is not None:  # the split the built-in figures pick, its prediction against its measurement
-        mine = next((c for c in measured if c["split"] == built["chosen"]), None)
-        predicted = next((p for s, p in built["predicted"] if s == built["chosen"]), None)
-        if mine is not None and predicted:
-            out["built_in_chosen"] = built["chosen"]
-            out["built_in_measured_over_predicted"] = mine["measured"]["median_s"] / predicted
-            out["built_in_within"] = 1 / BUILT_IN_WITHIN <= out["built_in_measured_over_predicted"] <= BUILT_IN_WITHIN
+    for key in ("built_in", "quick"):  # the built-in figures (never calibrated), a first-use quick calibration
+        _judge_other(result, measured, key, out)
     return out
 
 
@@ -110,14 +122,18 @@ def totals(cases: list[dict]) -> dict:
             "chosen_within": sum(c["judge"]["chosen_within"] for c in within), "predictions": len(within),
             "every_candidate_within": sum(c["judge"]["all_within"] for c in scored),
             "built_in_within": sum(c["judge"].get("built_in_within", False) for c in scored),
-            "built_in_predictions": sum("built_in_within" in c["judge"] for c in scored)}
+            "built_in_predictions": sum("built_in_within" in c["judge"] for c in scored),
+            "quick_within": sum(c["judge"].get("quick_within", False) for c in scored),
+            "quick_predictions": sum("quick_within" in c["judge"] for c in scored)}
 
 
 def run_case(name: str, workload: str, s: dict, repeats: int, env: SuiteEnv) -> dict:
     env.log(f"  split_choice: {name} {s} on {env.devices} devices, every candidate")
     try:
         res = run_isolated("candidates", {"workload": workload, "sizes": s, "devices": env.devices,
-                                          "repeats": repeats, "together": True}, env.devices, TIMEOUT_S, env.platform,
+                                          "repeats": repeats, "together": True,
+                                          "quick_profile": str(quick_profile_path(env))},
+                           env.devices, TIMEOUT_S, env.platform,
                            extra_env={"CLAYGRAPH_PROFILE": str(profile_path(env))})
     except Exception as exc:  # one failed case is reported, the others still run
         return {"name": name, "workload": workload, "sizes": s, "status": "error", "note": str(exc)[-600:]}
@@ -127,6 +143,8 @@ def run_case(name: str, workload: str, s: dict, repeats: int, env: SuiteEnv) -> 
 def run(sizes: Sizes, env: SuiteEnv) -> dict:
     smoke = sizes.mode == "smoke"
     profile = calibrate(env, quick=smoke or sizes.mode == "quick")
+    # what a machine's first multi-device plan measures where it has no profile (ClusterSpec.local)
+    calibrate(env, quick=True, path=quick_profile_path(env))
     cases = SMOKE_CASES if smoke else CASES
     repeats = max(sizes.repeats, 3 if smoke else 11)
     load_before = list(os.getloadavg())

@@ -272,12 +272,18 @@ class ClusterSpec:
     def local(cls, devices: int = 1, link: str = "devices") -> ClusterSpec:
         """This machine split into `devices` CPU devices: calibrated if a profile exists.
 
+        With `devices > 1` (a split to choose) and no profile yet, the machine is measured once (a quick
+        calibration, about 15 s, announced on stderr) and the profile saved where `claygraph calibrate`
+        saves it; CLAYGRAPH_AUTO_CALIBRATE=0 keeps the built-in figures instead (docs/cluster.md).
+
         `link`: what a collective crosses: "devices" (devices of one process, the Local runtime) or
         "processes" (one process per device talking over loopback, the Ray runtime): the profile's
         `process_link`, else PROCESS_LATENCY and PROCESS_BANDWIDTH."""
         if link not in LINKS:
             raise ClusterError(f"ClusterSpec.local: link must be one of {LINKS}, got {link!r}")
         path = default_profile_path()
+        if devices > 1 and not path.is_file():  # a split to choose and nothing measured: measure once
+            _calibrate_once(path)
         version = _profile_version(path) if path.is_file() else None
         if isinstance(version, int) and version != PROFILE_VERSION:
             # another claygraph's profile lacks (or names differently) curves this cost model reads
@@ -448,6 +454,41 @@ def local_spec(
         name=name,
         kernels=kernels.shared(devices) if kernels is not None else None,
     )
+
+
+AUTO_CALIBRATE_ENV = "CLAYGRAPH_AUTO_CALIBRATE"
+# Set by claygraph.runtime.calibration when it is imported (claygraph's package imports it): measuring runs
+# programs, which this layer may not import. Takes the profile's path and writes it there.
+_auto_calibrate: list = []
+
+
+def register_auto_calibration(measure) -> None:
+    _auto_calibrate[:] = [measure]
+
+
+def auto_calibration_enabled() -> bool:
+    return os.environ.get(AUTO_CALIBRATE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _calibrate_once(path: Path) -> None:
+    """The quick calibration of a machine that has no profile, once; where it cannot run, the built-in
+    figures (with a warning that says how to calibrate)."""
+    if not (_auto_calibrate and auto_calibration_enabled()):
+        return
+    import sys
+    import time
+
+    print(f"claygraph: this machine has no calibration profile; measuring it once for the split choice (about "
+          f"15 s), saved to {path}. `claygraph calibrate` measures it in full; {AUTO_CALIBRATE_ENV}=0 keeps the "
+          "built-in figures.", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        _auto_calibrate[0](path)
+    except Exception as exc:  # never the user's fit's failure: plan with the built-in figures
+        warnings.warn(f"claygraph: the automatic calibration failed ({type(exc).__name__}: {exc}); using the "
+                      "built-in figures. Run `claygraph calibrate` to measure this machine.", stacklevel=3)
+        return
+    print(f"claygraph: calibrated in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
 def default_profile_path() -> Path:

@@ -1,4 +1,5 @@
 """Runtimes: where a compiled program runs. `Ray` is imported lazily (importing claygraph never imports ray)."""
+from claygraph.runtime import calibration as _calibration  # noqa: F401 - ClusterSpec.local's first-use calibration
 from claygraph.runtime.local import Local, compile  # noqa: A004 - the public name
 from claygraph.runtime.protocol import Runtime
 

@@ -48,6 +48,7 @@ from claygraph.partition.cluster import (
     KernelRates,
     default_profile_path,
     local_spec,
+    register_auto_calibration,
     total_memory,
     write_profile,
 )
@@ -553,6 +554,14 @@ def _median_time(run: Callable[[], object], reps: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def _auto(path: Path) -> None:
+    """ClusterSpec.local's calibration of a machine without a profile: the quick budget, saved to `path`."""
+    calibrate(out=str(path), quick=True, devices=2)
+
+
+register_auto_calibration(_auto)
 
 
 def _collectives_main(argv: list[str]) -> int:

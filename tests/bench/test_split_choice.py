@@ -39,6 +39,10 @@ def test_the_built_in_figures_are_judged_on_the_split_they_pick():
     assert sc.judge(r)["built_in_within"]
     t = sc.totals([{"status": "ok", "judge": sc.judge(r)}])
     assert (t["built_in_within"], t["built_in_predictions"]) == (1, 1)
+    r["quick"] = {"chosen": ["row"], "predicted": [[["row"], 0.011], [[], 0.05]]}
+    j = sc.judge(r)
+    assert j["quick_chosen"] == ["row"] and j["quick_within"]
+    assert sc.totals([{"status": "ok", "judge": j}])["quick_within"] == 1
 
 
 def test_a_slower_pick_is_right_only_within_the_measured_spread():

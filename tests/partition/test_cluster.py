@@ -305,3 +305,43 @@ def test_one_table_entry_per_kernel_family():
         LOCAL_KERNELS.with_curves(warp=Curve.line(1.0))
     with pytest.raises(AttributeError, match="no kernel family or field 'warp'"):
         LOCAL_KERNELS.warp  # noqa: B018
+
+
+def test_a_machine_without_a_profile_is_calibrated_once_on_first_multi_device_use(tmp_path, monkeypatch, capsys):
+    """ClusterSpec.local(devices > 1) with no profile measures the machine once (announced), saves the
+    profile and reads it; one device (nothing to choose) and the opt-out keep the built-in figures; a
+    calibration that fails warns and keeps them too."""
+    from claygraph.partition import cluster
+
+    path = tmp_path / "profile.json"
+    monkeypatch.setenv("CLAYGRAPH_PROFILE", str(path))
+    calls = []
+
+    def measure(where):
+        calls.append(where)
+        ClusterSpec.built_in(1).save_profile(where)
+
+    monkeypatch.setattr(cluster, "_auto_calibrate", [measure])
+    monkeypatch.setenv("CLAYGRAPH_AUTO_CALIBRATE", "0")
+    assert ClusterSpec.local(2).name == "local" and calls == [] and not path.exists()
+    monkeypatch.setenv("CLAYGRAPH_AUTO_CALIBRATE", "1")
+    assert ClusterSpec.local(1).name == "local" and calls == []  # one device: no split to choose
+    assert ClusterSpec.local(2).name == "local-calibrated" and calls == [path]
+    err = capsys.readouterr().err
+    assert "no calibration profile" in err and str(path) in err and "CLAYGRAPH_AUTO_CALIBRATE=0" in err
+    assert ClusterSpec.local(4).name == "local-calibrated" and calls == [path]  # once
+    path.unlink()
+
+    def broken(where):
+        raise RuntimeError("no collectives here")
+
+    monkeypatch.setattr(cluster, "_auto_calibrate", [broken])
+    with pytest.warns(UserWarning, match="automatic calibration failed .*no collectives here"):
+        assert ClusterSpec.local(2).name == "local"
+
+
+def test_the_runtime_registers_the_first_use_calibration():
+    from claygraph.partition import cluster
+    from claygraph.runtime import calibration
+
+    assert cluster._auto_calibrate == [calibration._auto]
