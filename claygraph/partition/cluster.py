@@ -549,10 +549,13 @@ def read_process_link(path: str | os.PathLike[str]) -> dict[str, float] | None:
 
 
 def write_profile(path: str | os.PathLike[str], profile: dict[str, object]) -> Path:
-    """Write a profile as sorted, indented JSON, creating its folder."""
+    """Write a profile as sorted, indented JSON, creating its folder; atomically (a process that reads it
+    while another calibrates finds the old profile or the new one, never half of one)."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(profile, indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(profile, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
     return path
 
 
