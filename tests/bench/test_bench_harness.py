@@ -140,7 +140,8 @@ def test_results_round_trip(tmp_path):
 
 def test_suites_to_run():
     assert cli.suites_to_run(None) == list(DEFAULT_SUITES) and "smoke" not in DEFAULT_SUITES
-    assert cli.suites_to_run(["all"]) == list(SUITES)
+    assert cli.suites_to_run(["all"]) == [s for s in SUITES if s != "gpu"]  # the GPU check only when named
+    assert cli.suites_to_run(["all", "gpu"]) == list(SUITES) and "gpu" not in DEFAULT_SUITES
     assert cli.suites_to_run(["w1", "smoke", "w1"]) == ["smoke", "w1"]
 
 
