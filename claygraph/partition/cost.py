@@ -91,13 +91,15 @@ class CostEstimate:
     # the prediction term by term (name, seconds): on a GPU its roofline (flops, memory, launch), on a CPU its
     # kernels and call overhead; then the collectives
     terms: tuple[tuple[str, float], ...] = ()
+    memory_terms: tuple[tuple[str, float], ...] = ()  # memory_per_device_bytes part by part (cost.memory_parts)
 
     def to_json(self) -> dict:
         return {"split": list(self.split), "feasible": self.feasible,
                 "memory_per_device_bytes": int(self.memory_per_device_bytes), "compute_s": float(self.compute_s),
                 "comm_bytes": int(self.comm_bytes), "comm_s": float(self.comm_s),
                 "predicted_s": float(self.predicted_s), "reason": self.reason,
-                "terms": {k: float(v) for k, v in self.terms}}
+                "terms": {k: float(v) for k, v in self.terms},
+                "memory_terms": {k: float(v) for k, v in self.memory_terms}}
 
 
 def node_flops(node: Node, ins: list[tuple[int, ...]], outs: list[tuple[int, ...]]) -> float:
@@ -305,16 +307,23 @@ def _multiply_reduce_gradient(node: Node, in_shapes: list[tuple[int, ...]], grad
             and in_shapes[0][1] in kernels.FUSED_WIDTHS)
 
 
-def memory_bytes(graph: Graph, prop: Propagation, shape: LocalShape, state_copies: float,
-                 kept: set[int] | None = None) -> float:
-    """Data shard + parameters (with optimiser/sampler state) + intermediates kept for the backward pass:
-    every value, or with `kept` (the values a GPU program writes to memory) those and their cotangents."""
+def memory_parts(graph: Graph, prop: Propagation, shape: LocalShape, state_copies: float,
+                 kept: set[int] | None = None) -> tuple[tuple[str, float], ...]:
+    """Bytes per device, part by part: the data shard, the parameters, the optimiser's or sampler's state
+    (`state_copies` parameter-sized buffers), the intermediates kept for the backward pass (every value, or
+    with `kept`, the values a GPU program writes to memory, and their cotangents)."""
     sh = prop.shardings
     data = sum(_nbytes(shape(graph.value(v), sh[v]), graph.value(v)) for v in graph.inputs.data.values())
     params = sum(_nbytes(shape(graph.value(v), sh[v]), graph.value(v)) for v in graph.inputs.params.values())
     inter = sum(_nbytes(shape(graph.value(o), sh[o]), graph.value(o)) for n in graph.nodes() for o in n.outputs
                 if kept is None or o in kept) * (1 if kept is None else 2)
-    return data + params * (1.0 + state_copies) + inter
+    return (("data", data), ("parameters", params), ("state", params * state_copies), ("intermediates", inter))
+
+
+def memory_bytes(graph: Graph, prop: Propagation, shape: LocalShape, state_copies: float,
+                 kept: set[int] | None = None) -> float:
+    """Data shard + parameters (with optimiser/sampler state) + intermediates kept for the backward pass."""
+    return sum(b for _, b in memory_parts(graph, prop, shape, state_copies, kept))
 
 
 def comm(graph: Graph, prop: Propagation, cluster: ClusterSpec, devices: int) -> tuple[float, float, int]:
@@ -430,16 +439,17 @@ def estimate(graph: Graph, prop: Propagation, shape: LocalShape, cluster: Cluste
         roof = gpu.roofline(graph, prop, shape, cluster.flops, cluster.mem_bandwidth, devices, family, node_flops,
                             differentiated)
         compute_s, flops = roof.seconds, roof.flops
-        mem = memory_bytes(graph, prop, shape, state_copies, gpu.stored(graph, family))
+        parts = memory_parts(graph, prop, shape, state_copies, gpu.stored(graph, family))
         terms = (("flops", roof.flop_s), ("memory", roof.memory_s), ("launch", roof.launch_s))
     else:
         rates = cluster.rates
         c = gradient_compute(graph, prop, shape, rates, devices, row_split, host_devices(cluster, devices))
-        mem = memory_bytes(graph, prop, shape, state_copies)
+        parts = memory_parts(graph, prop, shape, state_copies)
         compute_s, flops = rates.call(devices) + c.seconds, c.flops
         terms = (("kernels", c.seconds), ("call", rates.call(devices)))
+    mem = sum(b for _, b in parts)
     feasible = mem <= cluster.mem_capacity
     reason = None if feasible else (f"needs {mem / 1e9:.3g} GB per device, more than the "
                                     f"{cluster.mem_capacity / 1e9:.3g} GB it has")
     return CostEstimate(prop.split.name, feasible, int(mem), compute_s, int(cbytes), cs, compute_s + cs, reason,
-                        flops, count, terms + (("collectives", cs),))
+                        flops, count, terms + (("collectives", cs),), parts)

@@ -192,6 +192,8 @@ def test_explain_lists_every_candidate_and_marks_the_chosen_one():
             if line[:2] in ("* ", "  ") and line[2:].split() and line[2:].split()[0] in
             {",".join(c.split) or "none" for c in plan.candidates}}
     terms = text.split("where the time goes:")[1].split("\n\n")[0].splitlines()[1:]
+    memory = text.split("memory per device (")[1].split("\n\n")[0]
+    assert "data shard" in memory and "optimiser or sampler state" in memory and "intermediates" in memory
     assert {t.split()[0] for t in terms} == {",".join(c.split) or "none" for c in plan.candidates if c.feasible}
     assert set(rows) == {",".join(c.split) or "none" for c in plan.candidates} == \
         {"none", "row", "feature", "product", "store"}
@@ -214,7 +216,10 @@ def test_candidates_carry_consistent_figures():
         assert c.memory_per_device_bytes > 0 and c.compute_s > 0
         assert (c.comm_bytes == 0) == (c.split == ())
         assert set(c.to_json()) == {"split", "feasible", "memory_per_device_bytes", "compute_s", "comm_bytes",
-                                    "comm_s", "predicted_s", "reason", "terms"}
+                                    "comm_s", "predicted_s", "reason", "terms", "memory_terms"}
+        # memory part by part adds up to the memory per device
+        assert [k for k, _ in c.memory_terms] == ["data", "parameters", "state", "intermediates"]
+        assert sum(v for _, v in c.memory_terms) == pytest.approx(c.memory_per_device_bytes, rel=1e-6, abs=1)
         # a GPU's roofline, term by term, adds up to the prediction
         terms = dict(c.terms)
         assert set(terms) == {"flops", "memory", "launch", "collectives"}
