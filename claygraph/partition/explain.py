@@ -56,9 +56,9 @@ def memory_lines(plan: Plan) -> list[str]:
     c = plan.chosen.cost
     if not c.memory_terms:
         return []
-    from claygraph.partition.plan import STATE_COPIES
-
-    what = {"data": "data shard", "parameters": "parameters", "state": f"optimiser or sampler state ({STATE_COPIES:g} "
+    parts = dict(c.memory_terms)
+    copies = parts["state"] / parts["parameters"] if parts.get("parameters") else 0.0
+    what = {"data": "data shard", "parameters": "parameters", "state": f"optimiser or sampler state ({copies:.3g} "
             "parameter-sized buffers)", "intermediates": "intermediates kept for the backward pass"}
     lines = [f"memory per device ({','.join(plan.split) or 'none'}): {_bytes(c.memory_per_device_bytes)}"]
     lines += [f"  {what.get(k, k):<58}{_bytes(v):>10}" for k, v in c.memory_terms]
