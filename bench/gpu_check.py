@@ -22,10 +22,12 @@ import numpy as np
 # Data-sheet figures by the name nvidia-smi prints (the first key found in the name wins, so the more
 # specific come first): float32 FLOP/s (non-tensor), HBM bytes/s, memory bytes, and the preset whose links
 # the node has. Sources: NVIDIA's data sheets (H200: 4.8 TB/s, 141 GB; H100 SXM: 67 TFLOPS, 3.35 TB/s;
-# H100 PCIe: 51 TFLOPS, 2 TB/s; A100 80GB SXM: 2,039 GB/s; A100 40GB: 1,555 GB/s, 19.5 TFLOPS; A10:
-# 31.2 TFLOPS, 600 GB/s; L4: 30.3 TFLOPS, 300 GB/s), as in docs/cluster.md.
+# H100 NVL: 60 TFLOPS, 3.9 TB/s, 94 GB; H100 PCIe: 51 TFLOPS, 2 TB/s; A100 80GB SXM: 2,039 GB/s; A100 40GB:
+# 1,555 GB/s, 19.5 TFLOPS; A10: 31.2 TFLOPS, 600 GB/s; L40S: 91.6 TFLOPS, 864 GB/s, 48 GB; L40: 90.5 TFLOPS;
+# L4: 30.3 TFLOPS, 300 GB/s), as in docs/cluster.md.
 FIGURES = (
     ("H200", 67e12, 4.8e12, 141e9, "p5"),
+    ("H100 NVL", 60e12, 3.9e12, 94e9, "p5"),
     ("H100 PCIe", 51e12, 2.0e12, 80e9, "p5"),
     ("H100", 67e12, 3.35e12, 80e9, "p5"),
     ("A100-SXM4-80GB", 19.5e12, 2.039e12, 80e9, "p4d"),
@@ -33,6 +35,8 @@ FIGURES = (
     ("A100", 19.5e12, 1.555e12, 40e9, "p4d"),
     ("A10G", 31.2e12, 600e9, 24e9, "g5"),
     ("A10", 31.2e12, 600e9, 24e9, "g5"),
+    ("L40S", 91.6e12, 864e9, 48e9, "g5"),
+    ("L40", 90.5e12, 864e9, 48e9, "g5"),
     ("L4", 30.3e12, 300e9, 24e9, "g5"),
 )
 WORKLOADS = ("W1", "W3", "W6")
@@ -114,13 +118,17 @@ def assumptions(cg, spec, repeats: int, elements: int) -> dict:
                     "model_call_s": gpu.CALL_S, "model_launch_s": gpu.LAUNCH_S},
            "stream": {"measured": streamed, "bandwidth": bandwidth, "data_sheet": spec.mem_bandwidth,
                       "efficiency": bandwidth / spec.mem_bandwidth}}
+    # the bytes the roofline charges (claygraph.partition.gpu), at the data sheet's bandwidth as it does: a gather
+    # reads its ids, looks up its values and stores its result; a scatter-add reads ids and updates and stores
+    # the table
+    gathered = 12.0 * elements
+    scattered = 8.0 * elements + 4.0 * table.shape[0]
     for order, i in ids.items():
-        moved = 8.0 * elements  # 4-byte ids read, 4-byte values written (or read, for the scatter-add)
         g = _time(lambda i=i: jax.block_until_ready(gather(table, i)), repeats)
         s = _time(lambda i=i: jax.block_until_ready(scatter(table, i, x)), repeats)
-        out[f"gather_{order}"] = {"measured": g, "efficiency": moved / g["median_s"] / bandwidth,
+        out[f"gather_{order}"] = {"measured": g, "efficiency": gathered / g["median_s"] / spec.mem_bandwidth,
                                   "model": gpu.GATHER_EFFICIENCY}
-        out[f"scatter_{order}"] = {"measured": s, "efficiency": moved / s["median_s"] / bandwidth,
+        out[f"scatter_{order}"] = {"measured": s, "efficiency": scattered / s["median_s"] / spec.mem_bandwidth,
                                    "model": gpu.SCATTER_EFFICIENCY}
     return out
 

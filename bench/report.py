@@ -869,7 +869,7 @@ def gpu_check_section(doc: dict) -> list[str]:
             ["HBM stream", f"{fmt_g(a['stream']['bandwidth'] / 1e9)} GB/s",
              f"{a['stream']['efficiency']:.0%} of the data sheet's {fmt_g(a['stream']['data_sheet'] / 1e9)} GB/s"]]
     for k in ("gather_sorted", "gather_random", "scatter_sorted", "scatter_random"):
-        rows.append([k.replace("_", " ") + " indices", f"{a[k]['efficiency']:.2f} of the stream bandwidth",
+        rows.append([k.replace("_", " ") + " indices", f"{a[k]['efficiency']:.2f} of the data sheet's bandwidth",
                      f"model assumes {a[k]['model']}"])
     lines += table(["figure", "measured", "against"], rows)
     if res.get("allreduce"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from claygraph.errors import DataError, ModelError
+from claygraph.errors import DataError, ModelError, PartitionError
 from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph
 from claygraph.ir.lower import lower
@@ -295,7 +295,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from claygraph.partition.projection import project
 
         projection = project(model, data, args.cluster, args.nodes)
-    rep = report(model, data, plan=plan_for(model, data, args.devices, args.cluster), projection=projection)
+    try:
+        plan = plan_for(model, data, args.devices, args.cluster)
+    except PartitionError:
+        if projection is None:
+            raise
+        plan = None  # nothing fits one node: the projection says from how many nodes something does
+    rep = report(model, data, plan=plan, projection=projection)
     picture = args.svg or args.png
     if picture:
         from claygraph.cli.draw import draw_graph

@@ -460,6 +460,7 @@ AUTO_CALIBRATE_ENV = "CLAYGRAPH_AUTO_CALIBRATE"
 # Set by claygraph.runtime.calibration when it is imported (claygraph's package imports it): measuring runs
 # programs, which this layer may not import. Takes the profile's path and writes it there.
 _auto_calibrate: list = []
+_tried: list = []  # profile paths this process already tried to calibrate into
 
 
 def register_auto_calibration(measure) -> None:
@@ -473,8 +474,9 @@ def auto_calibration_enabled() -> bool:
 def _calibrate_once(path: Path) -> None:
     """The quick calibration of a machine that has no profile, once; where it cannot run, the built-in
     figures (with a warning that says how to calibrate)."""
-    if not (_auto_calibrate and auto_calibration_enabled()):
+    if not (_auto_calibrate and auto_calibration_enabled()) or _tried:
         return
+    _tried.append(path)  # one attempt per process: a failed one is not repeated on every plan
     import sys
     import time
 

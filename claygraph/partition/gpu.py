@@ -137,9 +137,10 @@ def roofline(graph: Graph, prop: Propagation, shape, flops_rate: float, bandwidt
                 t.run(f, sum(in_b) + sum(out_b), kernels=1)
         elif fam == "gather":  # the table is not read whole: its looked-up values are what moves
             t.run(f, _reads(node.inputs, in_b, forward, program, held, skip=0) + out_b[0] + written,
-                  GATHER_EFFICIENCY)
-            if need[0]:  # its gradient: a scatter-add of the cotangents into the table
-                t.run(f, out_b[0] + in_b[1] + in_b[0], SCATTER_EFFICIENCY, kernels=1)
+                  GATHER_EFFICIENCY, kernels=int(written > 0))
+            if need[0]:  # its gradient: the table's cotangent zeroed (a plain write), then a scatter-add into it
+                t.run(0.0, in_b[0], kernels=1)
+                t.run(f, out_b[0] + in_b[1], SCATTER_EFFICIENCY, kernels=1)
         elif fam == "scatter":
             t.run(f, _reads(node.inputs, in_b, forward, program, held) + written, SCATTER_EFFICIENCY, kernels=1)
             if any(need[2:]):  # its gradient: a gather of the cotangent, fused into its consumer

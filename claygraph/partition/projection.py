@@ -33,7 +33,8 @@ class Point:
 
     @property
     def comm_share(self) -> float:
-        return self.comm_s / self.predicted_s if self.predicted_s > 0 else 0.0
+        ok = 0 < self.predicted_s < float("inf") and self.comm_s < float("inf")
+        return self.comm_s / self.predicted_s if ok else 0.0
 
 
 @dataclass(frozen=True, slots=True)

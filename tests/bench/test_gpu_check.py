@@ -30,7 +30,9 @@ def test_without_a_gpu_the_check_stops_clearly():
 
 @pytest.mark.parametrize("name, bandwidth", [("NVIDIA H100 80GB HBM3", 3.35e12), ("NVIDIA H100 PCIe", 2.0e12),
                                              ("NVIDIA H200", 4.8e12), ("NVIDIA A100-SXM4-40GB", 1.555e12),
-                                             ("NVIDIA A100-SXM4-80GB", 2.039e12), ("NVIDIA A10G", 600e9)])
+                                             ("NVIDIA A100-SXM4-80GB", 2.039e12), ("NVIDIA A10G", 600e9),
+                                             ("NVIDIA L40S", 864e9), ("NVIDIA L4", 300e9),
+                                             ("NVIDIA H100 NVL", 3.9e12)])
 def test_gpu_figures_by_name(name, bandwidth):
     spec = gpu_check.spec_for(name, 2)
     assert spec.device == "gpu" and spec.mem_bandwidth == bandwidth and spec.devices == 2

@@ -216,6 +216,22 @@ def test_scaling_projection(tmp_path, capsys):
     assert svg.stat().st_size > 1000 and svg.read_text().lstrip().startswith("<?xml")
 
 
+def test_scaling_projection_where_one_node_holds_nothing(tmp_path, capsys):
+    """A model that fits no split of one g5 node: the projection still shows from how many nodes one fits."""
+    src = tmp_path / "huge.py"
+    src.write_text(textwrap.dedent("""
+        from claygraph import examples
+        model = examples.logistic_model
+        data = examples.make_logistic(n=40_000_000, d=200, abstract=True).data
+    """))
+    assert main_cli.main(["inspect", str(src), "--cluster", "g5", "--nodes", "1,2,4", "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)["projection"]
+    first = {c["split"][0] if c["split"] else "none": c["points"] for c in view["candidates"]}
+    assert not any(p[0]["chosen"] for p in first.values())  # nothing fits one node
+    assert any(p[-1]["chosen"] for p in first.values())  # something fits four
+    assert all(0 <= q["comm_share"] <= 1 for p in first.values() for q in p)  # no NaN from infeasible candidates
+
+
 @pytest.mark.parametrize("args, message", [(["--nodes", "1,2"], "pass --cluster PRESET too"),
                                            (["--cluster", "p5", "--nodes", "4,2"], "must be increasing"),
                                            (["--cluster", "p5", "--nodes", "1,x"], "whole numbers")])

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 
@@ -322,6 +323,7 @@ def test_a_machine_without_a_profile_is_calibrated_once_on_first_multi_device_us
         ClusterSpec.built_in(1).save_profile(where)
 
     monkeypatch.setattr(cluster, "_auto_calibrate", [measure])
+    monkeypatch.setattr(cluster, "_tried", [])
     monkeypatch.setenv("CLAYGRAPH_AUTO_CALIBRATE", "0")
     assert ClusterSpec.local(2).name == "local" and calls == [] and not path.exists()
     monkeypatch.setenv("CLAYGRAPH_AUTO_CALIBRATE", "1")
@@ -336,7 +338,11 @@ def test_a_machine_without_a_profile_is_calibrated_once_on_first_multi_device_us
         raise RuntimeError("no collectives here")
 
     monkeypatch.setattr(cluster, "_auto_calibrate", [broken])
+    monkeypatch.setattr(cluster, "_tried", [])
     with pytest.warns(UserWarning, match="automatic calibration failed .*no collectives here"):
+        assert ClusterSpec.local(2).name == "local"
+    with warnings.catch_warnings():  # tried once per process: a later plan does not measure (or warn) again
+        warnings.simplefilter("error")
         assert ClusterSpec.local(2).name == "local"
 
 
