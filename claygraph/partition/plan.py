@@ -166,7 +166,8 @@ class Plan:
         return f"<Plan split={self.split or '()'} devices={self.devices} cost={self.chosen.cost.predicted_s:.3g}s>"
 
 
-def _pick(cands: list[Candidate], devices: int) -> Candidate:
+def pick(cands: list[Candidate], devices: int) -> Candidate:
+    """The cheapest feasible candidate (on one device, the unsplit program); PartitionError if none fits."""
     feasible = [c for c in cands if c.cost.feasible]
     if not feasible:
         rows = "; ".join(f"{c.split}: {c.cost.reason}" for c in cands)
@@ -181,6 +182,12 @@ def _pick(cands: list[Candidate], devices: int) -> Candidate:
     return min(feasible, key=lambda c: (c.cost.predicted_s, _ORDER[c.split.kind], c.split.name))
 
 
+def candidates(graph: Graph, data: Data | None, cluster: ClusterSpec) -> tuple[list[Candidate], dict]:
+    """Every candidate split of `graph` costed on `cluster`, and the splits refused with why."""
+    splits, refused = enumerate_splits(graph)
+    return [evaluate_candidate(graph, s, data, cluster, cluster.devices) for s in splits], refused
+
+
 def partition(model: Callable | Graph, data: Data, cluster: ClusterSpec | None = None,
               split: tuple[str, ...] | list[str] | str | None = None, jacobian: bool = True) -> Plan:
     """Choose the cheapest feasible split of `model(data)` for `cluster` (or the one `split=` forces)."""
@@ -189,10 +196,9 @@ def partition(model: Callable | Graph, data: Data, cluster: ClusterSpec | None =
     graph = model if isinstance(model, Graph) else lower(model, data, jacobian)
     cluster = cluster or ClusterSpec.local(devices=1)
     devices = cluster.devices
-    splits, refused = enumerate_splits(graph)
-    cands = [evaluate_candidate(graph, s, data, cluster, devices) for s in splits]
+    cands, refused = candidates(graph, data, cluster)
     if split is None:
-        return Plan(graph, data, cluster, devices, _pick(cands, devices), cands, refused)
+        return Plan(graph, data, cluster, devices, pick(cands, devices), cands, refused)
     want = (split,) if isinstance(split, str) else tuple(split)
     match = [c for c in cands if c.split.name == want]
     if not match:

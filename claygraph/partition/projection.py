@@ -14,6 +14,7 @@ from claygraph.errors import ClusterError, PartitionError
 from claygraph.frontend.data import Data
 from claygraph.ir.graph import Graph
 from claygraph.partition.cluster import ClusterSpec
+from claygraph.partition.explain import _bytes, _seconds
 
 STOP_GAIN = 1.1  # more nodes that buy less than this factor in time: the split has stopped scaling
 
@@ -79,29 +80,21 @@ class Projection:
             cells = []
             for p in self.series(s):
                 mark = "*" if p.chosen else " "
-                cell = f"{_ms(p.predicted_s)} ({p.comm_share:.0%}){mark}" if p.feasible else "-"
+                cell = f"{_seconds(p.predicted_s)} ({p.comm_share:.0%}){mark}" if p.feasible else "-"
                 cells.append(f"{cell:>20}")
             stop = self.stops_scaling(s)
             lines.append(f"  {','.join(s) or 'none':<16}" + "".join(cells)
                          + f"  {f'{stop} nodes' if stop else '-'}")
         lines.append("  memory per device: " + "; ".join(
-            f"{','.join(s) or 'none'} {_gb(self.series(s)[0].memory_per_device_bytes)} at {self.nodes[0]} -> "
-            f"{_gb(self.series(s)[-1].memory_per_device_bytes)} at {self.nodes[-1]}" for s in self.splits()))
+            f"{','.join(s) or 'none'} {_bytes(self.series(s)[0].memory_per_device_bytes)} at {self.nodes[0]} -> "
+            f"{_bytes(self.series(s)[-1].memory_per_device_bytes)} at {self.nodes[-1]}" for s in self.splits()))
         return "\n".join(lines)
-
-
-def _ms(s: float) -> str:
-    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.3g} GB"
 
 
 def project(model: Callable | Graph, data: Data, preset: str, nodes: Sequence[int]) -> Projection:
     """Cost every candidate of `model(data)` on `preset` x n nodes for each n in `nodes` (increasing)."""
     from claygraph.ir.lower import lower
-    from claygraph.partition.plan import partition
+    from claygraph.partition.plan import candidates, pick
 
     counts = tuple(nodes)
     if not counts or any(n < 1 for n in counts) or list(counts) != sorted(set(counts)):
@@ -110,16 +103,14 @@ def project(model: Callable | Graph, data: Data, preset: str, nodes: Sequence[in
     points = []
     for n in counts:
         spec = ClusterSpec.preset(preset, nodes=n)
+        cands, _ = candidates(graph, data, spec)
         try:
-            plan = partition(graph, data, cluster=spec)
-            chosen = tuple(plan.split)
-            cands = plan.candidates
+            chosen = pick(cands, spec.devices).split.name
         except PartitionError:  # nothing fits at this size: every candidate infeasible
             chosen = None
-            cands = partition(graph, data, cluster=spec, split=()).candidates
         for c in cands:
-            points.append(Point(n, spec.devices, tuple(c.split), c.feasible, c.predicted_s,
-                                c.memory_per_device_bytes, c.comm_s, tuple(c.split) == chosen))
+            points.append(Point(n, spec.devices, c.split.name, c.cost.feasible, c.cost.predicted_s,
+                                c.cost.memory_per_device_bytes, c.cost.comm_s, c.split.name == chosen))
     name = f"{preset} ({ClusterSpec.preset(preset).devices_per_node} device(s) per node)"
     return Projection(name, counts, tuple(points))
 
