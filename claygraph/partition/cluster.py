@@ -22,9 +22,14 @@ from claygraph.errors import ClusterError
 from claygraph.partition import families
 
 PROFILE_ENV = "CLAYGRAPH_PROFILE"
-PROFILE_VERSION = 7  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop;
+# a blocked program's read hidden under its forward kernels, on the host of the built-in figures (one device, a
+# W1-like loss and gradient over 100 blocks of 10,000 x 100 float32: the read alone 13.4 ms, one block's kernels
+# kept in cache 30.6 ms, the distinct blocks 34.9 ms: (13.4 + 30.6 - 34.9) / 13.4)
+BLOCK_OVERLAP = 0.68
+PROFILE_VERSION = 8  # 3: the vecmat family; 4: the feature-major matvec_t and vecmat_t; 5: curves timed in a loop;
 # 6: the matrix-vector products also timed one call each (*_call), transcendental functions weighed one by one;
-# 7: gathers, scatter-adds and reductions timed in a loop, and one call each (*_call); products over a wide X
+# 7: gathers, scatter-adds and reductions timed in a loop, and one call each (*_call); products over a wide X;
+# 8: block_read, a blocked program's pass over its data, and block_overlap
 # The measured figures a profile must hold; all are totals for the host (see `to_profile`).
 PROFILE_FIGURES = ("flops", "mem_bandwidth", "mem_capacity", "latency", "bandwidth")
 # widths of X in the calibrated products: X @ w (matvec) over 64 columns, r @ X (vecmat) over 512 (wider than
@@ -110,6 +115,9 @@ class KernelRates:
     # (function, weight): elements of the transcendental curve one element of the function costs (the curve's
     # own chain, exp then log1p, weighs 1 per function; a function not listed weighs 1)
     weights: tuple[tuple[str, float], ...] = ()
+    # how much of a blocked program's data read hides under its blocks' forward kernels (0: none, the two add
+    # up; 1: all, the slower of the two): calibrate times the read, the kernels and both (cost.gradient_compute)
+    block_overlap: float = BLOCK_OVERLAP
 
     FAMILIES = families.NAMES
 
@@ -127,16 +135,19 @@ class KernelRates:
         _check_count("share", self.share)
         for name, w in self.weights:
             _check_figure(f"weight of {name}", w, where="KernelRates")
+        if not 0.0 <= self.block_overlap <= 1.0:
+            raise ClusterError(f"KernelRates: block_overlap must lie in [0, 1], got {self.block_overlap!r}")
 
     @classmethod
     def of(cls, *, call_s: float, kernel_s: float, share: int = 1, spmd_call_s: float | None = None,
-           weights: tuple[tuple[str, float], ...] = (), **curves: Curve) -> KernelRates:
+           weights: tuple[tuple[str, float], ...] = (), block_overlap: float | None = None,
+           **curves: Curve) -> KernelRates:
         """Rates from one keyword per family (`matmul=Curve(...)`, ...) and the fixed costs."""
         unknown = sorted(set(curves) - set(families.NAMES))
         if unknown:
             raise ClusterError(f"KernelRates: unknown kernel families {unknown}; known: {', '.join(families.NAMES)}")
         return cls(tuple((name, curves[name]) for name in families.NAMES if name in curves), call_s, kernel_s,
-                   share, spmd_call_s, weights)
+                   share, spmd_call_s, weights, BLOCK_OVERLAP if block_overlap is None else block_overlap)
 
     def __getattr__(self, name: str) -> Curve:
         for family, curve in object.__getattribute__(self, "curves"):
@@ -194,7 +205,7 @@ class KernelRates:
 
     def to_json(self) -> dict:
         return {**{f: c.to_json() for f, c in self.curves}, "call_s": self.call_s,
-                "kernel_s": self.kernel_s, "weights": dict(self.weights)} | \
+                "kernel_s": self.kernel_s, "weights": dict(self.weights), "block_overlap": self.block_overlap} | \
             ({} if self.spmd_call_s is None else {"spmd_call_s": self.spmd_call_s})
 
     @classmethod
@@ -205,7 +216,8 @@ class KernelRates:
             spmd = doc.get("spmd_call_s")
             weights = tuple(sorted((str(k), float(v)) for k, v in doc.get("weights", {}).items()))
             return cls.of(**curves, call_s=float(doc["call_s"]), kernel_s=float(doc["kernel_s"]),
-                          spmd_call_s=None if spmd is None else float(spmd), weights=weights)
+                          spmd_call_s=None if spmd is None else float(spmd), weights=weights,
+                          block_overlap=float(doc.get("block_overlap", BLOCK_OVERLAP)))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ClusterError(f"{where}: kernel rates unreadable ({exc!r}); rerun `claygraph calibrate`") from exc
 
@@ -664,6 +676,9 @@ LOCAL_KERNELS = KernelRates.of(
                            (1.03e-05, 4.82e-05, 0.000139, 0.000268, 0.000486, 0.00119, 0.0017, 0.00427)),
     vecmat_wide_call=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
                            (8.18e-06, 4.92e-05, 0.000163, 0.000204, 0.00056, 0.00131, 0.0021, 0.0043)),
+    # (not measured on that host: its matvec curve, what the cost model read for a blocked pass before)
+    block_read=Curve((2.62e+05, 1.05e+06, 4.19e+06, 8.39e+06, 1.68e+07, 3.36e+07, 6.71e+07, 1.34e+08),
+                     (3.62e-06, 1.34e-05, 3.74e-05, 0.000121, 0.000405, 0.00151, 0.00308, 0.00519)),
     stream=Curve((1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 3.36e+07, 6.71e+07, 2.68e+08),
                  (1.86e-06, 5.75e-06, 1.59e-05, 6.44e-05, 0.000597, 0.0071, 0.031)),
     transcendental=Curve((3.28e+04, 1.31e+05, 5.24e+05, 2.1e+06, 8.39e+06, 1.68e+07, 6.71e+07),

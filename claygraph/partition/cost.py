@@ -22,9 +22,11 @@ The backward pass is counted node by node where a value depends on the parameter
 more dot per differentiated operand, a gather a scatter-add (and the reverse), a reduction a
 broadcast, an elementwise op twice its forward. A row-separable program that the runtime runs in
 cached row blocks (claygraph.partition.fused) is costed block by block: the data are read from
-memory once (each block copied out of the shard) while the blocks' forward kernels run (a roofline of
-the two: the hardware prefetches as the kernels compute), then the block's backward kernels run on it
-in cache. Where the gradient of X @ w is the emitter's multiply-reduce, the backward pass's
+memory once (each block copied out of the shard: the block_read curve) while the blocks' forward
+kernels run (the host's calibrated block_overlap of the two hides: 1 a roofline, 0 a sum), then the
+block's backward kernels run on it in cache. An elementwise value costs a residual (written forward,
+read backward) only where the compiled program stores it (`materialized`). Where the gradient of
+X @ w is the emitter's multiply-reduce, the backward pass's
 elementwise work runs inside that loop over X: the pass costs the slower of the two, not their sum.
 A parameter with a split dim lives sharded in the internal layout (claygraph.partition.params): the
 program inference runs takes it and returns its gradient there, so it moves nothing and its gradient
@@ -136,12 +138,14 @@ class NodeCost:
 
 def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[tuple[int, ...]],
               out_shapes: list[tuple[int, ...]], grads: list[bool], rates: KernelRates,
-              working_set: float = 0.0, feature_major: bool = False, loop: bool = True) -> NodeCost:
+              working_set: float = 0.0, feature_major: bool = False, loop: bool = True,
+              stored: bool = True) -> NodeCost:
     """What `node` costs on its local shapes; `grads[i]`: input i depends on the parameters;
     `working_set`: bytes of the program's values (memory-bound kernels run at its rate);
     `feature_major`: the node is X @ w with X held feature-major (storage.py), its own kernels;
     `loop`: the node runs inside a loop over row blocks (fused.py), else once per call (the products'
-    one-call curves)."""
+    one-call curves); `stored`: the compiled program writes the node's output to memory (`materialized`),
+    else it stays inside a fused chain and the backward pass recomputes it there."""
     fam, f = family(node), node_flops(node, in_shapes, out_shapes)
 
     def time(kind: str, work: float) -> float:
@@ -191,7 +195,7 @@ def node_cost(node: Node, ins: list[Value], outs: list[Value], in_shapes: list[t
         return NodeCost(0.0, 0.0, 0.0, 0)
     one = time("stream", STREAM_BYTES_PER_OP * out_elems)
     # a value the backward pass needs is written once forward and read once backward (a residual)
-    residual = time("stream", 2 * sum(_nbytes(s, v) for s, v in zip(out_shapes, outs))) if need else 0.0
+    residual = time("stream", 2 * sum(_nbytes(s, v) for s, v in zip(out_shapes, outs))) if need and stored else 0.0
     return NodeCost(one, BACKWARD_ELEMENTWISE * one + residual if need else 0.0,
                     f * (1 + BACKWARD_ELEMENTWISE * need), 0)
 
@@ -245,6 +249,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
     grads = differentiated(graph)
     data = set(graph.inputs.data.values())
     working_set = materialized_bytes(graph, prop, shape)
+    kept = materialized(graph)
     flops = read_s = 0.0
     kernels = 0
     read: set[int] = set()
@@ -258,7 +263,7 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
         need = [i in grads for i in node.inputs]
         major = family(node) == "matmul" and node.inputs[0] in transposed
         c = node_cost(node, ins, outs, in_shapes, [shape(v, s) for v, s in zip(outs, d.outs)], need, rates,
-                      working_set, major, loop=dram is not None)
+                      working_set, major, loop=dram is not None, stored=bool(kept.intersection(node.outputs)))
         kind = dots if family(node) == "matmul" else fused if family(node) in FUSED else other
         kind[0] += c.forward_s
         kind[1] += c.backward_s
@@ -270,7 +275,8 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
         for i, v, s in zip(node.inputs, ins, d.ins):
             if i in data and i not in read:  # a data array comes from memory once per pass
                 read.add(i)
-                read_s += rates.time("matvec", _nbytes((dram or shape)(v, s), v))
+                # (in row blocks, at the rate of a blocked pass over the shard: calibrate's block_read)
+                read_s += rates.time("matvec" if dram is None else "block_read", _nbytes((dram or shape)(v, s), v))
     # unblocked, the data reads of other consumers are part of the forward pass's memory traffic
     forward_s = dots[0] + fused[0] + other[0] + (read_s if dram is None else 0.0)
     backward_s = (max(dots[1], fused[1]) if hides else dots[1] + fused[1]) + other[1]
@@ -283,19 +289,27 @@ FUSED = frozenset({"elementwise", "transcendental", "move"})  # the families XLA
 ONE_CALL = families.ONE_CALL
 
 
-def materialized_bytes(graph: Graph, prop: Propagation, shape: LocalShape) -> float:
-    """Bytes of the values the compiled program writes to memory: the outputs of kernels that do not
-    fuse, and of fused chains where a kernel that does not fuse (or the program's result) reads them.
-    A value inside a fused chain stays in registers (the compiled HLO: W3's model at 250,000 rows per
-    shard has 10 row-sized buffers where the graph has 60 row-sized values)."""
-    total = 0.0
+def materialized(graph: Graph) -> set[int]:
+    """The values the compiled program writes to memory: the outputs of kernels that do not fuse, and
+    of fused chains where a kernel that does not fuse (or the program's result) reads them. A value
+    inside a fused chain stays in registers (the compiled HLO: W3's model at 250,000 rows per shard has
+    10 row-sized buffers where the graph has 60 row-sized values), and the backward pass's fusions
+    recompute it from the stored values they read."""
+    out: set[int] = set()
     for n in graph.nodes():
         kept = family(n) not in FUSED
-        for o, s in zip(n.outputs, prop.decisions[n.id].outs):
+        for o in n.outputs:
             users = graph.consumers(o)
             if kept or not users or any(family(u) not in FUSED for u in users):
-                total += _nbytes(shape(graph.value(o), s), graph.value(o))
-    return total
+                out.add(o)
+    return out
+
+
+def materialized_bytes(graph: Graph, prop: Propagation, shape: LocalShape) -> float:
+    """Bytes of the values the compiled program writes to memory (`materialized`)."""
+    kept = materialized(graph)
+    return sum(_nbytes(shape(graph.value(o), s), graph.value(o)) for n in graph.nodes()
+               for o, s in zip(n.outputs, prop.decisions[n.id].outs) if o in kept)
 
 
 def _multiply_reduce_gradient(node: Node, in_shapes: list[tuple[int, ...]], grads: list[bool]) -> bool:
@@ -416,12 +430,12 @@ def gradient_compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: 
     dim, rows, count = blocked
     one = compute(graph, prop, block_shape(shape, dim, rows), rates, dram=shape, transposed=transposed)
     # the data reads were charged at the whole shard's size in `one`: once in all. Each block's rows come
-    # from memory into the cache while the forward pass's kernels run on them (the hardware prefetches
-    # ahead of the kernel's arithmetic): over the blocks, the reads and the forward kernels are a roofline,
-    # the slower of the two; the backward kernels then run on the block in cache. (Measured on one device,
-    # a W1-like loss and gradient over 100 blocks of 10,000 x 100 float32: 30.6 ms on one block kept in
-    # cache, 13.4 ms to read the 400 MB alone, 34.9 ms over the distinct blocks: not the 44 ms of a sum.)
-    forward = max(one.read_s, one.forward_s * count)
+    # from memory into the cache while the forward pass's kernels run on them: the share of the read that
+    # hides under those kernels is the host's (rates.block_overlap, calibrated: 0.68 on a 2-core EPYC, where
+    # the hardware prefetched ahead of the arithmetic; 0 on a 2-core Xeon, where slicing a block out and
+    # its kernels add up); the backward kernels then run on the block in cache.
+    ahead = one.forward_s * count
+    forward = one.read_s + ahead - rates.block_overlap * min(one.read_s, ahead)
     rest = one.seconds - one.read_s - one.forward_s
     return Compute(forward + rest * count, one.flops * count, one.kernels * math.ceil(count), one.read_s,
                    one.forward_s * count)

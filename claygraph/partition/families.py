@@ -38,6 +38,10 @@ FAMILIES = (
     _product("vecmat_t_call", "vecmat_t, one call each", False),
     _product("matvec_wide_call", "X @ w over a wide X (8,192 columns), one call each", False),
     _product("vecmat_wide_call", "r @ X over a wide X, one call each", False),
+    # a blocked program's data read (fused.py): a tall X streamed through a loop over cache-sized row blocks,
+    # each sliced out of X and summed in cache (2 cores, Xeon: 2.4x the time of one pass over the whole X)
+    Family("block_read", "block_read", "bytes/s", False, True, ("bandwidth", 1.0),
+           "bytes of X streamed block by block: each row block sliced out of X, then read in cache"),
     Family("stream", "elementwise", "bytes/s", True, True, ("bandwidth", 1.0),
            "bytes read + written by a fused elementwise chain"),
     Family("transcendental", "transcendental", "elements/s", False, True, ("flops", 0.1),

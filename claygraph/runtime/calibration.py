@@ -71,6 +71,7 @@ class Budget:
     small_trips: int
     large_trips: int
     weight_elements: int  # elements of the transcendental functions' weighing
+    block_rows: tuple[int, ...] = (1 << 16, 1 << 17, 1 << 18)  # rows of a (rows, 64) X streamed in row blocks
     passes: int = 1  # passes over every kernel and size; each point is the median of its passes
 
 
@@ -78,7 +79,7 @@ class Budget:
 FULL = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 23, 1 << 25), matmul_n=(128, 256, 512, 1024),
               matvec_rows=(1 << 10, 1 << 12, 1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 19),
               reps=9, message_floats=(1, 1_000, 100_000, 1_000_000), message_reps=30, small_trips=200,
-              large_trips=10, weight_elements=1 << 19, passes=3)
+              large_trips=10, weight_elements=1 << 19, block_rows=(1 << 17, 1 << 18, 1 << 19), passes=3)
 QUICK = Budget(elements=(1 << 14, 1 << 16, 1 << 18, 1 << 20), matmul_n=(128, 256, 512),
                matvec_rows=(1 << 10, 1 << 13, 1 << 16),
                reps=5, message_floats=(1, 1_000, 100_000), message_reps=8, small_trips=50, large_trips=3,
@@ -149,8 +150,10 @@ def calibrate(out: str | None = None, quick: bool = False, devices: int = 2) -> 
     small, large = measure_round_trips(budget.small_trips, budget.large_trips)
     p_latency, p_bandwidth = fit_link(small, large, 4 * LARGE_MESSAGE_FLOATS)
     weights = measure_weights(budget.weight_elements, budget.reps)
+    overlap = measure_block_overlap(budget.block_rows[-1], budget.reps)
     rates = dataclasses.replace(kernel_rates(series, call_s, kernel_s), call_s=program_call_s,
-                                spmd_call_s=coll["program_call_s"], weights=tuple(sorted(weights.items())))
+                                spmd_call_s=coll["program_call_s"], weights=tuple(sorted(weights.items())),
+                                block_overlap=overlap["overlap"])
     spec = local_spec(flops=rates.matmul.rate(), mem_bandwidth=rates.matvec.rate(), mem_capacity=total_memory(),
                       latency=coll["latency"], bandwidth=coll["bandwidth"], devices=1, kernels=rates,
                       name="local-calibrated")
@@ -162,6 +165,7 @@ def calibrate(out: str | None = None, quick: bool = False, devices: int = 2) -> 
         "calibrate_s": time.perf_counter() - t0,
         "kernels_measured": {k: s.to_json() for k, s in series.items()},
         "collectives": coll,
+        "block_overlap_measured": overlap,
         "process_link": {"latency": p_latency, "bandwidth": p_bandwidth,
                          "round_trip_1_float_s": small, "round_trip_1e6_floats_s": large},
     }
@@ -266,6 +270,10 @@ def _measure_pass(budget: Budget) -> dict[str, Series]:
                                                  work, budget.reps, xt)))
         out["matvec_t_call"].append((work, _kernel_time(jax.jit(kernels.matvec_t), (xt, w), budget.reps)))
         out["vecmat_t_call"].append((work, _kernel_time(jax.jit(kernels.matvec_t_transpose), (xt, r), budget.reps)))
+    for rows in budget.block_rows:
+        x = jnp.asarray(rng.standard_normal((rows, MATVEC_COLS), dtype=np.float32))
+        out["block_read"].append((4.0 * x.size, _loop_time(_blocked_sum(rows), jnp.zeros((MATVEC_COLS,), jnp.float32),
+                                                           4.0 * x.size, budget.reps, x)))
     for n in budget.elements:
         x = jnp.asarray(rng.random(n, dtype=np.float32))
         idx = jnp.asarray(rng.integers(0, max(n // 16, 1), n, dtype=np.int32))
@@ -301,6 +309,57 @@ IN_LOOP = frozenset(f.series for f in families.FAMILIES if f.in_loop)
 ALSO_ONE_CALL = frozenset(s for s in ("elementwise", "transcendental", "gather", "scatter_add", "reduce")
                           if s + "_call" in KERNELS)
 LOOP_BYTES = 1 << 26  # iterations per timed loop: enough for about this much work (at least 2, at most 64)
+
+
+def _blocked_sum(rows: int) -> Callable:
+    """A step that streams a (rows, 64) X as a blocked program does (fused.py): a loop over row blocks of
+    blocks.BLOCK_BYTES, each sliced out of X and summed in cache. Where XLA runs the pass over a whole
+    array on all cores and a block's small kernels on one, this is slower than one pass over X (2 cores,
+    Xeon, 200 MB: 23.9 ms against 9.6 ms), and the blocked program pays it for its single read."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    from claygraph.partition.blocks import BLOCK_BYTES
+
+    block = max(BLOCK_BYTES // (4 * MATVEC_COLS), 1)
+    count = max(rows // block, 1)
+
+    def step(c, x):
+        def one(i, acc):
+            return acc + jnp.sum(lax.dynamic_slice_in_dim(x, i * block, min(block, rows)), axis=0)
+        return c + 1e-9 * lax.fori_loop(0, count, one, jnp.zeros_like(c))
+
+    return step
+
+
+def measure_block_overlap(rows: int, reps: int) -> dict[str, float]:
+    """How much of a blocked program's read hides under its blocks' forward kernels, on a (rows, 64) X in
+    row blocks of blocks.BLOCK_BYTES: the blocked read alone (`_blocked_sum`), X @ w on one block kept in
+    cache times the blocks, and the two together over the distinct blocks;
+    overlap = (read + kernels - both) / min(read, kernels), within [0, 1]."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    from claygraph.partition.blocks import BLOCK_BYTES
+
+    block = max(BLOCK_BYTES // (4 * MATVEC_COLS), 1)
+    rows = max(rows, 4 * block)
+    count = rows // block
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((rows, MATVEC_COLS), dtype=np.float32))
+    w = jnp.full((MATVEC_COLS,), 1.0 / MATVEC_COLS, jnp.float32)
+    work = 4.0 * x.size
+    read = _loop_time(_blocked_sum(rows), jnp.zeros((MATVEC_COLS,), jnp.float32), work, reps, x)
+    first = x[:block]
+    kernels = count * _loop_time(lambda v, m: v + 1e-9 * jnp.sum(m @ v), w, 4.0 * first.size, reps, first)
+
+    def both_step(v, m):
+        def one(i, acc):
+            return acc + jnp.sum(lax.dynamic_slice_in_dim(m, i * block, block) @ v)
+        return v + 1e-9 * lax.fori_loop(0, count, one, jnp.zeros((), v.dtype))
+
+    both = _loop_time(both_step, w, work, reps, x)
+    overlap = (read + kernels - both) / max(min(read, kernels), 1e-12)
+    return {"read_s": read, "kernels_s": kernels, "both_s": both, "bytes": work, "overlap": min(max(overlap, 0.0), 1.0)}
 
 
 def _streaming(x, idx, table) -> dict[str, tuple[Callable, tuple, float]]:

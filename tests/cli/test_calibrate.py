@@ -41,10 +41,21 @@ def test_every_kernel_family_is_measured_at_several_increasing_sizes(quick_profi
         assert all(t > 0 and math.isfinite(t) for t in seconds), name
         assert series["unit"] == calibration.KERNELS[name]
     kernels = profile["kernels"]
-    assert set(kernels) == {*KernelRates.FAMILIES, "call_s", "kernel_s", "spmd_call_s", "weights"}
+    assert set(kernels) == {*KernelRates.FAMILIES, "call_s", "kernel_s", "spmd_call_s", "weights", "block_overlap"}
     for family, name in calibration.FAMILY_SERIES.items():
         assert kernels[family]["work"] == profile["kernels_measured"][name]["work"]
     assert kernels["call_s"] > 0 and kernels["kernel_s"] > 0
+
+
+def test_the_blocked_read_s_overlap_is_measured_and_read_back(quick_profile):
+    """The share of a blocked read that hides under the forward kernels comes from the three loops it
+    was computed from, within [0, 1], and is what the profile's rates price with."""
+    path, profile = quick_profile
+    m = profile["block_overlap_measured"]
+    assert all(m[k] > 0 and math.isfinite(m[k]) for k in ("read_s", "kernels_s", "both_s"))
+    raw = (m["read_s"] + m["kernels_s"] - m["both_s"]) / min(m["read_s"], m["kernels_s"])
+    assert m["overlap"] == pytest.approx(min(max(raw, 0.0), 1.0))
+    assert ClusterSpec.from_profile(path).rates.block_overlap == pytest.approx(m["overlap"])
 
 
 def test_transcendental_functions_are_weighed_one_by_one(quick_profile):
