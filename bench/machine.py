@@ -55,6 +55,21 @@ def load_average() -> list[float] | None:
         return None
 
 
+def wait_for_idle(below: float = 0.5, timeout_s: float = 180.0, poll_s: float = 5.0,
+                  loadavg=os.getloadavg, sleep=time.sleep) -> tuple[float, float]:
+    """Wait until the one-minute load average is below `below` (or `timeout_s` passed): calibration
+    curves measured at load come out slower (split_choice on 2 cores: a calibration started at load
+    1.6, just after a test run, gave in-loop product curves 1.2-1.7x slower than one started idle).
+    Returns (the load it ended at, seconds waited)."""
+    waited = 0.0
+    load = loadavg()[0]
+    while load >= below and waited < timeout_s:
+        sleep(poll_s)
+        waited += poll_s
+        load = loadavg()[0]
+    return load, waited
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -23,6 +23,7 @@ import subprocess
 import sys
 
 from bench import REPO
+from bench.machine import wait_for_idle
 from bench.sizes import Sizes
 from bench.suites import SuiteEnv
 from bench.timing import run_isolated
@@ -142,6 +143,11 @@ def run_case(name: str, workload: str, s: dict, repeats: int, env: SuiteEnv) -> 
 
 def run(sizes: Sizes, env: SuiteEnv) -> dict:
     smoke = sizes.mode == "smoke"
+    idle = None
+    if not smoke:  # the curves measured at load come out slower: calibrate on an idle host where it becomes one
+        load, waited = wait_for_idle()
+        idle = {"load": load, "waited_s": waited}
+        env.log(f"  split_choice: calibrating at load {load:.2f} (waited {waited:.0f} s for the host to idle)")
     profile = calibrate(env, quick=smoke or sizes.mode == "quick")
     # what a machine's first multi-device plan measures where it has no profile (ClusterSpec.local)
     calibrate(env, quick=True, path=quick_profile_path(env))
@@ -152,5 +158,6 @@ def run(sizes: Sizes, env: SuiteEnv) -> dict:
     return {"status": "ok", "devices": env.devices, "repeats": repeats, "differ": DIFFER, "within": WITHIN,
             "built_in_within": BUILT_IN_WITHIN,
             "profile": {k: profile.get(k) for k in ("measured_at", "load_average", "calibrate_s", "device_kind")},
+            "idle_before_calibration": idle,
             "load_average_cases": {"before": load_before, "after": list(os.getloadavg())},
             "cases": out, "totals": totals(out)}

@@ -157,3 +157,15 @@ def test_the_partition_suite_predicts_with_the_split_choice_profile_calibrating_
     monkeypatch.setattr(sc, "calibrate", lambda env, quick: calls.append(quick))
     assert part.profile_env(SuiteEnv(), sizes_for("smoke")) == {"CLAYGRAPH_PROFILE": str(path)}
     assert calls == ([] if existing == "current" else [True])
+
+
+def test_calibration_waits_for_an_idle_host_and_gives_up_after_its_timeout():
+    """The wait polls the one-minute load until it falls below the bar, and stops at the timeout."""
+    from bench.machine import wait_for_idle
+
+    loads = iter([2.0, 1.2, 0.4, 0.1])
+    slept = []
+    load, waited = wait_for_idle(0.5, 60.0, 5.0, loadavg=lambda: (next(loads), 0, 0), sleep=slept.append)
+    assert (load, waited, slept) == (0.4, 10.0, [5.0, 5.0])
+    load, waited = wait_for_idle(0.5, 12.0, 5.0, loadavg=lambda: (3.0, 0, 0), sleep=lambda s: None)
+    assert (load, waited) == (3.0, 15.0)
