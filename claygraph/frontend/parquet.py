@@ -23,6 +23,7 @@ import numpy as np
 from claygraph.errors import DataError
 
 READ_LOG: list[dict] = []
+BATCH_ROWS = 1 << 18  # rows per batch read from a row group: what a reading process holds beyond its result
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,64 +167,78 @@ def columns(path, **specs) -> dict[str, Column]:
     return arrays
 
 
-def _check_finite(x: np.ndarray, src: ParquetSource, rows: np.ndarray | None) -> None:
-    if not np.issubdtype(x.dtype, np.inexact):
+def _check_batch(values: np.ndarray, src: ParquetSource, column: str, frag: Fragment, local: np.ndarray | None) -> None:
+    """One column of one row group (`local`: the positions in it that were asked for; None: all) complete
+    and finite, with the first bad value named by its global row, file and row group."""
+    if not np.issubdtype(values.dtype, np.inexact):
         return
-    bad = np.flatnonzero(~np.isfinite(x))
+    bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        pos = np.unravel_index(bad[0], x.shape)
-        row = int(pos[0] if rows is None else rows[pos[0]])
-        col = src.columns[pos[1]] if src.two_d else src.columns[0]
-        frag = src.fragments[int(np.searchsorted([f.start for f in src.fragments], row, side="right") - 1)]
-        raise DataError(f"Data field {src.name!r}: column {col!r} has a non-finite value {x.flat[bad[0]]} at row "
+        row = frag.start + int(bad[0] if local is None else local[bad[0]])
+        raise DataError(f"Data field {src.name!r}: column {column!r} has a non-finite value {values[bad[0]]} at row "
                         f"{row} (file {frag.file}, row group {frag.group}); claygraph needs finite data")
 
 
 def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> np.ndarray:
     """The values at global `rows` (any order, repeats allowed; None: all) and, for a 2-D source,
-    column positions `columns` (None: all), reading only the row groups that hold those rows."""
-    import pyarrow as pa
+    column positions `columns` (None: all), reading only the row groups that hold those rows.
+
+    Streamed: the result is allocated once and filled one row group at a time, each group's requested
+    columns read, checked and copied into the result's rows that take them, then dropped; a process
+    holds its result plus one row group's columns, never the whole table (nor a whole file)."""
     import pyarrow.parquet as pq
 
-    cols = list(src.columns) if columns is None else [src.columns[int(c)] for c in np.unique(columns)]
+    picked = np.arange(len(src.columns)) if columns is None else np.unique(np.asarray(columns, dtype=np.int64))
+    cols = [src.columns[int(c)] for c in picked]
     starts = np.array([f.start for f in src.fragments], dtype=np.int64)
-    if rows is None:
-        wanted = range(len(src.fragments))
-    else:
+    if rows is not None:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= src.rows):
             raise DataError(f"rows outside [0, {src.rows}) requested from {src.name!r}")
-        wanted = np.unique(np.searchsorted(starts, rows, side="right") - 1) if rows.size else []
-    pieces, by_file, read_rows = [], {}, 0
-    for i in wanted:
-        by_file.setdefault(src.fragments[i].file, []).append(int(i))
+    out = np.empty((src.rows if rows is None else rows.size, len(cols)), dtype=src.dtype)
+    if rows is None:
+        spans = {i: None for i in range(len(src.fragments))}
+    else:  # the result's positions in row order (a permutation: one index array of the rows' size), and
+        # each needed row group's span of it
+        order = np.argsort(rows, kind="stable")
+        ends = np.searchsorted(rows[order], starts[1:].tolist() + [src.rows])
+        spans = {i: (int(lo), int(hi)) for i, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends)) if hi > lo}
+    by_file: dict[str, list[int]] = {}
+    for i in spans:
+        by_file.setdefault(src.fragments[i].file, []).append(i)
     for file, ids in by_file.items():
-        table = pq.ParquetFile(file).read_row_groups([src.fragments[i].group for i in ids], columns=cols)
-        pieces.append((ids, table))
-        read_rows += table.num_rows
+        reader, read_rows = pq.ParquetFile(file), 0
+        for i in ids:
+            f = src.fragments[i]
+            pos = local = None
+            if spans[i] is not None:  # this group's positions in the result and rows within the group
+                pos = order[spans[i][0]:spans[i][1]]
+                local = rows[pos] - f.start
+            offset = 0
+            for batch in reader.iter_batches(batch_size=BATCH_ROWS, row_groups=[f.group], columns=cols):
+                n = batch.num_rows
+                if local is None:
+                    into, take, at = slice(f.start + offset, f.start + offset + n), None, None
+                else:
+                    lo, hi = np.searchsorted(local, [offset, offset + n])
+                    into, take, at = pos[lo:hi], local[lo:hi] - offset, local[lo:hi]
+                for j, c in enumerate(cols):
+                    column = batch.column(c)
+                    if column.null_count:
+                        raise DataError(f"Data field {src.name!r}: column {c!r} has {column.null_count} missing "
+                                        f"(null) values (file {file}, row group {f.group}); claygraph needs "
+                                        f"complete data")
+                    values = np.asarray(column.to_numpy(), dtype=src.dtype)
+                    values = values if take is None else values[take]
+                    _check_batch(values, src, c, f, at if at is not None else np.arange(offset, offset + n))
+                    out[into, j] = values
+                offset += n
+                read_rows += n
         READ_LOG.append({"pid": os.getpid(), "file": file, "row_groups": [src.fragments[i].group for i in ids],
-                         "rows": table.num_rows, "columns": cols, "array": src.name})
-    tables = [t for _, t in pieces]
-    for t in tables:
-        for c in cols:
-            if t.column(c).null_count:
-                raise DataError(f"Data field {src.name!r}: column {c!r} has {t.column(c).null_count} missing (null) "
-                                f"values; claygraph needs complete data")
-    table = pa.concat_tables(tables) if tables else None
-    block = (np.stack([np.asarray(table.column(c).to_numpy(), dtype=src.dtype) for c in cols], axis=1)
-             if table is not None else np.zeros((0, len(cols)), src.dtype))
-    if rows is not None:  # global row -> position in the rows just read (fragments in reading order)
-        order = [i for ids, _ in pieces for i in ids]
-        first = np.zeros(len(src.fragments), np.int64)
-        first[order] = np.cumsum([0] + [src.fragments[i].rows for i in order])[:-1]
-        frag = np.searchsorted(starts, rows, side="right") - 1
-        block = block[first[frag] + rows - starts[frag]]
-    if columns is not None:
-        pos = {int(c): j for j, c in enumerate(np.unique(columns))}
-        block = block[:, [pos[int(c)] for c in columns]]
-    out = block if src.two_d else block[:, 0]
-    _check_finite(out, src, rows)
-    return out
+                         "rows": read_rows, "columns": cols, "array": src.name})
+    if columns is not None and not np.array_equal(np.asarray(columns), picked):
+        out = out[:, np.searchsorted(picked, np.asarray(columns, dtype=np.int64))]
+    return out if src.two_d else out[:, 0]
 
 
 def read_block(src: ParquetSource, dims: tuple[str, ...], layout: Mapping[str, Any], split_axis: int | None,

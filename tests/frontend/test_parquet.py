@@ -81,17 +81,59 @@ def test_every_shard_block_equals_the_in_memory_block(table, split):
                 assert {c for e in parquet.READ_LOG for c in e["columns"]} == {f"x{shard}"}
 
 
-@given(rows=st.integers(1, 120), group_size=st.integers(1, 40), seed=st.integers(0, 10**6))
-def test_read_any_rows_in_any_order(tmp_path_factory, rows, group_size, seed):
+@given(rows=st.integers(1, 120), group_size=st.integers(1, 40), batch=st.integers(1, 50), seed=st.integers(0, 10**6))
+def test_read_any_rows_in_any_order(tmp_path_factory, rows, group_size, batch, seed):
+    """Any rows (repeats, any order) and columns (any order, repeats), whatever the row groups and the
+    batches they are streamed in: the values the in-memory table holds there."""
     path = tmp_path_factory.mktemp("pq") / "t.parquet"
     cols = write_table(path, rows=rows, products=5, row_group_size=group_size, seed=seed)
     data = cg.Data.from_parquet(path, **specs(products=5))
-    pick = np.random.default_rng(seed).integers(0, rows, size=2 * rows)
-    parquet.READ_LOG.clear()
-    got = parquet.read(data.arrays["X"].source, rows=pick, columns=np.array([2, 0]))
-    np.testing.assert_array_equal(got, np.stack([cols["x2"], cols["x0"]], axis=1)[pick])
-    groups = {(e["file"], g) for e in parquet.READ_LOG for g in e["row_groups"]}
-    assert len(groups) == len(set(pick // group_size))  # only the row groups that hold the rows
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, rows, size=2 * rows)
+    which = rng.integers(0, 3, size=rng.integers(1, 5))
+    X = np.stack([cols[f"x{j}"] for j in range(3)], axis=1)
+    before, parquet.BATCH_ROWS = parquet.BATCH_ROWS, batch
+    try:
+        parquet.READ_LOG.clear()
+        got = parquet.read(data.arrays["X"].source, rows=pick, columns=np.array([2, 0]))
+        np.testing.assert_array_equal(got, np.stack([cols["x2"], cols["x0"]], axis=1)[pick])
+        groups = {(e["file"], g) for e in parquet.READ_LOG for g in e["row_groups"]}
+        assert len(groups) == len(set(pick // group_size))  # only the row groups that hold the rows
+        np.testing.assert_array_equal(parquet.read(data.arrays["X"].source, columns=which), X[:, which])
+        np.testing.assert_array_equal(parquet.read(data.arrays["y"].source, rows=pick[::-1]), cols["y"][pick[::-1]])
+        np.testing.assert_array_equal(parquet.read(data.arrays["y"].source, rows=pick[:0]), cols["y"][:0])
+    finally:
+        parquet.BATCH_ROWS = before
+
+
+def test_a_reader_holds_its_result_and_one_batch_not_the_table(tmp_path):
+    """Reading streams row group by row group in batches: the process's allocations at their peak are the
+    result, the requested rows' order (two int64 per row, none for a whole read) and about one batch's
+    columns (the whole table read first, then cut, held it several times: its Arrow table, each column's
+    NumPy copy and their stack)."""
+    import tracemalloc
+
+    rows, d = 400_000, 8
+    rng = np.random.default_rng(0)
+    cols = {f"x{j}": rng.normal(size=rows) for j in range(d)}  # float64 on disk, float32 in memory
+    pq.write_table(pa.table(cols), tmp_path / "wide.parquet", row_group_size=100_000)
+    src = cg.Data.from_parquet(tmp_path / "wide.parquet", X=(list(cols), "row", "feature")).arrays["X"].source
+    batch = 10_000
+    before, parquet.BATCH_ROWS = parquet.BATCH_ROWS, batch
+    try:
+        half = np.sort(rng.choice(rows, rows // 2, replace=False))
+        for pick, expect in ((None, rows), (half, rows // 2)):
+            tracemalloc.start()
+            out = parquet.read(src, rows=pick)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            result = expect * d * 4
+            index = 0 if pick is None else 2 * 8 * pick.size  # the rows' order and its sorted copy, int64
+            assert out.shape == (expect, d) and out.nbytes == result
+            assert peak < result + index + 40 * batch * 8, (peak, result)  # a few float64 columns of one batch
+        np.testing.assert_array_equal(out, np.stack([cols[c] for c in cols], axis=1).astype(np.float32)[half])
+    finally:
+        parquet.BATCH_ROWS = before
 
 
 def test_potential_from_files_equals_in_memory_on_two_devices(table):
