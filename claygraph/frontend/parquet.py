@@ -7,7 +7,7 @@ needs; every other array stays a shape plus a `ParquetSource`. A Ray worker read
 groups that hold its rows and, under a feature split, only its columns (`read_block`); a local
 runtime reads the whole table (`Data.load`).
 
-Every process that reads appends what it read to `READ_LOG` (file, row groups, rows, columns),
+Every process that reads appends what it read to `READ_LOG` (file, row groups, rows, columns, layout),
 which tests and `claygraph inspect` use to show who read what.
 """
 from __future__ import annotations
@@ -179,9 +179,56 @@ def _check_batch(values: np.ndarray, src: ParquetSource, column: str, frag: Frag
                         f"{row} (file {frag.file}, row group {frag.group}); claygraph needs finite data")
 
 
-def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> np.ndarray:
+ALIGN = 64  # bytes: a host array this aligned is used in place by XLA's CPU client (jax.device_put copies no data)
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-ordered array whose data start on an ALIGN-byte boundary (NumPy's own start on
+    16 here), so that a worker's block read from files becomes its device array without a second copy."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
+    skip = (-raw.ctypes.data) % ALIGN
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RowPlan:
+    """Requested rows in file order: `order` the result's positions sorted by row (stable), `rows` the rows
+    in that order, `spans` each needed row group's (first, end) in them."""
+
+    rows: np.ndarray
+    order: np.ndarray
+    spans: dict[int, tuple[int, int]]
+
+
+def row_plan(rows: np.ndarray, starts: np.ndarray, total: int) -> RowPlan:
+    """The plan for `rows` over row groups starting at `starts` (`total` rows in all)."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    ends = np.searchsorted(ordered, starts[1:].tolist() + [total])
+    spans = {i: (int(lo), int(hi)) for i, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends)) if hi > lo}
+    return RowPlan(ordered, order, spans)
+
+
+# the last shard plan made by read_block: (layout, shard or -1 where the rows are not split, shards, row-group
+# starts, rows) -> plan, kept while a
+# reader reads several arrays of one dim (a shard's X, y, price: 16 bytes per row once, not again per array);
+# the entry holds the layout itself, so that the key's identity cannot be another layout's
+_SHARD_PLANS: list[tuple[object, int, int, bytes, int, RowPlan]] = []
+
+
+def forget_row_plans() -> None:
+    """Drop the kept plan (a reader calls this when it has read all its arrays)."""
+    _SHARD_PLANS.clear()
+
+
+def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray | None = None,
+         transposed: bool = False, plan: RowPlan | None = None) -> np.ndarray:
     """The values at global `rows` (any order, repeats allowed; None: all) and, for a 2-D source,
-    column positions `columns` (None: all), reading only the row groups that hold those rows.
+    column positions `columns` (None: all), reading only the row groups that hold those rows;
+    `transposed` (2-D): the same values feature-major, (columns, rows), as a program that holds the
+    array feature-major reads it (storage.py), filled column by column from the file's own layout;
+    `plan`: `row_plan(rows, ...)` made already (several arrays read for the same rows).
 
     Streamed: the result is allocated once and filled one row group at a time, each group's requested
     columns read, checked and copied into the result's rows that take them, then dropped; a process
@@ -195,14 +242,16 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= src.rows):
             raise DataError(f"rows outside [0, {src.rows}) requested from {src.name!r}")
-    out = np.empty((src.rows if rows is None else rows.size, len(cols)), dtype=src.dtype)
+    if transposed and not src.two_d:
+        raise DataError(f"Data field {src.name!r} is one column: there is no feature-major layout to read")
+    n_out = src.rows if rows is None else rows.size
+    out = _aligned_empty((len(cols), n_out) if transposed else (n_out, len(cols)), np.dtype(src.dtype))
     if rows is None:
         spans = {i: None for i in range(len(src.fragments))}
-    else:  # the result's positions in row order (a permutation: one index array of the rows' size), and
-        # each needed row group's span of it
-        order = np.argsort(rows, kind="stable")
-        ends = np.searchsorted(rows[order], starts[1:].tolist() + [src.rows])
-        spans = {i: (int(lo), int(hi)) for i, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends)) if hi > lo}
+    else:
+        plan = plan if plan is not None else row_plan(rows, starts, src.rows)
+        order, ordered = plan.order, plan.rows
+        spans = plan.spans
     by_file: dict[str, list[int]] = {}
     for i in spans:
         by_file.setdefault(src.fragments[i].file, []).append(i)
@@ -213,7 +262,7 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
             pos = local = None
             if spans[i] is not None:  # this group's positions in the result and rows within the group
                 pos = order[spans[i][0]:spans[i][1]]
-                local = rows[pos] - f.start
+                local = ordered[spans[i][0]:spans[i][1]] - f.start
             offset = 0
             for batch in reader.iter_batches(batch_size=BATCH_ROWS, row_groups=[f.group], columns=cols):
                 n = batch.num_rows
@@ -231,28 +280,47 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
                     values = np.asarray(column.to_numpy(), dtype=src.dtype)
                     values = values if take is None else values[take]
                     _check_batch(values, src, c, f, at if at is not None else np.arange(offset, offset + n))
-                    out[into, j] = values
+                    if transposed:
+                        out[j, into] = values
+                    else:
+                        out[into, j] = values
                 offset += n
                 read_rows += n
         READ_LOG.append({"pid": os.getpid(), "file": file, "row_groups": [src.fragments[i].group for i in ids],
-                         "rows": read_rows, "columns": cols, "array": src.name})
+                         "rows": read_rows, "columns": cols, "array": src.name, "feature_major": transposed})
     if columns is not None and not np.array_equal(np.asarray(columns), picked):
-        out = out[:, np.searchsorted(picked, np.asarray(columns, dtype=np.int64))]
+        which = np.searchsorted(picked, np.asarray(columns, dtype=np.int64))
+        out = out[which] if transposed else out[:, which]
     return out if src.two_d else out[:, 0]
 
 
 def read_block(src: ParquetSource, dims: tuple[str, ...], layout: Mapping[str, Any], split_axis: int | None,
-               shard: int, shards: int, remap: np.ndarray | None) -> np.ndarray:
+               shard: int, shards: int, remap: np.ndarray | None, transposed: bool = False) -> np.ndarray:
     """This shard's block of the array in the internal layout, the same as
-    `shard_blocks(relayout(values))[shard]` but reading only the rows (and columns) it holds."""
+    `shard_blocks(relayout(values))[shard]` but reading only the rows (and columns) it holds;
+    `transposed`: that block's transpose, read feature-major (no row-major copy is made)."""
     picks: list[np.ndarray | None] = []
+    plan = None
     for axis, d in enumerate(dims):
-        idx = layout[d].fill_slots() if d in layout else None
-        if axis == split_axis:
-            n = (idx.size if idx is not None else src.shape[axis]) // shards
-            idx = (idx if idx is not None else np.arange(src.shape[axis]))[shard * n:(shard + 1) * n]
+        lay = layout.get(d)
+        if axis == split_axis and lay is not None and lay.shards == shards:  # this shard's slots alone
+            idx = lay.shard_fill_slots(shard)
+        else:
+            idx = lay.fill_slots() if lay is not None else None
+            if axis == split_axis:
+                n = (idx.size if idx is not None else src.shape[axis]) // shards
+                idx = (idx if idx is not None else np.arange(src.shape[axis]))[shard * n:(shard + 1) * n]
+        if axis == 0 and idx is not None:
+            starts = np.array([f.start for f in src.fragments], dtype=np.int64)
+            key = (shard if split_axis == 0 else -1, shards, starts.tobytes(), src.rows)
+            kept = next((e for e in _SHARD_PLANS if e[0] is lay and e[1:5] == key), None)
+            if kept is None:
+                _SHARD_PLANS.clear()
+                kept = (lay, *key, row_plan(np.asarray(idx, dtype=np.int64), starts, src.rows))
+                _SHARD_PLANS.append(kept)
+            plan, idx = kept[5], np.asarray(idx, dtype=np.int64)
         picks.append(idx)
-    x = read(src, rows=picks[0], columns=picks[1] if src.two_d else None)
+    x = read(src, rows=picks[0], columns=picks[1] if src.two_d else None, transposed=transposed, plan=plan)
     if remap is not None:
         x = remap.astype(x.dtype)[x]
     return np.ascontiguousarray(x)

@@ -317,7 +317,8 @@ def compile_artifact(plan: Plan, data: Data | None = None, materialize: bool = T
     if cand.propagation is None:
         raise PartitionError(f"split {plan.split} cannot be made on this data: {cand.cost.reason}")
     files = {k: data.arrays[k].source for k in graph.inputs.data if data.arrays[k].source is not None}
-    cand = replace(cand, feature_major=stored_feature_major(graph, cand.propagation.shardings, frozenset(files)))
+    # (a file-backed array too: each Ray worker reads its block feature-major, parquet.read_block)
+    cand = replace(cand, feature_major=stored_feature_major(graph, cand.propagation.shardings))
     internal = internal_data(graph, cand, data) if materialize else {}
     shapes = {k: _internal_shape(graph, k, cand.layout) for k in graph.inputs.data}
     art = Artifact(graph.meta.model, data.abstract(), graph.meta.jacobian, graph.fingerprint(), cand, plan.devices,

@@ -8,8 +8,8 @@ row-major / feature-major (`python -m bench.suites.gradient --widths` prints thi
 one chain: d = 2: 0.29 / 0.15, 5: 0.67 / 0.18, 10: 0.68 / 0.28, 16: 0.57 / 0.36, 20: 0.52 / 0.43,
 32: 0.62 / 0.58; a batch of 2 (4) chains: d = 5: 0.71 / 0.32 (0.73 / 0.56), 10: 0.80 / 0.64
 (1.03 / 0.83), 16: 0.99 / 0.88 (1.25 / 1.03), 32: 1.11 / 3.36 (1.51 / 3.60). Up to 16 features
-feature-major wins both ways; arrays read from files stay row-major (their readers build row
-blocks). See docs/performance.md.
+feature-major wins both ways; an array read from files is read feature-major by each worker
+(parquet.read_block), never held row-major. See docs/performance.md.
 """
 from __future__ import annotations
 
@@ -39,15 +39,14 @@ def _reads_as_matvec(graph: Graph, node: Node, vid: int) -> bool:
         and node.params.get("preferred_element_type") in (None, x.dtype)
 
 
-def stored_feature_major(graph: Graph, shardings: Mapping[int, object], file_backed: frozenset[str] = frozenset(),
-                         backend: str | None = None) -> frozenset[str]:
+def stored_feature_major(graph: Graph, shardings: Mapping[int, object], backend: str | None = None) -> frozenset[str]:
     """Names of the data arrays to hold feature-major as well (CPU, few features, only read by X @ w)."""
     if (backend or jax.default_backend()) != "cpu":
         return frozenset()
     out = set()
     for name, vid in graph.inputs.data.items():
         v, users = graph.value(vid), graph.consumers(vid)
-        if name in file_backed or v.ndim != 2 or not np.issubdtype(v.dtype, np.floating):
+        if v.ndim != 2 or not np.issubdtype(v.dtype, np.floating):
             continue
         split_features = isinstance(shardings.get(vid), Sharded) and v.axis_of(shardings[vid].dim) == 1
         if v.shape[1] in FEATURE_MAJOR_WIDTHS and not split_features and users and \

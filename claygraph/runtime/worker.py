@@ -105,8 +105,10 @@ class Worker:
         import jax
         from jax.sharding import NamedSharding
 
+        from claygraph.frontend.parquet import ParquetSource, forget_row_plans
         from claygraph.partition.cache import COMPILED, key_for
         from claygraph.partition.program import SplitFunction
+        from claygraph.partition.storage import key as stored_key
 
         graph = artifact.graph()  # PartitionError when this worker's graph is not the driver's
         ranks = tuple(ranks)
@@ -116,13 +118,17 @@ class Worker:
         misses = COMPILED.misses
         fn = COMPILED.get(key_for(graph, cand, mesh), lambda: SplitFunction(graph, cand, mesh))
         shard = ranks.index(self.rank)
-        data = {k: jax.make_array_from_process_local_data(
-                    NamedSharding(mesh, self._spec(fn, k)),
-                    self._read(graph, artifact, fn.placed_specs.get(k), k, b, shard, len(ranks)),
-                    self._shape(artifact, k))
-                for k, b in blocks.items()}
+        data = {}
+        for k, b in blocks.items():
+            # a file-backed array the program holds feature-major is read feature-major: no row-major copy
+            name = stored_key(k) if isinstance(b, ParquetSource) and k in cand.feature_major else k
+            block = self._read(graph, artifact, fn.placed_specs.get(k), k, b, shard, len(ranks), name != k)
+            data[name] = jax.make_array_from_process_local_data(NamedSharding(mesh, self._spec(fn, name)), block,
+                                                                self._shape(artifact, name))
+            del block
         # arrays held feature-major and sent row-major (rows read from files; a one-device program's block):
         # transposed here, on the devices
+        forget_row_plans()  # (kept while this shard's arrays of one dim were read)
         data = fn.place(data, artifact.shapes)
         self.programs[key] = Loaded(fn, data, fn.potential, len(ranks) > 1)
         return time.perf_counter() - t0, COMPILED.misses > misses
@@ -142,8 +148,8 @@ class Worker:
         row_major = next(k for k in artifact.shapes if stored_key(k) == name)
         return tuple(artifact.shapes[row_major])[::-1]
 
-    def _read(self, graph, artifact, spec, name: str, block, shard: int, shards: int):
-        """A block as sent, or this worker's rows of a file-backed array, read here."""
+    def _read(self, graph, artifact, spec, name: str, block, shard: int, shards: int, transposed: bool = False):
+        """A block as sent, or this worker's rows of a file-backed array, read here (`transposed`: feature-major)."""
         from claygraph.frontend.parquet import ParquetSource, read_block
 
         if not isinstance(block, ParquetSource):
@@ -153,7 +159,7 @@ class Worker:
         axis = next((i for i, a in enumerate(spec) if a is not None), None)
         remapped = cand.propagation.remapped.get(vid)
         remap = cand.layout[remapped].inverse() if remapped is not None else None
-        return read_block(block, graph.value(vid).dims, cand.layout, axis, shard, shards, remap)
+        return read_block(block, graph.value(vid).dims, cand.layout, axis, shard, shards, remap, transposed)
 
     def free(self, key: str) -> None:
         self.programs.pop(key, None)

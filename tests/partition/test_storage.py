@@ -75,7 +75,7 @@ def test_few_features_read_only_by_matvec_are_held_feature_major():
     graph = prog.graph
     sh = prog.artifact.candidate.propagation.shardings
     assert stored_feature_major(graph, sh, backend="gpu") == frozenset()
-    assert stored_feature_major(graph, sh, file_backed=frozenset({"X"})) == frozenset()
+    assert stored_feature_major(graph, sh) == frozenset({"X"})  # on the CPU (files too: read feature-major)
 
 
 def test_wide_or_otherwise_read_data_stays_row_major():

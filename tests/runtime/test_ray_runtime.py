@@ -338,6 +338,9 @@ def test_parquet_workers_read_only_their_rows(rt, problem, tmp_path):
         logs = rt.on_workers(reads, str(path))
         for worker, log in enumerate(logs):
             assert {e["pid"] for e in log} != {os.getpid()} and log, "the workers read, not the driver"
+            # X (3 features, read only by X @ w) is held feature-major: each worker reads it so, no row-major copy
+            assert {e["feature_major"] for e in log if e["array"] == "X"} == {True}
+            assert {e["feature_major"] for e in log if e["array"] != "X"} == {False}
             if split == ("row",):  # rows [0, 151) and [151, 301): row groups 0-6 and 6-12 of 13
                 groups = {g for e in log for g in e["row_groups"]}
                 assert groups == (set(range(7)) if worker == 0 else set(range(6, 13))), groups
