@@ -476,7 +476,49 @@ def gpu_check(spec: dict) -> dict:
     return check(spec)
 
 
-TASKS = {"candidates": candidates, "nuts": nuts, "w1_fit": w1_fit, "gpu_check": gpu_check}
+def parquet_write(spec: dict) -> dict:
+    """The parquet suite's folder: `files` files of `rows` rows in all (row groups of 250,000)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    per = spec["rows"] // spec["files"]
+    for f in range(spec["files"]):
+        cols = {f"x{j}": rng.normal(size=per).astype(np.float32) for j in range(spec["features"])}
+        cols["product_id"] = rng.integers(0, spec["products"], per).astype(np.int32)
+        cols["price"] = rng.normal(size=per).astype(np.float32)
+        cols["y"] = (rng.random(per) < 0.4).astype(np.float32)
+        pq.write_table(pa.table(cols), os.path.join(spec["folder"], f"part-{f}.parquet"), row_group_size=250_000)
+    return {"rows": per * spec["files"]}
+
+
+def _worker_peak(worker=None) -> int | None:
+    return _peak_bytes()
+
+
+def parquet_memory(spec: dict) -> dict:
+    """Peak resident memory of the driver and of each Ray worker, reading the suite's folder split by product."""
+    import claygraph as cg
+    from claygraph.examples import hier_logistic_model
+
+    t0 = time.perf_counter()
+    data = cg.Data.from_parquet(spec["folder"], X=([f"x{j}" for j in range(spec["features"])], "row", "feature"),
+                                y=("y", "row"), price=("price", "row"),
+                                g=cg.parquet.index_column("product_id", "row", into="product", size=spec["products"]))
+    with cg.runtime.Ray(workers=2, timeout_s=300) as rt:
+        started = rt.on_workers(_worker_peak)
+        plan = cg.partition(hier_logistic_model, data, cluster=cg.ClusterSpec.local(devices=2), split=("product",))
+        prog = cg.compile(plan, runtime=rt)
+        loaded = rt.on_workers(_worker_peak)
+        params = {k: np.zeros(s, np.float32) for k, s in plan.graph.param_shapes.items()}
+        value, _ = prog.potential_and_grad(params)
+        evaluated = rt.on_workers(_worker_peak)
+    return {"value": float(value), "seconds": time.perf_counter() - t0, "workers_started": started,
+            "workers_loaded": loaded, "workers_evaluated": evaluated, "driver_peak": _peak_bytes()}
+
+
+TASKS = {"candidates": candidates, "nuts": nuts, "w1_fit": w1_fit, "gpu_check": gpu_check,
+         "parquet_write": parquet_write, "parquet_memory": parquet_memory}
 
 
 def main(argv: list[str]) -> int:

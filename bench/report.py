@@ -549,6 +549,38 @@ def layout_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[s
     return lines + ([""] if res.get("skipped") else [])
 
 
+def parquet_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "parquet")
+    lines = ["## Data from Parquet on Ray — each process's peak memory", ""]
+    bad = _status_lines(res, "parquet")
+    if bad:
+        return lines + bad
+    lines += [_run_line(res), "",
+              f"A folder of {res['files']} Parquet files ({res['features']} float32 features, an int32 product id "
+              f"over {res['products']:,} products, price and label), `cg.Data.from_parquet`, W3's model split by "
+              "product on Ray(workers=2): each worker reads its own rows from the files (streamed, "
+              "docs/runtime.md). Peak resident memory (VmHWM) of each worker after the runtime starts, after its "
+              "data are loaded and through the first potential and gradient; the driver's peak; the last column "
+              "is a worker's final peak above the smallest size's, over its share of the data.", ""]
+    ok = [c for c in res["cases"] if "workers_evaluated" in c]
+    base = min((max(c["workers_evaluated"]) for c in ok), default=None)
+    body = []
+    for c in res["cases"]:
+        if "workers_evaluated" not in c:
+            body.append([f"{c['rows']:,}", "—", "—", "—", "—", "—", "—", f"error: {c.get('note', '')[:80]}"])
+            continue
+        top = max(c["workers_evaluated"])
+        over = (top - base) / c["shard_bytes"] if base is not None and c["shard_bytes"] and top > base else None
+        body.append([f"{c['rows']:,}", fmt_bytes(c["data_bytes"]), fmt_bytes(c["shard_bytes"]),
+                     " / ".join(fmt_bytes(x) for x in c["workers_started"]),
+                     " / ".join(fmt_bytes(x) for x in c["workers_loaded"]),
+                     " / ".join(fmt_bytes(x) for x in c["workers_evaluated"]), fmt_bytes(c["driver_peak"]),
+                     fmt_x(over) if over is not None else "—"])
+    lines += table(["rows", "data", "share per worker", "workers: started", "loaded", "evaluated", "driver",
+                    "worker above baseline ÷ share"], body)
+    return lines + [""]
+
+
 def setup_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
     res = _suite(doc, "setup")
     lines = ["## W5 — set-up overhead and all-reduce latency", ""]
@@ -1113,7 +1145,8 @@ def render(cpu: dict | None, gpu: dict | None, md_path: Path, plots: dict[str, P
                   f"{lr.get('started_at')}, {fmt_s(lr.get('elapsed_s'))}.", ""]
         lines += headline(cpu) + machine_section(cpu)
         for fn in (w1_section, w2_section, w7_section, posteriordb_section, adaptation_section, partition_section,
-                   split_choice_section, layout_section, setup_section, smoke_section, projection_section):
+                   split_choice_section, layout_section, parquet_section, setup_section, smoke_section,
+                   projection_section):
             lines += fn(cpu, plots, rel)
     lines += gpu_section(gpu)
     lines += ["## Reproduce", "", "```", f"make bench ARGS=--quick      # or: {COMMAND} --quick",

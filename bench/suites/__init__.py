@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 # In the order they run and appear in the report.
 SUITES = ("smoke", "partition", "split_choice", "layout", "setup", "w1", "w2", "gradient", "w7", "posteriordb",
-          "adaptation", "projection", "gpu")
+          "adaptation", "projection", "parquet", "gpu")
 DEFAULT_SUITES = ("partition", "split_choice", "layout", "setup", "w1", "w2", "posteriordb", "projection")
 DESCRIPTIONS = {
     "smoke": "tiny sizes: one partition choice, one compile and gradient, the layout kernel at 1e5 rows",
@@ -27,6 +27,8 @@ DESCRIPTIONS = {
           "collective bytes, peak memory, MAP and ADVI on Ray",
     "posteriordb": "every posteriordb reference: claygraph NUTS (held to the tolerance), Laplace and VI (reported)",
     "adaptation": "every posteriordb reference under each mass-matrix adaptation: ESS per gradient vs the baseline",
+    "parquet": "a Parquet folder on Ray(workers=2), split by product: every process's peak memory against the data "
+               "it holds, 40,000 to 16,000,000 rows",
     "projection": "W1, W3, W6 at nominal sizes on the p5 and g5 presets, by the cost model (projected)",
     "gpu": "the GPU check (a GPU only): W1, W3, W6 per evaluation on one GPU vs the GPU roofline; the GPU model's "
            "figures measured; NCCL all-reduce with several GPUs",

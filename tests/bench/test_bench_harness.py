@@ -339,6 +339,22 @@ def test_adaptation_section_ratios_against_the_baseline():
     assert report.adaptation_section({"suites": {}}, {}, str) == []
 
 
+def test_parquet_section_states_each_workers_peak_over_its_share():
+    """The baseline is the smallest size's worker peak; a worker's peak above it is divided by its share."""
+    gb = 1e9
+    cases = [{"rows": 40_000, "data_bytes": 0.002 * gb, "shard_bytes": 0.001 * gb, "workers_started": [0.35 * gb] * 2,
+              "workers_loaded": [0.5 * gb] * 2, "workers_evaluated": [0.5 * gb, 0.51 * gb], "driver_peak": 0.49 * gb},
+             {"rows": 16_000_000, "data_bytes": 0.8 * gb, "shard_bytes": 0.4 * gb, "workers_started": [0.35 * gb] * 2,
+              "workers_loaded": [1.1 * gb] * 2, "workers_evaluated": [1.1 * gb, 1.3 * gb], "driver_peak": 1.0 * gb},
+             {"rows": 64_000_000, "status": "error", "note": "ran past 900 s"}]
+    doc = {"suites": {"parquet": {"status": "ok", **_run_meta(), "products": 100_000, "features": 10, "files": 8,
+                                  "cases": cases}}}
+    md = "\n".join(report.parquet_section(doc, {}, str))
+    assert "| 16,000,000 | 800 MB | 400 MB | 350 MB / 350 MB | 1.1 GB / 1.1 GB | 1.1 GB / 1.3 GB | 1 GB | 1.98× |" in md
+    assert "error: ran past 900 s" in md
+    assert "Not run yet" in "\n".join(report.parquet_section({"suites": {}}, {}, str))
+
+
 def test_report_without_results(tmp_path):
     md = report.write_report(tmp_path / "results", tmp_path / "BENCHMARKS.md").read_text()
     assert "No CPU results yet" in md and "No `claygraph bench --device gpu` run recorded" in md
