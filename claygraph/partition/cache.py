@@ -39,7 +39,7 @@ def layout_fingerprint(layout: Mapping[str, Any]) -> str:
         h.update(f"{d}:{lay.size}:{lay.shards}:{lay.local}".encode())
         h.update(np.ascontiguousarray(lay.counts, dtype=np.int64).tobytes())
         if lay.table is not None:
-            h.update(np.ascontiguousarray(lay.table, dtype=np.int64).tobytes())
+            h.update(memoryview(np.ascontiguousarray(lay.table, dtype=np.int64)))  # hashed in place: no copy
         h.update(b"blocked" if lay.blocked else b"")
     return h.hexdigest()
 
