@@ -70,8 +70,53 @@ def index_column(column: str, dim: str, *, into: str, size: int | None = None) -
     return IndexColumn(column, dim, into, size)
 
 
+def _is_url(path: str) -> bool:
+    """A URL with a scheme (s3://, gs://, hdfs://, file://, ...): read through pyarrow's file systems."""
+    return "://" in path
+
+
+def _filesystem(url: str):
+    """(pyarrow file system, path within it) of a URL; a DataError naming it where none applies."""
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(url)
+    except (ValueError, OSError) as exc:  # (pyarrow's ArrowInvalid is a ValueError)
+        raise DataError(f"cannot open {url!r}: {exc}") from exc
+
+
+def _open(file: str):
+    """A ParquetFile for a local path or a URL (the same on the driver and on every worker)."""
+    import pyarrow.parquet as pq
+
+    if not _is_url(file):
+        return pq.ParquetFile(file)
+    fs, path = _filesystem(file)
+    return pq.ParquetFile(fs.open_input_file(path))
+
+
+def _url_files(url: str) -> list[str]:
+    """The *.parquet files of a URL that names a file or a folder (recursively), as URLs."""
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(url)
+    info = fs.get_file_info(path)
+    scheme = url.split("://", 1)[0]
+    if info.type == pafs.FileType.Directory:
+        found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        files = sorted(f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".parquet"))
+        if not files:
+            raise DataError(f"no *.parquet files under {url}")
+        return [f"{scheme}://{f}" if scheme != "file" else f"file://{f}" for f in files]
+    if info.type == pafs.FileType.NotFound:
+        raise DataError(f"Parquet file {url} does not exist")
+    return [url]
+
+
 def _files(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     if isinstance(path, (str, os.PathLike)):
+        if _is_url(str(path)):
+            return _url_files(str(path))
         p = Path(path)
         if p.is_dir():
             files = sorted(str(f) for f in p.rglob("*.parquet"))
@@ -83,7 +128,10 @@ def _files(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
         return [str(p)]
     files = [str(f) for f in path]
     for f in files:
-        if not Path(f).exists():
+        if _is_url(f):
+            if _url_files(f) != [f]:
+                raise DataError(f"{f} is a folder; a list names Parquet files")
+        elif not Path(f).exists():
             raise DataError(f"Parquet file {f} does not exist")
     if not files:
         raise DataError("from_parquet got an empty list of files")
@@ -92,11 +140,10 @@ def _files(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
 
 def _scan(files: list[str]) -> tuple[tuple[Fragment, ...], dict[str, Any]]:
     """Row-group fragments of every file in order, and the schema (column -> arrow type)."""
-    import pyarrow.parquet as pq
 
     frags, schema, start = [], None, 0
     for f in files:
-        meta = pq.ParquetFile(f).metadata
+        meta = _open(f).metadata
         this = meta.schema.to_arrow_schema()
         if schema is None:
             schema = this
@@ -140,7 +187,7 @@ def columns(path, **specs) -> dict[str, Column]:
 
     files = _files(path)
     frags, types = _scan(files)
-    where = files[0] if len(files) == 1 else f"{len(files)} files under {Path(files[0]).parent}"
+    where = files[0] if len(files) == 1 else f"{len(files)} files under {files[0].rsplit('/', 1)[0]}"
     arrays = {}
     for name, spec in specs.items():
         if isinstance(spec, IndexColumn):
@@ -233,7 +280,6 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
     Streamed: the result is allocated once and filled one row group at a time, each group's requested
     columns read, checked and copied into the result's rows that take them, then dropped; a process
     holds its result plus one row group's columns, never the whole table (nor a whole file)."""
-    import pyarrow.parquet as pq
 
     picked = np.arange(len(src.columns)) if columns is None else np.unique(np.asarray(columns, dtype=np.int64))
     cols = [src.columns[int(c)] for c in picked]
@@ -256,7 +302,7 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
     for i in spans:
         by_file.setdefault(src.fragments[i].file, []).append(i)
     for file, ids in by_file.items():
-        reader, read_rows = pq.ParquetFile(file), 0
+        reader, read_rows = _open(file), 0
         for i in ids:
             f = src.fragments[i]
             pos = local = None

@@ -222,3 +222,27 @@ def test_a_block_read_from_files_becomes_its_device_array_without_a_copy(table):
                   parquet.read(cg.Data.from_parquet(path, **specs()).arrays["y"].source, rows=np.arange(5))):
         assert block.ctypes.data % parquet.ALIGN == 0 and block.flags.c_contiguous
         assert jax.device_put(block).unsafe_buffer_pointer() == block.ctypes.data
+
+
+def test_files_named_by_url_read_through_pyarrows_file_systems(tmp_path):
+    """A folder or files named by URL (file:// here; s3://, gs://, hdfs:// alike where pyarrow has the file
+    system) read as the same paths do, on the driver and in every reader; a URL that names nothing, or a
+    scheme pyarrow has no file system for, is a DataError naming it."""
+    a, b = write_table(tmp_path / "part-0.parquet", rows=70, seed=1), write_table(tmp_path / "part-1.parquet",
+                                                                                 rows=30, seed=2)
+    by_path = cg.Data.from_parquet(tmp_path, **specs())
+    for where in (f"file://{tmp_path}", [f"file://{tmp_path}/part-0.parquet", f"file://{tmp_path}/part-1.parquet"]):
+        by_url = cg.Data.from_parquet(where, **specs())
+        assert all(f.file.startswith("file://") for f in by_url.arrays["X"].source.fragments)
+        loaded = by_url.load()
+        np.testing.assert_array_equal(loaded.y, np.concatenate([a["y"], b["y"]]))
+        np.testing.assert_array_equal(loaded.X, by_path.load().X)
+        rows = np.array([99, 3, 70, 69])
+        np.testing.assert_array_equal(parquet.read(by_url.arrays["price"].source, rows=rows),
+                                      np.concatenate([a["price"], b["price"]])[rows])
+    with pytest.raises(cg.errors.DataError, match="does not exist"):
+        cg.Data.from_parquet(f"file://{tmp_path}/missing.parquet", y=("y", "row"))
+    with pytest.raises(cg.errors.DataError, match="cannot open 'nosuch://"):
+        cg.Data.from_parquet("nosuch://bucket/table", y=("y", "row"))
+    with pytest.raises(cg.errors.DataError, match="is a folder"):
+        cg.Data.from_parquet([f"file://{tmp_path}"], y=("y", "row"))
