@@ -297,6 +297,9 @@ class ClusterSpec:
         if devices > 1 and not path.is_file():  # a split to choose and nothing measured: measure once
             _calibrate_once(path)
         version = _profile_version(path) if path.is_file() else None
+        if isinstance(version, int) and version != PROFILE_VERSION and devices > 1:  # another claygraph's: again
+            _calibrate_once(path, stale=version)
+            version = _profile_version(path) if path.is_file() else None
         if isinstance(version, int) and version != PROFILE_VERSION:
             # another claygraph's profile lacks (or names differently) curves this cost model reads
             warnings.warn(f"profile {path} was written by another claygraph version (profile version {version}, "
@@ -483,18 +486,21 @@ def auto_calibration_enabled() -> bool:
     return os.environ.get(AUTO_CALIBRATE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _calibrate_once(path: Path) -> None:
-    """The quick calibration of a machine that has no profile, once; where it cannot run, the built-in
-    figures (with a warning that says how to calibrate)."""
+def _calibrate_once(path: Path, stale: int | None = None) -> None:
+    """The quick calibration of a machine that has no profile (or, `stale`, one of another profile version,
+    which it replaces), once; where it cannot run, the built-in figures (with a warning that says how to
+    calibrate)."""
     if not (_auto_calibrate and auto_calibration_enabled()) or _tried:
         return
     _tried.append(path)  # one attempt per process: a failed one is not repeated on every plan
     import sys
     import time
 
-    print(f"claygraph: this machine has no calibration profile; measuring it once for the split choice (about "
-          f"15 s), saved to {path}. `claygraph calibrate` measures it in full; {AUTO_CALIBRATE_ENV}=0 keeps the "
-          "built-in figures.", file=sys.stderr, flush=True)
+    why = "has no calibration profile" if stale is None else \
+        f"has a calibration profile of another claygraph (profile version {stale}, this one reads {PROFILE_VERSION})"
+    print(f"claygraph: this machine {why}; measuring it once for the split choice (about 15 s), saved to "
+          f"{path}. `claygraph calibrate` measures it in full; {AUTO_CALIBRATE_ENV}=0 keeps the built-in figures.",
+          file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
         _auto_calibrate[0](path)

@@ -332,6 +332,14 @@ def test_a_machine_without_a_profile_is_calibrated_once_on_first_multi_device_us
     err = capsys.readouterr().err
     assert "no calibration profile" in err and str(path) in err and "CLAYGRAPH_AUTO_CALIBRATE=0" in err
     assert ClusterSpec.local(4).name == "local-calibrated" and calls == [path]  # once
+    # a profile another claygraph wrote (another profile version) is measured again, once, and replaced
+    import json
+
+    path.write_text(json.dumps({"version": cluster.PROFILE_VERSION - 1}))
+    monkeypatch.setattr(cluster, "_tried", [])
+    assert ClusterSpec.local(2).name == "local-calibrated" and calls == [path, path]
+    assert "profile version" in capsys.readouterr().err and json.loads(path.read_text())["version"] == \
+        cluster.PROFILE_VERSION
     path.unlink()
 
     def broken(where):
