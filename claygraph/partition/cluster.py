@@ -297,7 +297,8 @@ class ClusterSpec:
         if devices > 1 and not path.is_file():  # a split to choose and nothing measured: measure once
             _calibrate_once(path)
         version = _profile_version(path) if path.is_file() else None
-        if isinstance(version, int) and version != PROFILE_VERSION and devices > 1:  # another claygraph's: again
+        # another claygraph's profile in the cache is measured again; one the user named ($CLAYGRAPH_PROFILE) is theirs
+        if isinstance(version, int) and version != PROFILE_VERSION and devices > 1 and not os.environ.get(PROFILE_ENV):
             _calibrate_once(path, stale=version)
             version = _profile_version(path) if path.is_file() else None
         if isinstance(version, int) and version != PROFILE_VERSION:

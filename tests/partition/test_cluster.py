@@ -335,11 +335,21 @@ def test_a_machine_without_a_profile_is_calibrated_once_on_first_multi_device_us
     # a profile another claygraph wrote (another profile version) is measured again, once, and replaced
     import json
 
+    # (one the user named with CLAYGRAPH_PROFILE is theirs: warned about, never overwritten)
     path.write_text(json.dumps({"version": cluster.PROFILE_VERSION - 1}))
     monkeypatch.setattr(cluster, "_tried", [])
-    assert ClusterSpec.local(2).name == "local-calibrated" and calls == [path, path]
-    assert "profile version" in capsys.readouterr().err and json.loads(path.read_text())["version"] == \
+    with pytest.warns(UserWarning, match="rerun `claygraph calibrate`"):
+        assert ClusterSpec.local(2).name == "local" and calls == [path]
+    assert json.loads(path.read_text())["version"] == cluster.PROFILE_VERSION - 1
+    monkeypatch.delenv("CLAYGRAPH_PROFILE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached = tmp_path / "claygraph" / "profile.json"
+    cached.parent.mkdir()
+    cached.write_text(json.dumps({"version": cluster.PROFILE_VERSION - 1}))
+    assert ClusterSpec.local(2).name == "local-calibrated" and calls == [path, cached]
+    assert "profile version" in capsys.readouterr().err and json.loads(cached.read_text())["version"] == \
         cluster.PROFILE_VERSION
+    monkeypatch.setenv("CLAYGRAPH_PROFILE", str(path))
     path.unlink()
 
     def broken(where):
