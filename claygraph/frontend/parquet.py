@@ -323,7 +323,7 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
                         raise DataError(f"Data field {src.name!r}: column {c!r} has {column.null_count} missing "
                                         f"(null) values (file {file}, row group {f.group}); claygraph needs "
                                         f"complete data")
-                    values = np.asarray(column.to_numpy(), dtype=src.dtype)
+                    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=src.dtype)
                     values = values if take is None else values[take]
                     _check_batch(values, src, c, f, at if at is not None else np.arange(offset, offset + n))
                     if transposed:

@@ -224,6 +224,26 @@ def test_a_block_read_from_files_becomes_its_device_array_without_a_copy(table):
         assert jax.device_put(block).unsafe_buffer_pointer() == block.ctypes.data
 
 
+def test_every_column_type_the_driver_accepts_reads_in_batches(tmp_path):
+    """Booleans (read as 0/1 float32), float64 (as float32) and integers, whatever the batch cuts."""
+    rows = 37
+    rng = np.random.default_rng(3)
+    cols = {"flag": rng.random(rows) < 0.5, "wide": rng.normal(size=rows), "count": rng.integers(0, 9, rows)}
+    pq.write_table(pa.table(cols), tmp_path / "t.parquet", row_group_size=10)
+    data = cg.Data.from_parquet(tmp_path / "t.parquet", flag=("flag", "row"), wide=("wide", "row"),
+                                count=("count", "row"))
+    before, parquet.BATCH_ROWS = parquet.BATCH_ROWS, 4
+    try:
+        pick = rng.integers(0, rows, 50)
+        for name in cols:
+            src = data.arrays[name].source
+            expected = cols[name].astype(src.dtype)
+            np.testing.assert_array_equal(parquet.read(src), expected)
+            np.testing.assert_array_equal(parquet.read(src, rows=pick), expected[pick])
+    finally:
+        parquet.BATCH_ROWS = before
+
+
 def test_files_named_by_url_read_through_pyarrows_file_systems(tmp_path):
     """A folder or files named by URL (file:// here; s3://, gs://, hdfs:// alike where pyarrow has the file
     system) read as the same paths do, on the driver and in every reader; a URL that names nothing, or a
