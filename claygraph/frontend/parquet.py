@@ -107,7 +107,7 @@ def _url_files(url: str) -> list[str]:
         files = sorted(f.path for f in found if f.type == pafs.FileType.File and f.path.endswith(".parquet"))
         if not files:
             raise DataError(f"no *.parquet files under {url}")
-        return [f"{scheme}://{f}" if scheme != "file" else f"file://{f}" for f in files]
+        return [f"{scheme}://{f}" for f in files]
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"Parquet file {url} does not exist")
     return [url]
@@ -140,7 +140,6 @@ def _files(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
 
 def _scan(files: list[str]) -> tuple[tuple[Fragment, ...], dict[str, Any]]:
     """Row-group fragments of every file in order, and the schema (column -> arrow type)."""
-
     frags, schema, start = [], None, 0
     for f in files:
         meta = _open(f).metadata
@@ -214,14 +213,16 @@ def columns(path, **specs) -> dict[str, Column]:
     return arrays
 
 
-def _check_batch(values: np.ndarray, src: ParquetSource, column: str, frag: Fragment, local: np.ndarray | None) -> None:
-    """One column of one row group (`local`: the positions in it that were asked for; None: all) complete
-    and finite, with the first bad value named by its global row, file and row group."""
+def _check_batch(values: np.ndarray, src: ParquetSource, column: str, frag: Fragment, local: np.ndarray | None,
+                 offset: int) -> None:
+    """One column of one batch of a row group finite (`local`: the rows within the group that were asked
+    for; None: the batch's rows from `offset` on), the first bad value named by its global row, file and
+    row group."""
     if not np.issubdtype(values.dtype, np.inexact):
         return
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        row = frag.start + int(bad[0] if local is None else local[bad[0]])
+        row = frag.start + int(offset + bad[0] if local is None else local[bad[0]])
         raise DataError(f"Data field {src.name!r}: column {column!r} has a non-finite value {values[bad[0]]} at row "
                         f"{row} (file {frag.file}, row group {frag.group}); claygraph needs finite data")
 
@@ -257,10 +258,9 @@ def row_plan(rows: np.ndarray, starts: np.ndarray, total: int) -> RowPlan:
     return RowPlan(ordered, order, spans)
 
 
-# the last shard plan made by read_block: (layout, shard or -1 where the rows are not split, shards, row-group
-# starts, rows) -> plan, kept while a
-# reader reads several arrays of one dim (a shard's X, y, price: 16 bytes per row once, not again per array);
-# the entry holds the layout itself, so that the key's identity cannot be another layout's
+# the last shard plan made by read_block, as (layout, shard or -1 where the rows are not split, shards, row-group
+# starts, rows, plan): kept while a reader reads several arrays of one dim (a shard's X, y, price: 16 bytes per
+# row once, not again per array); the entry holds the layout itself, so that its identity is not another's
 _SHARD_PLANS: list[tuple[object, int, int, bytes, int, RowPlan]] = []
 
 
@@ -325,7 +325,7 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
                                         f"complete data")
                     values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=src.dtype)
                     values = values if take is None else values[take]
-                    _check_batch(values, src, c, f, at if at is not None else np.arange(offset, offset + n))
+                    _check_batch(values, src, c, f, at, offset)
                     if transposed:
                         out[j, into] = values
                     else:

@@ -248,8 +248,8 @@ def compute(graph: Graph, prop: Propagation, shape: LocalShape, rates: KernelRat
     array read it from memory once."""
     grads = differentiated(graph)
     data = set(graph.inputs.data.values())
-    working_set = materialized_bytes(graph, prop, shape)
     kept = materialized(graph)
+    working_set = materialized_bytes(graph, prop, shape, kept)
     flops = read_s = 0.0
     kernels = 0
     read: set[int] = set()
@@ -305,9 +305,9 @@ def materialized(graph: Graph) -> set[int]:
     return out
 
 
-def materialized_bytes(graph: Graph, prop: Propagation, shape: LocalShape) -> float:
-    """Bytes of the values the compiled program writes to memory (`materialized`)."""
-    kept = materialized(graph)
+def materialized_bytes(graph: Graph, prop: Propagation, shape: LocalShape, kept: set[int] | None = None) -> float:
+    """Bytes of the values the compiled program writes to memory (`materialized`, or `kept` made already)."""
+    kept = materialized(graph) if kept is None else kept
     return sum(_nbytes(shape(graph.value(o), s), graph.value(o)) for n in graph.nodes()
                for o, s in zip(n.outputs, prop.decisions[n.id].outs) if o in kept)
 

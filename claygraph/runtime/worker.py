@@ -119,16 +119,18 @@ class Worker:
         fn = COMPILED.get(key_for(graph, cand, mesh), lambda: SplitFunction(graph, cand, mesh))
         shard = ranks.index(self.rank)
         data = {}
-        for k, b in blocks.items():
-            # a file-backed array the program holds feature-major is read feature-major: no row-major copy
-            name = stored_key(k) if isinstance(b, ParquetSource) and k in cand.feature_major else k
-            block = self._read(graph, artifact, fn.placed_specs.get(k), k, b, shard, len(ranks), name != k)
-            data[name] = jax.make_array_from_process_local_data(NamedSharding(mesh, self._spec(fn, name)), block,
-                                                                self._shape(artifact, name))
-            del block
-        # arrays held feature-major and sent row-major (rows read from files; a one-device program's block):
-        # transposed here, on the devices
-        forget_row_plans()  # (kept while this shard's arrays of one dim were read)
+        try:
+            for k, b in blocks.items():
+                # a file-backed array the program holds feature-major is read feature-major: no row-major copy
+                name = stored_key(k) if isinstance(b, ParquetSource) and k in cand.feature_major else k
+                block = self._read(graph, artifact, fn.placed_specs.get(k), k, b, shard, len(ranks), name != k)
+                data[name] = jax.make_array_from_process_local_data(NamedSharding(mesh, self._spec(fn, name)),
+                                                                    block, self._shape(artifact, name))
+                del block
+        finally:
+            forget_row_plans()  # (kept while this shard's arrays of one dim were read)
+        # arrays held feature-major and sent row-major (a one-device program's block): transposed here, on the
+        # devices
         data = fn.place(data, artifact.shapes)
         self.programs[key] = Loaded(fn, data, fn.potential, len(ranks) > 1)
         return time.perf_counter() - t0, COMPILED.misses > misses
