@@ -112,13 +112,18 @@ def versions() -> dict[str, str | None]:
 
 
 def git_commit(repo: Path = REPO) -> str | None:
-    """HEAD of the repository (read-only), or None outside a git checkout."""
+    """HEAD of the repository (read-only), or None outside a git checkout; "+changes" after it when tracked
+    files differ from HEAD (the figures then come from code no commit holds)."""
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=20, check=False)
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--",
+                                "claygraph", "bench", "pyproject.toml"], capture_output=True, text=True,
+                               timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
+    head = (out.stdout.strip() or None) if out.returncode == 0 else None
+    return head + "+changes" if head and dirty.returncode == 0 and dirty.stdout.strip() else head
 
 
 def detect() -> dict:

@@ -12,6 +12,7 @@ prints one line `BENCH-RESULT {json}`. Tasks:
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -477,48 +478,140 @@ def gpu_check(spec: dict) -> dict:
 
 
 def parquet_write(spec: dict) -> dict:
-    """The parquet suite's folder: `files` files of `rows` rows in all (row groups of 250,000)."""
+    """The parquet suite's folder: `files` files of `rows` rows in all (row groups of 250,000); W3's shape:
+    product ids with Zipf(1.1)-skewed row counts over `products`, rows in random order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from bench.workloads import zipf_index
+
     rng = np.random.default_rng(0)
+    g = zipf_index(spec["rows"], spec["products"]).astype(np.int32)
     per = spec["rows"] // spec["files"]
     for f in range(spec["files"]):
         cols = {f"x{j}": rng.normal(size=per).astype(np.float32) for j in range(spec["features"])}
-        cols["product_id"] = rng.integers(0, spec["products"], per).astype(np.int32)
-        cols["price"] = rng.normal(size=per).astype(np.float32)
+        cols["product_id"] = g[f * per:(f + 1) * per]
+        cols["price"] = rng.normal(0.0, 0.3, size=per).astype(np.float32)
         cols["y"] = (rng.random(per) < 0.4).astype(np.float32)
         pq.write_table(pa.table(cols), os.path.join(spec["folder"], f"part-{f}.parquet"), row_group_size=250_000)
     return {"rows": per * spec["files"]}
 
 
-def _worker_peak(worker=None) -> int | None:
-    return _peak_bytes()
+def parquet_arrow(spec: dict) -> dict:
+    """Rows per second of a plain `pyarrow.parquet.read_table` of the suite's folder (every column the model
+    reads, then NumPy arrays of them): the reference the workers' streamed reading is set beside."""
+    import pyarrow.parquet as pq
+
+    cols = [f"x{j}" for j in range(spec["features"])] + ["product_id", "price", "y"]
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        table = pq.read_table(spec["folder"], columns=cols)
+        arrays = [table.column(c).to_numpy() for c in cols]
+        times.append(time.perf_counter() - t0)
+        rows = table.num_rows
+        del table, arrays
+    return {"rows": rows, "seconds": min(times), "rows_per_s": rows / min(times)}
+
+
+def _phase_peak(worker=None) -> int | None:
+    """This process's peak resident set since the last reset; then resets it (each phase its own peak)."""
+    peak = _peak_bytes()
+    _reset_peak()
+    return peak
+
+
+def _read_seconds(worker=None) -> dict:
+    from claygraph.frontend import parquet
+
+    log = [e for e in parquet.READ_LOG if e["pid"] == os.getpid()]
+    return {"seconds": sum(e.get("seconds", 0.0) for e in log), "rows": sum(e["rows"] for e in log
+                                                                             if e["array"] == "X")}
+
+
+def w3_noncentred_model(data) -> None:
+    """W3's price-elasticity hierarchy written non-centred (a = mu_a + s_a * z_a, the same for b), so that its
+    MAP is well posed at any number of products (the centred form's joint density peaks where every product's
+    values collapse onto their mean and the scale goes to 0, which 100,000 products reach even under a
+    LogNormal scale prior)."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([data.size("feature")]).to_event(1))
+    mu_a = numpyro.sample("mu_a", dist.Normal(0.0, 1.0))
+    mu_b = numpyro.sample("mu_b", dist.Normal(0.0, 1.0))
+    s_a = numpyro.sample("s_a", dist.LogNormal(-1.0, 0.5))
+    s_b = numpyro.sample("s_b", dist.LogNormal(-1.0, 0.5))
+    with numpyro.plate("product", data.size("product")):
+        z_a = numpyro.sample("z_a", dist.Normal(0.0, 1.0))
+        z_b = numpyro.sample("z_b", dist.Normal(0.0, 1.0))
+    a, b = mu_a + s_a * z_a, mu_b + s_b * z_b
+    logits = a[data.g] + b[data.g] * data.price + data.X @ w
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Bernoulli(logits=logits), obs=data.y)
+
+
+def _unbounded_model(data) -> None:
+    """W3's model with a HalfNormal group scale and centred intercepts: its density has no mode (MAP must say so)."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    s_a = numpyro.sample("s_a", dist.HalfNormal(1.0))
+    with numpyro.plate("product", data.size("product")):
+        a = numpyro.sample("a", dist.Normal(0.0, s_a))
+    with numpyro.plate("row", data.size("row")):
+        numpyro.sample("y", dist.Bernoulli(logits=a[data.g]), obs=data.y)
 
 
 def parquet_memory(spec: dict) -> dict:
-    """Peak resident memory of the driver and of each Ray worker, reading the suite's folder split by product."""
+    """Peak resident memory of the driver and of each Ray worker, by phase, reading the suite's folder split by
+    product and fitting W3's model (non-centred) by MAP; the streamed reading's throughput; how soon MAP refuses a density
+    without a mode on the same data."""
     import claygraph as cg
-    from claygraph.examples import hier_logistic_model
 
     t0 = time.perf_counter()
-    data = cg.Data.from_parquet(spec["folder"], X=([f"x{j}" for j in range(spec["features"])], "row", "feature"),
-                                y=("y", "row"), price=("price", "row"),
-                                g=cg.parquet.index_column("product_id", "row", into="product", size=spec["products"]))
-    with cg.runtime.Ray(workers=2, timeout_s=300) as rt:
-        started = rt.on_workers(_worker_peak)
-        plan = cg.partition(hier_logistic_model, data, cluster=cg.ClusterSpec.local(devices=2), split=("product",))
-        prog = cg.compile(plan, runtime=rt)
-        loaded = rt.on_workers(_worker_peak)
-        params = {k: np.zeros(s, np.float32) for k, s in plan.graph.param_shapes.items()}
-        value, _ = prog.potential_and_grad(params)
-        evaluated = rt.on_workers(_worker_peak)
-    return {"value": float(value), "seconds": time.perf_counter() - t0, "workers_started": started,
-            "workers_loaded": loaded, "workers_evaluated": evaluated, "driver_peak": _peak_bytes()}
+    out: dict = {}
+    with cg.runtime.Ray(workers=2, timeout_s=600) as rt:
+        out["workers_started"] = rt.on_workers(_phase_peak)
+        out["driver_started"] = _phase_peak()
+        t = time.perf_counter()
+        data = cg.Data.from_parquet(spec["folder"], X=([f"x{j}" for j in range(spec["features"])], "row", "feature"),
+                                    y=("y", "row"), price=("price", "row"),
+                                    g=cg.parquet.index_column("product_id", "row", into="product",
+                                                              size=spec["products"]))
+        out["driver_index_s"] = time.perf_counter() - t
+        out["driver_read"] = _phase_peak()
+        session = importlib.import_module("claygraph.infer.common").setup(w3_noncentred_model, data, runtime=rt, split=("product",))
+        out["workers_loaded"] = rt.on_workers(_phase_peak)
+        out["driver_loaded"] = _phase_peak()
+        out["workers_read"] = rt.on_workers(_read_seconds)
+        out["worker_rows"] = [int(n) for n in session.program.artifact.candidate.layout["row"].counts]
+        graph = session.plan.graph  # each worker's parameters: a product-sized site holds its half
+        params = sum(int(np.prod(shape)) // (2 if shape and shape[0] == spec["products"] else 1)
+                     for shape in graph.param_shapes.values()) * 4
+        out["state_bytes"] = params * (2 * 10 + 5)  # the point, L-BFGS's 10 pairs, gradient, direction, trial
+        t = time.perf_counter()
+        fit = importlib.import_module("claygraph.infer.map").map(w3_noncentred_model, data, session=session,
+                                                                 max_iter=spec["max_iter"])
+        out["fit"] = {"wall_s": time.perf_counter() - t, "iterations": int(fit.iterations),
+                      "converged": bool(fit.converged), "objective": float(fit.objective), "stop": fit.stop}
+        out["workers_fitted"] = rt.on_workers(_phase_peak)
+        out["driver_fitted"] = _phase_peak()
+        chunks: list[int] = []
+        t = time.perf_counter()
+        try:
+            importlib.import_module("claygraph.infer.map").map(_unbounded_model, data, runtime=rt, split=("product",),
+                                                               on_chunk=lambda it, obj: chunks.append(it))
+            out["unbounded"] = {"raised": False}
+        except cg.errors.ClaygraphError as exc:
+            out["unbounded"] = {"raised": True, "message": str(exc)[:300], "seconds": time.perf_counter() - t,
+                                "iterations": chunks[-1] if chunks else 0, "error": type(exc).__name__}
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
 TASKS = {"candidates": candidates, "nuts": nuts, "w1_fit": w1_fit, "gpu_check": gpu_check,
-         "parquet_write": parquet_write, "parquet_memory": parquet_memory}
+         "parquet_write": parquet_write, "parquet_memory": parquet_memory, "parquet_arrow": parquet_arrow}
 
 
 def main(argv: list[str]) -> int:

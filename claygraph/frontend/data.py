@@ -141,6 +141,10 @@ def _check_values(name: str, arr: Array, sizes: Mapping[str, int]) -> None:
     if arr.is_index and not np.issubdtype(arr.dtype, np.integer):
         raise DataError(f"index {name!r} has dtype {arr.dtype}; an index column must hold integers")
     if arr.is_abstract:
+        if arr.is_index and arr.source is not None and arr.counts is not None and arr.counts.size > sizes[arr.into]:
+            # an index column in files, counted as it was read: its ids must fit the size another field gives
+            raise DataError(f"index {name!r} (column {arr.source.columns[0]!r}) has value {arr.counts.size - 1}, "
+                            f"outside [0, {sizes[arr.into]}) of dim {arr.into!r}")
         return
     v = np.asarray(arr.values)
     if arr.is_index and v.size:
@@ -280,16 +284,16 @@ class Data:
 
         def size(name, c) -> int | None:
             # an index column whose target no other field sizes points into [0, its largest id]: the driver
-            # has read the column already (ids past the largest, groups without rows, need size=)
+            # has counted the column already (ids past the largest, groups without rows, need size=)
             if c.size is not None or c.into in known:
                 return c.size
-            if not c.values.size:
+            if not c.counts.size:
                 raise DataError(f"index {name!r} points into {c.into!r}, whose size is unknown, and its column is "
                                 f"empty; pass cg.parquet.index_column(..., into={c.into!r}, size=N)")
-            return int(c.values.max()) + 1
+            return int(c.counts.size)
 
-        return cls(**{k: index(c.values, c.dims[0], into=c.into, size=size(k, c)) if c.into is not None
-                      else Array(c.values, c.dims, source=c.source) for k, c in cols.items()})
+        return cls(**{k: Array(c.values, c.dims, into=c.into, into_size=size(k, c), counts=c.counts, source=c.source)
+                      if c.into is not None else Array(c.values, c.dims, source=c.source) for k, c in cols.items()})
 
     @classmethod
     def from_ray_dataset(cls, dataset, folder: str, *, ray_remote_args: Mapping[str, Any] | None = None,

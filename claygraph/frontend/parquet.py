@@ -13,6 +13,7 @@ which tests and `claygraph inspect` use to show who read what.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,10 +179,12 @@ class Column:
     into: str | None = None
     size: int | None = None
     source: ParquetSource | None = None
+    counts: np.ndarray | None = None  # an index column's rows per target (counted as it was read)
 
 
 def columns(path, **specs) -> dict[str, Column]:
-    """The arrays `Data.from_parquet` builds (see there): index columns read, the rest left in the files."""
+    """The arrays `Data.from_parquet` builds (see there): every array left in the files; an index column's
+    values counted per target (one streamed pass: the layout of a group split needs the counts only)."""
     import jax
 
     files = _files(path)
@@ -194,8 +197,10 @@ def columns(path, **specs) -> dict[str, Column]:
             if not np.issubdtype(dt, np.integer):
                 raise DataError(f"index {name!r} (column {spec.column!r}) has dtype {dt}; an index column must "
                                 f"hold integers")
-            values = read(ParquetSource(name, (spec.column,), False, frags, dt.str))
-            arrays[name] = Column(values.astype(np.int32), (spec.dim,), spec.into, spec.size)
+            src = ParquetSource(name, (spec.column,), False, frags, np.dtype(np.int32).str)
+            counts = index_counts(src, spec.into, spec.size)
+            arrays[name] = Column(jax.ShapeDtypeStruct(src.shape, np.int32), (spec.dim,), spec.into, spec.size,
+                                  source=src, counts=counts)
             continue
         if not (isinstance(spec, tuple) and len(spec) >= 2):
             raise DataError(f"Data field {name!r}: give (column, dim) or ([columns], row_dim, dim), or "
@@ -211,6 +216,56 @@ def columns(path, **specs) -> dict[str, Column]:
         src = ParquetSource(name, cols, two_d, frags, dt.str)
         arrays[name] = Column(jax.ShapeDtypeStruct(src.shape, dt), dims, source=src)
     return arrays
+
+
+def stream_ints(src: ParquetSource):
+    """(global row of the first, values) of every batch of a one-column source, in row order: a reader holds
+    one batch (BATCH_ROWS values), never the column. Values as the file has them (any integer type)."""
+    (column,) = src.columns
+    by_file: dict[str, list[Fragment]] = {}
+    for f in src.fragments:
+        by_file.setdefault(f.file, []).append(f)
+    for file, frags in by_file.items():
+        t0, reader = time.perf_counter(), _open(file)
+        for f in frags:
+            offset = f.start
+            for batch in reader.iter_batches(batch_size=BATCH_ROWS, row_groups=[f.group], columns=[column]):
+                col = batch.column(0)
+                if col.null_count:
+                    raise DataError(f"index {src.name!r}: column {column!r} has {col.null_count} missing (null) "
+                                    f"values (file {file}, row group {f.group}); claygraph needs complete data")
+                yield offset, col.to_numpy(zero_copy_only=False)
+                offset += batch.num_rows
+        READ_LOG.append({"pid": os.getpid(), "file": file, "row_groups": [f.group for f in frags],
+                         "rows": sum(f.rows for f in frags), "columns": [column], "array": src.name,
+                         "feature_major": False, "seconds": time.perf_counter() - t0})
+
+
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def index_counts(src: ParquetSource, into: str, size: int | None) -> np.ndarray:
+    """Rows per target of an index column in files, in one streamed pass (the driver never holds the
+    column); every value checked to lie in [0, size) (size None: [0, 2^31 - 1)), the first bad one named by
+    its row, file and row group. The length of the result is `size`, else the largest id + 1."""
+    bound = INT32_MAX if size is None else int(size)
+    counts = np.zeros(0 if size is None else bound, dtype=np.int64)
+    for offset, values in stream_ints(src):
+        if not values.size:
+            continue
+        bad = np.flatnonzero((values < 0) | (values >= bound))
+        if bad.size:
+            frag = next(f for f in src.fragments if f.start <= offset < f.start + f.rows)
+            raise DataError(f"index {src.name!r} (column {src.columns[0]!r}) has value {values[bad[0]]} at row "
+                            f"{offset + int(bad[0])} (file {frag.file}, row group {frag.group}), outside "
+                            f"[0, {bound}) of dim {into!r} ({bad.size} such values in its batch)")
+        part = np.bincount(values, minlength=counts.size)
+        if part.size > counts.size:
+            part[:counts.size] += counts
+            counts = part
+        else:
+            counts += part
+    return counts
 
 
 def _check_batch(values: np.ndarray, src: ParquetSource, column: str, frag: Fragment, local: np.ndarray | None,
@@ -242,20 +297,35 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 @dataclass(frozen=True, slots=True, eq=False)
 class RowPlan:
     """Requested rows in file order: `order` the result's positions sorted by row (stable), `rows` the rows
-    in that order, `spans` each needed row group's (first, end) in them."""
+    in that order, `spans` each needed row group's (first, end) in them; `size` the result's rows (positions
+    no row goes to are left for the caller: a shard's padding)."""
 
     rows: np.ndarray
     order: np.ndarray
     spans: dict[int, tuple[int, int]]
+    size: int
+
+
+def _spans(ordered: np.ndarray, starts: np.ndarray, total: int) -> dict[int, tuple[int, int]]:
+    ends = np.searchsorted(ordered, starts[1:].tolist() + [total])
+    return {i: (int(lo), int(hi)) for i, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends)) if hi > lo}
 
 
 def row_plan(rows: np.ndarray, starts: np.ndarray, total: int) -> RowPlan:
     """The plan for `rows` over row groups starting at `starts` (`total` rows in all)."""
     order = np.argsort(rows, kind="stable")
     ordered = rows[order]
-    ends = np.searchsorted(ordered, starts[1:].tolist() + [total])
-    spans = {i: (int(lo), int(hi)) for i, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends)) if hi > lo}
-    return RowPlan(ordered, order, spans)
+    return RowPlan(ordered, order, _spans(ordered, starts, total), rows.size)
+
+
+def routed_plan(lay, shard: int, starts: np.ndarray, total: int) -> RowPlan:
+    """The plan for shard `shard` of a group split's rows (`lay.route`): its rows found in two streamed passes
+    over the index column, already in file order (no sort); its padding is filled by `read_block`. A shard
+    without rows reads row 0 (its padding copies it, as `DimLayout.fill_slots` does)."""
+    rows, slots = lay.route.shard_rows(shard)
+    if not rows.size:
+        rows, slots = np.zeros(1, np.int64), np.zeros(1, np.int32)
+    return RowPlan(rows, slots, _spans(rows, starts, total), lay.local)
 
 
 # the last shard plan made by read_block, as (layout, shard or -1 where the rows are not split, shards, row-group
@@ -275,7 +345,8 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
     column positions `columns` (None: all), reading only the row groups that hold those rows;
     `transposed` (2-D): the same values feature-major, (columns, rows), as a program that holds the
     array feature-major reads it (storage.py), filled column by column from the file's own layout;
-    `plan`: `row_plan(rows, ...)` made already (several arrays read for the same rows).
+    `plan`: `row_plan(rows, ...)` made already (several arrays read for the same rows), or a `routed_plan`
+    (then `rows` is not needed).
 
     Streamed: the result is allocated once and filled one row group at a time, each group's requested
     columns read, checked and copied into the result's rows that take them, then dropped; a process
@@ -290,9 +361,9 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
             raise DataError(f"rows outside [0, {src.rows}) requested from {src.name!r}")
     if transposed and not src.two_d:
         raise DataError(f"Data field {src.name!r} is one column: there is no feature-major layout to read")
-    n_out = src.rows if rows is None else rows.size
+    n_out = plan.size if plan is not None else src.rows if rows is None else rows.size
     out = _aligned_empty((len(cols), n_out) if transposed else (n_out, len(cols)), np.dtype(src.dtype))
-    if rows is None:
+    if rows is None and plan is None:
         spans = {i: None for i in range(len(src.fragments))}
     else:
         plan = plan if plan is not None else row_plan(rows, starts, src.rows)
@@ -302,7 +373,7 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
     for i in spans:
         by_file.setdefault(src.fragments[i].file, []).append(i)
     for file, ids in by_file.items():
-        reader, read_rows = _open(file), 0
+        t0, reader, read_rows = time.perf_counter(), _open(file), 0
         for i in ids:
             f = src.fragments[i]
             pos = local = None
@@ -333,7 +404,8 @@ def read(src: ParquetSource, rows: np.ndarray | None = None, columns: np.ndarray
                 offset += n
                 read_rows += n
         READ_LOG.append({"pid": os.getpid(), "file": file, "row_groups": [src.fragments[i].group for i in ids],
-                         "rows": read_rows, "columns": cols, "array": src.name, "feature_major": transposed})
+                         "rows": read_rows, "columns": cols, "array": src.name, "feature_major": transposed,
+                         "seconds": time.perf_counter() - t0})
     if columns is not None and not np.array_equal(np.asarray(columns), picked):
         which = np.searchsorted(picked, np.asarray(columns, dtype=np.int64))
         out = out[which] if transposed else out[:, which]
@@ -346,10 +418,18 @@ def read_block(src: ParquetSource, dims: tuple[str, ...], layout: Mapping[str, A
     `shard_blocks(relayout(values))[shard]` but reading only the rows (and columns) it holds;
     `transposed`: that block's transpose, read feature-major (no row-major copy is made)."""
     picks: list[np.ndarray | None] = []
-    plan = None
+    plan, real = None, None
+    starts = np.array([f.start for f in src.fragments], dtype=np.int64)
     for axis, d in enumerate(dims):
         lay = layout.get(d)
-        if axis == split_axis and lay is not None and lay.shards == shards:  # this shard's slots alone
+        mine = axis == split_axis and lay is not None and lay.shards == shards
+        if axis == 0 and mine and lay.route is not None:  # rows that follow their groups: no table anywhere
+            plan = _kept_plan(lay, shard, shards, starts, src.rows,
+                              lambda: routed_plan(lay, shard, starts, src.rows))
+            real = int(lay.counts[shard])
+            picks.append(None)
+            continue
+        if mine:  # this shard's slots alone
             idx = lay.shard_fill_slots(shard)
         else:
             idx = lay.fill_slots() if lay is not None else None
@@ -357,16 +437,28 @@ def read_block(src: ParquetSource, dims: tuple[str, ...], layout: Mapping[str, A
                 n = (idx.size if idx is not None else src.shape[axis]) // shards
                 idx = (idx if idx is not None else np.arange(src.shape[axis]))[shard * n:(shard + 1) * n]
         if axis == 0 and idx is not None:
-            starts = np.array([f.start for f in src.fragments], dtype=np.int64)
-            key = (shard if split_axis == 0 else -1, shards, starts.tobytes(), src.rows)
-            kept = next((e for e in _SHARD_PLANS if e[0] is lay and e[1:5] == key), None)
-            if kept is None:
-                _SHARD_PLANS.clear()
-                kept = (lay, *key, row_plan(np.asarray(idx, dtype=np.int64), starts, src.rows))
-                _SHARD_PLANS.append(kept)
-            plan, idx = kept[5], np.asarray(idx, dtype=np.int64)
+            idx = np.asarray(idx, dtype=np.int64)
+            plan = _kept_plan(lay, shard if split_axis == 0 else -1, shards, starts, src.rows,
+                              lambda: row_plan(idx, starts, src.rows))
         picks.append(idx)
     x = read(src, rows=picks[0], columns=picks[1] if src.two_d else None, transposed=transposed, plan=plan)
+    if real is not None and real < plan.size:  # a routed shard's padding: copies of its last real row
+        last = max(real, 1) - 1
+        if transposed:
+            x[:, last + 1:] = x[:, last:last + 1]
+        else:
+            x[last + 1:] = x[last]
     if remap is not None:
         x = remap.astype(x.dtype)[x]
     return np.ascontiguousarray(x)
+
+
+def _kept_plan(lay, shard: int, shards: int, starts: np.ndarray, total: int, make) -> RowPlan:
+    """The plan kept for (layout, shard) while a reader reads several arrays of one dim, else a new one."""
+    key = (shard, shards, starts.tobytes(), total)
+    kept = next((e for e in _SHARD_PLANS if e[0] is lay and e[1:5] == key), None)
+    if kept is None:
+        _SHARD_PLANS.clear()
+        kept = (lay, *key, make())
+        _SHARD_PLANS.append(kept)
+    return kept[5]

@@ -32,7 +32,8 @@ class CacheKey:
 
 
 def layout_fingerprint(layout: Mapping[str, Any]) -> str:
-    """sha256 of every split dim's sizes, counts and slot table (the slots decide the program's masks and maps)."""
+    """sha256 of every split dim's sizes, counts and slot table or route (the slots decide the program's masks and
+    maps)."""
     h = hashlib.sha256()
     for d in sorted(layout):
         lay = layout[d]
@@ -40,6 +41,14 @@ def layout_fingerprint(layout: Mapping[str, Any]) -> str:
         h.update(np.ascontiguousarray(lay.counts, dtype=np.int64).tobytes())
         if lay.table is not None:
             h.update(memoryview(np.ascontiguousarray(lay.table, dtype=np.int64)))  # hashed in place: no copy
+        if lay.route is not None:  # rows that follow their groups: the groups' slots and the index column
+            h.update(memoryview(np.ascontiguousarray(lay.route.gslot)))
+            index = lay.route.index
+            if isinstance(index, np.ndarray):
+                h.update(f"{index.dtype}".encode())
+                h.update(memoryview(np.ascontiguousarray(index)))
+            else:  # a column in files: where it is (its values decided the groups' row counts, hashed above)
+                h.update(repr((index.columns, index.fragments)).encode())
         h.update(b"blocked" if lay.blocked else b"")
     return h.hexdigest()
 

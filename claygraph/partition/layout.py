@@ -9,6 +9,7 @@ numba loops, linear in rows (groups are sorted once by size).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -26,6 +27,104 @@ def lanes(n: int) -> int:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    """How a group split places its rows: row i goes to the shard owning group index[i], at the group's
+    slot order, rows of one group in their original order. `index` is the index column's values, or its
+    `ParquetSource` (a worker reads the column itself; nobody holds a table of every row)."""
+
+    gslot: np.ndarray  # (groups,) internal slot of every group
+    glocal: int  # group slots per shard
+    index: Any  # (rows,) integer array, or a ParquetSource of one integer column
+
+    def values(self) -> np.ndarray:
+        if isinstance(self.index, np.ndarray):
+            return self.index
+        from claygraph.frontend.parquet import read  # (the frontend sits below partition)
+
+        return read(self.index)
+
+    def shard_rows(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of shard `shard` in increasing order, int64; each one's position in the shard's block, int32):
+        a pass over the index column that holds only this shard's rows."""
+        if isinstance(self.index, np.ndarray):
+            return _shard_rows(_ints(self.index), self.gslot, self.glocal, shard)
+        from claygraph.frontend.parquet import stream_ints
+
+        # two passes over the column's batches (a few MB each; the column itself is never held): count this
+        # shard's rows per group slot, then place them
+        counts = np.zeros(self.glocal, dtype=np.int64)
+        for _, b in stream_ints(self.index):
+            _count_local(_ints(b), self.gslot, self.glocal, shard, counts)
+        return _place_local(((_ints(b), off) for off, b in stream_ints(self.index)), counts, self.gslot,
+                            self.glocal, shard)
+
+    def table(self, shards: int, local: int) -> np.ndarray:
+        """(shards*local,) row per slot, -1 for padding: every shard's rows (in-memory use only), in one
+        counting sort of the rows by their group's slot."""
+        idx = _ints(self.values())
+        count, pos = bucket(_slot_keys(self.gslot, idx), shards * self.glocal)
+        per_shard = count.reshape(shards, self.glocal).sum(axis=1)
+        return scatter_slots(pos, per_shard, local)
+
+
+@numba.njit(cache=True)
+def _slot_keys(gslot: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    out = np.empty(idx.shape[0], dtype=np.int64)
+    for i in range(idx.shape[0]):
+        out[i] = gslot[idx[i]]
+    return out
+
+
+def _ints(v: np.ndarray) -> np.ndarray:
+    """An index column as numba's kernels take it (int32 or int64, contiguous)."""
+    v = np.ascontiguousarray(v)
+    return v if v.dtype in (np.int32, np.int64) else v.astype(np.int64)
+
+
+@numba.njit(cache=True)
+def _count_local(idx: np.ndarray, gslot: np.ndarray, glocal: int, shard: int, counts: np.ndarray) -> None:
+    lo = shard * glocal
+    for i in range(idx.shape[0]):
+        k = gslot[idx[i]] - lo
+        if 0 <= k < glocal:
+            counts[k] += 1
+
+
+@numba.njit(cache=True)
+def _place(idx: np.ndarray, offset: int, gslot: np.ndarray, glocal: int, shard: int, fill: np.ndarray,
+           rows: np.ndarray, slots: np.ndarray, n: int) -> int:
+    lo = shard * glocal
+    for i in range(idx.shape[0]):
+        k = gslot[idx[i]] - lo
+        if 0 <= k < glocal:
+            rows[n] = offset + i
+            slots[n] = fill[k]
+            fill[k] += 1
+            n += 1
+    return n
+
+
+def _starts(counts: np.ndarray) -> np.ndarray:
+    fill = np.zeros(counts.shape[0], dtype=np.int64)
+    np.cumsum(counts[:-1], out=fill[1:])
+    return fill
+
+
+def _place_local(parts, counts: np.ndarray, gslot: np.ndarray, glocal: int, shard: int):
+    n = int(counts.sum())
+    rows, slots, fill, k = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int32), _starts(counts), 0
+    for b, off in parts:
+        k = _place(b, off, gslot, glocal, shard, fill, rows, slots, k)
+    return rows, slots
+
+
+def _shard_rows(idx: np.ndarray, gslot: np.ndarray, glocal: int, shard: int):
+    counts = np.zeros(glocal, dtype=np.int64)
+    _count_local(idx, gslot, glocal, shard, counts)
+    return _place_local([(idx, 0)], counts, gslot, glocal, shard)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class DimLayout:
     dim: str
     size: int
@@ -33,6 +132,9 @@ class DimLayout:
     local: int
     counts: np.ndarray  # (shards,) real entries per shard
     table: np.ndarray | None = None  # (shards*local,) user index per slot, -1 for padding (group splits)
+    # a group split's rows without a table: they follow their groups' slots (Route), and each shard's rows
+    # are found from the index column when they are needed (a Parquet worker reads the column itself)
+    route: Route | None = None
     # equal blocks in order: slot i holds entry i, padding at the end. No table is stored (one would
     # take 8 bytes per row); `slots` computes it where it is needed
     blocked: bool = False
@@ -44,6 +146,8 @@ class DimLayout:
     @property
     def slots(self) -> np.ndarray | None:
         """(shards*local,) user index per slot, -1 for padding; None for sizes only (abstract data)."""
+        if self.route is not None:
+            return self.route.table(self.shards, self.local)
         if self.table is not None or not self.blocked:
             return self.table
         slots = np.arange(self.internal, dtype=np.int64)
@@ -55,7 +159,9 @@ class DimLayout:
         """Every entry stays where it is (equal blocks in order, no padding): relayout moves nothing."""
         if self.blocked:
             return self.internal == self.size
-        s = self.table
+        if self.internal != self.size:
+            return False
+        s = self.slots
         return self.internal == self.size and s is not None and bool(np.all(s[1:] > s[:-1])) \
             and (self.size == 0 or (s[0] == 0 and s[-1] == self.size - 1))
 
@@ -80,6 +186,10 @@ class DimLayout:
         if self.blocked:
             b = np.arange(lo, lo + self.local, dtype=np.int64)
             b[b >= self.size] = -1
+        elif self.route is not None:
+            rows, slots = self.route.shard_rows(shard)
+            b = np.full(self.local, -1, dtype=np.int64)
+            b[slots] = rows
         else:
             b = self.table[lo:lo + self.local]
         last = max(int(b[max(int(self.counts[shard]) - 1, 0)]), 0)
@@ -177,38 +287,42 @@ def scatter_slots(pos: np.ndarray, count: np.ndarray, local: int) -> np.ndarray:
     return slots
 
 
-@numba.njit(cache=True)
-def _gather_keys(owner: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    out = np.empty(idx.shape[0], dtype=np.int64)
-    for i in range(idx.shape[0]):
-        out[i] = owner[idx[i]]
-    return out
-
-
 def lpt_owner(counts: np.ndarray, shards: int) -> np.ndarray:
     order = np.argsort(-counts, kind="stable").astype(np.int64)
     return lpt_assign(counts.astype(np.int64), order, shards)
 
 
-def group_layout(group: str, row: str, idx: np.ndarray, groups: int, shards: int) -> tuple[DimLayout, DimLayout]:
-    """Groups to shards by row count (LPT); rows follow their group, and within a shard they are sorted by
-    their group's slot (in their original order within a group), so that a gather `a[g]` on a shard reads
-    `a` in order and its transpose adds contiguous runs. Returns (group, row) layouts."""
-    idx = np.asarray(idx, dtype=np.int64)
-    owner = lpt_owner(np.bincount(idx, minlength=groups), shards)
+def group_slots(group: str, counts: np.ndarray, shards: int) -> tuple[DimLayout, np.ndarray, np.ndarray]:
+    """Groups to shards by row count (LPT): (the group layout, every group's internal slot, its shard)."""
+    groups = counts.shape[0]
+    owner = lpt_owner(counts, shards)
     gcount, gpos = bucket(owner, shards)
     glocal = lanes(max(1, int(gcount.max())))
     gslots = scatter_slots(gpos, gcount, glocal)
-    gslot = np.empty(groups, dtype=np.int64)  # the internal slot of every group
+    gslot = np.empty(groups, dtype=np.int64)
     real = gslots >= 0
     gslot[gslots[real]] = np.flatnonzero(real)
-    # a counting sort of the rows by their group's slot: the shards' slots are in shard order, so the
-    # rows come out by shard, and by group within a shard
-    _, rpos = bucket(_gather_keys(gslot, idx), shards * glocal)
-    rcount = np.bincount(_gather_keys(owner, idx), minlength=shards).astype(np.int64)
+    return DimLayout(group, groups, shards, glocal, gcount, gslots), gslot, owner
+
+
+def routed_layout(group: str, row: str, counts: np.ndarray, index: Any, shards: int) -> tuple[DimLayout, DimLayout]:
+    """Groups to shards by row count (LPT); rows follow their group, and within a shard they are sorted by
+    their group's slot (in their original order within a group), so that a gather `a[g]` on a shard reads
+    `a` in order and its transpose adds contiguous runs. `counts`: rows per group; `index`: the index
+    column (values, or their ParquetSource), read only where a shard's rows are wanted. Returns (group, row)
+    layouts; the row layout has no table (`Route`)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    glay, gslot, owner = group_slots(group, counts, shards)
+    rcount = np.bincount(owner, weights=counts, minlength=shards).astype(np.int64)
     rlocal = lanes(max(1, int(rcount.max())))
-    return (DimLayout(group, groups, shards, glocal, gcount, gslots),
-            DimLayout(row, idx.shape[0], shards, rlocal, rcount, scatter_slots(rpos, rcount, rlocal)))
+    route = Route(gslot, glay.local, index)
+    return glay, DimLayout(row, int(counts.sum()), shards, rlocal, rcount, route=route)
+
+
+def group_layout(group: str, row: str, idx: np.ndarray, groups: int, shards: int) -> tuple[DimLayout, DimLayout]:
+    """`routed_layout` of an index column in memory (its rows per group counted here)."""
+    idx = np.asarray(idx)
+    return routed_layout(group, row, np.bincount(idx.ravel(), minlength=groups), idx, shards)
 
 
 def group_sizes(group: str, row: str, counts: np.ndarray | None, groups: int, rows: int,

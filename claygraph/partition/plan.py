@@ -14,7 +14,8 @@ from claygraph.ir.graph import Graph, Value
 from claygraph.partition.blocks import row_split_of
 from claygraph.partition.cluster import ClusterSpec
 from claygraph.partition.cost import CostEstimate, estimate, host_devices
-from claygraph.partition.layout import DimLayout, block_layout, block_sizes, group_layout, group_sizes
+from claygraph.partition.layout import (DimLayout, block_layout, block_sizes, group_layout, group_sizes,
+                                        routed_layout)
 from claygraph.partition.propagate import Collective, Propagation, propagate
 from claygraph.partition.shardings import Partial, Sharded, Sharding, Split
 from claygraph.partition.verify import checks_enabled, verify
@@ -56,9 +57,12 @@ def layout_for(split: Split, graph: Graph, data: Data | None, devices: int) -> d
     concrete = data is not None and data.has_values  # index columns are always read, even from files
     out: dict[str, DimLayout] = {}
     for row, g in split.copartition:
-        if concrete:
-            idx = np.asarray(data.arrays[split.router].values)
-            out[g], out[row] = group_layout(g, row, idx, sizes[g], devices)
+        router = data.arrays[split.router] if concrete else None
+        if concrete and router.source is not None:  # in files: counted when read, routed where it is read
+            counts = np.pad(router.counts, (0, sizes[g] - router.counts.size))
+            out[g], out[row] = routed_layout(g, row, counts, router.source, devices)
+        elif concrete:
+            out[g], out[row] = group_layout(g, row, np.asarray(router.values), sizes[g], devices)
         else:
             counts = graph.meta.arrays[split.router].counts
             out[g], out[row] = group_sizes(g, row, counts, sizes[g], sizes[row], devices)

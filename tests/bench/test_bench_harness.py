@@ -90,6 +90,26 @@ def test_describe_blas_and_no_git(tmp_path):
     assert machine.git_commit(tmp_path) is None
 
 
+def test_a_run_on_changed_code_says_so(tmp_path):
+    """Figures measured on code no commit holds are labelled "+changes" (tracked files of the package or bench)."""
+    import subprocess
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t"]
+    (tmp_path / "claygraph").mkdir()
+    (tmp_path / "claygraph" / "a.py").write_text("x = 1\n")
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "a"], check=True)
+    head = machine.git_commit(tmp_path)
+    assert head and len(head) == 40
+    (tmp_path / "notes.txt").write_text("untracked: not code of the run\n")
+    assert machine.git_commit(tmp_path) == head
+    (tmp_path / "claygraph" / "a.py").write_text("x = 2\n")
+    assert machine.git_commit(tmp_path) == head + "+changes"
+    line = report._run_line({"mode": "full", "measured_at": "now", "commit": head + "+changes", "elapsed_s": 1.0})
+    assert f"commit `{head[:10]}+changes`" in line
+
+
 # -- baselines agree with the kernels ---------------------------------------------------------------
 
 def test_numpy_baseline_matches_group_layout():
@@ -339,19 +359,34 @@ def test_adaptation_section_ratios_against_the_baseline():
     assert report.adaptation_section({"suites": {}}, {}, str) == []
 
 
-def test_parquet_section_states_each_workers_peak_over_its_share():
-    """The baseline is the smallest size's worker peak; a worker's peak above it is divided by its share."""
+def _parquet_case(rows, workers, driver, state=0.0, unbounded_at=0):
     gb = 1e9
-    cases = [{"rows": 40_000, "data_bytes": 0.002 * gb, "shard_bytes": 0.001 * gb, "workers_started": [0.35 * gb] * 2,
-              "workers_loaded": [0.5 * gb] * 2, "workers_evaluated": [0.5 * gb, 0.51 * gb], "driver_peak": 0.49 * gb},
-             {"rows": 16_000_000, "data_bytes": 0.8 * gb, "shard_bytes": 0.4 * gb, "workers_started": [0.35 * gb] * 2,
-              "workers_loaded": [1.1 * gb] * 2, "workers_evaluated": [1.1 * gb, 1.3 * gb], "driver_peak": 1.0 * gb},
+    return {"rows": rows, "data_bytes": rows * 52, "index_bytes": rows * 4, "state_bytes": state * gb,
+            "workers_started": [0.35 * gb] * 2, "workers_loaded": [w * gb for w in workers],
+            "workers_fitted": [w * gb for w in workers], "driver_started": 0.38 * gb, "driver_read": 0.4 * gb,
+            "driver_loaded": driver * gb, "driver_fitted": driver * gb, "driver_index_s": 0.5,
+            "fit": {"wall_s": 30.0, "iterations": 30}, "arrow": {"rows_per_s": 1.2e7},
+            "workers_read": [{"seconds": 5.0}, {"seconds": 10.0}],
+            "unbounded": {"raised": True, "iterations": unbounded_at, "seconds": 9.0}}
+
+
+def test_parquet_section_judges_each_process_against_the_smallest_sizes_peaks():
+    """Baselines are the smallest size's peaks over every phase; a worker is held to 1.5 x (share + state +
+    baseline), the driver to 1.3 x the index column + its baseline; each figure that misses says so."""
+    cases = [_parquet_case(40_000, [0.5, 0.52], 0.5),
+             _parquet_case(20_000_000, [1.4, 1.45], 0.6, state=0.01),
              {"rows": 64_000_000, "status": "error", "note": "ran past 900 s"}]
     doc = {"suites": {"parquet": {"status": "ok", **_run_meta(), "products": 100_000, "features": 10, "files": 8,
-                                  "cases": cases}}}
+                                  "max_iter": 30, "cases": cases}}}
     md = "\n".join(report.parquet_section(doc, {}, str))
-    assert "| 16,000,000 | 800 MB | 400 MB | 350 MB / 350 MB | 1.1 GB / 1.1 GB | 1.1 GB / 1.3 GB | 1 GB | 1.98× |" in md
-    assert "error: ran past 900 s" in md
+    # worker: 1.45 GB <= 1.5 x (520 MB + 10 MB + 520 MB) = 1.575 GB; driver: 600 MB > 1.3 x 80 MB + 500 MB
+    assert "| 1.45 GB | 1.57 GB | yes |" in md or "| 1.45 GB | 1.58 GB | yes |" in md
+    assert "| 600 MB | 604 MB | yes |" in md
+    assert "| 20,000,000 | 1.04 GB | 520 MB |" in md and "error: ran past 900 s" in md
+    assert "| 20,000,000 | 2.00 M / 1.00 M | 12.00 M | 500 ms |" in md
+    verdicts = report.parquet_verdicts({"cases": [_parquet_case(40_000, [0.5, 0.5], 0.5),
+                                                  _parquet_case(20_000_000, [1.7, 1.5], 0.7, unbounded_at=12)]})
+    assert [v["met"] for v in verdicts] == [False, False, False]
     assert "Not run yet" in "\n".join(report.parquet_section({"suites": {}}, {}, str))
 
 

@@ -1,4 +1,5 @@
-"""Data from Parquet: the driver reads metadata and index columns only; a shard's reader builds
+"""Data from Parquet: the driver reads metadata and counts the index columns (one streamed pass: it holds
+neither the data nor the index columns); a shard's reader builds
 exactly the block that the in-memory path would send it, reading only the row groups (and, under
 a feature split, the columns) it holds; bad files give clear errors."""
 import numpy as np
@@ -50,37 +51,51 @@ def test_driver_reads_metadata_and_index_columns_only(table):
     assert all(e["columns"] == ["product_id"] for e in parquet.READ_LOG)
     assert data.has_sources and data.has_values and data.size("row") == 600 and data.size("feature") == 3
     assert data.arrays["X"].is_abstract and data.arrays["X"].shape == (600, 3)
-    np.testing.assert_array_equal(np.asarray(data.g), cols["product_id"])
+    g = data.arrays["g"]  # counted, not held: its rows per product are what a group split's layout needs
+    assert g.is_abstract and g.source is not None and g.into == "product" and g.shape == (600,)
+    np.testing.assert_array_equal(g.counts, np.bincount(cols["product_id"], minlength=13))
     loaded = data.load()
     assert not loaded.has_sources
     np.testing.assert_array_equal(loaded.X, in_memory(cols).X)
+    np.testing.assert_array_equal(loaded.g, cols["product_id"])
+    assert loaded.g.dtype == np.int32
     assert "X: float32[row=600, feature=3]" in repr(data)
 
 
 @pytest.mark.parametrize("split", [(), ("row",), ("product",), ("feature",)])
 def test_every_shard_block_equals_the_in_memory_block(table, split):
+    """The in-memory path's blocks (its layout made from the index column in memory) against a reader's,
+    whose layout was made from the files (the index column counted by the driver, each shard's rows found by
+    the reader's own passes over the column)."""
     path, cols = table
     mem, files = in_memory(cols), cg.Data.from_parquet(path, **specs())
     plan = cg.partition(hier_logistic_model, files, cluster=cg.ClusterSpec.local(devices=3), split=split)
     layout = layout_for(plan.chosen.split, plan.graph, mem, 3)
     cand = candidate_with_layout(plan.graph, plan.chosen.split, layout, plan.cluster, 3)
     spec, internal = data_specs(plan.graph, cand), internal_data(plan.graph, cand, mem)
+    read_layout = layout_for(plan.chosen.split, plan.graph, files, 3)
+    remapped = cand.propagation.remapped
     for shard in (0, 1, 2, 1, 0):  # (back and forth: a reader's kept row plan is its shard's alone)
         expected = shard_blocks(spec, internal, 3, shard)
-        for name in ("X", "price", "y"):
+        for name in ("X", "price", "y", "g"):
             vid = plan.graph.inputs.data[name]
             axis = next((i for i, a in enumerate(spec[name]) if a is not None), None)
+            remap = read_layout[remapped[vid]].inverse() if vid in remapped else None
             parquet.READ_LOG.clear()
-            got = parquet.read_block(files.arrays[name].source, plan.graph.value(vid).dims, cand.layout, axis,
-                                     shard, 3, None)
+            got = parquet.read_block(files.arrays[name].source, plan.graph.value(vid).dims, read_layout, axis,
+                                     shard, 3, remap)
             np.testing.assert_array_equal(got, expected[name], err_msg=f"{split} shard {shard} {name}")
             rows_read = sum(e["rows"] for e in parquet.READ_LOG)
             if name == "X":  # read feature-major: the same block, transposed
                 np.testing.assert_array_equal(parquet.read_block(files.arrays[name].source, plan.graph.value(vid).dims,
-                                                                 cand.layout, axis, shard, 3, None, transposed=True),
+                                                                 read_layout, axis, shard, 3, None, transposed=True),
                                               expected[name].T)
-            if split == ("row",):  # a contiguous third of 600 rows: its 4 row groups of 50
+            if split == ("row",) and name != "g":  # a contiguous third of 600 rows: its 4 row groups of 50
                 assert rows_read == 200
+            if split == ("product",) and name in ("X", "price"):  # the shard's rows found in two passes over the
+                # index column (by its first array; the next ones keep its row plan)
+                passes = [e["rows"] for e in parquet.READ_LOG if e["columns"] == ["product_id"]]
+                assert passes == ([600, 600] if name == "X" else [])
             if split == ("feature",) and name == "X":  # every row, but this shard's column only
                 assert {c for e in parquet.READ_LOG for c in e["columns"]} == {f"x{shard}"}
 
@@ -180,8 +195,15 @@ def test_errors_name_the_column_and_the_place(tmp_path):
         cg.Data.from_parquet(tmp_path / "missing.parquet", y=("y", "row"))
     with pytest.raises(cg.errors.DataError, match="index 'g' .* must hold integers"):
         cg.Data.from_parquet(path, g=cg.parquet.index_column("price", "row", into="product"))
-    with pytest.raises(cg.errors.DataError, match="outside"):
+    first = int(np.flatnonzero(cols["product_id"] >= 2)[0])  # (counted in one streamed pass: named by its row)
+    with pytest.raises(cg.errors.DataError, match=rf"index 'g' \(column 'product_id'\) has value "
+                                                  rf"{cols['product_id'][first]} at row {first} \(file .*t.parquet, "
+                                                  rf"row group {first // 50}\), outside \[0, 2\) of dim 'product'"):
         cg.Data.from_parquet(path, g=cg.parquet.index_column("product_id", "row", into="product", size=2))
+    negative = dict(cols, product_id=np.where(np.arange(600) == 437, -3, cols["product_id"]))
+    pq.write_table(pa.table(negative), tmp_path / "neg.parquet", row_group_size=50)
+    with pytest.raises(cg.errors.DataError, match=r"has value -3 at row 437 .*row group 8\), outside"):
+        cg.Data.from_parquet(tmp_path / "neg.parquet", g=cg.parquet.index_column("product_id", "row", into="product"))
     with pytest.raises(cg.errors.DataError, match="needs 2 dim name"):
         cg.Data.from_parquet(path, X=(["x0", "x1"], "row"))
     cols["price"][123] = np.nan
