@@ -569,13 +569,14 @@ def parquet_verdicts(res: dict) -> list[dict]:
     driver_bound = 1.3 * big["index_bytes"] + driver_base
     unb = big.get("unbounded", {})
     return [
-        {"target": f"each worker's peak ≤ 1.5 × (its share {fmt_bytes(share)} + state "
+        {"name": "each worker's peak", "target": f"each worker's peak ≤ 1.5 × (its share {fmt_bytes(share)} + state "
                    f"{fmt_bytes(big.get('state_bytes', 0))} + baseline {fmt_bytes(worker_base)})",
          "measured": fmt_bytes(worker_top), "bound": fmt_bytes(worker_bound), "met": worker_top <= worker_bound},
-        {"target": f"the driver's peak ≤ 1.3 × the index column ({fmt_bytes(big['index_bytes'])}) + baseline "
+        {"name": "the driver's peak", "target": f"the driver's peak ≤ 1.3 × the index column ({fmt_bytes(big['index_bytes'])}) + baseline "
                    f"{fmt_bytes(driver_base)}",
          "measured": fmt_bytes(driver_top), "bound": fmt_bytes(driver_bound), "met": driver_top <= driver_bound},
-        {"target": "MAP refuses a density without a mode within 10 iterations",
+        {"name": "MAP's refusal of a density without a mode", "target": "MAP refuses a density without a mode "
+                                                                        "within 10 iterations",
          "measured": (f"iteration {unb['iterations']}, after {fmt_s(unb['seconds'])}" if unb.get("raised")
                       else "not refused"), "bound": "10 iterations",
          "met": bool(unb.get("raised")) and unb["iterations"] <= 10},
@@ -904,6 +905,13 @@ def headline(doc: dict) -> list[str]:
         out.append(f"- **W5**: {fmt_s(setup['time_to_first_gradient_s'])} from nothing to the first gradient on "
                    f"Ray(workers=2); all-reduce {fmt_s(ar[1]['median_s'])} (1 float), "
                    f"{fmt_s(ar[1_000_000]['median_s'])} (10⁶ floats).")
+    pq = _suite(doc, "parquet")
+    verdicts = parquet_verdicts(pq) if pq and pq.get("status") == "ok" else []
+    if verdicts:
+        big = max((c for c in pq["cases"] if "workers_fitted" in c), key=lambda c: c["rows"])
+        out.append(f"- **Parquet** ({big['rows']:,} rows, Ray(workers=2) by product, MAP): "
+                   + "; ".join(f"{v['name']} {v['measured']} (bound {v['bound']}"
+                               f"{', met' if v['met'] else ', not met'})" for v in verdicts) + ".")
     lay = _suite(doc, "layout")
     if lay and lay.get("status") == "ok" and lay["cases"]:
         cases = [c for c in lay["cases"] if c["kernel"] == "group_layout"]
