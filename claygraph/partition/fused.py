@@ -275,10 +275,6 @@ def _with_fused_derivative(fp: FusedPotential) -> Callable:
 IN_PLACE_BYTES = 16 << 20
 
 
-class _Held(np.ndarray):
-    """A view that keeps the array it was taken from alive (`_owner`)."""
-
-
 def in_place(x: np.ndarray) -> np.ndarray:
     """`x`, or a view XLA's CPU client can use in place instead of copying.
 
@@ -291,9 +287,11 @@ def in_place(x: np.ndarray) -> np.ndarray:
     if off == 0 or off % x.itemsize:
         return x
     raw = (ctypes.c_byte * (x.nbytes + off)).from_address(ptr - off)
-    view = np.frombuffer(raw, dtype=x.dtype).view(_Held)
-    view._owner = x
-    return view
+    # the memory's owner hangs on `raw`, the object every view of it names as its base (NumPy collapses a
+    # view's base to the buffer's exporter): JAX keeps such a view, not this one, while its device array
+    # lives, and x must outlive that array (else XLA reads freed memory)
+    raw._owner = x
+    return np.frombuffer(raw, dtype=x.dtype)
 
 
 def host_arrays(fn: Callable, graph: Graph, internal: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:

@@ -195,6 +195,47 @@ def test_in_place_data_are_not_copied_and_give_the_same_values(monkeypatch):
         np.testing.assert_array_equal(np.asarray(g[k]), np.asarray(g0[k]))
 
 
+def test_an_array_used_in_place_outlives_its_last_python_reference():
+    """XLA reads a host array in place for as long as its device array lives, so the view that hands it over
+    must keep the array alive even where nothing else does (claygraph's own relaid-out copies: the group
+    layout's rows on one device). Before, the owner hung on a view JAX drops: the device array read freed
+    memory, which gave NaN potentials and segfaults on a group split on one device at W7's size."""
+    import gc
+
+    x = _misaligned((300_000,), seed=5)
+    expected = x.copy()
+    view = fused.in_place(x)
+    assert view.ctypes.data != x.ctypes.data  # (a view starting before x: the case that needs an owner)
+    d = jax.device_put(view)
+    assert d.unsafe_buffer_pointer() == view.ctypes.data  # in place, no copy
+    del x, view
+    gc.collect()
+    junk = [np.full(300_016, np.nan, np.float32) for _ in range(8)]  # (reuses freed memory if any was)
+    np.testing.assert_array_equal(np.asarray(d)[-300_000:], expected)
+    del junk
+
+
+def test_a_group_split_on_one_device_with_its_data_in_place(monkeypatch):
+    """The group layout's rows (claygraph's own sorted copies, nobody else's) in place in the fused blocks:
+    the same potential and gradient as the unsplit program, after those copies' last Python references are
+    gone and their memory could be reused."""
+    import gc
+
+    monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1)
+    rng = np.random.default_rng(2)
+    n, groups = 4000, 37  # (a multiple of 16 rows: one shard without padding, the fused path)
+    data = cg.Data(X=cg.array(rng.normal(size=(n, 3)).astype(np.float32), "row", "feature"),
+                   g=cg.index(rng.integers(0, groups, n), "row", into="group", size=groups),
+                   y=cg.array((rng.random(n) < 0.5).astype(np.float32), "row"))
+    grouped = _program(hier, data, 1, ("group",))
+    assert grouped.fn.fn.fused is not None and grouped.data["y"].shape != (n,)  # in place, flat
+    gc.collect()
+    junk = [np.full(n + 16, np.nan, np.float32) for _ in range(64)]
+    monkeypatch.setattr(fused, "IN_PLACE_BYTES", 1 << 60)  # (the reference: its data copied to the device)
+    _same_as(grouped, _program(hier, data, 1, None))
+    del junk
+
+
 def test_fused_potential_under_vmap():
     """VI evaluates the potential on a batch of draws: the fused pass batches like the plain one."""
     prog = _program(logistic, _data(), 1, None)
