@@ -356,7 +356,9 @@ def test_parquet_workers_read_only_their_rows(rt, problem, tmp_path):
 
 
 
-@pytest.mark.parametrize("split", [(), ("row",), ("feature",)])
+# docs/testing.md: the unsplit fit on Ray (one worker runs it whole) is long; the row and feature splits,
+# whose collectives cross the processes, stay in the default suite
+@pytest.mark.parametrize("split", [pytest.param((), marks=pytest.mark.long), ("row",), ("feature",)])
 def test_logistic_regression_on_ray_equals_scikit_learn(rt, split):
     """W1's shape at test scale on Ray(workers=2), every split the partitioner offers for it."""
     from sklearn.linear_model import LogisticRegression as SkLogisticRegression
