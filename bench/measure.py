@@ -565,8 +565,8 @@ def _unbounded_model(data) -> None:
 
 def parquet_memory(spec: dict) -> dict:
     """Peak resident memory of the driver and of each Ray worker, by phase, reading the suite's folder split by
-    product and fitting W3's model (non-centred) by MAP; the streamed reading's throughput; how soon MAP refuses a density
-    without a mode on the same data."""
+    product and fitting W3's model (non-centred) by MAP; the streamed reading's throughput; how soon MAP
+    refuses a density without a mode on the same data."""
     import claygraph as cg
 
     t0 = time.perf_counter()
@@ -581,7 +581,8 @@ def parquet_memory(spec: dict) -> dict:
                                                               size=spec["products"]))
         out["driver_index_s"] = time.perf_counter() - t
         out["driver_read"] = _phase_peak()
-        session = importlib.import_module("claygraph.infer.common").setup(w3_noncentred_model, data, runtime=rt, split=("product",))
+        setup = importlib.import_module("claygraph.infer.common").setup
+        session = setup(w3_noncentred_model, data, runtime=rt, split=("product",))
         out["workers_loaded"] = rt.on_workers(_phase_peak)
         out["driver_loaded"] = _phase_peak()
         out["workers_read"] = rt.on_workers(_read_seconds)

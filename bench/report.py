@@ -572,7 +572,8 @@ def parquet_verdicts(res: dict) -> list[dict]:
         {"name": "each worker's peak", "target": f"each worker's peak ≤ 1.5 × (its share {fmt_bytes(share)} + state "
                    f"{fmt_bytes(big.get('state_bytes', 0))} + baseline {fmt_bytes(worker_base)})",
          "measured": fmt_bytes(worker_top), "bound": fmt_bytes(worker_bound), "met": worker_top <= worker_bound},
-        {"name": "the driver's peak", "target": f"the driver's peak ≤ 1.3 × the index column ({fmt_bytes(big['index_bytes'])}) + baseline "
+        {"name": "the driver's peak",
+         "target": f"the driver's peak ≤ 1.3 × the index column ({fmt_bytes(big['index_bytes'])}) + baseline "
                    f"{fmt_bytes(driver_base)}",
          "measured": fmt_bytes(driver_top), "bound": fmt_bytes(driver_bound), "met": driver_top <= driver_bound},
         {"name": "MAP's refusal of a density without a mode", "target": "MAP refuses a density without a mode "
@@ -602,9 +603,9 @@ def parquet_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[
         if "workers_fitted" not in c:
             body.append([f"{c['rows']:,}"] + ["—"] * 7 + [f"error: {c.get('note', '')[:80]}"])
             continue
-        both = lambda k: " / ".join(fmt_bytes(x) for x in c[k])  # noqa: E731
-        body.append([f"{c['rows']:,}", fmt_bytes(c["data_bytes"]), fmt_bytes(c["data_bytes"] / 2),
-                     both("workers_started"), both("workers_loaded"), both("workers_fitted"),
+        both = [" / ".join(fmt_bytes(x) for x in c[k]) for k in ("workers_started", "workers_loaded",
+                                                                  "workers_fitted")]
+        body.append([f"{c['rows']:,}", fmt_bytes(c["data_bytes"]), fmt_bytes(c["data_bytes"] / 2), *both,
                      " / ".join(fmt_bytes(c[k]) for k in ("driver_started", "driver_read", "driver_loaded",
                                                           "driver_fitted")), fmt_s(c["fit"]["wall_s"]), ""])
     lines += table(["rows", "data", "share per worker", "workers: started", "loaded", "fitted",

@@ -271,8 +271,9 @@ class Data:
 
         Each keyword names an array: `y=("y", "row")` for one column, `X=(["x0", "x1"], "row",
         "feature")` for several columns as the second axis, `g=cg.parquet.index_column("product_id",
-        "row", into="product")` for an index column. Only the metadata and the index columns are read
-        here; the other columns are read by whoever holds their rows (a Ray worker reads its rows only).
+        "row", into="product")` for an index column. Only the metadata is read here, and each index
+        column is counted in one streamed pass (rows per target: what a group split's layout needs); the
+        columns are read by whoever holds their rows (a Ray worker reads its rows only).
         An index column's target dim has size `size=` if given, else the size another field gives it,
         else the column's largest id + 1 (pass `size=` when groups past the largest id have no rows).
         """

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -172,9 +173,10 @@ def _dtype(types: Mapping[str, Any], columns: Sequence[str], name: str, where: s
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One array of a Parquet-backed Data: read values (index columns) or a source read later."""
+    """One array of a Parquet-backed Data: its shape and dtype, the source it is read from later, and an
+    index column's rows per target (counted as `columns` streamed it)."""
 
-    values: Any  # np.ndarray (index columns) or jax.ShapeDtypeStruct
+    values: Any  # jax.ShapeDtypeStruct
     dims: tuple[str, ...]
     into: str | None = None
     size: int | None = None
@@ -226,19 +228,26 @@ def stream_ints(src: ParquetSource):
     for f in src.fragments:
         by_file.setdefault(f.file, []).append(f)
     for file, frags in by_file.items():
-        t0, reader = time.perf_counter(), _open(file)
+        spent, t0, reader = 0.0, time.perf_counter(), _open(file)
         for f in frags:
-            offset = f.start
-            for batch in reader.iter_batches(batch_size=BATCH_ROWS, row_groups=[f.group], columns=[column]):
+            offset, batches = f.start, reader.iter_batches(batch_size=BATCH_ROWS, row_groups=[f.group],
+                                                           columns=[column])
+            while True:  # (the seconds logged are the reads' own, not what the caller does between batches)
+                batch = next(batches, None)
+                if batch is None:
+                    break
                 col = batch.column(0)
                 if col.null_count:
                     raise DataError(f"index {src.name!r}: column {column!r} has {col.null_count} missing (null) "
                                     f"values (file {file}, row group {f.group}); claygraph needs complete data")
-                yield offset, col.to_numpy(zero_copy_only=False)
+                values = col.to_numpy(zero_copy_only=False)
+                spent += time.perf_counter() - t0
+                yield offset, values
+                t0 = time.perf_counter()
                 offset += batch.num_rows
         READ_LOG.append({"pid": os.getpid(), "file": file, "row_groups": [f.group for f in frags],
                          "rows": sum(f.rows for f in frags), "columns": [column], "array": src.name,
-                         "feature_major": False, "seconds": time.perf_counter() - t0})
+                         "feature_major": False, "seconds": spent + time.perf_counter() - t0})
 
 
 INT32_MAX = np.iinfo(np.int32).max
@@ -259,12 +268,10 @@ def index_counts(src: ParquetSource, into: str, size: int | None) -> np.ndarray:
             raise DataError(f"index {src.name!r} (column {src.columns[0]!r}) has value {values[bad[0]]} at row "
                             f"{offset + int(bad[0])} (file {frag.file}, row group {frag.group}), outside "
                             f"[0, {bound}) of dim {into!r} ({bad.size} such values in its batch)")
-        part = np.bincount(values, minlength=counts.size)
+        part = np.bincount(values.astype(np.int64, copy=False))  # (NumPy < 2.2.4 refuses uint64 here)
         if part.size > counts.size:
-            part[:counts.size] += counts
-            counts = part
-        else:
-            counts += part
+            counts = np.concatenate([counts, np.zeros(part.size - counts.size, np.int64)])
+        counts[:part.size] += part  # (a batch's own ids only: no work per group per batch)
     return counts
 
 
@@ -323,6 +330,10 @@ def routed_plan(lay, shard: int, starts: np.ndarray, total: int) -> RowPlan:
     over the index column, already in file order (no sort); its padding is filled by `read_block`. A shard
     without rows reads row 0 (its padding copies it, as `DimLayout.fill_slots` does)."""
     rows, slots = lay.route.shard_rows(shard)
+    if rows.size != int(lay.counts[shard]):
+        raise DataError(f"index column {lay.route.index.name!r} does not match the layout made from it (shard "
+                        f"{shard} has {rows.size} rows in the files, {int(lay.counts[shard])} when the driver "
+                        f"counted them): a file changed after it was counted? Make the Data again")
     if not rows.size:
         rows, slots = np.zeros(1, np.int64), np.zeros(1, np.int32)
     return RowPlan(rows, slots, _spans(rows, starts, total), lay.local)
@@ -424,8 +435,7 @@ def read_block(src: ParquetSource, dims: tuple[str, ...], layout: Mapping[str, A
         lay = layout.get(d)
         mine = axis == split_axis and lay is not None and lay.shards == shards
         if axis == 0 and mine and lay.route is not None:  # rows that follow their groups: no table anywhere
-            plan = _kept_plan(lay, shard, shards, starts, src.rows,
-                              lambda: routed_plan(lay, shard, starts, src.rows))
+            plan = _kept_plan(lay, shard, shards, starts, src.rows, partial(routed_plan, lay, shard, starts, src.rows))
             real = int(lay.counts[shard])
             picks.append(None)
             continue
@@ -439,7 +449,7 @@ def read_block(src: ParquetSource, dims: tuple[str, ...], layout: Mapping[str, A
         if axis == 0 and idx is not None:
             idx = np.asarray(idx, dtype=np.int64)
             plan = _kept_plan(lay, shard if split_axis == 0 else -1, shards, starts, src.rows,
-                              lambda: row_plan(idx, starts, src.rows))
+                              partial(row_plan, idx, starts, src.rows))
         picks.append(idx)
     x = read(src, rows=picks[0], columns=picks[1] if src.two_d else None, transposed=transposed, plan=plan)
     if real is not None and real < plan.size:  # a routed shard's padding: copies of its last real row

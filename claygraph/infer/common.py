@@ -183,8 +183,41 @@ def constrain_draws(model: Callable, data, draws: Mapping[str, np.ndarray]) -> d
         return {k: v for k, v in out.items() if not (k in z and v is z[k])}
 
     fn = jax.jit(jax.vmap(constrained, in_axes=(0, None)))
-    out = fn(dict(draws), data.stand_in() if data.has_sources else data)
-    return {k: np.asarray(out[k]) if k in out else np.asarray(draws[k]) for k in order}
+    stand = data.stand_in() if data.has_sources else data
+    out = fn(dict(draws), stand)
+    skip = _on_files(constrained, draws, data, stand) if data.has_sources else {}
+    for site, arrays in skip.items():
+        warnings.warn(f"deterministic site {site!r} depends on data in files ({', '.join(sorted(arrays))}), "
+                      f"which the driver does not read: it is left out of the result; compute it from the "
+                      f"draws and your data", stacklevel=3)
+    return {k: np.asarray(out[k]) if k in out else np.asarray(draws[k]) for k in order if k not in skip}
+
+
+def _on_files(constrained: Callable, draws: Mapping[str, np.ndarray], data, stand) -> dict[str, set[str]]:
+    """The outputs of `constrained(z, data)` that depend on a file-backed array (there a zero-stride stand-in,
+    whose values would be wrong), with the arrays they depend on: a dependence pass over its jaxpr (an
+    equation with a dependent input makes all its outputs dependent: conservative for inner calls)."""
+    import jax
+    from jax.extend.core import Literal
+
+    one = {k: np.asarray(v)[0] for k, v in draws.items()}
+    closed, shape = jax.make_jaxpr(constrained, return_shape=True)(one, stand)
+    jaxpr = closed.jaxpr
+    z_leaves = len(jax.tree_util.tree_leaves(one))
+    keys = data.names  # (Data flattens to its arrays' values, in its names' order)
+    from_files = {v: {k} for v, k in zip(jaxpr.invars[z_leaves:], keys) if data.arrays[k].source is not None}
+    for eqn in jaxpr.eqns:
+        hit = set().union(*(from_files.get(v, set()) for v in eqn.invars if not isinstance(v, Literal)))
+        if hit:
+            for v in eqn.outvars:
+                from_files[v] = from_files.get(v, set()) | hit
+    leaves, _ = jax.tree_util.tree_flatten_with_path(shape)
+    out = {}
+    for (path, _), v in zip(leaves, jaxpr.outvars):
+        arrays = from_files.get(v) if not isinstance(v, Literal) else None
+        if arrays:
+            out[path[0].key] = arrays
+    return out
 
 
 def arviz():

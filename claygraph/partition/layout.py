@@ -8,11 +8,13 @@ numba loops, linear in rows (groups are sorted once by size).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numba
 import numpy as np
+
+from claygraph.errors import DataError
 
 # A group split's shards are padded to a whole number of LANES entries: XLA's CPU loops run an
 # elementwise fusion over a length that is not a multiple of the vector width several times slower
@@ -35,6 +37,12 @@ class Route:
     gslot: np.ndarray  # (groups,) internal slot of every group
     glocal: int  # group slots per shard
     index: Any  # (rows,) integer array, or a ParquetSource of one integer column
+    # the whole table, once some use in this process asked for it (a latent site on the rows relaid on every
+    # gradient); never pickled: a worker makes its own where it needs one
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __reduce__(self):
+        return (Route, (self.gslot, self.glocal, self.index))
 
     def values(self) -> np.ndarray:
         if isinstance(self.index, np.ndarray):
@@ -45,26 +53,36 @@ class Route:
 
     def shard_rows(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows of shard `shard` in increasing order, int64; each one's position in the shard's block, int32):
-        a pass over the index column that holds only this shard's rows."""
-        if isinstance(self.index, np.ndarray):
-            return _shard_rows(_ints(self.index), self.gslot, self.glocal, shard)
-        from claygraph.frontend.parquet import stream_ints
+        a pass over the index column that holds only this shard's rows. A column that no longer matches the
+        counts its layout was made from (a file rewritten since) raises DataError, never a wrong layout."""
+        try:
+            if isinstance(self.index, np.ndarray):
+                return _shard_rows(_ints(self.index), self.gslot, self.glocal, shard)
+            from claygraph.frontend.parquet import stream_ints
 
-        # two passes over the column's batches (a few MB each; the column itself is never held): count this
-        # shard's rows per group slot, then place them
-        counts = np.zeros(self.glocal, dtype=np.int64)
-        for _, b in stream_ints(self.index):
-            _count_local(_ints(b), self.gslot, self.glocal, shard, counts)
-        return _place_local(((_ints(b), off) for off, b in stream_ints(self.index)), counts, self.gslot,
-                            self.glocal, shard)
+            # two passes over the column's batches (a few MB each; the column itself is never held): count
+            # this shard's rows per group slot, then place them
+            counts = np.zeros(self.glocal, dtype=np.int64)
+            for _, b in stream_ints(self.index):
+                _count_local(_ints(b), self.gslot, self.glocal, shard, counts)
+            return _place_local(((_ints(b), off) for off, b in stream_ints(self.index)), counts, self.gslot,
+                                self.glocal, shard)
+        except IndexError as exc:
+            where = getattr(self.index, "name", "in memory")
+            raise DataError(f"index column {where!r} does not match the layout made from it ({exc}): a file "
+                            f"changed after it was counted? Make the Data again") from exc
 
     def table(self, shards: int, local: int) -> np.ndarray:
         """(shards*local,) row per slot, -1 for padding: every shard's rows (in-memory use only), in one
-        counting sort of the rows by their group's slot."""
-        idx = _ints(self.values())
-        count, pos = bucket(_slot_keys(self.gslot, idx), shards * self.glocal)
-        per_shard = count.reshape(shards, self.glocal).sum(axis=1)
-        return scatter_slots(pos, per_shard, local)
+        counting sort of the rows by their group's slot; kept once made."""
+        key = (shards, local)
+        if key not in self.memo:
+            idx = _ints(self.values())
+            count, pos = bucket(_slot_keys(self.gslot, idx), shards * self.glocal)
+            per_shard = count.reshape(shards, self.glocal).sum(axis=1)
+            self.memo.clear()
+            self.memo[key] = scatter_slots(pos, per_shard, local)
+        return self.memo[key]
 
 
 @numba.njit(cache=True)
@@ -85,6 +103,8 @@ def _ints(v: np.ndarray) -> np.ndarray:
 def _count_local(idx: np.ndarray, gslot: np.ndarray, glocal: int, shard: int, counts: np.ndarray) -> None:
     lo = shard * glocal
     for i in range(idx.shape[0]):
+        if idx[i] < 0 or idx[i] >= gslot.shape[0]:
+            raise IndexError("an index column's value lies outside its target dim")
         k = gslot[idx[i]] - lo
         if 0 <= k < glocal:
             counts[k] += 1
@@ -92,11 +112,15 @@ def _count_local(idx: np.ndarray, gslot: np.ndarray, glocal: int, shard: int, co
 
 @numba.njit(cache=True)
 def _place(idx: np.ndarray, offset: int, gslot: np.ndarray, glocal: int, shard: int, fill: np.ndarray,
-           rows: np.ndarray, slots: np.ndarray, n: int) -> int:
+           slots_end: np.ndarray, rows: np.ndarray, slots: np.ndarray, n: int) -> int:
     lo = shard * glocal
     for i in range(idx.shape[0]):
+        if idx[i] < 0 or idx[i] >= gslot.shape[0]:
+            raise IndexError("an index column's value lies outside its target dim")
         k = gslot[idx[i]] - lo
         if 0 <= k < glocal:
+            if n >= rows.shape[0] or fill[k] >= slots_end[k]:
+                raise IndexError("an index column holds more rows of a shard than were counted")
             rows[n] = offset + i
             slots[n] = fill[k]
             fill[k] += 1
@@ -113,8 +137,11 @@ def _starts(counts: np.ndarray) -> np.ndarray:
 def _place_local(parts, counts: np.ndarray, gslot: np.ndarray, glocal: int, shard: int):
     n = int(counts.sum())
     rows, slots, fill, k = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int32), _starts(counts), 0
+    ends = fill + counts
     for b, off in parts:
-        k = _place(b, off, gslot, glocal, shard, fill, rows, slots, k)
+        k = _place(b, off, gslot, glocal, shard, fill, ends, rows, slots, k)
+    if k != n:
+        raise IndexError("an index column holds fewer rows of a shard than were counted")
     return rows, slots
 
 
@@ -162,7 +189,7 @@ class DimLayout:
         if self.internal != self.size:
             return False
         s = self.slots
-        return self.internal == self.size and s is not None and bool(np.all(s[1:] > s[:-1])) \
+        return s is not None and bool(np.all(s[1:] > s[:-1])) \
             and (self.size == 0 or (s[0] == 0 and s[-1] == self.size - 1))
 
     @property
@@ -322,7 +349,7 @@ def routed_layout(group: str, row: str, counts: np.ndarray, index: Any, shards: 
 def group_layout(group: str, row: str, idx: np.ndarray, groups: int, shards: int) -> tuple[DimLayout, DimLayout]:
     """`routed_layout` of an index column in memory (its rows per group counted here)."""
     idx = np.asarray(idx)
-    return routed_layout(group, row, np.bincount(idx.ravel(), minlength=groups), idx, shards)
+    return routed_layout(group, row, np.bincount(_ints(idx.ravel()), minlength=groups), idx, shards)
 
 
 def group_sizes(group: str, row: str, counts: np.ndarray | None, groups: int, rows: int,

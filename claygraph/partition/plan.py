@@ -14,8 +14,7 @@ from claygraph.ir.graph import Graph, Value
 from claygraph.partition.blocks import row_split_of
 from claygraph.partition.cluster import ClusterSpec
 from claygraph.partition.cost import CostEstimate, estimate, host_devices
-from claygraph.partition.layout import (DimLayout, block_layout, block_sizes, group_layout, group_sizes,
-                                        routed_layout)
+from claygraph.partition.layout import DimLayout, block_layout, block_sizes, group_layout, group_sizes, routed_layout
 from claygraph.partition.propagate import Collective, Propagation, propagate
 from claygraph.partition.shardings import Partial, Sharded, Sharding, Split
 from claygraph.partition.verify import checks_enabled, verify
@@ -52,9 +51,10 @@ def enumerate_splits(graph: Graph) -> tuple[list[Split], dict[tuple[str, ...], s
 
 
 def layout_for(split: Split, graph: Graph, data: Data | None, devices: int) -> dict[str, DimLayout]:
-    """Sizes (abstract data) or full slot tables (concrete data) of every split dim."""
+    """Sizes (abstract data) or the layouts data are laid out by (concrete data, in memory or in files: a group
+    split's rows by their Route, which needs only the index column's counts here)."""
     sizes = graph.dims
-    concrete = data is not None and data.has_values  # index columns are always read, even from files
+    concrete = data is not None and data.has_values
     out: dict[str, DimLayout] = {}
     for row, g in split.copartition:
         router = data.arrays[split.router] if concrete else None

@@ -288,3 +288,80 @@ def test_files_named_by_url_read_through_pyarrows_file_systems(tmp_path):
         cg.Data.from_parquet("nosuch://bucket/table", y=("y", "row"))
     with pytest.raises(cg.errors.DataError, match="is a folder"):
         cg.Data.from_parquet([f"file://{tmp_path}"], y=("y", "row"))
+
+
+def test_a_deterministic_site_on_file_backed_data_is_left_out_and_said_so(table):
+    """The driver constrains draws with stand-ins for the files' arrays (it reads none): a deterministic site
+    computed from them would be silently wrong, so it is left out with a warning; one that depends on the
+    draws alone is computed as NumPyro computes it."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    from claygraph.infer.common import constrain_draws
+
+    def model(data):
+        s = numpyro.sample("s", dist.LogNormal(0.0, 1.0))
+        numpyro.deterministic("twice_s", 2.0 * s)
+        with numpyro.plate("product", data.size("product")):
+            a = numpyro.sample("a", dist.Normal(0.0, s))
+        numpyro.deterministic("a_of_row", a[data.g])  # needs the index column's values
+        with numpyro.plate("row", data.size("row")):
+            numpyro.sample("y", dist.Bernoulli(logits=a[data.g]), obs=data.y)
+
+    path, cols = table
+    files = cg.Data.from_parquet(path, y=("y", "row"),
+                                 g=cg.parquet.index_column("product_id", "row", into="product", size=13))
+    draws = {"s": np.full((2,), 0.5, np.float32), "a": np.ones((2, 13), np.float32)}
+    with pytest.warns(UserWarning, match=r"deterministic site 'a_of_row' depends on data in files \(g\)"):
+        out = constrain_draws(model, files, draws)
+    assert "a_of_row" not in out and set(out) == {"s", "twice_s", "a"}
+    np.testing.assert_allclose(out["twice_s"], 2 * np.exp(0.5), rtol=1e-6)
+    loaded = constrain_draws(model, files.load(), draws)  # in memory: computed
+    np.testing.assert_array_equal(loaded["a_of_row"], np.ones((2, 600), np.float32))
+
+
+def test_routed_reads_in_small_batches_with_an_empty_shard_and_uint64_ids(tmp_path, monkeypatch):
+    """Batches smaller than a row group, a shard that owns no rows (it reads row 0 for its padding, as the
+    in-memory layout does) and an unsigned 64-bit id column: the blocks equal the in-memory path's."""
+    rng = np.random.default_rng(4)
+    rows = 300
+    cols = {f"x{j}": rng.normal(size=rows).astype(np.float32) for j in range(3)}
+    cols.update(price=rng.normal(size=rows).astype(np.float32), y=(rng.random(rows) < 0.5).astype(np.float32),
+                product_id=(rng.random(rows) < 0.3).astype(np.uint64))  # rows in products 0 and 1 only
+    path = tmp_path / "two.parquet"
+    pq.write_table(pa.table(cols), path, row_group_size=50)
+    monkeypatch.setattr(parquet, "BATCH_ROWS", 7)
+    files = cg.Data.from_parquet(path, **specs())
+    mem = in_memory(dict(cols, product_id=cols["product_id"].astype(np.int64)))
+    plan = cg.partition(hier_logistic_model, files, cluster=cg.ClusterSpec.local(devices=3), split=("product",))
+    layout = layout_for(plan.chosen.split, plan.graph, mem, 3)
+    read_layout = layout_for(plan.chosen.split, plan.graph, files, 3)
+    assert 0 in read_layout["row"].counts  # a shard without rows
+    cand = candidate_with_layout(plan.graph, plan.chosen.split, layout, plan.cluster, 3)
+    spec, internal = data_specs(plan.graph, cand), internal_data(plan.graph, cand, mem)
+    remapped = cand.propagation.remapped
+    for shard in range(3):
+        expected = shard_blocks(spec, internal, 3, shard)
+        for name in ("X", "y", "g"):
+            vid = plan.graph.inputs.data[name]
+            axis = next((i for i, a in enumerate(spec[name]) if a is not None), None)
+            remap = read_layout[remapped[vid]].inverse() if vid in remapped else None
+            got = parquet.read_block(files.arrays[name].source, plan.graph.value(vid).dims, read_layout, axis,
+                                     shard, 3, remap)
+            np.testing.assert_array_equal(got, expected[name], err_msg=f"shard {shard} {name}")
+    parquet.forget_row_plans()
+
+
+def test_a_file_changed_after_it_was_counted_is_an_error_not_a_wrong_layout(table):
+    """The workers' passes over the index column trust the driver's counts only as far as they check them: a
+    file rewritten in between (other ids, the same rows) gives DataError, never an out-of-bounds write."""
+    path, cols = table
+    files = cg.Data.from_parquet(path, **specs())
+    plan = cg.partition(hier_logistic_model, files, cluster=cg.ClusterSpec.local(devices=2), split=("product",))
+    read_layout = layout_for(plan.chosen.split, plan.graph, files, 2)
+    pq.write_table(pa.table(dict(cols, product_id=np.zeros(600, np.int64))), path, row_group_size=50)
+    vid = plan.graph.inputs.data["y"]
+    with pytest.raises(cg.errors.DataError, match="does not match the layout made from it"):
+        for shard in range(2):
+            parquet.read_block(files.arrays["y"].source, plan.graph.value(vid).dims, read_layout, 0, shard, 2, None)
+    parquet.forget_row_plans()

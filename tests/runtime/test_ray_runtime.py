@@ -16,8 +16,8 @@ from numpyro.infer import init_to_uniform
 from numpyro.infer.util import initialize_model, potential_energy
 
 import claygraph as cg
-from claygraph.frontend import parquet
 from claygraph.errors import WorkerError
+from claygraph.frontend import parquet
 from claygraph.partition.storage import key as stored_key
 
 # pytest-xdist: the tests that start a Ray cluster (or a process that does) run one after another on one worker
