@@ -245,11 +245,13 @@ def _falls_without_bound(s: Session, graph, supports: dict) -> tuple[str, list[f
 def _no_mode(site: str, values: list[float]) -> ModelError:
     probes = ", ".join(f"{v:.6g} at {t:g}" for t, v in zip(PROBE, values))
     return ModelError(
-        f"MAP has no mode: the objective falls without bound as site {site!r} goes to its lower bound with the "
-        f"other sites at 0 (unconstrained {probes}). The joint density is unbounded: in a hierarchical model a "
-        f"group scale with a HalfNormal, HalfCauchy or Exponential prior lets the density grow without bound as the "
-        f"scale goes to 0 and the group values collapse onto their mean. Give the scale a prior that vanishes at 0 "
-        f"(LogNormal, InverseGamma), fix it, or write the groups non-centred (value = mean + scale * z).")
+        f"MAP has no mode to find: the objective falls without slowing down as site {site!r} goes to its lower "
+        f"bound with the other sites at 0 (unconstrained {probes}). In a hierarchical model the density grows as "
+        f"a group scale goes to 0 and the group values collapse onto their mean. Under a HalfNormal, HalfCauchy "
+        f"or Exponential scale prior it grows without bound. Under a prior that vanishes at 0 (LogNormal, "
+        f"InverseGamma) it peaks far out, past e^-40, once there are many groups (about a thousand for "
+        f"LogNormal(-1, 0.5)): a collapse, not an estimate. Write the groups non-centred (value = mean + scale * "
+        f"z), or fix the scale.")
 
 
 def _invalid_start(model, data, z: dict, value: float) -> ModelError:

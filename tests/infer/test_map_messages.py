@@ -124,16 +124,18 @@ def test_unbounded_density_says_so():
 
     for jacobian in (False, True):
         seen: list[int] = []
-        with pytest.raises(ModelError, match="unbounded") as e:
+        with pytest.raises(ModelError, match="MAP has no mode to find") as e:
             cg.infer.map(funnel, data, jacobian=jacobian, max_iter=3000,
                          on_chunk=lambda i, v, seen=seen: seen.append(i))
         assert "'tau'" in str(e.value) and "cannot start" not in str(e.value)
+        assert "HalfNormal, HalfCauchy or Exponential scale prior it grows without bound" in str(e.value)
         assert seen == []  # named before the first iteration (it ran 110 before tau left e^±20)
 
 
-def test_a_scale_prior_that_vanishes_at_zero_is_not_named_however_many_the_groups():
+def test_a_scale_prior_that_vanishes_at_zero_is_not_named_with_few_groups():
     """LogNormal(-1, 0.5) scales of a centred hierarchy over 300 products: the objective along the probe's ray
-    falls from -10 to -40 but ever more slowly (a mode exists, however far out): no error before the fit."""
+    falls from -10 to -40 but ever more slowly (the prior's pull, 4 (log s + 1) per unit, soon matches the
+    300 groups' collapse): no error before the fit."""
     from claygraph.examples import hier_logistic_model, make_hier_logistic
 
     map_module = importlib.import_module("claygraph.infer.map")
@@ -142,6 +144,22 @@ def test_a_scale_prior_that_vanishes_at_zero_is_not_named_however_many_the_group
     sites = {s.name: s.support for s in session.plan.graph.meta.info.sites}
     assert sites["s_a"] == "Positive"
     assert map_module._falls_without_bound(session, session.plan.graph, sites) is None
+
+
+def test_the_same_prior_over_thousands_of_groups_is_named_with_what_to_do():
+    """The same model over 3,000 products: each unit of log-scale toward 0 gains about 3,000 (one per group
+    collapsing onto the mean) against the LogNormal prior's 4 (log s + 1), so the fall does not slow down over
+    the probe's range; the density peaks near log s = -750, a collapse. MAP names the site before the first
+    iteration and says to write the groups non-centred, not to use the prior the model already has."""
+    from claygraph.examples import hier_logistic_model, make_hier_logistic
+
+    ex = make_hier_logistic(n=6_000, products=3_000, d=2, seed=0)
+    seen: list[int] = []
+    with pytest.raises(ModelError, match="MAP has no mode to find") as e:
+        cg.infer.map(hier_logistic_model, ex.data, on_chunk=lambda i, v: seen.append(i))
+    assert "'s_a'" in str(e.value) or "'s_b'" in str(e.value)
+    assert "non-centred" in str(e.value) and "a collapse, not an estimate" in str(e.value)
+    assert seen == []
 
 
 def test_a_scale_that_runs_off_away_from_the_zero_point_is_named_at_its_chunk():
