@@ -331,7 +331,8 @@ def routed_plan(lay, shard: int, starts: np.ndarray, total: int) -> RowPlan:
     without rows reads row 0 (its padding copies it, as `DimLayout.fill_slots` does)."""
     rows, slots = lay.route.shard_rows(shard)
     if rows.size != int(lay.counts[shard]):
-        raise DataError(f"index column {lay.route.index.name!r} does not match the layout made from it (shard "
+        where = getattr(lay.route.index, "name", "in memory")
+        raise DataError(f"index column {where!r} does not match the layout made from it (shard "
                         f"{shard} has {rows.size} rows in the files, {int(lay.counts[shard])} when the driver "
                         f"counted them): a file changed after it was counted? Make the Data again")
     if not rows.size:

@@ -287,9 +287,9 @@ def in_place(x: np.ndarray) -> np.ndarray:
     if off == 0 or off % x.itemsize:
         return x
     raw = (ctypes.c_byte * (x.nbytes + off)).from_address(ptr - off)
-    # the memory's owner hangs on `raw`, the object every view of it names as its base (NumPy collapses a
-    # view's base to the buffer's exporter): JAX keeps such a view, not this one, while its device array
-    # lives, and x must outlive that array (else XLA reads freed memory)
+    # the memory's owner hangs on `raw`, the buffer at the end of every view's chain of bases: JAX keeps some
+    # array derived from the one returned (not that one itself) while its device array lives, and x must
+    # outlive that array (else XLA reads freed memory)
     raw._owner = x
     return np.frombuffer(raw, dtype=x.dtype)
 

@@ -100,25 +100,28 @@ def _ints(v: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
+def _local_slot(g, gslot: np.ndarray, lo: int, glocal: int) -> int:
+    """Group `g`'s slot within the shard whose slots start at `lo`, or -1 where another shard owns it."""
+    if g < 0 or g >= gslot.shape[0]:
+        raise IndexError("an index column's value lies outside its target dim")
+    k = gslot[g] - lo
+    return k if 0 <= k < glocal else -1
+
+
+@numba.njit(cache=True)
 def _count_local(idx: np.ndarray, gslot: np.ndarray, glocal: int, shard: int, counts: np.ndarray) -> None:
-    lo = shard * glocal
     for i in range(idx.shape[0]):
-        if idx[i] < 0 or idx[i] >= gslot.shape[0]:
-            raise IndexError("an index column's value lies outside its target dim")
-        k = gslot[idx[i]] - lo
-        if 0 <= k < glocal:
+        k = _local_slot(idx[i], gslot, shard * glocal, glocal)
+        if k >= 0:
             counts[k] += 1
 
 
 @numba.njit(cache=True)
 def _place(idx: np.ndarray, offset: int, gslot: np.ndarray, glocal: int, shard: int, fill: np.ndarray,
            slots_end: np.ndarray, rows: np.ndarray, slots: np.ndarray, n: int) -> int:
-    lo = shard * glocal
     for i in range(idx.shape[0]):
-        if idx[i] < 0 or idx[i] >= gslot.shape[0]:
-            raise IndexError("an index column's value lies outside its target dim")
-        k = gslot[idx[i]] - lo
-        if 0 <= k < glocal:
+        k = _local_slot(idx[i], gslot, shard * glocal, glocal)
+        if k >= 0:
             if n >= rows.shape[0] or fill[k] >= slots_end[k]:
                 raise IndexError("an index column holds more rows of a shard than were counted")
             rows[n] = offset + i
