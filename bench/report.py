@@ -760,6 +760,48 @@ def adaptation_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> li
     return lines + [""]
 
 
+def hard_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
+    res = _suite(doc, "hard")
+    if res is None:
+        return []
+    lines = ["## Hard posteriors — NUTS's defaults against NumPyro's, posterior by posterior", ""]
+    bad = _status_lines(res, "hard")
+    if bad:
+        return lines + bad
+    methods = list(dict.fromkeys(r["method"] for r in res["runs"]))
+    by = {(r["name"], r["method"]): r for r in res["runs"]}
+    names = list(dict.fromkeys(r["name"] for r in res["runs"]))
+    lines += [_run_line(res), "",
+              f"{res['chains']} chains x {res['warmup']} warm-up + {res['draws']} draws, seed {res['seed']}, one "
+              "process, each method as its users call it: `claygraph` is `cg.infer.nuts` with its defaults, "
+              "`claygraph-window` the diagonal window metric, `numpyro` NumPyro's NUTS with its defaults "
+              "(chains sequential). *ESS* is the minimum bulk ESS over every parameter; *agrees*: every mean "
+              "within 0.1 reference sd + 4 MCSE and every sd within 10% + 4 standard errors of the reference "
+              "(`support/hard.py`); ESS per second counts the whole call, compiling included; *warm-up* is "
+              "what the chains ran (claygraph extends it while the metric moves); ↺ marks a fallback to the "
+              "diagonal metric after the first segment.", ""]
+    summary = []
+    for m, v in res.get("summary", {}).items():
+        summary.append([f"`{m}`", f"{v['ess_at_least_numpyro']} of {v['posteriors']}",
+                        f"{v['agrees']} of {v['posteriors']}", fmt_x(v["median_ess_per_s_over_numpyro"])])
+    lines += table(["method", "min bulk ESS >= NumPyro's", "agrees with the reference", "median ESS/s ÷ NumPyro's"],
+                   summary) + [""]
+    body = []
+    for n in names:
+        cells = [n]
+        for m in methods:
+            r = by.get((n, m))
+            if r is None or "error" in r:
+                cells.append("error" if r is None else f"error: {r['error'][:60]}")
+                continue
+            wu = max(r.get("warmup_used") or [res["warmup"]])
+            cells.append(f"{'✓' if r['agrees'] else '✗'} {r['min_ess_bulk']:.0f}; {r['ess_per_s']:.3g}/s; "
+                         f"{r['gradients']:,} grads; warm-up {wu}{' ↺' if r.get('notes') else ''}")
+        body.append(cells)
+    lines += table(["posterior"] + [f"`{m}`: agrees, ESS; ESS/s; gradients; warm-up" for m in methods], body)
+    return lines + [""]
+
+
 def projection_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str]:
     res = _suite(doc, "projection")
     lines = ["## Scaling beyond this machine, on paper", ""]
@@ -1202,7 +1244,8 @@ def render(cpu: dict | None, gpu: dict | None, md_path: Path, plots: dict[str, P
         lines += [f"Last run: `{COMMAND} --suite {' '.join(lr.get('suites', []))}` ({lr.get('mode')}), "
                   f"{lr.get('started_at')}, {fmt_s(lr.get('elapsed_s'))}.", ""]
         lines += headline(cpu) + machine_section(cpu)
-        for fn in (w1_section, w2_section, w7_section, posteriordb_section, adaptation_section, partition_section,
+        for fn in (w1_section, w2_section, w7_section, posteriordb_section, adaptation_section, hard_section,
+                   partition_section,
                    split_choice_section, layout_section, parquet_section, setup_section, smoke_section,
                    projection_section):
             lines += fn(cpu, plots, rel)

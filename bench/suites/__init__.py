@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 # In the order they run and appear in the report.
 SUITES = ("smoke", "partition", "split_choice", "layout", "setup", "w1", "w2", "gradient", "w7", "posteriordb",
-          "adaptation", "projection", "parquet", "gpu")
+          "adaptation", "hard", "projection", "parquet", "gpu")
 DEFAULT_SUITES = ("partition", "split_choice", "layout", "setup", "w1", "w2", "posteriordb", "projection")
 DESCRIPTIONS = {
     "smoke": "tiny sizes: one partition choice, one compile and gradient, the layout kernel at 1e5 rows",
@@ -29,6 +29,8 @@ DESCRIPTIONS = {
     "adaptation": "every posteriordb reference under each mass-matrix adaptation: ESS per gradient vs the baseline",
     "parquet": "a Parquet folder on Ray(workers=2), split by product: every process's peak memory against the data "
                "it holds, 40,000 to 16,000,000 rows",
+    "hard": "20 hard posteriors (posteriordb, funnels, weakly identified hierarchies, a horseshoe, W2 small): "
+            "claygraph NUTS's defaults against NumPyro's, min bulk ESS, ESS per second, agreement with references",
     "projection": "W1, W3, W6 at nominal sizes on the p5 and g5 presets, by the cost model (projected)",
     "gpu": "the GPU check (a GPU only): W1, W3, W6 per evaluation on one GPU vs the GPU roofline; the GPU model's "
            "figures measured; NCCL all-reduce with several GPUs",

@@ -36,6 +36,21 @@ class Settings:
     # static HMC: each draw's step size is the adapted one times a uniform factor in [1 - j, 1 + j]
     # (Stan's stepsize_jitter); 0 keeps it fixed
     step_size_jitter: float = 0.0
+    # the longest warm-up ("window", "window_low_rank"): while the last window's metric still moved
+    # beyond its noise (`metric.settle_ratio`), warm-up goes on, one more window of the last one's length
+    # and the final step-size buffer at a time, up to this many iterations in all (None: EXTEND_CAP x
+    # warmup; `warmup` itself: never extended)
+    max_warmup: int | None = None
+
+    @property
+    def warmup_cap(self) -> int:
+        return self.warmup * EXTEND_CAP if self.max_warmup is None else max(self.max_warmup, self.warmup)
+
+
+# a warm-up whose metric has not settled runs on up to this many times its length (Settings.max_warmup)
+EXTEND_CAP = 4
+# the final step-size buffer of every warm-up (Stan's and BlackJAX's default)
+FINAL_BUFFER = 50
 
 
 # How the mass matrix is learnt in warm-up (docs/inference.md has the measurements):
@@ -53,8 +68,13 @@ def _logdensity(potential, data):
     return lambda z: -potential(z, data)
 
 
+# what a chain's adapted parameters hold for its kernel (the rest: the warm-up's record)
+KERNEL_PARAMS = ("step_size", "inverse_mass_matrix")
+
+
 def _kernel(potential, settings: Settings, params: dict, data):
     ld = _logdensity(potential, data)
+    params = {k: params[k] for k in KERNEL_PARAMS}
     if settings.algorithm == "nuts":
         return blackjax.nuts(ld, **{**params, "max_num_doublings": settings.max_tree_depth})
     if settings.step_size_jitter:
@@ -77,6 +97,15 @@ def _jittered_hmc(ld, params: dict, steps: int, jitter: float):
 
 def _no_info(state, info, adaptation_state):
     return None
+
+
+def _settling(state, info, adaptation_state):
+    """What the extensible warm-ups read back: the last window's change record (a scalar each per step)."""
+    core = adaptation_state.imm_state
+    return core.change, core.window
+
+
+EXTENSIBLE = ("window", "window_low_rank")  # the adaptations whose warm-up can extend itself
 
 
 class _Centre(NamedTuple):
@@ -116,18 +145,76 @@ def _warmup_fn(potential, settings: Settings):
         (state, params), info = adapt.run(key, position, num_steps=settings.warmup)
         if settings.adaptation == "low_rank":
             state = _keep_valid_centre(algo, _logdensity(potential, data), state, info)
-        return state, params
+        return state, _record(params, info, settings.warmup, settings)
 
     return run
 
 
+def _record(params: dict, info, steps: int, settings: Settings) -> dict:
+    """The adapted parameters plus the warm-up's record: iterations run, and (extensible warm-ups) the
+    last window's change ratio and length."""
+    out = {**params, "warmup_steps": jnp.asarray(steps, jnp.int32)}
+    if settings.adaptation in EXTENSIBLE and info is not None:
+        change, window = info
+        out |= {"settle_ratio": change[-1], "window": window[-1]}
+    return out
+
+
+def _windows(settings: Settings):
+    """Stan's windows, the metric from the first window's draws early."""
+    return partial(build_schedule, initial_buffer_size=settings.window_start[0],
+                   first_window_size=settings.window_start[1])
+
+
+def extension_length(settings: Settings) -> int:
+    """Iterations one extension of the warm-up runs: a window as long as the schedule's last, then the
+    final step-size buffer."""
+    return metric.longest_window(_windows(settings)(settings.warmup)) + FINAL_BUFFER
+
+
+def _extension_schedule(length: int) -> jax.Array:
+    window = length - FINAL_BUFFER
+    return jnp.asarray([(1, False)] * (window - 1) + [(1, True)] + [(0, False)] * FINAL_BUFFER)
+
+
+def _extend_fn(potential, settings: Settings):
+    """One more window of warm-up from a chain's state and adapted parameters (`extension_length`)."""
+    algo = blackjax.nuts if settings.algorithm == "nuts" else blackjax.hmc
+    extra = ({"max_num_doublings": settings.max_tree_depth} if settings.algorithm == "nuts"
+             else {"num_integration_steps": settings.num_integration_steps})
+    length = extension_length(settings)
+
+    @jax.jit
+    def run(key, state, params, data):
+        imm = params["inverse_mass_matrix"]
+        if settings.adaptation == "window_low_rank":
+            d = imm.sigma.shape[0]
+            core = metric.low_rank_core(metric.buffer_size(length - FINAL_BUFFER, d))
+            start = metric.low_rank_state(imm, metric.buffer_size(length - FINAL_BUFFER, d), params["window"])
+        else:
+            core, start = metric.diagonal_core(), metric.diagonal_state(imm, params["window"])
+        adapt = blackjax.staged_adaptation(
+            algo, _logdensity(potential, data), core, schedule_fn=lambda n: _extension_schedule(length),
+            initial_step_size=params["step_size"], initial_metric_state=start,
+            target_acceptance_rate=settings.target_accept, adaptation_info_fn=_settling, **extra)
+        (state, new), info = adapt.run(key, state.position, num_steps=length)
+        return state, _record(new, info, 0, settings) | {"warmup_steps": params["warmup_steps"] + length}
+
+    return run
+
+
+def unsettled(params: dict) -> bool:
+    """Whether a chain's warm-up ended with its metric still moving (`metric.settle_ratio` over 1)."""
+    return "settle_ratio" in params and float(np.asarray(params["settle_ratio"])) > 1.0
+
+
 def _adaptation(settings: Settings, algo, logdensity, extra: dict, position):
-    common = {"target_acceptance_rate": settings.target_accept, "adaptation_info_fn": _no_info, **extra}
-    # Stan's windows, the metric from the first window's draws early
-    schedule = partial(build_schedule, initial_buffer_size=settings.window_start[0],
-                       first_window_size=settings.window_start[1])
+    extensible = settings.adaptation in EXTENSIBLE
+    common = {"target_acceptance_rate": settings.target_accept,
+              "adaptation_info_fn": _settling if extensible else _no_info, **extra}
+    schedule = _windows(settings)
     if settings.adaptation == "window":
-        return blackjax.staged_adaptation(algo, logdensity, "welford_diag", schedule_fn=schedule, **common)
+        return blackjax.staged_adaptation(algo, logdensity, metric.diagonal_core(), schedule_fn=schedule, **common)
     if settings.adaptation == "window_low_rank":
         d = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(position))
         with jax.ensure_compile_time_eval():  # the schedule is static (warm-up runs inside a jit)
@@ -164,10 +251,38 @@ def _sample_fn(potential, settings: Settings, n: int):
 
 
 def warmup_chain(ctx, key, position, settings: Settings):
-    """Window adaptation for one chain; returns (state, adapted params) on the host."""
+    """Window adaptation for one chain, extended while its metric has not settled (`Settings.max_warmup`);
+    returns (state, adapted params) on the host."""
     run = ctx.cached(("warmup", settings), lambda: _warmup_fn(ctx.potential, settings))
-    state, params = run(ctx.to_global(key), ctx.to_global(position), ctx.data)
-    return ctx.to_host(state), ctx.to_host(params)
+    state, params = ctx.to_host(run(ctx.to_global(key), ctx.to_global(position), ctx.data))
+    states, params = _extend(ctx, [key], [state], [params], settings)
+    return states[0], params[0]
+
+
+def _vmapped_extension(potential, settings: Settings):
+    return jax.jit(jax.vmap(_extend_fn(potential, settings).__wrapped__, in_axes=(0, 0, 0, None)))
+
+
+def _extension_key(key, steps) -> np.ndarray:
+    return np.asarray(jax.random.fold_in(jnp.asarray(key), int(np.asarray(steps))))
+
+
+def _extend(ctx, keys: list, states: list, params: list, settings: Settings) -> tuple[list, list]:
+    """Extensions of the chains' warm-up (all chains together, as they were warmed up) while any chain's
+    metric is still moving and the cap allows another (`Settings.max_warmup`)."""
+    length = extension_length(settings)
+    while any(unsettled(p) for p in params) and int(np.asarray(params[0]["warmup_steps"])) + length <= \
+            settings.warmup_cap:
+        ks = [_extension_key(k, p["warmup_steps"]) for k, p in zip(keys, params)]
+        if len(keys) == 1:
+            run = ctx.cached(("extend", settings), lambda: _extend_fn(ctx.potential, settings))
+            out = ctx.to_host(run(ctx.to_global(ks[0]), ctx.to_global(states[0]), ctx.to_global(params[0]), ctx.data))
+            states, params = [out[0]], [out[1]]
+            continue
+        run = ctx.cached(("extend-vmap", settings), partial(_vmapped_extension, ctx.potential, settings))
+        st, pa = ctx.to_host(run(*(ctx.to_global(_stack(x)) for x in (ks, states, params)), ctx.data))
+        states, params = _unstack(st, len(keys)), _unstack(pa, len(keys))
+    return states, params
 
 
 def sample_segment(ctx, key, state, params, n: int, settings: Settings):
@@ -224,7 +339,8 @@ def warmup_chains(ctx, keys, positions, settings: Settings):
     run = ctx.cached(("warmup-vmap", settings),
                      lambda: jax.jit(jax.vmap(_warmup_fn(potential, settings).__wrapped__, in_axes=(0, 0, None))))
     state, params = run(ctx.to_global(_stack(keys)), ctx.to_global(_stack(positions)), ctx.data)
-    return _unstack(ctx.to_host(state), len(keys)), _unstack(ctx.to_host(params), len(keys))
+    return _extend(ctx, keys, _unstack(ctx.to_host(state), len(keys)), _unstack(ctx.to_host(params), len(keys)),
+                   settings)
 
 
 def sample_chains(ctx, keys, states, params, n: int, settings: Settings):

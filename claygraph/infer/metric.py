@@ -63,6 +63,16 @@ class LowRankState(NamedTuple):
     moments: Moments
     draws: jax.Array  # (buffer_size, d): the window's last draws, circular
     grads: jax.Array  # (buffer_size, d)
+    change: jax.Array  # the last window's metric against the one before, over its noise bound (`settle_ratio`)
+    window: jax.Array  # draws in the last finished window (0: none yet)
+
+
+class DiagonalState(NamedTuple):
+    """Stan's diagonal metric, var(draws) regularised, with the same record of change as LowRankState."""
+    inverse_mass_matrix: jax.Array
+    moments: Moments
+    change: jax.Array
+    window: jax.Array
 
 
 def _empty_moments(d: int, dtype) -> Moments:
@@ -151,6 +161,32 @@ def estimate(moments: Moments, x: jax.Array, g: jax.Array, m: jax.Array, previou
     return LowRankInverseMassMatrix(sigma=sigma, U=u, lam=lam)
 
 
+def variances(imm) -> jax.Array:
+    """The per-coordinate variances of an inverse mass matrix (diagonal, or low-rank + diagonal)."""
+    if isinstance(imm, LowRankInverseMassMatrix):
+        return imm.sigma ** 2 * (1.0 + jnp.sum((imm.lam - 1.0) * imm.U ** 2, axis=1))
+    return imm
+
+
+# a window's metric counts as settled when no coordinate's scale moved by more than this factor beyond
+# the estimates' own noise
+SETTLED_FACTOR = 2.0
+
+
+def settle_ratio(old: jax.Array, new: jax.Array, n_old: jax.Array, n_new: jax.Array) -> jax.Array:
+    """How far a window's metric moved from the previous window's, over what the two windows' noise
+    allows: max over coordinates of |log(scale_new / scale_old)| (scale = sqrt(variance)) divided by
+    log(SETTLED_FACTOR) + z_d sqrt(1 / n_old + 1 / n_new). A scale estimated from n draws (effective
+    size about n / 2) has sd(log scale) about 1 / sqrt(n); z_d = sqrt(2 log d) + 2 covers the largest of
+    d such deviations. At most 1: the metric has settled; inf when there was no earlier window."""
+    d = old.shape[0]
+    tiny = jnp.finfo(old.dtype).tiny
+    stat = jnp.max(jnp.abs(jnp.log(jnp.maximum(new, tiny)) - jnp.log(jnp.maximum(old, tiny)))) / 2
+    n_o, n_n = (jnp.maximum(n, 1).astype(old.dtype) for n in (n_old, n_new))
+    bound = np.log(SETTLED_FACTOR) + (np.sqrt(2 * np.log(max(d, 2))) + 2) * jnp.sqrt(1 / n_o + 1 / n_n)
+    return jnp.where(n_old > 0, stat / bound, jnp.inf)
+
+
 def buffer_size(window: int, d: int) -> int:
     """Rows of the window buffer: the longest window, within MAX_BUFFER_ENTRIES."""
     return int(max(1, min(window, MAX_BUFFER_ENTRIES // max(2 * d, 1))))
@@ -168,15 +204,23 @@ def longest_window(schedule) -> int:
     return max(longest, 1)
 
 
+def low_rank_state(imm: LowRankInverseMassMatrix, rows: int, window=0) -> LowRankState:
+    """A core state that starts from `imm`, learnt from a window of `window` draws (a warm-up's extension)."""
+    d, dtype = imm.sigma.shape[0], imm.sigma.dtype
+    return LowRankState(imm, _empty_moments(d, dtype), jnp.zeros((rows, d), dtype), jnp.zeros((rows, d), dtype),
+                        jnp.zeros((), dtype), jnp.asarray(window, jnp.int32))
+
+
 def low_rank_core(rows: int, rule: LowRankRule = LowRankRule()) -> MetricCore:
     """A BlackJAX MetricCore (init / update / final) for `staged_adaptation`: it accumulates a
-    window's draws and gradients and at the window's end sets the low-rank + diagonal metric."""
+    window's draws and gradients and at the window's end sets the low-rank + diagonal metric and
+    records how far it moved from the previous window's (`settle_ratio`)."""
 
     def init(d: int) -> LowRankState:
         dtype = jnp.zeros(()).dtype
         imm = LowRankInverseMassMatrix(sigma=jnp.ones(d, dtype), U=jnp.zeros((d, rule.max_rank), dtype),
                                        lam=jnp.ones(rule.max_rank, dtype))
-        return LowRankState(imm, _empty_moments(d, dtype), jnp.zeros((rows, d), dtype), jnp.zeros((rows, d), dtype))
+        return low_rank_state(imm, rows)
 
     def update(state: LowRankState, position, grad) -> LowRankState:
         x, _ = ravel_pytree(position)
@@ -184,14 +228,44 @@ def low_rank_core(rows: int, rule: LowRankRule = LowRankRule()) -> MetricCore:
         gr, _ = ravel_pytree(grad)
         x, gr = x.astype(state.draws.dtype), gr.astype(state.draws.dtype)
         i = state.moments.n % rows
-        return LowRankState(state.inverse_mass_matrix, _welford(state.moments, x, gr),
-                            state.draws.at[i].set(x), state.grads.at[i].set(gr))
+        return state._replace(moments=_welford(state.moments, x, gr), draws=state.draws.at[i].set(x),
+                              grads=state.grads.at[i].set(gr))
 
     def final(state: LowRankState) -> LowRankState:
         m = jnp.minimum(state.moments.n, rows)
         imm = estimate(state.moments, state.draws, state.grads, m, state.inverse_mass_matrix, rule)
         d = state.draws.shape[1]
+        change = settle_ratio(variances(state.inverse_mass_matrix), variances(imm), state.window, state.moments.n)
         return LowRankState(imm, _empty_moments(d, state.draws.dtype), jnp.zeros_like(state.draws),
-                            jnp.zeros_like(state.grads))
+                            jnp.zeros_like(state.grads), change.astype(state.change.dtype), state.moments.n)
+
+    return MetricCore(init=init, update=update, final=final)
+
+
+def diagonal_state(imm: jax.Array, window=0) -> DiagonalState:
+    return DiagonalState(imm, _empty_moments(imm.shape[0], imm.dtype), jnp.zeros((), imm.dtype),
+                         jnp.asarray(window, jnp.int32))
+
+
+def diagonal_core() -> MetricCore:
+    """Stan's diagonal metric as a MetricCore (BlackJAX's Welford diagonal): the draws' sample variance
+    over the window, regularised as Stan's (n / (n + 5) var + 1e-3 x 5 / (n + 5)), with the record of
+    change of `low_rank_core`."""
+
+    def init(d: int) -> DiagonalState:
+        return diagonal_state(jnp.ones(d, jnp.zeros(()).dtype))
+
+    def update(state: DiagonalState, position, grad) -> DiagonalState:
+        x, _ = ravel_pytree(position)
+        x = x.astype(state.inverse_mass_matrix.dtype)
+        return state._replace(moments=_welford(state.moments, x, jnp.zeros_like(x)))
+
+    def final(state: DiagonalState) -> DiagonalState:
+        m = state.moments
+        n = m.n.astype(m.m2_x.dtype)
+        var = (n / (n + 5.0)) * (m.m2_x / jnp.maximum(n - 1.0, 1.0)) + 1e-3 * (5.0 / (n + 5.0))
+        imm = jnp.where(jnp.isfinite(var) & (var > 0), var, state.inverse_mass_matrix)
+        change = settle_ratio(state.inverse_mass_matrix, imm, state.window, m.n)
+        return DiagonalState(imm, _empty_moments(imm.shape[0], imm.dtype), change.astype(imm.dtype), m.n)
 
     return MetricCore(init=init, update=update, final=final)

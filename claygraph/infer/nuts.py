@@ -61,6 +61,7 @@ class MCMCResult:
     notes: list = field(default_factory=list)  # chains reported as behind, slow or restarted
     restarted: dict = field(default_factory=dict)  # chain id -> why it was restarted (stuck)
     problems: list = field(default_factory=list)  # failed diagnostics (R-hat, ESS, divergences)
+    warmup_steps: list = field(default_factory=list)  # warm-up iterations each chain ran (extensions included)
 
     @property
     def ok(self) -> bool:
@@ -256,6 +257,12 @@ def mcmc(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int =
                   for k, why in sorted(restarted.items())]
     for note in res.notes:
         log.warning(note)
+    res.warmup_steps = [int(np.asarray(c.params["warmup_steps"])) for c in pool
+                        if c.params is not None and "warmup_steps" in c.params]
+    if res.warmup_steps and max(res.warmup_steps) > settings.warmup:
+        res.notes.append(f"warm-up extended to {max(res.warmup_steps)} iterations (asked for {settings.warmup}): "
+                         f"the mass matrix was still changing (Settings.max_warmup caps it)")
+        log.info(res.notes[-1])
     res.problems = problems(res.inference_data, max_rhat)
     if res.problems:
         warnings.warn("NUTS diagnostics failed; do not trust these draws as they are: " + "; ".join(res.problems),
@@ -361,13 +368,15 @@ def _result(model, data, session, pool, wall, mode, why, busy, draws: int | None
 
 def nuts(model: Callable, data, chains: int = 4, warmup: int = 500, draws: int = 500, runtime=None, cluster=None,
          split=None, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
-         adaptation: str = DEFAULT_ADAPTATION, **kwargs) -> MCMCResult:
-    """NUTS; results as ArviZ InferenceData (`.posterior`). adaptation: how warm-up learns the mass
+         adaptation: str = DEFAULT_ADAPTATION, max_warmup: int | None = None, **kwargs) -> MCMCResult:
+    """NUTS; results as ArviZ InferenceData (`.posterior`). max_warmup: the longest warm-up when the
+    mass matrix is still changing at its end (`Settings.max_warmup`; default 4 x warmup; `warmup`: never
+    extended; `MCMCResult.warmup_steps` says what ran). adaptation: how warm-up learns the mass
     matrix: "window_low_rank" (the default: a low-rank + diagonal metric from draws and gradients,
     learnt in Stan's windows, `claygraph.infer.metric`), "window" (Stan's, diagonal from draws),
     "low_rank" (nutpie's metric in nutpie's growing windows: a slower warm-up) or "fisher" (diagonal
     from draws and gradients). docs/inference.md measures them."""
-    s = Settings("nuts", target_accept, max_tree_depth, warmup=warmup, adaptation=adaptation)
+    s = Settings("nuts", target_accept, max_tree_depth, warmup=warmup, adaptation=adaptation, max_warmup=max_warmup)
     return mcmc(model, data, chains, warmup, draws, runtime, cluster, split, seed, settings=s, **kwargs)
 
 

@@ -8,9 +8,11 @@ A chain counts as stuck, against the median of the other chains, when
   (it sits in a region the others find far less probable: a minor mode or a plateau).
 Each chain is restarted at most once; a restarted chain's earlier draws are dropped.
 
-When most chains diverge that often (`adaptation_failed`), the adapted metric itself is wrong (the
-low-rank metric on a posterior with near-singular correlations, estimated in float32): the caller
-repeats warm-up with Stan's window adaptation instead.
+When most chains diverge that often, when the chains' first draws disagree (R-hat over DISAGREE_RHAT)
+or when they mix so slowly that their bulk ESS is under COLLAPSED_ESS per draw (`adaptation_failed`),
+the adapted metric itself is suspect (the low-rank metric on a posterior with near-singular
+correlations, estimated in float32; a metric from gradients on a funnel): the caller repeats warm-up
+with Stan's window adaptation instead.
 """
 from __future__ import annotations
 
@@ -23,6 +25,12 @@ from claygraph.infer.chains import Chain
 STEP_RATIO = 0.1
 DIVERGENT_SHARE = 0.2
 LP_GAP_SDS = 6.0
+# the first segment's draws under a metric that works: bulk ESS per draw above this on every coordinate
+# (the low-rank metric gives 0.3-1.5 on posteriordb's posteriors, docs/inference.md), and the chains agree
+COLLAPSED_ESS = 0.2
+DISAGREE_RHAT = 1.2
+MIN_DRAWS = 50  # fewer draws per chain in the first segment: too few to judge ESS or R-hat
+MAX_COLUMNS = 1000  # coordinates the check looks at (evenly spaced over the flattened parameters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +99,50 @@ def recover(pool: list[Chain], restarted: dict[int, str]) -> list[str]:
 
 
 def adaptation_failed(pool: list[Chain]) -> str | None:
-    """Why the adapted metric is unusable: over DIVERGENT_SHARE of the last segment's draws
-    diverged in the median chain; None when not."""
+    """Why the adapted metric is unusable, judged on the chains' last segment: over DIVERGENT_SHARE of
+    its draws diverged in the median chain, or (`mixing_failed`) the chains disagree or barely mix;
+    None when not."""
     shares = [health(c).divergent for c in pool if c.stats]
     if not shares:
         return None
     share = float(np.median(shares))
-    return f"{share:.0%} of the draws diverged in the median chain" if share > DIVERGENT_SHARE else None
+    if share > DIVERGENT_SHARE:
+        return f"{share:.0%} of the draws diverged in the median chain"
+    return mixing_failed([c.draws[-1] for c in pool if c.draws])
+
+
+def _columns(segment: dict) -> np.ndarray:
+    """(draws, coordinates) of one chain's segment: every coordinate, or MAX_COLUMNS evenly spaced over
+    the flattened parameters (without copying the rest: a segment of millions of coordinates stays put)."""
+    sites = [np.asarray(v).reshape(np.shape(v)[0], -1) for _, v in sorted(segment.items())]
+    sizes = np.asarray([x.shape[1] for x in sites])
+    total = int(sizes.sum())
+    picks = np.arange(total) if total <= MAX_COLUMNS else np.linspace(0, total - 1, MAX_COLUMNS).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    site = np.searchsorted(starts, picks, side="right") - 1
+    return np.stack([sites[s][:, i - starts[s]] for s, i in zip(site, picks)], axis=1).astype(np.float64)
+
+
+def mixing_failed(segments: list[dict]) -> str | None:
+    """Why chains' segments (site -> (draws, ...) each, equal lengths) show a failed metric: the chains
+    disagree (rank-normalised split R-hat over DISAGREE_RHAT) or their bulk ESS is under COLLAPSED_ESS
+    per draw on some coordinate; None when neither, or with fewer than two chains or MIN_DRAWS draws."""
+    from claygraph.infer.common import arviz
+
+    n = min((len(next(iter(s.values()))) for s in segments), default=0)
+    if len(segments) < 2 or n < MIN_DRAWS:
+        return None
+    az = arviz()
+    x = np.stack([_columns(s)[:n] for s in segments])  # (chain, draw, coordinate)
+    moving = np.ptp(x, axis=(0, 1)) > 0
+    if not moving.any():
+        return f"no coordinate moved in {n} draws of {len(segments)} chains"
+    x = x[:, :, moving]
+    ess = np.asarray(az.ess({"x": x}, method="bulk")["x"].values, np.float64)
+    rhat = np.asarray(az.rhat({"x": x})["x"].values, np.float64)
+    total = len(segments) * n
+    if np.nanmax(rhat) > DISAGREE_RHAT:
+        return f"the chains disagree: R-hat {np.nanmax(rhat):.2f} over their first {n} draws"
+    if np.nanmin(ess) < COLLAPSED_ESS * total:
+        return f"bulk ESS {np.nanmin(ess):.0f} from {total} draws (under {COLLAPSED_ESS:g} per draw)"
+    return None

@@ -194,8 +194,8 @@ def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | 
 
 
 def _warm_up_again(session, pool, settings, starts, restarted: dict, layout: Layout):
-    """When the adapted metric fails (most chains diverge, `adaptation_failed`) and it was not Stan's
-    window adaptation: warm every chain up again from its starting point with window adaptation,
+    """When the adapted metric fails (most chains diverge, disagree or barely mix: `adaptation_failed`) and it
+    was not Stan's window adaptation: warm every chain up again from its starting point with window adaptation,
     drop the draws, record it per chain in `restarted`, and return the new settings (else None)."""
     from dataclasses import replace
 

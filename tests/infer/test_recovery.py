@@ -8,13 +8,13 @@ import pytest
 import claygraph as cg
 from claygraph.infer.chains import Chain
 from claygraph.infer.nuts import SamplingWarning
-from claygraph.infer.recovery import Health, adaptation_failed, recover, why_stuck
+from claygraph.infer.recovery import COLLAPSED_ESS, Health, adaptation_failed, mixing_failed, recover, why_stuck
 
 
 def _chain(i, step, lp=None, diverging=0.0, n=50):
     c = Chain(i, np.zeros(2, np.uint32), state=f"state{i}", params={"step_size": np.float32(step)})
     if lp is not None:
-        c.draws.append({"x": np.zeros(n)})
+        c.draws.append({"x": np.random.default_rng(100 + i).normal(size=n)})
         c.stats.append({"lp": np.random.default_rng(i).normal(lp, 1.0, n), "diverging": np.arange(n) < diverging * n})
     return c
 
@@ -32,6 +32,36 @@ def test_a_metric_under_which_most_chains_diverge_has_failed():
     assert adaptation_failed([_chain(i, 0.5, lp=-10.0, diverging=0.6) for i in range(3)]).startswith("60%")
     assert adaptation_failed([_chain(i, 0.5, lp=-10.0, diverging=0.6 * (i == 0)) for i in range(3)]) is None
     assert recover([_chain(i, 0.5, lp=-10.0, diverging=0.6) for i in range(3)], {}) == []  # no healthy donor
+
+
+def _ar1(rho, chains=4, n=100, d=3, shift=0.0, seed=0):
+    """Chains of an AR(1) process with autocorrelation rho (bulk ESS per draw about (1 - rho) / (1 + rho)),
+    chain 0 shifted by `shift` sds."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(chains):
+        x = np.zeros((n, d))
+        x[0] = rng.normal(size=d)
+        for t in range(1, n):
+            x[t] = rho * x[t - 1] + np.sqrt(1 - rho ** 2) * rng.normal(size=d)
+        out.append({"theta": x + (shift if c == 0 else 0.0)})
+    return out
+
+
+def test_a_metric_whose_chains_barely_mix_or_disagree_has_failed():
+    # independent draws (ESS per draw about 1) and a sticky chain (rho = 0.3: about 0.54, the level of the low-rank
+    # metric on eight schools) pass;
+    # rho = 0.95 (about 0.026 per draw, what the low-rank metric gave on the funnel of docs/inference.md) fails
+    for seed in range(5):
+        assert mixing_failed(_ar1(0.0, seed=seed)) is None
+        assert mixing_failed(_ar1(0.3, seed=seed)) is None
+        why = mixing_failed(_ar1(0.95, seed=seed))
+        assert why is not None and ("ESS" in why or "disagree" in why), why
+    assert "disagree" in mixing_failed(_ar1(0.0, shift=3.0))  # one chain elsewhere: R-hat
+    assert "no coordinate moved" in mixing_failed([{"theta": np.ones((60, 2))}] * 3)
+    assert mixing_failed(_ar1(0.95, n=30)) is None  # too few draws to judge
+    assert mixing_failed(_ar1(0.95, chains=1)) is None  # one chain: no comparison
+    assert 0 < COLLAPSED_ESS < 0.54
 
 
 def test_recover_restarts_a_stuck_chain_from_the_best_healthy_one_once():
