@@ -234,6 +234,9 @@ REFERENCE_MODEL: dict[str, Callable] = {
     "radon_centered": _radon(False),
     "glmm_poisson_centered": _glmm(False),
 }
+# how the reference model differs from the model the suite samples
+REFERENCE_FORM = {"smoking_status": "status and patient effects centred (offsets derived)",
+                  "radon_centered": "non-centred (LocScaleReparam)", "glmm_poisson_centered": "non-centred (LocScaleReparam)"}
 # a posterior whose reference is posteriordb's for the same posterior under another parameterisation
 POSTERIORDB_ALIAS = {"eight_schools_centered": "eight_schools-eight_schools_noncentered"}
 # the sites a reference summarises (default: every sampled site of the model)
@@ -304,7 +307,7 @@ def agreement(reference: pdb.Reference, posterior: Mapping[str, Any], z: float =
 REF_CHAINS, REF_WARMUP, REF_DRAWS, REF_SEED, REF_ACCEPT = 4, 4000, 5000, 20261208, 0.95
 # posteriors whose reference run needs a higher target acceptance (smaller steps) to keep off divergences
 REF_ACCEPT_FOR = {"smoking_status": 0.995}
-MAX_DIVERGENT = 0.001  # the largest share of the reference run's draws that may diverge
+MAX_DIVERGENT = 0.01  # the largest share of the reference run's draws that may diverge (recorded in its file)
 
 
 def _stan_names(site: str, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -350,8 +353,7 @@ def build_reference(name: str) -> dict:
         raise RuntimeError(f"{name}: the reference run is not good enough (max R-hat {worst_rhat:.4f}, "
                            f"min bulk ESS {least_ess:.0f}, {divergences} divergences)")
     return {"posterior": name, "source": source,
-            "method": {"sampler": "numpyro NUTS", "model": "non-centred form" if name in REFERENCE_MODEL
-                       else "as given", "chains": REF_CHAINS, "warmup": REF_WARMUP, "draws_per_chain": REF_DRAWS,
+            "method": {"sampler": "numpyro NUTS", "model": REFERENCE_FORM.get(name, "as given"), "chains": REF_CHAINS, "warmup": REF_WARMUP, "draws_per_chain": REF_DRAWS,
                        "seed": REF_SEED, "target_accept_prob": accept, "numpyro": numpyro.__version__},
             "draws": REF_CHAINS * REF_DRAWS, "max_rhat": worst_rhat, "min_ess_bulk": least_ess,
             "divergences": divergences, "parameters": params}

@@ -47,6 +47,8 @@ class LowRankRule:
     min_draws: int = 20  # fewer draws in a window: the diagonal alone
     draws_per_direction: float = 2.0  # nor fewer than this many per direction of Q
     clip: float = 1e6  # eigenvalues are clipped to [1/clip, clip]
+    # the diagonal: "fisher", sqrt(var(draws) / var(gradients)) (nutpie's), or "draws", var(draws) (Stan's)
+    diagonal: str = "fisher"
 
 
 class Moments(NamedTuple):
@@ -85,6 +87,13 @@ def _welford(m: Moments, x: jax.Array, g: jax.Array) -> Moments:
     dx, dg = x - m.mean_x, g - m.mean_g
     mean_x, mean_g = m.mean_x + dx / n, m.mean_g + dg / n
     return Moments(n, mean_x, m.m2_x + dx * (x - mean_x), mean_g, m.m2_g + dg * (g - mean_g))
+
+
+def draws_variance(m: Moments, previous: jax.Array) -> jax.Array:
+    """Stan's diagonal: the draws' sample variance, regularised (n / (n + 5) var + 1e-3 x 5 / (n + 5))."""
+    n = m.n.astype(m.m2_x.dtype)
+    var = (n / (n + 5.0)) * (m.m2_x / jnp.maximum(n - 1.0, 1.0)) + 1e-3 * (5.0 / (n + 5.0))
+    return jnp.where(jnp.isfinite(var) & (var > 0), var, previous)
 
 
 def diagonal(m: Moments, previous: jax.Array) -> jax.Array:
@@ -156,7 +165,8 @@ def low_rank(x: jax.Array, g: jax.Array, m: jax.Array, sigma: jax.Array, rule: L
 def estimate(moments: Moments, x: jax.Array, g: jax.Array, m: jax.Array, previous: LowRankInverseMassMatrix,
              rule: LowRankRule) -> LowRankInverseMassMatrix:
     """The inverse mass matrix diag(sigma) (I + U (lam - 1) U^T) diag(sigma) from one window."""
-    sigma = jnp.sqrt(diagonal(moments, previous.sigma ** 2))
+    pick = draws_variance if rule.diagonal == "draws" else diagonal
+    sigma = jnp.sqrt(pick(moments, previous.sigma ** 2))
     u, lam = low_rank(x, g, m, sigma, rule)
     return LowRankInverseMassMatrix(sigma=sigma, U=u, lam=lam)
 
@@ -211,10 +221,14 @@ def low_rank_state(imm: LowRankInverseMassMatrix, rows: int, window=0) -> LowRan
                         jnp.zeros((), dtype), jnp.asarray(window, jnp.int32))
 
 
-def low_rank_core(rows: int, rule: LowRankRule = LowRankRule()) -> MetricCore:
+DEFAULT_RULE = LowRankRule()
+
+
+def low_rank_core(rows: int, rule: LowRankRule | None = None) -> MetricCore:
     """A BlackJAX MetricCore (init / update / final) for `staged_adaptation`: it accumulates a
     window's draws and gradients and at the window's end sets the low-rank + diagonal metric and
     records how far it moved from the previous window's (`settle_ratio`)."""
+    rule = rule or DEFAULT_RULE
 
     def init(d: int) -> LowRankState:
         dtype = jnp.zeros(()).dtype
@@ -262,9 +276,7 @@ def diagonal_core() -> MetricCore:
 
     def final(state: DiagonalState) -> DiagonalState:
         m = state.moments
-        n = m.n.astype(m.m2_x.dtype)
-        var = (n / (n + 5.0)) * (m.m2_x / jnp.maximum(n - 1.0, 1.0)) + 1e-3 * (5.0 / (n + 5.0))
-        imm = jnp.where(jnp.isfinite(var) & (var > 0), var, state.inverse_mass_matrix)
+        imm = draws_variance(m, state.inverse_mass_matrix)
         change = settle_ratio(state.inverse_mass_matrix, imm, state.window, m.n)
         return DiagonalState(imm, _empty_moments(imm.shape[0], imm.dtype), change.astype(imm.dtype), m.n)
 
