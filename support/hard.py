@@ -236,7 +236,8 @@ REFERENCE_MODEL: dict[str, Callable] = {
 }
 # how the reference model differs from the model the suite samples
 REFERENCE_FORM = {"smoking_status": "status and patient effects centred (offsets derived)",
-                  "radon_centered": "non-centred (LocScaleReparam)", "glmm_poisson_centered": "non-centred (LocScaleReparam)"}
+                  "radon_centered": "non-centred (LocScaleReparam)",
+                  "glmm_poisson_centered": "non-centred (LocScaleReparam)"}
 # a posterior whose reference is posteriordb's for the same posterior under another parameterisation
 POSTERIORDB_ALIAS = {"eight_schools_centered": "eight_schools-eight_schools_noncentered"}
 # the sites a reference summarises (default: every sampled site of the model)
@@ -353,7 +354,8 @@ def build_reference(name: str) -> dict:
         raise RuntimeError(f"{name}: the reference run is not good enough (max R-hat {worst_rhat:.4f}, "
                            f"min bulk ESS {least_ess:.0f}, {divergences} divergences)")
     return {"posterior": name, "source": source,
-            "method": {"sampler": "numpyro NUTS", "model": REFERENCE_FORM.get(name, "as given"), "chains": REF_CHAINS, "warmup": REF_WARMUP, "draws_per_chain": REF_DRAWS,
+            "method": {"sampler": "numpyro NUTS", "model": REFERENCE_FORM.get(name, "as given"), "chains": REF_CHAINS,
+                       "warmup": REF_WARMUP, "draws_per_chain": REF_DRAWS,
                        "seed": REF_SEED, "target_accept_prob": accept, "numpyro": numpyro.__version__},
             "draws": REF_CHAINS * REF_DRAWS, "max_rhat": worst_rhat, "min_ess_bulk": least_ess,
             "divergences": divergences, "parameters": params}
