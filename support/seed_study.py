@@ -38,12 +38,22 @@ def _reference(name: str):
     return run
 
 
+def _hard(name: str):
+    def run(seed: int) -> list[tuple[str, float]]:
+        return _module("tests/infer/test_hard_posteriors.py").hard_check(name, seed)[0]
+    return run
+
+
 TESTS = {
     "test_nuts.py::test_recovers_the_exact_posterior[nuts]": _exact("nuts"),
     "test_nuts.py::test_recovers_the_exact_posterior[hmc]": _exact("hmc"),
     "test_nuts_references.py[sblrc-blr]": _reference("sblrc-blr"),
     "test_nuts_references.py[kidiq-kidscore_momiq]": _reference("kidiq-kidscore_momiq"),
     "test_nuts_references.py[eight_schools_noncentered]": _reference("eight_schools-eight_schools_noncentered"),
+    "test_hard_posteriors.py[eight_schools_centered]": _hard("eight_schools_centered"),
+    "test_hard_posteriors.py[smoking_status]": _hard("smoking_status"),
+    "test_hard_posteriors.py[radon_centered]": _hard("radon_centered"),
+    "test_hard_posteriors.py[glmm_poisson_centered]": _hard("glmm_poisson_centered"),
 }
 
 

@@ -44,13 +44,23 @@ HARD_RUNS = ["eight_schools_centered", "smoking_status",
              pytest.param("glmm_poisson_centered", marks=pytest.mark.long)]
 
 
+ALPHA = 1e-6  # each posterior's nominal rate: a stated false-failure rate of 1e-4 (see test_nuts.py)
+
+
+def hard_check(name: str, seed: int) -> tuple[list[tuple[str, float]], str]:
+    """(each check's statistic / its bound, what failed and the table) for one NUTS run with every default
+    (4 chains x 500 + 500) on hard posterior `name`: posteriordb's check at a nominal rate of ALPHA
+    (means within 0.1 sd plus z MCSE, sds within 10% or z standard errors; support/stats.py). R-hat is
+    not checked here: these posteriors' R-hat at 500 draws is what the bench reports, not a pass mark."""
+    ref = hard.load(name)
+    res = cg.infer.nuts(ref.model, ref.data, chains=4, warmup=500, draws=500, seed=seed, progress=False)
+    check = pdb.check_mcmc(ref, res.posterior, alpha=ALPHA)
+    return list(check.ratios), "\n".join(check.failures + res.notes) + "\n" + check.table
+
+
 @pytest.mark.filterwarnings("ignore::claygraph.infer.nuts.SamplingWarning")
 @pytest.mark.parametrize("name", HARD_RUNS)
 def test_nuts_defaults_agree_with_the_reference(name):
-    """4 chains x 500 + 500 with every default; the check is posteriordb's (means within 0.1 sd plus z
-    MCSE, sds within 10% or z standard errors, z for a false-failure rate of 1e-4 over all its checks,
-    support/stats.py), so a sampler that works fails it with probability at most 1e-4."""
-    ref = hard.load(name)
-    res = cg.infer.nuts(ref.model, ref.data, chains=4, warmup=500, draws=500, seed=0, progress=False)
-    check = pdb.check_mcmc(ref, res.posterior)
-    assert check.ok, (check.failures, res.notes)
+    """Stated false-failure rate 1e-4 per posterior; seed study: docs/testing.md."""
+    ratios, report = hard_check(name, seed=0)
+    assert all(r < 1 for _, r in ratios), report
