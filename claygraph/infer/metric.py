@@ -47,8 +47,6 @@ class LowRankRule:
     min_draws: int = 20  # fewer draws in a window: the diagonal alone
     draws_per_direction: float = 2.0  # nor fewer than this many per direction of Q
     clip: float = 1e6  # eigenvalues are clipped to [1/clip, clip]
-    # the diagonal: "fisher", sqrt(var(draws) / var(gradients)) (nutpie's), or "draws", var(draws) (Stan's)
-    diagonal: str = "fisher"
 
 
 class Moments(NamedTuple):
@@ -165,8 +163,7 @@ def low_rank(x: jax.Array, g: jax.Array, m: jax.Array, sigma: jax.Array, rule: L
 def estimate(moments: Moments, x: jax.Array, g: jax.Array, m: jax.Array, previous: LowRankInverseMassMatrix,
              rule: LowRankRule) -> LowRankInverseMassMatrix:
     """The inverse mass matrix diag(sigma) (I + U (lam - 1) U^T) diag(sigma) from one window."""
-    pick = draws_variance if rule.diagonal == "draws" else diagonal
-    sigma = jnp.sqrt(pick(moments, previous.sigma ** 2))
+    sigma = jnp.sqrt(diagonal(moments, previous.sigma ** 2))
     u, lam = low_rank(x, g, m, sigma, rule)
     return LowRankInverseMassMatrix(sigma=sigma, U=u, lam=lam)
 

@@ -6,7 +6,8 @@ A chain counts as stuck, against the median of the other chains, when
 - over a fifth of its draws diverged and at least five times their share plus 5 points, or
 - its mean log density lies more than `LP_GAP_SDS` within-chain standard deviations below theirs
   (it sits in a region the others find far less probable: a minor mode or a plateau).
-Each chain is restarted at most once; a restarted chain's earlier draws are dropped.
+Each chain is restarted at most once by these rules (a warm-up again under another metric, the
+fallback below, does not count); a restarted chain's earlier draws are dropped.
 
 When most chains diverge that often, when the chains' first draws disagree (R-hat over DISAGREE_RHAT)
 or when they mix so slowly that their bulk ESS is under COLLAPSED_ESS per draw (`adaptation_failed`),
@@ -29,6 +30,7 @@ LP_GAP_SDS = 6.0
 # (the low-rank metric gives 0.3-1.5 on posteriordb's posteriors, docs/inference.md), and the chains agree
 COLLAPSED_ESS = 0.2
 DISAGREE_RHAT = 1.2
+STUCK = "stuck"  # how a restart by these rules is recorded (MCMCResult.restarted), so that it happens once
 MIN_DRAWS = 50  # fewer draws per chain in the first segment: too few to judge ESS or R-hat
 MAX_COLUMNS = 1000  # coordinates the check looks at (evenly spaced over the flattened parameters)
 
@@ -89,10 +91,11 @@ def recover(pool: list[Chain], restarted: dict[int, str]) -> list[str]:
     donor = max(healthy, key=lambda c: (hs[c.id].mean_lp or 0.0, hs[c.id].step_size))
     notes = []
     for c in pool:
-        if c.id in stuck and c.id not in restarted:
+        if c.id in stuck and not restarted.get(c.id, "").startswith(STUCK):
             c.state, c.params = donor.state, donor.params
             c.draws, c.stats, c.segment_s = [], [], []
-            restarted[c.id] = f"stuck ({stuck[c.id]}): restarted from chain {donor.id}'s adapted state"
+            earlier = f"; before that: {restarted[c.id]}" if c.id in restarted else ""
+            restarted[c.id] = f"{STUCK} ({stuck[c.id]}): restarted from chain {donor.id}'s adapted state{earlier}"
             notes.append(f"chain {c.id} was stuck ({stuck[c.id]}): restarted from chain {donor.id}'s adapted "
                          f"state, its earlier draws dropped")
     return notes

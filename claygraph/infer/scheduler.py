@@ -185,7 +185,9 @@ def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | 
             c.segment_s.append(t)
         if not checked:
             checked = True
-            settings = _warm_up_again(session, pool, settings, starts, restarted, layout) or settings
+            again = _warm_up_again(session, pool, settings, starts, restarted, layout)
+            if again is not None:  # the fallback's own first segment gets the stuck-chain check too
+                settings, checked = again, False
             _recover(pool, restarted)
         for c in pool:
             hook(c.id, c.n)
@@ -193,31 +195,20 @@ def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | 
             progress.update(pool)
 
 
-# the fallback's warm-up: Stan's windows (75 iterations of step size alone, then windows from 25 draws), and
-# where the failed metric's draws diverged, smaller steps (Stan's remedy; docs/inference.md measures both)
-FALLBACK_START = (75, 25)
-FALLBACK_ACCEPT = 0.95
-
-
 def _warm_up_again(session, pool, settings, starts, restarted: dict, layout: Layout):
     """When the adapted metric fails (most chains diverge, disagree or barely mix: `adaptation_failed`) and it
-    was not Stan's window adaptation: warm every chain up again from its starting point with window adaptation
-    in Stan's windows (and target_accept raised to FALLBACK_ACCEPT where draws diverged), drop the draws,
-    record it per chain in `restarted`, and return the new settings (else None)."""
+    was not Stan's window adaptation: warm every chain up again from its starting point with window adaptation,
+    drop the draws, record it per chain in `restarted`, and return the new settings (else None)."""
     from dataclasses import replace
 
     why = adaptation_failed(pool) if settings.adaptation != "window" else None
     if why is None:
         return None
-    diverged = any(np.any(c.stats[-1]["diverging"]) for c in pool if c.stats)
-    accept = max(settings.target_accept, FALLBACK_ACCEPT) if diverged else settings.target_accept
-    how = "window adaptation" + (f", target_accept {accept:g} (draws diverged)" if accept != settings.target_accept
-                                 else "")
-    log.warning("the %s mass matrix failed (%s): warming up again with %s", settings.adaptation, why, how)
-    window = replace(settings, adaptation="window", window_start=FALLBACK_START, target_accept=accept)
+    log.warning("the %s mass matrix failed (%s): warming up again with window adaptation", settings.adaptation, why)
+    window = replace(settings, adaptation="window")
     keys = [_next_key(c) for c in pool]
     (states, params), _ = _in_groups(session, layout, warmup_chains, [keys, starts], window)
-    note = f"the {settings.adaptation} mass matrix failed ({why}): warmed up again with {how}"
+    note = f"the {settings.adaptation} mass matrix failed ({why}): warmed up again with window adaptation"
     for c, st, pa in zip(pool, states, params):
         c.state, c.params, c.draws, c.stats, c.segment_s = st, pa, [], [], []
         restarted[c.id] = note

@@ -75,6 +75,17 @@ def test_recover_restarts_a_stuck_chain_from_the_best_healthy_one_once():
     assert recover(pool, restarted) == [] and pool[2].params["step_size"] < 1e-3
 
 
+def test_a_chain_warmed_up_again_under_the_fallback_metric_is_still_restarted_once_when_stuck():
+    fallback = "the window_low_rank mass matrix failed (bulk ESS 9 from 400 draws): warmed up again with window"
+    restarted = {i: fallback for i in range(3)}
+    pool = [_chain(0, 0.5, lp=-10.0), _chain(1, 0.55, lp=-9.0), _chain(2, 0.5, lp=-80.0)]
+    assert len(recover(pool, restarted)) == 1
+    assert restarted[2].startswith("stuck") and restarted[2].endswith("before that: " + fallback)
+    assert restarted[0] == fallback and pool[2].state == "state1"
+    pool[2] = _chain(2, 0.5, lp=-80.0)  # stuck again: once is all
+    assert recover(pool, restarted) == []
+
+
 def conjugate_model(data):
     beta = numpyro.sample("beta", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
     with numpyro.plate("row", data.size("row")):
