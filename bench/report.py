@@ -778,8 +778,9 @@ def hard_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str
               "(chains sequential). *ESS* is the minimum bulk ESS over every parameter; *agrees*: every mean "
               "within 0.1 reference sd + 4 MCSE and every sd within 10% + 4 standard errors of the reference "
               "(`support/hard.py`); ESS per second counts the whole call, compiling included; *warm-up* is "
-              "what the chains ran (claygraph extends it while the metric moves); ↺ marks a fallback to the "
-              "diagonal metric after the first segment.", ""]
+              "what the chains ran (claygraph extends it while the metric moves, the longest chain's shown); ↺ "
+              "marks a fallback to the diagonal metric after the first segment, ⟲ a stuck chain restarted from "
+              "another's state.", ""]
     summary = []
     for m, v in res.get("summary", {}).items():
         summary.append([f"`{m}`", f"{v['ess_at_least_numpyro']} of {v['posteriors']}",
@@ -795,8 +796,11 @@ def hard_section(doc: dict, plots: dict, rel: Callable[[Path], str]) -> list[str
                 cells.append("error" if r is None else f"error: {r['error'][:60]}")
                 continue
             wu = max(r.get("warmup_used") or [res["warmup"]])
+            notes = r.get("notes") or []
+            mark = (" ↺" if any("mass matrix failed" in n for n in notes) else "") + \
+                (" ⟲" if any(n.startswith("stuck") for n in notes) else "")
             cells.append(f"{'✓' if r['agrees'] else '✗'} {r['min_ess_bulk']:.0f}; {r['ess_per_s']:.3g}/s; "
-                         f"{r['gradients']:,} grads; warm-up {wu}{' ↺' if r.get('notes') else ''}")
+                         f"{r['gradients']:,} grads; warm-up {wu}{mark}")
         body.append(cells)
     lines += table(["posterior"] + [f"`{m}`: agrees, ESS; ESS/s; gradients; warm-up" for m in methods], body)
     return lines + [""]
@@ -928,6 +932,13 @@ def headline(doc: dict) -> list[str]:
     if pdb and pdb.get("status") == "ok":
         out.append(f"- **Reference posteriors**: claygraph NUTS within tolerance of Stan on {pdb['nuts_passed']} of "
                    f"{pdb['total']} posteriordb posteriors (means within 0.1 sd + 4 MCSE, sds within 10%).")
+    hard = _suite(doc, "hard")
+    if hard and hard.get("status") == "ok" and "claygraph" in hard.get("summary", {}):
+        v = hard["summary"]["claygraph"]
+        out.append(f"- **Hard posteriors** ({v['posteriors']}, NUTS defaults against NumPyro's at equal draws): "
+                   f"min bulk ESS at least NumPyro's on {v['ess_at_least_numpyro']} of {v['posteriors']}; "
+                   f"agrees with the reference on {v['agrees']} of {v['posteriors']}; median ESS/s "
+                   f"{fmt_x(v['median_ess_per_s_over_numpyro'])} NumPyro's.")
     part = _suite(doc, "partition")
     if part and part.get("status") == "ok":
         for name, w in part["workloads"].items():

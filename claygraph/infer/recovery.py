@@ -26,9 +26,10 @@ from claygraph.infer.chains import Chain
 STEP_RATIO = 0.1
 DIVERGENT_SHARE = 0.2
 LP_GAP_SDS = 6.0
-# the first segment's draws under a metric that works: bulk ESS per draw above this on every coordinate
-# (the low-rank metric gives 0.3-1.5 on posteriordb's posteriors, docs/inference.md), and the chains agree
-COLLAPSED_ESS = 0.2
+# the draws under a metric that works: bulk ESS per draw above this on every coordinate (from the first 100
+# draws per chain the low-rank metric gave 0.145-1.5 on W2 and posteriordb's posteriors, 0.012-0.12 on the
+# funnels and the weakly identified hierarchy; docs/inference.md), and the chains agree
+COLLAPSED_ESS = 0.1
 DISAGREE_RHAT = 1.2
 STUCK = "stuck"  # how a restart by these rules is recorded (MCMCResult.restarted), so that it happens once
 MIN_DRAWS = 50  # fewer draws per chain in the first segment: too few to judge ESS or R-hat
@@ -102,8 +103,8 @@ def recover(pool: list[Chain], restarted: dict[int, str]) -> list[str]:
 
 
 def adaptation_failed(pool: list[Chain]) -> str | None:
-    """Why the adapted metric is unusable, judged on the chains' last segment: over DIVERGENT_SHARE of
-    its draws diverged in the median chain, or (`mixing_failed`) the chains disagree or barely mix;
+    """Why the adapted metric is unusable: over DIVERGENT_SHARE of the last segment's draws diverged in
+    the median chain, or (`mixing_failed`, on every draw so far) the chains disagree or barely mix;
     None when not."""
     shares = [health(c).divergent for c in pool if c.stats]
     if not shares:
@@ -111,39 +112,44 @@ def adaptation_failed(pool: list[Chain]) -> str | None:
     share = float(np.median(shares))
     if share > DIVERGENT_SHARE:
         return f"{share:.0%} of the draws diverged in the median chain"
-    return mixing_failed([c.draws[-1] for c in pool if c.draws])
+    return mixing_failed([c.draws for c in pool if c.draws])
 
 
-def _columns(segment: dict) -> np.ndarray:
-    """(draws, coordinates) of one chain's segment: every coordinate, or MAX_COLUMNS evenly spaced over
-    the flattened parameters (without copying the rest: a segment of millions of coordinates stays put)."""
-    sites = [np.asarray(v).reshape(np.shape(v)[0], -1) for _, v in sorted(segment.items())]
-    sizes = np.asarray([x.shape[1] for x in sites])
+def _columns(segments: list[dict]) -> np.ndarray:
+    """(draws, coordinates) of one chain's segments joined: every coordinate, or MAX_COLUMNS evenly spaced
+    over the flattened parameters (picked per segment, so that draws of millions of coordinates are never
+    copied whole)."""
+    names = sorted(segments[0])
+    sizes = np.asarray([int(np.prod(np.shape(segments[0][k])[1:], dtype=np.int64)) for k in names])
     total = int(sizes.sum())
     picks = np.arange(total) if total <= MAX_COLUMNS else np.linspace(0, total - 1, MAX_COLUMNS).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     site = np.searchsorted(starts, picks, side="right") - 1
-    return np.stack([sites[s][:, i - starts[s]] for s, i in zip(site, picks)], axis=1).astype(np.float64)
+    rows = []
+    for seg in segments:
+        flat = [np.asarray(seg[k]).reshape(np.shape(seg[k])[0], -1) for k in names]
+        rows.append(np.stack([flat[j][:, i - starts[j]] for j, i in zip(site, picks)], axis=1))
+    return np.concatenate(rows).astype(np.float64)
 
 
-def mixing_failed(segments: list[dict]) -> str | None:
-    """Why chains' segments (site -> (draws, ...) each, equal lengths) show a failed metric: the chains
+def mixing_failed(chains: list[list[dict]]) -> str | None:
+    """Why chains' draws (per chain, its segments: site -> (draws, ...)) show a failed metric: the chains
     disagree (rank-normalised split R-hat over DISAGREE_RHAT) or their bulk ESS is under COLLAPSED_ESS
     per draw on some coordinate; None when neither, or with fewer than two chains or MIN_DRAWS draws."""
     from claygraph.infer.common import arviz
 
-    n = min((len(next(iter(s.values()))) for s in segments), default=0)
-    if len(segments) < 2 or n < MIN_DRAWS:
+    n = min((sum(len(next(iter(seg.values()))) for seg in segs) for segs in chains), default=0)
+    if len(chains) < 2 or n < MIN_DRAWS:
         return None
     az = arviz()
-    x = np.stack([_columns(s)[:n] for s in segments])  # (chain, draw, coordinate)
+    x = np.stack([_columns(segs)[:n] for segs in chains])  # (chain, draw, coordinate)
     moving = np.ptp(x, axis=(0, 1)) > 0
     if not moving.any():
-        return f"no coordinate moved in {n} draws of {len(segments)} chains"
+        return f"no coordinate moved in {n} draws of {len(chains)} chains"
     x = x[:, :, moving]
     ess = np.asarray(az.ess({"x": x}, method="bulk")["x"].values, np.float64)
     rhat = np.asarray(az.rhat({"x": x})["x"].values, np.float64)
-    total = len(segments) * n
+    total = len(chains) * n
     if np.nanmax(rhat) > DISAGREE_RHAT:
         return f"the chains disagree: R-hat {np.nanmax(rhat):.2f} over their first {n} draws"
     if np.nanmin(ess) < COLLAPSED_ESS * total:

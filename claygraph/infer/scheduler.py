@@ -168,7 +168,7 @@ def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | 
         c.state, c.params = st, pa
         c.seconds += t
     _recover(pool, restarted)
-    checked = False
+    checked, late_due = False, None  # the metric's checks: after the first segment, and at LATE_CHECK x its draws
     while True:
         why = stop(pool)
         if why:
@@ -183,16 +183,26 @@ def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | 
             c.stats.append(sts)
             c.seconds += t
             c.segment_s.append(t)
-        if not checked:
-            checked = True
+        drawn = min(c.n for c in pool)
+        late = late_due is not None and drawn >= late_due
+        if not checked or late:
             again = _warm_up_again(session, pool, settings, starts, restarted, layout)
-            if again is not None:  # the fallback's own first segment gets the stuck-chain check too
-                settings, checked = again, False
-            _recover(pool, restarted)
+            if not checked:  # the first segment (the fallback's own included) gets the stuck-chain check
+                late_due = LATE_CHECK * drawn if again is None and settings.adaptation != "window" else None
+                _recover(pool, restarted)
+            else:
+                late_due = None
+            checked = again is None
+            settings = again or settings
         for c in pool:
             hook(c.id, c.n)
         if progress is not None:
             progress.update(pool)
+
+
+# the metric is judged again on all draws once the chains have this many times the first segment's: an ESS
+# estimated from 100 draws per chain overstates a slowly mixing chain's (docs/inference.md)
+LATE_CHECK = 4
 
 
 def _warm_up_again(session, pool, settings, starts, restarted: dict, layout: Layout):

@@ -8,6 +8,7 @@ import pytest
 import claygraph as cg
 from claygraph.infer.chains import Chain
 from claygraph.infer.nuts import SamplingWarning
+from claygraph.infer import recovery
 from claygraph.infer.recovery import COLLAPSED_ESS, Health, adaptation_failed, mixing_failed, recover, why_stuck
 
 
@@ -34,9 +35,9 @@ def test_a_metric_under_which_most_chains_diverge_has_failed():
     assert recover([_chain(i, 0.5, lp=-10.0, diverging=0.6) for i in range(3)], {}) == []  # no healthy donor
 
 
-def _ar1(rho, chains=4, n=100, d=3, shift=0.0, seed=0):
+def _ar1(rho, chains=4, n=100, d=3, shift=0.0, seed=0, segments=1):
     """Chains of an AR(1) process with autocorrelation rho (bulk ESS per draw about (1 - rho) / (1 + rho)),
-    chain 0 shifted by `shift` sds."""
+    chain 0 shifted by `shift` sds; each chain's draws cut into `segments` segments."""
     rng = np.random.default_rng(seed)
     out = []
     for c in range(chains):
@@ -44,24 +45,36 @@ def _ar1(rho, chains=4, n=100, d=3, shift=0.0, seed=0):
         x[0] = rng.normal(size=d)
         for t in range(1, n):
             x[t] = rho * x[t - 1] + np.sqrt(1 - rho ** 2) * rng.normal(size=d)
-        out.append({"theta": x + (shift if c == 0 else 0.0)})
+        x = x + (shift if c == 0 else 0.0)
+        out.append([{"theta": part} for part in np.array_split(x, segments)])
     return out
 
 
 def test_a_metric_whose_chains_barely_mix_or_disagree_has_failed():
-    # independent draws (ESS per draw about 1) and a sticky chain (rho = 0.3: about 0.54, the level of the low-rank
-    # metric on eight schools) pass;
-    # rho = 0.95 (about 0.026 per draw, what the low-rank metric gave on the funnel of docs/inference.md) fails
+    # independent draws (ESS per draw about 1) and a sticky chain (rho = 0.3: about 0.54, the level of the
+    # low-rank metric on eight schools) pass; rho = 0.98 (about 0.01 per draw, what the low-rank metric gave
+    # on the funnels of docs/inference.md) fails
     for seed in range(5):
         assert mixing_failed(_ar1(0.0, seed=seed)) is None
         assert mixing_failed(_ar1(0.3, seed=seed)) is None
-        why = mixing_failed(_ar1(0.95, seed=seed))
+        why = mixing_failed(_ar1(0.98, seed=seed))
+        assert why is not None and ("ESS" in why or "disagree" in why), why
+        # the late check joins the segments: 400 draws per chain of rho = 0.95 (about 0.026 per draw)
+        why = mixing_failed(_ar1(0.95, n=400, segments=4, seed=seed))
         assert why is not None and ("ESS" in why or "disagree" in why), why
     assert "disagree" in mixing_failed(_ar1(0.0, shift=3.0))  # one chain elsewhere: R-hat
-    assert "no coordinate moved" in mixing_failed([{"theta": np.ones((60, 2))}] * 3)
-    assert mixing_failed(_ar1(0.95, n=30)) is None  # too few draws to judge
-    assert mixing_failed(_ar1(0.95, chains=1)) is None  # one chain: no comparison
+    assert "no coordinate moved" in mixing_failed([[{"theta": np.ones((60, 2))}]] * 3)
+    assert mixing_failed(_ar1(0.98, n=30)) is None  # too few draws to judge
+    assert mixing_failed(_ar1(0.98, chains=1)) is None  # one chain: no comparison
     assert 0 < COLLAPSED_ESS < 0.54
+
+
+def test_the_check_picks_columns_of_a_large_model_without_joining_whole_draws():
+    big = [[{"a": np.arange(60 * 3000, dtype=np.float32).reshape(60, 3000) + k, "b": np.ones((60, 2))}
+            for k in range(2)] for _ in range(2)]
+    x = recovery._columns(big[0])
+    assert x.shape == (120, recovery.MAX_COLUMNS)
+    np.testing.assert_array_equal(x[60:, 0], x[:60, 0] + 1)  # the second segment follows the first
 
 
 def test_recover_restarts_a_stuck_chain_from_the_best_healthy_one_once():
