@@ -6,9 +6,9 @@ import numpyro.distributions as dist
 import pytest
 
 import claygraph as cg
+from claygraph.infer import recovery
 from claygraph.infer.chains import Chain
 from claygraph.infer.nuts import SamplingWarning
-from claygraph.infer import recovery
 from claygraph.infer.recovery import COLLAPSED_ESS, Health, adaptation_failed, mixing_failed, recover, why_stuck
 
 
