@@ -37,11 +37,15 @@ def test_a_stored_reference_passed_its_own_checks_and_names_the_models_sites(nam
     assert [r.param for r in rows] == ref.parameters
 
 
-# the funnel and the weakly identified hierarchy in the default suite; the other two funnels (20-25 s each)
-# in the long one (docs/testing.md)
-HARD_RUNS = ["eight_schools_centered", "smoking_status",
+# eight schools centred in the default suite; the others in the long one (docs/testing.md: 20-70 s each)
+HARD_RUNS = ["eight_schools_centered",
+             pytest.param("smoking_status", marks=pytest.mark.long),
              pytest.param("radon_centered", marks=pytest.mark.long),
              pytest.param("glmm_poisson_centered", marks=pytest.mark.long)]
+# warm-up and draws per chain: 500 + 500, but the smoking-status hierarchy mixes so slowly (min bulk ESS
+# about 25-100 at 500 draws) that the check's normal approximations fail there (the seed study: 18 of 20
+# seeds at 500 + 500), so it runs 1,000 + 1,000
+LENGTH = {"smoking_status": 1000}
 
 
 ALPHA = 1e-6  # each posterior's nominal rate: a stated false-failure rate of 1e-4 (see test_nuts.py)
@@ -49,11 +53,12 @@ ALPHA = 1e-6  # each posterior's nominal rate: a stated false-failure rate of 1e
 
 def hard_check(name: str, seed: int) -> tuple[list[tuple[str, float]], str]:
     """(each check's statistic / its bound, what failed and the table) for one NUTS run with every default
-    (4 chains x 500 + 500) on hard posterior `name`: posteriordb's check at a nominal rate of ALPHA
+    (4 chains x LENGTH, default 500 + 500) on hard posterior `name`: posteriordb's check at a nominal rate of ALPHA
     (means within 0.1 sd plus z MCSE, sds within 10% or z standard errors; support/stats.py). R-hat is
     not checked here: these posteriors' R-hat at 500 draws is what the bench reports, not a pass mark."""
     ref = hard.load(name)
-    res = cg.infer.nuts(ref.model, ref.data, chains=4, warmup=500, draws=500, seed=seed, progress=False)
+    n = LENGTH.get(name, 500)
+    res = cg.infer.nuts(ref.model, ref.data, chains=4, warmup=n, draws=n, seed=seed, progress=False)
     check = pdb.check_mcmc(ref, res.posterior, alpha=ALPHA)
     return list(check.ratios), "\n".join(check.failures + res.notes) + "\n" + check.table
 
