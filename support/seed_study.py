@@ -51,7 +51,6 @@ TESTS = {
     "test_nuts_references.py[kidiq-kidscore_momiq]": _reference("kidiq-kidscore_momiq"),
     "test_nuts_references.py[eight_schools_noncentered]": _reference("eight_schools-eight_schools_noncentered"),
     "test_hard_posteriors.py[eight_schools_centered]": _hard("eight_schools_centered"),
-    "test_hard_posteriors.py[smoking_status]": _hard("smoking_status"),
     "test_hard_posteriors.py[radon_centered]": _hard("radon_centered"),
     "test_hard_posteriors.py[glmm_poisson_centered]": _hard("glmm_poisson_centered"),
 }
