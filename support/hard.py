@@ -271,36 +271,19 @@ def load(name: str) -> pdb.Reference:
         raise FileNotFoundError(f"no stored reference for {name!r} at {path}; build it: python -m support.hard {name}")
     stored = json.loads(path.read_text())
     ref = stored["parameters"]
-    return pdb.Reference(name=name, model=model, data=make(),
-                         reference={p: {k: float(v[k]) for k in pdb._STATS} for p, v in ref.items()},
-                         parameters=list(ref), info={k: v for k, v in stored.items() if k != "parameters"})
+    return pdb.Reference(name=name, model=model, data=make(), reference=pdb.summaries(ref), parameters=list(ref),
+                         info={k: v for k, v in stored.items() if k != "parameters"})
 
 
 # -- agreement ------------------------------------------------------------------------------------------
 
 def agreement(reference: pdb.Reference, posterior: Mapping[str, Any], z: float = 4.0) -> tuple[bool, list[str], float]:
     """The suite's check of draws against the reference: every mean within 0.1 reference sd + z MCSE
-    (ours and the reference's in quadrature), every sd within 10% + z standard errors of the sd ratio.
-    Returns (ok, failures, the worst statistic / bound)."""
-    from support import stats
-
-    arrays = {k: np.asarray(getattr(v, "values", v)) for k, v in posterior.items()}
-    chains, n = next(iter(arrays.values())).shape[:2]
-    flat = pdb.with_derived(reference, {k: v.reshape((-1,) + v.shape[2:]) for k, v in arrays.items()})
-    ref_draws = float((reference.info or {}).get("draws", stats.REFERENCE_DRAWS))
-    failures, worst = [], 0.0
-    for r in pdb.compare(reference, flat):
-        base, idx = pdb.parse_name(r.param)
-        column = pdb._column(flat[base], idx, r.param).reshape(chains, n)
-        mcse = math.hypot(r.ref_mcse, stats.mean_mcse(column))
-        sd_se = math.hypot(stats.sd_relative_se(column), math.sqrt(0.5 / ref_draws))
-        mean_r = abs(r.mean - r.ref_mean) / (0.1 * r.ref_sd + z * mcse)
-        sd_r = abs(r.sd_ratio - 1) / (0.1 + z * sd_se)
-        worst = max(worst, mean_r, sd_r)
-        if mean_r > 1 or sd_r > 1:
-            failures.append(f"{r.param}: mean {r.mean:.4g} vs {r.ref_mean:.4g} ({mean_r:.2f} of its bound), "
-                            f"sd ratio {r.sd_ratio:.3f} ({sd_r:.2f} of its bound)")
-    return not failures, failures, worst
+    (ours and the reference's in quadrature), every sd within 10% + z standard errors of the sd ratio
+    (`posteriordb.check_mcmc` with a fixed z and the sd bounds added). Returns (ok, failures, the worst
+    statistic / bound)."""
+    check = pdb.check_mcmc(reference, posterior, z=z, sd_additive=True)
+    return check.ok, check.failures, max((r for _, r in check.ratios), default=0.0)
 
 
 # -- building the stored references ----------------------------------------------------------------------

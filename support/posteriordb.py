@@ -304,8 +304,12 @@ def load(name: str, root: str | os.PathLike | None = None) -> Reference:
     info_path = folder / "info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else None
     model, data = POSTERIORS[name](stan_data)
-    reference = {p: {k: float(v[k]) for k in _STATS} for p, v in ref.items()}
-    return Reference(name=name, model=model, data=data, reference=reference, parameters=list(ref), info=info)
+    return Reference(name=name, model=model, data=data, reference=summaries(ref), parameters=list(ref), info=info)
+
+
+def summaries(parameters: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """A reference file's `parameters` (name -> statistics) as floats, the statistics the checks read."""
+    return {p: {k: float(v[k]) for k in _STATS} for p, v in parameters.items()}
 
 
 # -- comparison -----------------------------------------------------------------------------------
@@ -428,28 +432,30 @@ class Check:
 
 
 def check_mcmc(reference: Reference, posterior: Mapping[str, Any], mean_tol: float = 0.1, sd_tol: float = 0.1,
-               alpha: float = 1e-4) -> Check:
+               alpha: float = 1e-4, z: float | None = None, sd_additive: bool = False) -> Check:
     """Every parameter's mean within `mean_tol` reference sd plus z Monte Carlo standard errors (ours
     from the element's bulk ESS, combined with the reference's mcse), and its sd within the larger of
-    `sd_tol` and z standard errors of the sd ratio (ours from the kurtosis and the ESS of the squared
-    deviations, combined with the reference's from its 10,000 draws): z for a false-failure rate of
-    `alpha` over all the checks (support/stats.py). `posterior`: site -> (chain, draw, ...) arrays or
-    xarray DataArrays (an ArviZ posterior group)."""
+    `sd_tol` and z standard errors of the sd ratio (`sd_additive`: their sum; ours from the kurtosis and
+    the ESS of the squared deviations, combined with the reference's from its draws, `info["draws"]` or
+    posteriordb's 10,000): z for a false-failure rate of `alpha` over all the checks (support/stats.py)
+    unless given. `posterior`: site -> (chain, draw, ...) arrays or xarray DataArrays (an ArviZ
+    posterior group)."""
     from support import stats
 
     arrays = {k: np.asarray(getattr(v, "values", v)) for k, v in posterior.items()}
     chains, n = next(iter(arrays.values())).shape[:2]
     flat = with_derived(reference, {k: v.reshape((-1,) + v.shape[2:]) for k, v in arrays.items()})
     rows = compare(reference, flat)
-    z = stats.z_bound(alpha / (2 * max(len(rows), 1)))
+    z = stats.z_bound(alpha / (2 * max(len(rows), 1))) if z is None else z
+    ref_draws = float((reference.info or {}).get("draws", stats.REFERENCE_DRAWS))
     failures, ratios = [], []
     for r in rows:
         base, idx = parse_name(r.param)
         column = _column(flat[base], idx, r.param).reshape(chains, n)
         mcse = math.hypot(r.ref_mcse, stats.mean_mcse(column))
-        sd_se = math.hypot(stats.sd_relative_se(column), math.sqrt(0.5 / stats.REFERENCE_DRAWS))
+        sd_se = math.hypot(stats.sd_relative_se(column), math.sqrt(0.5 / ref_draws))
         mean_r = abs(r.mean - r.ref_mean) / (mean_tol * r.ref_sd + z * mcse)
-        sd_r = abs(r.sd_ratio - 1) / max(sd_tol, z * sd_se)
+        sd_r = abs(r.sd_ratio - 1) / (sd_tol + z * sd_se if sd_additive else max(sd_tol, z * sd_se))
         ratios += [(f"mean {r.param}", mean_r), (f"sd {r.param}", sd_r)]
         if mean_r >= 1 or sd_r >= 1:
             failures.append(f"{r.param}: mean {r.mean:.4g} vs {r.ref_mean:.4g} (mcse {mcse:.2g}), "

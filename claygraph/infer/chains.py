@@ -134,10 +134,15 @@ def _keep_valid_centre(algo, logdensity, state, info):
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), state, fallback)
 
 
+def _algorithm(settings: Settings) -> tuple[Any, dict]:
+    """The BlackJAX algorithm and its fixed path parameters (NUTS's tree depth, HMC's steps)."""
+    if settings.algorithm == "nuts":
+        return blackjax.nuts, {"max_num_doublings": settings.max_tree_depth}
+    return blackjax.hmc, {"num_integration_steps": settings.num_integration_steps}
+
+
 def _warmup_fn(potential, settings: Settings):
-    algo = blackjax.nuts if settings.algorithm == "nuts" else blackjax.hmc
-    extra = ({"max_num_doublings": settings.max_tree_depth} if settings.algorithm == "nuts"
-             else {"num_integration_steps": settings.num_integration_steps})
+    algo, extra = _algorithm(settings)
 
     @jax.jit
     def run(key, position, data):
@@ -150,7 +155,7 @@ def _warmup_fn(potential, settings: Settings):
     return run
 
 
-def _record(params: dict, info, steps: int, settings: Settings) -> dict:
+def _record(params: dict, info, steps, settings: Settings) -> dict:
     """The adapted parameters plus the warm-up's record: iterations run, and (extensible warm-ups) the
     last window's change ratio and length."""
     out = {**params, "warmup_steps": jnp.asarray(steps, jnp.int32)}
@@ -179,18 +184,15 @@ def _extension_schedule(length: int) -> jax.Array:
 
 def _extend_fn(potential, settings: Settings):
     """One more window of warm-up from a chain's state and adapted parameters (`extension_length`)."""
-    algo = blackjax.nuts if settings.algorithm == "nuts" else blackjax.hmc
-    extra = ({"max_num_doublings": settings.max_tree_depth} if settings.algorithm == "nuts"
-             else {"num_integration_steps": settings.num_integration_steps})
+    algo, extra = _algorithm(settings)
     length = extension_length(settings)
 
     @jax.jit
     def run(key, state, params, data):
         imm = params["inverse_mass_matrix"]
         if settings.adaptation == "window_low_rank":
-            d = imm.sigma.shape[0]
-            core = metric.low_rank_core(metric.buffer_size(length - FINAL_BUFFER, d))
-            start = metric.low_rank_state(imm, metric.buffer_size(length - FINAL_BUFFER, d), params["window"])
+            rows = metric.buffer_size(length - FINAL_BUFFER, imm.sigma.shape[0])
+            core, start = metric.low_rank_core(rows), metric.low_rank_state(imm, rows, params["window"])
         else:
             core, start = metric.diagonal_core(), metric.diagonal_state(imm, params["window"])
         adapt = blackjax.staged_adaptation(
@@ -198,7 +200,7 @@ def _extend_fn(potential, settings: Settings):
             initial_step_size=params["step_size"], initial_metric_state=start,
             target_acceptance_rate=settings.target_accept, adaptation_info_fn=_settling, **extra)
         (state, new), info = adapt.run(key, state.position, num_steps=length)
-        return state, _record(new, info, 0, settings) | {"warmup_steps": params["warmup_steps"] + length}
+        return state, _record(new, info, params["warmup_steps"] + length, settings)
 
     return run
 

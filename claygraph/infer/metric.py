@@ -218,14 +218,10 @@ def low_rank_state(imm: LowRankInverseMassMatrix, rows: int, window=0) -> LowRan
                         jnp.zeros((), dtype), jnp.asarray(window, jnp.int32))
 
 
-DEFAULT_RULE = LowRankRule()
-
-
-def low_rank_core(rows: int, rule: LowRankRule | None = None) -> MetricCore:
+def low_rank_core(rows: int, rule: LowRankRule = LowRankRule()) -> MetricCore:
     """A BlackJAX MetricCore (init / update / final) for `staged_adaptation`: it accumulates a
     window's draws and gradients and at the window's end sets the low-rank + diagonal metric and
     records how far it moved from the previous window's (`settle_ratio`)."""
-    rule = rule or DEFAULT_RULE
 
     def init(d: int) -> LowRankState:
         dtype = jnp.zeros(()).dtype

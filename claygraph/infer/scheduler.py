@@ -188,7 +188,7 @@ def run_chains_local(session, pool, settings, segment, stop, hook, draws: int | 
         if not checked or late:
             again = _warm_up_again(session, pool, settings, starts, restarted, layout)
             if not checked:  # the first segment (the fallback's own included) gets the stuck-chain check
-                late_due = LATE_CHECK * drawn if again is None and settings.adaptation != "window" else None
+                late_due = LATE_CHECK * drawn if again is None else None
                 _recover(pool, restarted)
             else:
                 late_due = None
